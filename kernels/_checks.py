@@ -1,0 +1,77 @@
+"""Validation at the public boundary of the kernels.
+
+Shape and dtype checks always run (shapes are static under ``jit``). Value checks (NaN / Inf) run
+only on concrete arrays: inside a user's ``jit`` the values are not known, and the caller is
+responsible for them.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+
+
+def is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+def check_metric(metric: str) -> str:
+    if not isinstance(metric, str) or metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
+    return metric
+
+
+def as_float_matrix(x, name: str = "x") -> jax.Array:
+    """Returns ``x`` as a floating 2-D ``jax.Array``; rejects other ranks, integer dtypes, NaN/Inf."""
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise TypeError(f"{name} must be an array of shape [n, d], got {type(x).__name__}")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D of shape [n, d], got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(
+            f"{name} must have a floating dtype (float32, bfloat16, float16, float64), "
+            f"got {x.dtype}; cast it explicitly, e.g. {name}.astype('float32')"
+        )
+    if is_concrete(x):
+        finite = np.isfinite(np.asarray(x, dtype=np.float32)) if x.size else np.ones((), bool)
+        if not bool(np.all(finite)):
+            bad = np.argwhere(~finite)[0]
+            raise ValueError(
+                f"{name} contains NaN or Inf (first at row {int(bad[0])}, column {int(bad[1])}); "
+                "selection over non-finite vectors is undefined"
+            )
+    return jnp.asarray(x)
+
+
+def check_k(k, n: int, name: str = "k") -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {k!r} of type {type(k).__name__}")
+    k = int(k)
+    if k < 0:
+        raise ValueError(f"{name} must be >= 0, got {k}")
+    if k > n:
+        raise ValueError(f"{name}={k} is larger than the number of points n={n}")
+    return k
+
+
+def check_same_width(a, b, name_a: str, name_b: str) -> None:
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(
+            f"{name_b} must have the same width as {name_a}: {name_a} has shape "
+            f"{tuple(a.shape)}, {name_b} has shape {tuple(b.shape)}"
+        )
+
+
+def check_block_size(block_size) -> int | None:
+    if block_size is None:
+        return None
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)):
+        raise TypeError(f"block_size must be a positive int or None, got {block_size!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size}")
+    return int(block_size)

@@ -1,0 +1,159 @@
+"""Distances between rows, blocked so that no more than ``block_size x m`` values live at once.
+
+Kernels rank points by a *rank distance*: the squared Euclidean distance for ``"euclidean"`` and
+``"sqeuclidean"`` (the square root is monotone, so it never changes an argmin / argmax) and the
+cosine distance ``1 - clip(cos, -1, 1)`` for ``"cosine"``. ``to_metric`` turns a rank distance into
+the metric's own value.
+
+Two ways to compute a distance are used, each where it is best:
+
+* one point against all rows (the inner step of greedy k-center): ``sum((x_i - c) ** 2)`` — exact
+  (no cancellation), fused by XLA into a single pass over ``x``, so memory-bandwidth bound;
+* a block of rows against many rows (pairwise matrices, nearest-anchor and nearest-neighbour
+  tables): ``|a|^2 + |b|^2 - 2 a.b`` through a matrix product, clamped at zero — compute bound and
+  much faster, at the price of rounding of order ``eps * |a|^2`` for near-identical rows.
+
+Inputs may be float32, bfloat16 or float16; products accumulate in float32 (float64 inputs, with
+``jax_enable_x64``, stay float64).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import as_float_matrix, check_block_size, check_metric, check_same_width
+
+__all__ = ["pairwise_distances", "to_metric"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+# Default number of float32 values a block of a distance matrix may hold (64 MiB).
+_BLOCK_BUDGET = 1 << 24
+
+
+def accum_dtype(dtype) -> jnp.dtype:
+    """float64 stays float64; every other floating dtype accumulates in float32."""
+    return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
+
+
+def auto_block(n_cols: int, n_rows: int, block_size: int | None = None) -> int:
+    """Rows per block: ``block_size`` if given, else as many as keep a block within the budget."""
+    if block_size is None:
+        block_size = max(1, _BLOCK_BUDGET // max(1, n_cols))
+    return max(1, min(int(block_size), max(1, n_rows)))
+
+
+def row_aux(x: jax.Array, metric: str) -> jax.Array:
+    """Per-row quantity the block form needs: squared norm (Euclidean) or inverse norm (cosine).
+
+    A zero row gets inverse norm 0, so every cosine similarity with it is 0 and its cosine
+    distance to anything (itself included) is 1.
+    """
+    acc = accum_dtype(x.dtype)
+    sq = jnp.sum(jnp.square(x.astype(acc)), axis=1)
+    if metric == "cosine":
+        return jnp.where(sq > 0, jax.lax.rsqrt(jnp.where(sq > 0, sq, 1)), 0).astype(acc)
+    return sq
+
+
+def block_rank_distances(a, a_aux, b, b_aux, metric: str) -> jax.Array:
+    """Rank distances ``[len(a), len(b)]`` through one matrix product."""
+    acc = accum_dtype(jnp.promote_types(a.dtype, b.dtype))
+    dots = jnp.dot(a, b.T, precision=_HIGHEST, preferred_element_type=acc)
+    if metric == "cosine":
+        cos = jnp.clip(dots * a_aux[:, None] * b_aux[None, :], -1.0, 1.0)
+        return 1.0 - cos
+    return jnp.maximum(a_aux[:, None] + b_aux[None, :] - 2.0 * dots, 0.0)
+
+
+def point_rank_distances(x: jax.Array, center: jax.Array, metric: str) -> jax.Array:
+    """Rank distances ``[n]`` from every row of ``x`` to one point, in a single fused pass."""
+    acc = accum_dtype(x.dtype)
+    xf = x.astype(acc)
+    cf = center.astype(acc)
+    if metric == "cosine":
+        dots = jnp.sum(xf * cf, axis=1)
+        x_sq = jnp.sum(xf * xf, axis=1)
+        c_sq = jnp.sum(cf * cf)
+        denom_sq = x_sq * c_sq
+        cos = jnp.where(denom_sq > 0, dots * jax.lax.rsqrt(jnp.where(denom_sq > 0, denom_sq, 1)), 0)
+        return 1.0 - jnp.clip(cos, -1.0, 1.0)
+    return jnp.sum(jnp.square(xf - cf), axis=1)
+
+
+def to_metric(rank_distance: jax.Array, metric: str) -> jax.Array:
+    """Rank distance -> the metric's value (square root for ``"euclidean"``)."""
+    check_metric(metric)
+    if metric == "euclidean":
+        return jnp.sqrt(jnp.maximum(rank_distance, 0.0))
+    return rank_distance
+
+
+def fold_row_blocks(fn, x: jax.Array, block: int, init):
+    """Folds ``fn(rows, start, fresh_from, carry) -> carry`` over row blocks of ``x``, no copy.
+
+    The last block is shifted back to end at row ``n`` (it may overlap the previous one), so every
+    block has the static shape ``[block, d]``. Rows ``start + j`` with ``start + j < fresh_from``
+    were already seen by the previous block: a reduction must mask them; a write may repeat them.
+    """
+    n = x.shape[0]
+    num_blocks = -(-n // block)
+
+    def body(i, carry):
+        fresh_from = i * block
+        start = jnp.minimum(fresh_from, n - block)
+        rows = jax.lax.dynamic_slice_in_dim(x, start, block, axis=0)
+        return fn(rows, start, fresh_from, carry)
+
+    return jax.lax.fori_loop(0, num_blocks, body, init)
+
+
+@partial(jax.jit, static_argnames=("metric", "block_size", "self_distances"))
+def _pairwise(x, y, *, metric, block_size, self_distances):
+    n, m = x.shape[0], y.shape[0]
+    if n == 0 or m == 0:
+        return jnp.zeros((n, m), accum_dtype(jnp.promote_types(x.dtype, y.dtype)))
+    block = auto_block(m, n, block_size)
+    x_aux, y_aux = row_aux(x, metric), row_aux(y, metric)
+
+    def one_block(rows, start, fresh_from, out):
+        aux = jax.lax.dynamic_slice_in_dim(x_aux, start, block)
+        d = block_rank_distances(rows, aux, y, y_aux, metric)
+        if self_distances and metric != "cosine":
+            # d(x_i, x_i) is exactly 0, whatever the rounding of the product form says.
+            row_ids = start + jnp.arange(block)[:, None]
+            d = jnp.where(row_ids == jnp.arange(m)[None, :], 0.0, d)
+        return jax.lax.dynamic_update_slice_in_dim(out, d.astype(out.dtype), start, axis=0)
+
+    out_dtype = accum_dtype(jnp.promote_types(x.dtype, y.dtype))
+    out = fold_row_blocks(one_block, x, block, jnp.zeros((n, m), out_dtype))
+    return to_metric(out, metric)
+
+
+def pairwise_distances(x, y=None, *, metric: str = "euclidean", block_size: int | None = None):
+    """Distance matrix between the rows of ``x`` and the rows of ``y``.
+
+    Args:
+      x: Array of shape ``[n, d]``, floating (float32, bfloat16, float16).
+      y: Array of shape ``[m, d]``; defaults to ``x`` (then the diagonal is exactly 0 for the
+        Euclidean metrics).
+      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``. The cosine distance is
+        ``1 - clip(cos, -1, 1)``; a zero vector is at cosine distance 1 from everything.
+      block_size: rows of ``x`` processed at once, so that at most ``block_size x m`` temporary
+        values exist besides the output. ``None`` picks a block of at most 16M values.
+
+    Returns:
+      float32 array of shape ``[n, m]`` (float64 for float64 inputs).
+    """
+    check_metric(metric)
+    block_size = check_block_size(block_size)
+    x = as_float_matrix(x, "x")
+    self_distances = y is None
+    if y is None:
+        y = x
+    else:
+        y = as_float_matrix(y, "y")
+        check_same_width(x, y, "x", "y")
+    return _pairwise(x, y, metric=metric, block_size=block_size, self_distances=self_distances)
