@@ -5,7 +5,16 @@ kernels over them (``goldener_jax.kernels``).
 """
 
 from goldener_jax import kernels
+from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "kernels"]
+__all__ = [
+    "FeatureExtractor",
+    "Layer",
+    "Vectorizer",
+    "__version__",
+    "capture",
+    "flatten_vectors",
+    "kernels",
+]

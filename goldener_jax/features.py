@@ -30,8 +30,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from goldener_jax.vectorize import Vectorizer, mean_pool
+from goldener_jax.vectorize import Vectorizer, flatten_vectors, mean_pool  # noqa: F401
 
+# Vectorizer and flatten_vectors live in goldener_jax.vectorize; imported here so the package
+# re-exports the whole capture -> vectors path from one place.
 __all__ = [
     "FUSIONS",
     "FeatureExtractor",
