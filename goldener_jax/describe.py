@@ -1,0 +1,324 @@
+"""describe: run a feature extractor over a source and write the vectors to a FeatureStore,
+resumably.
+
+For each batch not yet done: a jitted step (model + capture + fuse + vectorize, all inside the
+extractor) computes ``(vectors [B, R, C], valid [B, R])``; a writer thread writes the rows and then
+marks the batch done. JAX dispatch is asynchronous, so the device computes batch ``i + 1`` while
+the writer thread waits for and writes batch ``i`` (at most ``max_in_flight`` batches queued).
+
+The extractor is duck-typed: any object with ``__call__(x, *, mask=None, key=None) -> (vectors,
+valid)`` that is traceable by ``jax.jit`` and a ``fingerprint`` string (a stable digest of its
+configuration: model, weights, layers, fusion, vectorizer) works;
+:class:`goldener_jax.FeatureExtractor` is one. ``mask`` / ``key`` are passed only when the source
+has a mask key / ``describe`` is given a key. An optional ``config()`` method returning a JSON-able
+dict is recorded in the manifest and used to name what differs when a store is reopened with
+another extractor.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax.sources import Source, as_source
+from goldener_jax.store import FeatureStore
+
+__all__ = ["describe"]
+
+_DEFAULT_BATCH_SIZE = 64
+
+
+def _check_extractor(extractor) -> tuple[str, dict]:
+    if not callable(extractor):
+        raise TypeError(
+            "extractor must be callable as extractor(x) -> (vectors [B, R, C], valid [B, R]), "
+            f"got {type(extractor).__name__}"
+        )
+    fingerprint = getattr(extractor, "fingerprint", None)
+    if callable(fingerprint):
+        fingerprint = fingerprint()
+    if not isinstance(fingerprint, str) or not fingerprint:
+        raise TypeError(
+            "extractor must have a non-empty str `fingerprint` (a stable digest of model, weights, "
+            f"layers, fusion, vectorizer) so a store can refuse to mix; got {fingerprint!r}"
+        )
+    config = getattr(extractor, "config", None)
+    config = config() if callable(config) else (config if isinstance(config, dict) else {})
+    return fingerprint, config
+
+
+def _label_spec(batch: dict, key: str | None, name: str) -> tuple[tuple[int, ...], str] | None:
+    if key is None:
+        return None
+    value = batch[key]
+    if value.dtype == bool or np.issubdtype(value.dtype, np.integer):
+        if name == "groups" and value.ndim != 1:
+            raise ValueError(
+                f"groups ({key!r}) must be [N] integers, got per-sample shape {value.shape[1:]}"
+            )
+        if value.ndim > 2:
+            raise ValueError(
+                f"{name} ({key!r}) must be [N] ints or [N, L] multi-hot, got shape {value.shape}"
+            )
+        return tuple(value.shape[1:]), str(value.dtype)
+    raise TypeError(
+        f"{name} ({key!r}) must be integers (or bool multi-hot), got dtype {value.dtype}; "
+        "encode them first, e.g. np.unique(values, return_inverse=True)[1]"
+    )
+
+
+def _pad(x: np.ndarray, size: int) -> np.ndarray:
+    """Pads the batch axis to ``size`` by repeating the last sample (one compiled shape)."""
+    if x.shape[0] == size:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], size - x.shape[0], axis=0)])
+
+
+def _check_batch_keys(batch, src: Source, b: int) -> None:
+    if not isinstance(batch, dict):
+        raise TypeError(f"batch {b} of source {src.name!r} is {type(batch).__name__}, not a dict")
+    for key in src.keys:
+        if key not in batch:
+            raise KeyError(
+                f"batch {b} of source {src.name!r} has no key {key!r} (keys present: "
+                f"{sorted(batch)}); set data_key / label_key / group_key / mask_key"
+            )
+
+
+def describe(
+    source,
+    extractor,
+    path,
+    *,
+    batch_size: int | None = None,
+    dtype: str = "float32",
+    data_key: str = "image",
+    label_key: str | None = None,
+    group_key: str | None = None,
+    mask_key: str | None = None,
+    labels=None,
+    groups=None,
+    key: jax.Array | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_in_flight: int = 2,
+) -> FeatureStore:
+    """Describes every sample of ``source`` with ``extractor`` into the store at ``path``.
+
+    Resumable: run the same call again after a crash (even ``kill -9``) and only the batches not
+    marked done are computed; the final arrays are bit-identical to an uninterrupted run.
+
+    Args:
+        source: Arrays, a dict of arrays, a random-access data source (``tfds.data_source``,
+            grain), a re-iterable of batches, or a :class:`goldener_jax.sources.Source`.
+        extractor: See the module docstring (a :class:`goldener_jax.FeatureExtractor`).
+        path: Store directory or TensorStore kvstore URL (``gs://...``).
+        batch_size: Samples per batch; fixed for the life of the store (it is the chunk size and
+            decides which samples share a compiled call). Default: the store's, else 64.
+        dtype: ``"float32"`` or ``"bfloat16"`` for the stored vectors.
+        data_key, label_key, group_key, mask_key: Keys of the model input, integer (or multi-hot)
+            labels, integer groups and an optional mask (passed as ``mask=``) in the batches.
+        labels, groups: Per-sample arrays given next to array data.
+        key: Optional ``jax.random.key``; batch ``b`` gets ``fold_in(key, b)``.
+        overwrite: Start over when ``path`` holds a store written with another configuration.
+        progress: Show a tqdm bar (done / total batches, rows/s, skipped batches).
+        max_in_flight: Batches computed but not yet written that may be queued (bounds memory).
+
+    Returns:
+        The :class:`FeatureStore`.
+
+    Raises:
+        StoreMismatchError: ``path`` holds a store from another extractor / source / layout.
+        StoreCorruptError: The manifest at ``path`` is unreadable.
+        OSError: A write failed (the batch in question is not marked done).
+    """
+    src = as_source(
+        source,
+        data_key=data_key,
+        label_key=label_key,
+        group_key=group_key,
+        mask_key=mask_key,
+        labels=labels,
+        groups=groups,
+    )
+    fingerprint, config = _check_extractor(extractor)
+    if dtype not in ("float32", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+    n = len(src)
+    if n == 0:
+        raise ValueError(f"source {src.name!r} is empty; nothing to describe")
+
+    existing = None if overwrite else FeatureStore.peek_manifest(path)
+    if batch_size is None:
+        batch_size = existing["layout"]["batch_size"] if existing else _DEFAULT_BATCH_SIZE
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or (batch_size < 1)
+    ):
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    batch_size = int(batch_size)
+    num_batches = src.num_batches(batch_size)
+    source_fp = src.fingerprint()
+    proc, nproc = jax.process_index(), jax.process_count()
+
+    def apply(ex, x, mask, batch_key):
+        kwargs = {}
+        if mask is not None:
+            kwargs["mask"] = mask
+        if batch_key is not None:
+            kwargs["key"] = batch_key
+        vectors, valid = ex(x, **kwargs)
+        if vectors.ndim == 2:  # one row per sample
+            vectors, valid = vectors[:, None, :], jnp.reshape(valid, (-1, 1))
+        return vectors.astype(dtype), valid.astype(bool)
+
+    # A pytree extractor (FeatureExtractor: its leaves are the variables) is passed as an
+    # argument so the weights are inputs of the compiled step, not constants baked into it; any
+    # other callable is closed over.
+    leaves = jax.tree.leaves(extractor)
+    if leaves and not (len(leaves) == 1 and leaves[0] is extractor):
+        jitted = jax.jit(apply)
+        step = lambda x, mask, batch_key: apply(extractor, x, mask, batch_key)
+        jstep = lambda x, mask, batch_key: jitted(extractor, x, mask, batch_key)
+    else:
+        step = lambda x, mask, batch_key: apply(extractor, x, mask, batch_key)
+        jstep = jax.jit(step)
+
+    def inputs(b: int, batch: dict):
+        x = _pad(np.asarray(batch[src.data_key]), batch_size)
+        mask = None if src.mask_key is None else _pad(np.asarray(batch[src.mask_key]), batch_size)
+        batch_key = None if key is None else jax.random.fold_in(key, b)
+        return x, mask, batch_key
+
+    probe = None
+    if existing is None:
+        # A new store: its layout (R, D, label shapes) comes from the first batch.
+        b0, first = next(iter(src.iter_batches(batch_size, [0])))
+        _check_batch_keys(first, src, b0)
+        out = jax.eval_shape(step, *inputs(b0, first))
+        _, rows_per_sample, dim = out[0].shape
+        manifest = FeatureStore.build_manifest(
+            extractor_fingerprint=fingerprint,
+            extractor_config=config,
+            source=source_fp,
+            num_samples=n,
+            rows_per_sample=rows_per_sample,
+            dim=dim,
+            dtype=dtype,
+            batch_size=batch_size,
+            labels=_label_spec(first, src.label_key, "labels"),
+            groups=_label_spec(first, src.group_key, "groups"),
+        )
+        if nproc > 1:
+            from jax.experimental import multihost_utils
+
+            if proc == 0:
+                store = FeatureStore.create(path, manifest, overwrite=overwrite)
+            multihost_utils.sync_global_devices("goldener_jax.describe:create")
+            if proc != 0:
+                store = FeatureStore.create(path, manifest, overwrite=False)
+        else:
+            store = FeatureStore.create(path, manifest, overwrite=overwrite)
+        probe = (b0, first)
+    else:
+        requested = {
+            "extractor": {"fingerprint": fingerprint, "config": config},
+            "source": source_fp,
+            "layout": {"batch_size": batch_size, "dtype": dtype},
+        }
+        FeatureStore._check_same(existing, requested, path)
+        store = FeatureStore.open(path)
+
+    done = store.done_batches()
+    mine = [b for b in range(num_batches) if b % nproc == proc]
+    pending = [b for b in mine if not done[b]]
+    skipped = len(mine) - len(pending)
+    r = store.rows_per_sample
+
+    bar = None
+    if progress and proc == 0:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(mine), initial=skipped, desc="describe", unit="batch")
+        bar.set_postfix(rows_s="-", skipped=skipped)
+    lock = threading.Lock()
+    stats = {"rows": 0, "t0": time.perf_counter()}
+
+    def write(b: int, out, n_b: int, lab, grp) -> None:
+        vectors, valid = (np.asarray(a) for a in out)  # waits for the device
+        vectors, valid = vectors[:n_b], valid[:n_b]
+        if vectors.shape[1:] != (r, store.dim):
+            raise ValueError(
+                f"batch {b}: extractor returned vectors of per-sample shape {vectors.shape[1:]}, "
+                f"the store at {path!r} holds ({r}, {store.dim}); pass overwrite=True to start over"
+            )
+        kept = vectors[valid]
+        if kept.size and not np.isfinite(kept.astype(np.float32)).all():
+            bad = int(np.argwhere(~np.isfinite(vectors.astype(np.float32)).any(-1) & valid)[0, 0])
+            raise ValueError(
+                f"batch {b}: the extractor produced NaN or Inf vectors (first at sample "
+                f"{b * batch_size + bad}); check the input data and preprocessing"
+            )
+        store.write_batch(
+            b, vectors.reshape(n_b * r, -1), valid.reshape(-1), labels=lab, groups=grp
+        )
+        with lock:
+            stats["rows"] += n_b * r
+            if bar is not None:
+                rate = stats["rows"] / max(time.perf_counter() - stats["t0"], 1e-9)
+                bar.set_postfix(rows_s=f"{rate:,.0f}", skipped=skipped, refresh=False)
+                bar.update(1)
+
+    def batches():
+        if probe is not None and pending and pending[0] == probe[0]:
+            yield probe
+            yield from src.iter_batches(batch_size, pending[1:])
+        else:
+            yield from src.iter_batches(batch_size, pending)
+
+    inflight: collections.deque = collections.deque()
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goldener-describe-writer")
+    try:
+        for b, batch in batches():
+            _check_batch_keys(batch, src, b)
+            s0, s1 = store.batch_samples(b)
+            n_b = len(batch[src.data_key])
+            if n_b != s1 - s0:
+                raise ValueError(
+                    f"batch {b} of source {src.name!r} has {n_b} samples, expected {s1 - s0}"
+                )
+            lab = None if src.label_key is None else batch[src.label_key]
+            grp = None if src.group_key is None else batch[src.group_key]
+            out = jstep(*inputs(b, batch))  # asynchronous dispatch
+            inflight.append(writer.submit(write, b, out, n_b, lab, grp))
+            while len(inflight) > max_in_flight:
+                inflight.popleft().result()
+        while inflight:
+            inflight.popleft().result()
+    except BaseException:
+        # Batches already computed are still written (each is independent and flagged only after
+        # its own data), so a failing source or a Ctrl-C loses no finished work.
+        for future in inflight:
+            try:
+                future.result()
+            except Exception:  # noqa: BLE001 - the first error is the one raised
+                pass
+        raise
+    finally:
+        writer.shutdown(wait=True)
+        if bar is not None:
+            bar.close()
+    if nproc > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("goldener_jax.describe:done")
+    return store

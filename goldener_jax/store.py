@@ -1,0 +1,574 @@
+"""FeatureStore: sample descriptions on TensorStore (zarr v3), written resumably.
+
+Layout under ``path`` (a local directory or any TensorStore kvstore URL: ``file://``, ``gs://``,
+``s3://``, ``memory://``)::
+
+    manifest.json   schema version, extractor fingerprint + config, source fingerprint, layout
+    vectors/        zarr v3 [Nv, D] float32 or bfloat16  -- row r belongs to sample r // R
+    sample_idx/     zarr v3 [Nv] int64                   -- r // R once written, -1 before
+    valid/          zarr v3 [Nv] bool                    -- False for padding rows
+    labels/         zarr v3 [N] int or [N, L] multi-hot  (only when the source has labels)
+    groups/         zarr v3 [N] int                      (only when the source has groups)
+    done/           zarr v3 [num_batches] uint8          -- 1 once a batch is fully written
+
+Row layout: every sample owns ``R`` consecutive rows (``R`` = rows per sample of the extractor,
+``Nv = N * R``); a sample whose mask yields fewer valid rows keeps its slots, the unused ones
+zero-filled with ``valid = False``. A row's position therefore depends only on its sample index:
+not on the batch size, the number of processes, or where a run was resumed.
+
+Chunks: one chunk per batch along the row axis (``batch_size * R`` rows, all ``D`` columns;
+``batch_size`` samples for labels / groups; one flag per batch), so a batch writes whole chunks
+that no other batch touches (no read-modify-write, safe for several processes writing disjoint
+batches). Writes are ordered data-then-flag: a batch's ``done`` flag is written only after all
+its data writes are committed, so a killed run never leaves a batch marked done with missing data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import tensorstore as ts
+
+__all__ = ["FeatureStore", "StoreMismatchError", "StoreCorruptError"]
+
+SCHEMA_VERSION = 1
+FORMAT = "goldener-jax.feature-store"
+MANIFEST = "manifest.json"
+_ARRAY_NAMES = ("vectors", "sample_idx", "valid", "labels", "groups", "done")
+_VECTOR_DTYPES = ("float32", "bfloat16")
+
+
+class StoreMismatchError(ValueError):
+    """The store at a path was written with another configuration (extractor, source, layout)."""
+
+
+class StoreCorruptError(ValueError):
+    """The store's manifest or arrays cannot be read as a goldener-jax feature store."""
+
+
+def _kvstore_spec(path) -> dict:
+    """Kvstore spec (JSON) of a directory: local paths become ``file`` kvstores."""
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise TypeError(
+            f"path must be a directory path or a kvstore URL (str), got {path!r} "
+            f"of type {type(path).__name__}"
+        )
+    if "://" not in path:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValueError(
+                f"path {path!r} is an existing file; a feature store is a directory "
+                "(give a new or empty directory, or an existing store)"
+            )
+        path = "file://" + os.path.abspath(path)
+    elif path.startswith("file://"):
+        local = path[len("file://") :]
+        if os.path.exists(local) and not os.path.isdir(local):
+            raise ValueError(f"path {path!r} is an existing file; a feature store is a directory")
+    if not path.endswith("/"):
+        path += "/"
+    try:
+        return ts.KvStore.Spec(path).to_json()
+    except ValueError as e:
+        raise ValueError(f"path {path!r} is not a usable TensorStore kvstore URL: {e}") from e
+
+
+def _sub(kvspec: dict, name: str) -> dict:
+    return {**kvspec, "path": kvspec.get("path", "") + name + "/"}
+
+
+def _zarr3_metadata(shape, chunk, dtype: str, fill) -> dict:
+    return {
+        "shape": list(shape),
+        "data_type": dtype,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
+        "chunk_key_encoding": {"name": "default"},
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "fill_value": fill,
+    }
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Human-readable differences between two JSON-like values."""
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            key = f"{prefix}.{k}" if prefix else str(k)
+            if k not in a:
+                out.append(f"{key}: absent in store, {b[k]!r} requested")
+            elif k not in b:
+                out.append(f"{key}: {a[k]!r} in store, absent in request")
+            else:
+                out += _diff(a[k], b[k], key)
+        return out
+    if a != b:
+        return [f"{prefix or 'value'}: {a!r} in store, {b!r} requested"]
+    return []
+
+
+class FeatureStore:
+    """Vectors describing samples, stored as zarr v3 arrays on TensorStore.
+
+    Open an existing store with :meth:`FeatureStore.open`; :func:`goldener_jax.describe` creates
+    and fills one. Arrays are exposed as TensorStore objects (``store.vectors[a:b].read()``
+    reads rows ``a:b`` only); :meth:`read_rows` and :meth:`read_vectors` return NumPy arrays.
+    """
+
+    def __init__(self, path, kvspec: dict, manifest: dict, arrays: dict[str, Any]):
+        self.path = os.fspath(path) if isinstance(path, os.PathLike) else path
+        self._kvspec = kvspec
+        self.manifest = manifest
+        self._arrays = arrays
+
+    # ------------------------------------------------------------------ opening / creating
+    @staticmethod
+    def _read_manifest(kv, path) -> dict | None:
+        try:
+            result = kv.read(MANIFEST).result()
+        except ValueError as e:
+            raise OSError(f"cannot read {MANIFEST} of store {path!r}: {e}") from e
+        if result.state != "value":
+            return None
+        try:
+            manifest = json.loads(result.value.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreCorruptError(
+                f"{MANIFEST} of store {path!r} is corrupt (not valid JSON: {e}); "
+                "pass overwrite=True to start the store over"
+            ) from e
+        problems = []
+        if not isinstance(manifest, dict):
+            problems.append(f"expected a JSON object, got {type(manifest).__name__}")
+        else:
+            if manifest.get("format") != FORMAT:
+                problems.append(f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
+            for key in ("schema_version", "extractor", "source", "layout", "arrays"):
+                if key not in manifest:
+                    problems.append(f"missing key {key!r}")
+            if not problems and manifest["schema_version"] != SCHEMA_VERSION:
+                problems.append(
+                    f"schema_version is {manifest['schema_version']!r}, this version of "
+                    f"goldener-jax reads {SCHEMA_VERSION}"
+                )
+        if problems:
+            raise StoreCorruptError(
+                f"{MANIFEST} of store {path!r} is not a goldener-jax feature store manifest: "
+                + "; ".join(problems)
+                + "; pass overwrite=True to start the store over"
+            )
+        return manifest
+
+    @classmethod
+    def open(cls, path) -> FeatureStore:
+        """Opens an existing store (read and write). Raises ``FileNotFoundError`` when ``path``
+        holds no store, :class:`StoreCorruptError` when its manifest is unreadable."""
+        kvspec = _kvstore_spec(path)
+        kv = ts.KvStore.open(kvspec).result()
+        manifest = cls._read_manifest(kv, path)
+        if manifest is None:
+            raise FileNotFoundError(f"no feature store at {path!r} (no {MANIFEST})")
+        return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=False))
+
+    @classmethod
+    def _open_arrays(cls, kvspec, manifest, path, *, create: bool) -> dict:
+        arrays = {}
+        for name, meta in manifest["arrays"].items():
+            if meta is None:
+                arrays[name] = None
+                continue
+            spec = {
+                "driver": "zarr3",
+                "kvstore": _sub(kvspec, name),
+                "metadata": _zarr3_metadata(
+                    meta["shape"], meta["chunk_shape"], meta["dtype"], meta["fill_value"]
+                ),
+            }
+            try:
+                arrays[name] = ts.open(spec, open=True, create=create).result()
+            except ValueError as e:
+                raise StoreCorruptError(
+                    f"array {name!r} of store {path!r} does not match its manifest or cannot be "
+                    f"opened ({e}); pass overwrite=True to start the store over"
+                ) from e
+        return arrays
+
+    @staticmethod
+    def build_manifest(
+        *,
+        extractor_fingerprint: str,
+        extractor_config: Any,
+        source: Mapping,
+        num_samples: int,
+        rows_per_sample: int,
+        dim: int,
+        dtype: str,
+        batch_size: int,
+        labels: tuple[tuple[int, ...], str] | None = None,
+        groups: tuple[tuple[int, ...], str] | None = None,
+    ) -> dict:
+        """The manifest of a new store; ``labels`` / ``groups`` are (per-sample shape, dtype)."""
+        if dtype not in _VECTOR_DTYPES:
+            raise ValueError(f"dtype must be one of {_VECTOR_DTYPES}, got {dtype!r}")
+        for name, value in (
+            ("num_samples", num_samples),
+            ("rows_per_sample", rows_per_sample),
+            ("dim", dim),
+            ("batch_size", batch_size),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < (0 if name == "num_samples" else 1)
+            ):
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        n, r, b = int(num_samples), int(rows_per_sample), int(batch_size)
+        num_batches = -(-n // b)
+        rows = n * r
+        chunk_rows = max(b * r, 1)
+        arrays: dict[str, Any] = {
+            "vectors": {
+                "shape": [rows, int(dim)],
+                "chunk_shape": [chunk_rows, int(dim)],
+                "dtype": dtype,
+                "fill_value": 0.0,
+            },
+            "sample_idx": {
+                "shape": [rows],
+                "chunk_shape": [chunk_rows],
+                "dtype": "int64",
+                "fill_value": -1,
+            },
+            "valid": {
+                "shape": [rows],
+                "chunk_shape": [chunk_rows],
+                "dtype": "bool",
+                "fill_value": False,
+            },
+            "done": {
+                "shape": [max(num_batches, 0)],
+                "chunk_shape": [1],
+                "dtype": "uint8",
+                "fill_value": 0,
+            },
+            "labels": None,
+            "groups": None,
+        }
+        for name, spec in (("labels", labels), ("groups", groups)):
+            if spec is None:
+                continue
+            shape, kind = tuple(int(s) for s in spec[0]), str(spec[1])
+            fill = False if kind == "bool" else (0 if kind.startswith("uint") else -1)
+            arrays[name] = {
+                "shape": [n, *shape],
+                "chunk_shape": [max(b, 1), *shape],
+                "dtype": kind,
+                "fill_value": fill,
+            }
+        try:
+            json.dumps(extractor_config)
+        except TypeError as e:
+            raise TypeError(f"extractor config must be JSON-able: {e}") from e
+        return {
+            "format": FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "extractor": {"fingerprint": str(extractor_fingerprint), "config": extractor_config},
+            "source": dict(source),
+            "layout": {
+                "num_samples": n,
+                "rows_per_sample": r,
+                "num_rows": rows,
+                "dim": int(dim),
+                "dtype": dtype,
+                "batch_size": b,
+                "num_batches": num_batches,
+                "row_layout": "fixed: rows [i*R, (i+1)*R) belong to sample i; valid marks padding",
+            },
+            "arrays": arrays,
+        }
+
+    @classmethod
+    def create(cls, path, manifest: dict, *, overwrite: bool = False) -> FeatureStore:
+        """Creates the store described by ``manifest`` (from :meth:`build_manifest`) or reopens a
+        store written with the same configuration. Anything else raises
+        :class:`StoreMismatchError` naming what differs, unless ``overwrite=True`` (which
+        deletes the old store's arrays and manifest, nothing else)."""
+        kvspec = _kvstore_spec(path)
+        kv = ts.KvStore.open(kvspec).result()
+        if overwrite:
+            cls._delete(kv)
+            existing = None
+        else:
+            existing = cls._read_manifest(kv, path)
+        if existing is not None:
+            cls._check_same(existing, manifest, path)
+            return cls(
+                path, kvspec, existing, cls._open_arrays(kvspec, existing, path, create=True)
+            )
+        foreign = [
+            k.decode()
+            for k in kv.list().result()
+            if k.decode().split("/", 1)[0] not in (*_ARRAY_NAMES, MANIFEST)
+        ]
+        if foreign:
+            raise ValueError(
+                f"path {path!r} is not empty and holds no feature store (found e.g. "
+                f"{foreign[0]!r}, no {MANIFEST}); give a new or empty directory"
+            )
+        # Manifest first, arrays after: a run killed in between finds the manifest and creates
+        # the missing arrays (open=True, create=True) on the next call.
+        cls._delete(kv)  # leftovers of an interrupted overwrite, if any
+        kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
+
+    @staticmethod
+    def _delete(kv) -> None:
+        kv.delete_range(ts.KvStore.KeyRange(MANIFEST, MANIFEST + "\0")).result()
+        for name in _ARRAY_NAMES:
+            kv.delete_range(ts.KvStore.KeyRange(name + "/", name + "0")).result()
+
+    @classmethod
+    def peek_manifest(cls, path) -> dict | None:
+        """The manifest at ``path`` or None when there is no store (corrupt ones raise)."""
+        kvspec = _kvstore_spec(path)
+        return cls._read_manifest(ts.KvStore.open(kvspec).result(), path)
+
+    @staticmethod
+    def _check_same(existing: dict, requested: dict, path) -> None:
+        """Raises :class:`StoreMismatchError` naming what differs. ``requested`` may hold only
+        some layout keys and no ``arrays`` (a resume that does not know the shapes yet)."""
+        ex_fp = existing["extractor"].get("fingerprint")
+        rq_fp = requested["extractor"]["fingerprint"]
+        if ex_fp != rq_fp:
+            details = _diff(existing["extractor"].get("config"), requested["extractor"]["config"])
+            raise StoreMismatchError(
+                f"store {path!r} was written with another extractor: fingerprint {ex_fp!r} in "
+                f"store, {rq_fp!r} requested"
+                + (f" (config differs: {'; '.join(details[:5])})" if details else "")
+                + "; use another path or pass overwrite=True"
+            )
+        for section in ("source", "layout"):
+            if section == "layout":
+                have = {k: existing["layout"].get(k) for k in requested["layout"]}
+            else:
+                have = existing[section]
+            details = _diff(have, requested[section])
+            if details:
+                raise StoreMismatchError(
+                    f"store {path!r} was written with another {section}: {'; '.join(details[:5])}"
+                    "; use another path, the same settings, or pass overwrite=True"
+                )
+        details = _diff(existing["arrays"], requested["arrays"]) if "arrays" in requested else []
+        if details:
+            raise StoreMismatchError(
+                f"store {path!r} has other arrays than requested: {'; '.join(details[:5])}; "
+                "use another path or pass overwrite=True"
+            )
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def layout(self) -> dict:
+        return self.manifest["layout"]
+
+    @property
+    def num_samples(self) -> int:
+        return self.layout["num_samples"]
+
+    @property
+    def num_rows(self) -> int:
+        return self.layout["num_rows"]
+
+    @property
+    def rows_per_sample(self) -> int:
+        return self.layout["rows_per_sample"]
+
+    @property
+    def dim(self) -> int:
+        return self.layout["dim"]
+
+    @property
+    def dtype(self) -> str:
+        return self.layout["dtype"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.layout["batch_size"]
+
+    @property
+    def num_batches(self) -> int:
+        return self.layout["num_batches"]
+
+    @property
+    def extractor_fingerprint(self) -> str:
+        return self.manifest["extractor"]["fingerprint"]
+
+    @property
+    def vectors(self) -> ts.TensorStore:
+        """TensorStore array of shape ``[Nv, D]``."""
+        return self._arrays["vectors"]
+
+    @property
+    def sample_idx(self) -> ts.TensorStore:
+        """TensorStore array of shape ``[Nv]``: the sample each row describes."""
+        return self._arrays["sample_idx"]
+
+    @property
+    def valid(self) -> ts.TensorStore:
+        """TensorStore bool array of shape ``[Nv]``: False for padding rows."""
+        return self._arrays["valid"]
+
+    @property
+    def labels(self) -> ts.TensorStore | None:
+        """TensorStore array ``[N]`` (int) or ``[N, L]`` (multi-hot), or None."""
+        return self._arrays["labels"]
+
+    @property
+    def groups(self) -> ts.TensorStore | None:
+        """TensorStore int array ``[N]``, or None."""
+        return self._arrays["groups"]
+
+    def __repr__(self) -> str:
+        done = int(self.done_batches().sum())
+        return (
+            f"FeatureStore({self.path!r}, samples={self.num_samples}, rows={self.num_rows}, "
+            f"dim={self.dim}, dtype={self.dtype}, batches done={done}/{self.num_batches})"
+        )
+
+    # ------------------------------------------------------------------ batches
+    def batch_samples(self, b: int) -> tuple[int, int]:
+        """Sample range ``[start, stop)`` of batch ``b``."""
+        if not 0 <= b < self.num_batches:
+            raise IndexError(f"batch index {b} out of range [0, {self.num_batches})")
+        start = b * self.batch_size
+        return start, min(start + self.batch_size, self.num_samples)
+
+    def batch_rows(self, b: int) -> tuple[int, int]:
+        """Row range ``[start, stop)`` of batch ``b``."""
+        start, stop = self.batch_samples(b)
+        return start * self.rows_per_sample, stop * self.rows_per_sample
+
+    def done_batches(self) -> np.ndarray:
+        """Bool array ``[num_batches]``: True where the batch is fully written."""
+        if self.num_batches == 0:
+            return np.zeros((0,), bool)
+        return self._arrays["done"].read().result().astype(bool)
+
+    def is_complete(self) -> bool:
+        return bool(self.done_batches().all())
+
+    def write_batch(
+        self,
+        b: int,
+        vectors,
+        valid,
+        *,
+        labels=None,
+        groups=None,
+    ) -> None:
+        """Writes batch ``b`` (data, then its done flag).
+
+        Args:
+            b: Batch index.
+            vectors: Array ``[n_b * R, D]`` (or ``[n_b, R, D]``) of the store's dtype.
+            valid: Bool array ``[n_b * R]`` (or ``[n_b, R]``).
+            labels, groups: Per-sample arrays ``[n_b, ...]`` when the store has them.
+
+        Raises:
+            OSError: A write failed (full disk, permissions...); the batch is not marked done.
+        """
+        self.write_batch_data(b, vectors, valid, labels=labels, groups=groups)
+        self.mark_done(b)
+
+    def write_batch_data(self, b: int, vectors, valid, *, labels=None, groups=None) -> None:
+        """Writes the rows of batch ``b`` without marking it done (see :meth:`write_batch`)."""
+        r0, r1 = self.batch_rows(b)
+        s0, s1 = self.batch_samples(b)
+        rows = r1 - r0
+        vectors = np.asarray(vectors).reshape(rows, -1) if rows else np.asarray(vectors)
+        valid = np.asarray(valid, dtype=bool).reshape(rows)
+        if vectors.shape != (rows, self.dim):
+            raise ValueError(
+                f"batch {b}: vectors must have shape [{rows}, {self.dim}] "
+                f"({s1 - s0} samples x {self.rows_per_sample} rows, dim {self.dim}), "
+                f"got {vectors.shape}"
+            )
+        target = self.vectors.dtype.numpy_dtype
+        if vectors.dtype != target:
+            vectors = vectors.astype(target)
+        # Padding rows are zero whatever the model produced there: the stored bytes depend only
+        # on valid rows.
+        vectors = np.where(valid[:, None], vectors, np.zeros((), target))
+        sample_idx = np.repeat(np.arange(s0, s1, dtype=np.int64), self.rows_per_sample)
+        writes = [
+            (self.vectors, slice(r0, r1), vectors),
+            (self.valid, slice(r0, r1), valid),
+            (self.sample_idx, slice(r0, r1), sample_idx),
+        ]
+        for name, value in (("labels", labels), ("groups", groups)):
+            array = self._arrays[name]
+            if array is None:
+                continue
+            if value is None:
+                raise ValueError(f"batch {b}: the store has {name} but none were given")
+            value = np.asarray(value)
+            expected = (s1 - s0, *array.shape[1:])
+            if value.shape != expected:
+                raise ValueError(
+                    f"batch {b}: {name} must have shape {list(expected)}, got {list(value.shape)}"
+                )
+            writes.append((array, slice(s0, s1), value.astype(array.dtype.numpy_dtype)))
+        try:
+            futures = [array[index].write(value) for array, index, value in writes]
+            for future in futures:
+                future.result()
+        except (ValueError, OSError) as e:
+            raise OSError(
+                f"writing batch {b} (rows {r0}..{r1}) to store {self.path!r} failed: {e}; the "
+                "batch is not marked done, run describe again to resume"
+            ) from e
+
+    def mark_done(self, b: int) -> None:
+        self.batch_samples(b)  # range check
+        try:
+            self._arrays["done"][b].write(np.uint8(1)).result()
+        except (ValueError, OSError) as e:
+            raise OSError(
+                f"marking batch {b} done in store {self.path!r} failed: {e}; its data is "
+                "written but it will be recomputed by the next run"
+            ) from e
+
+    # ------------------------------------------------------------------ reading
+    def read_rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        """Rows ``[start, stop)``: ``{"vectors", "sample_idx", "valid"}`` as NumPy arrays."""
+        if not (0 <= start <= stop <= self.num_rows):
+            raise IndexError(f"row range [{start}, {stop}) out of [0, {self.num_rows}]")
+        futures = {
+            name: self._arrays[name][start:stop].read()
+            for name in ("vectors", "sample_idx", "valid")
+        }
+        return {name: f.result() for name, f in futures.items()}
+
+    def read_vectors(self, *, valid_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """All vectors and their sample indices: ``(vectors [Nv', D], sample_idx [Nv'])``, padding
+        rows dropped when ``valid_only``. Raises ``ValueError`` if the store is incomplete."""
+        missing = np.flatnonzero(~self.done_batches())
+        if missing.size:
+            raise ValueError(
+                f"store {self.path!r} is incomplete: {missing.size} of {self.num_batches} "
+                f"batches not done (first: {int(missing[0])}); run describe again to finish it"
+            )
+        rows = self.read_rows(0, self.num_rows)
+        if not valid_only:
+            return rows["vectors"], rows["sample_idx"]
+        keep = rows["valid"]
+        return rows["vectors"][keep], rows["sample_idx"][keep]
+
+    def read_labels(self) -> np.ndarray | None:
+        return None if self.labels is None else self.labels.read().result()
+
+    def read_groups(self) -> np.ndarray | None:
+        return None if self.groups is None else self.groups.read().result()
