@@ -59,7 +59,8 @@ class Layer:
     Attributes:
       path: module path joined with ``/`` (``"encoder/block_1/attn"``).
       output: for a module that returns a tuple/list (pick by ``int`` index) or a dict (pick by
-        ``str`` key). ``None`` requires the module to return a single array.
+        ``str`` key); a tuple of them picks in nested outputs (``(1, "scaled")``). ``None``
+        requires the module to return a single array.
       call: for a module called several times in one forward pass (a shared module):
         ``"first"``, ``"last"``, an ``int`` call index, or ``"all"`` (every call is captured and
         fused like separate layers, in call order). ``None`` accepts only a module called once
@@ -68,17 +69,21 @@ class Layer:
     """
 
     path: str
-    output: int | str | None = None
+    output: int | str | tuple[int | str, ...] | None = None
     call: int | str | None = None
     method: str = "__call__"
 
     def __post_init__(self):
         if not isinstance(self.path, str):
             raise TypeError(f"Layer.path must be a str, got {self.path!r}")
+        steps = self.output if isinstance(self.output, tuple) else (self.output,)
         if self.output is not None and (
-            isinstance(self.output, bool) or not isinstance(self.output, (int, str))
+            not steps or any(isinstance(s, bool) or not isinstance(s, (int, str)) for s in steps)
         ):
-            raise TypeError(f"Layer.output must be an int, a str or None, got {self.output!r}")
+            raise TypeError(
+                "Layer.output must be None, an int index, a str key or a tuple of them, "
+                f"got {self.output!r}"
+            )
         if self.call is not None and not (
             (isinstance(self.call, int) and not isinstance(self.call, bool)) or self.call in _CALLS
         ):
@@ -91,7 +96,8 @@ class Layer:
     def to_json(self) -> str | dict:
         if self.output is None and self.call is None and self.method == "__call__":
             return self.path
-        return {"path": self.path, "output": self.output, "call": self.call, "method": self.method}
+        output = list(self.output) if isinstance(self.output, tuple) else self.output
+        return {"path": self.path, "output": output, "call": self.call, "method": self.method}
 
 
 def _as_layer(item, where: str) -> Layer:
@@ -271,10 +277,16 @@ def _run_nnx(model, variables, x, targets, method, apply_kwargs):
             raise ValueError(f"layer {path!r} ({type(module).__name__}) has no method {meth!r}")
         module.__class__ = _nnx_recorder_class(type(module), meth)
         paths[id(module)] = path
-    fn = private if method is None else getattr(private, method)
+    kwargs = dict(apply_kwargs or {})
+
+    def forward(module, x):
+        return (module if method is None else getattr(module, method))(x, **kwargs)
+
     token = _NNX_ACTIVE.set((records, paths))
     try:
-        fn(x, **dict(apply_kwargs or {}))
+        # Inside nnx.capture (collecting nothing) the model's own `sow` calls are dropped
+        # instead of being stored on the module.
+        nnx.capture(forward)(private, x)
     finally:
         _NNX_ACTIVE.reset(token)
     records.called = set(modules)
@@ -403,29 +415,31 @@ def _pick_output(value, layer: Layer):
                 f"with Layer({name!r}, output=INDEX_OR_KEY)"
             )
         return value
-    if isinstance(value, Mapping):
-        if layer.output not in value:
+    steps = layer.output if isinstance(layer.output, tuple) else (layer.output,)
+    out = value
+    for step in steps:
+        if isinstance(out, Mapping):
+            if step not in out:
+                raise ValueError(
+                    f"layer {name!r} returned {_describe(value)}; output={layer.output!r}: "
+                    f"{step!r} is not one of the keys {sorted(map(str, out))}"
+                )
+        elif isinstance(out, (tuple, list)):
+            if not isinstance(step, int) or not -len(out) <= step < len(out):
+                raise ValueError(
+                    f"layer {name!r} returned {_describe(value)}; output={layer.output!r}: "
+                    f"{step!r} must be an int index in [{-len(out)}, {len(out)})"
+                )
+        else:
             raise ValueError(
-                f"layer {name!r} returned a dict with keys {sorted(map(str, value))}, "
-                f"output={layer.output!r} is not one of them"
+                f"layer {name!r} returned {_describe(value)}; output={layer.output!r} can only "
+                "pick from a tuple, list or dict"
             )
-        out = value[layer.output]
-    elif isinstance(value, (tuple, list)):
-        if not isinstance(layer.output, int) or not -len(value) <= layer.output < len(value):
-            raise ValueError(
-                f"layer {name!r} returned a sequence of {len(value)} values "
-                f"{_describe(value)}; output={layer.output!r} must be an int index in "
-                f"[{-len(value)}, {len(value)})"
-            )
-        out = value[layer.output]
-    else:
-        raise ValueError(
-            f"layer {name!r} returned {_describe(value)}; output={layer.output!r} can only pick "
-            "from a tuple, list or dict"
-        )
+        out = out[step]
     if not hasattr(out, "shape"):
         raise ValueError(
-            f"layer {name!r} output {layer.output!r} is {_describe(out)}, not an array"
+            f"layer {name!r}: output={layer.output!r} is {_describe(out)}, not an array; "
+            "pick deeper with a tuple, e.g. output=(1, 'key')"
         )
     return out
 

@@ -128,18 +128,36 @@ class NNXCNN(nnx.Module):
 def init_linen(model: nn.Module, shape, seed: int = 0):
     """Variables with non-trivial batch statistics (one training step's worth)."""
     x = jax.random.normal(jax.random.key(seed + 1), shape)
-    variables = model.init(jax.random.key(seed), x)
+    variables = jax.jit(model.init)(jax.random.key(seed), x)
     if "batch_stats" in variables:
-        _, updates = model.apply(
-            variables,
-            x * 3.0 + 1.0,
-            train=True,
-            mutable=["batch_stats"],
-            rngs={"dropout": jax.random.key(seed + 2)},
-        )
-        variables = {**variables, **updates}
+
+        def train_step(variables, x):
+            return model.apply(
+                variables,
+                x * 3.0 + 1.0,
+                train=True,
+                mutable=["batch_stats"],
+                rngs={"dropout": jax.random.key(seed + 2)},
+            )[1]
+
+        variables = {**variables, **jax.jit(train_step)(variables, x)}
     return variables
 
 
 def images(batch: int, size: int = 8, channels: int = 3, seed: int = 0) -> jax.Array:
     return jax.random.normal(jax.random.key(100 + seed), (batch, size, size, channels))
+
+
+def example_fingerprints() -> tuple[str, str]:
+    """Fingerprints of a Linen and an NNX extractor, rebuilt from scratch (seeded)."""
+    from goldener_jax import FeatureExtractor, Vectorizer
+
+    model = LinenCNN()
+    linen = FeatureExtractor(
+        model=model,
+        variables=init_linen(model, (2, 8, 8, 3)),
+        layers=["stage_0", "stage_1"],
+        vectorizer=Vectorizer(remove_first=1, fusion="mean"),
+    )
+    nnx_ex = FeatureExtractor(model=NNXCNN(nnx.Rngs(0)), layers={"g": ["conv1"]})
+    return linen.fingerprint, nnx_ex.fingerprint
