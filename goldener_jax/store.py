@@ -50,10 +50,13 @@ class StoreCorruptError(ValueError):
     """The store's manifest or arrays cannot be read as a goldener-jax feature store."""
 
 
+def _fspath(path):
+    return os.fspath(path) if isinstance(path, os.PathLike) else path
+
+
 def _kvstore_spec(path) -> dict:
     """Kvstore spec (JSON) of a directory: local paths become ``file`` kvstores."""
-    if isinstance(path, os.PathLike):
-        path = os.fspath(path)
+    path = _fspath(path)
     if not isinstance(path, str) or not path:
         raise TypeError(
             f"path must be a directory path or a kvstore URL (str), got {path!r} "
@@ -120,7 +123,7 @@ class FeatureStore:
     """
 
     def __init__(self, path, kvspec: dict, manifest: dict, arrays: dict[str, Any]):
-        self.path = os.fspath(path) if isinstance(path, os.PathLike) else path
+        self.path = _fspath(path)
         self._kvspec = kvspec
         self.manifest = manifest
         self._arrays = arrays
@@ -167,6 +170,7 @@ class FeatureStore:
     def open(cls, path) -> FeatureStore:
         """Opens an existing store (read and write). Raises ``FileNotFoundError`` when ``path``
         holds no store, :class:`StoreCorruptError` when its manifest is unreadable."""
+        path = _fspath(path)
         kvspec = _kvstore_spec(path)
         kv = ts.KvStore.open(kvspec).result()
         manifest = cls._read_manifest(kv, path)
@@ -297,6 +301,7 @@ class FeatureStore:
         store written with the same configuration. Anything else raises
         :class:`StoreMismatchError` naming what differs, unless ``overwrite=True`` (which
         deletes the old store's arrays and manifest, nothing else)."""
+        path = _fspath(path)
         kvspec = _kvstore_spec(path)
         kv = ts.KvStore.open(kvspec).result()
         if overwrite:
@@ -314,7 +319,7 @@ class FeatureStore:
             for k in kv.list().result()
             if k.decode().split("/", 1)[0] not in (*_ARRAY_NAMES, MANIFEST)
         ]
-        if foreign:
+        if foreign and not overwrite:
             raise ValueError(
                 f"path {path!r} is not empty and holds no feature store (found e.g. "
                 f"{foreign[0]!r}, no {MANIFEST}); give a new or empty directory"
@@ -334,6 +339,7 @@ class FeatureStore:
     @classmethod
     def peek_manifest(cls, path) -> dict | None:
         """The manifest at ``path`` or None when there is no store (corrupt ones raise)."""
+        path = _fspath(path)
         kvspec = _kvstore_spec(path)
         return cls._read_manifest(ts.KvStore.open(kvspec).result(), path)
 

@@ -1,0 +1,138 @@
+"""Checkpointer / resumable_loop on Orbax: cadence, retention, resume == uninterrupted, refusal."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from goldener_jax.checkpoint import Checkpointer, CheckpointMismatchError, resumable_loop
+
+
+class State(NamedTuple):
+    x: jax.Array
+    key: jax.Array  # raw key data
+    count: jax.Array
+
+
+def _init() -> State:
+    return State(
+        x=jnp.zeros((5,), jnp.float32),
+        key=jax.random.key_data(jax.random.key(0)),
+        count=jnp.zeros((), jnp.int32),
+    )
+
+
+@jax.jit
+def _step(state: State, step) -> State:
+    key = jax.random.wrap_key_data(state.key)
+    key, sub = jax.random.split(jax.random.fold_in(key, step))
+    x = state.x * 0.9 + jax.random.normal(sub, state.x.shape)
+    return State(x, jax.random.key_data(key), state.count + 1)
+
+
+CONFIG = {"kernel": "toy", "k": 5, "metric": "euclidean"}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _bits(state: State) -> list[bytes]:
+    return [np.asarray(leaf).tobytes() for leaf in jax.tree.leaves(state)]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    reference = resumable_loop(_step, _init(), 20, tmp_path / "ref", config=CONFIG, every_steps=3)
+
+    calls = []
+
+    def crashing(state, step):
+        if step == 11:
+            raise Interrupt
+        calls.append(step)
+        return _step(state, step)
+
+    with pytest.raises(Interrupt):
+        resumable_loop(crashing, _init(), 20, tmp_path / "run", config=CONFIG, every_steps=3)
+    with Checkpointer(tmp_path / "run", CONFIG, every_steps=3) as ckpt:
+        assert ckpt.latest_step == 9
+    calls.clear()
+    resumed = resumable_loop(
+        _counting(calls), _init(), 20, tmp_path / "run", config=CONFIG, every_steps=3
+    )
+    assert calls[0] == 9 and len(calls) == 11  # steps 9..19 only: work since the last save
+    assert _bits(resumed) == _bits(reference)
+    assert isinstance(resumed, State) and isinstance(resumed.x, jax.Array)
+
+
+def _counting(calls):
+    def fn(state, step):
+        calls.append(step)
+        return _step(state, step)
+
+    return fn
+
+
+def test_keeps_last_few_and_restores_latest(tmp_path):
+    with Checkpointer(tmp_path, CONFIG, every_steps=2, keep=2, async_save=False) as ckpt:
+        state, start = ckpt.restore(_init())
+        assert start == 0
+        for step in range(start, 9):
+            state = _step(state, step)
+            ckpt.maybe_save(step + 1, state)
+        assert ckpt.all_steps() == [6, 8]
+        state = _step(state, 9)  # not saved
+    with Checkpointer(tmp_path, CONFIG, every_steps=2) as ckpt:
+        restored, step = ckpt.restore(_init())
+        assert step == 8
+        assert _bits(restored) == _bits(_step_to(8))
+        assert _bits(restored) != _bits(state)
+
+
+def _step_to(n: int) -> State:
+    state = _init()
+    for step in range(n):
+        state = _step(state, step)
+    return state
+
+
+def test_every_seconds_with_a_fake_clock(tmp_path):
+    now = [0.0]
+    with Checkpointer(tmp_path, CONFIG, every_seconds=10, clock=lambda: now[0]) as ckpt:
+        state = _init()
+        saved = []
+        for step in range(6):
+            now[0] += 4.0
+            state = _step(state, step)
+            if ckpt.maybe_save(step + 1, state):
+                saved.append(step + 1)
+        assert saved == [3, 6]  # 12 s and 24 s after the start
+
+
+def test_refuses_other_config(tmp_path):
+    resumable_loop(_step, _init(), 4, tmp_path, config=CONFIG, every_steps=2)
+    other = {**CONFIG, "k": 6}
+    with pytest.raises(CheckpointMismatchError, match=r"k: 5 in store, 6 requested"):
+        Checkpointer(tmp_path, other, every_steps=2)
+    with Checkpointer(tmp_path, other, every_steps=2, overwrite=True) as ckpt:
+        assert ckpt.latest_step is None
+        assert ckpt.restore(_init())[1] == 0
+
+
+def test_bad_arguments(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(ValueError, match="is an existing file"):
+        Checkpointer(f, CONFIG, every_steps=1)
+    with pytest.raises(ValueError, match="every_steps and/or every_seconds"):
+        Checkpointer(tmp_path / "a", CONFIG)
+    with pytest.raises(ValueError, match="every_steps"):
+        Checkpointer(tmp_path / "a", CONFIG, every_steps=0)
+    with pytest.raises(TypeError, match="JSON-able"):
+        Checkpointer(tmp_path / "a", {"f": object()}, every_steps=1)
+    with pytest.raises(ValueError, match="keep"):
+        Checkpointer(tmp_path / "a", CONFIG, every_steps=1, keep=0)
