@@ -5,11 +5,39 @@ kernels over them (``goldener_jax.kernels``).
 """
 
 from goldener_jax import kernels
+from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpointer
+    ArraySource,
+    Checkpointer,
+    CheckpointMismatchError,
+    FeatureStore,
+    IterableSource,
+    RandomAccessSource,
+    Source,
+    StoreCorruptError,
+    StoreMismatchError,
+    TFDSSource,
+    as_source,
+    describe,
+    resumable_loop,
+)
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArraySource",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "FeatureStore",
+    "IterableSource",
+    "RandomAccessSource",
+    "Source",
+    "StoreCorruptError",
+    "StoreMismatchError",
+    "TFDSSource",
+    "as_source",
+    "describe",
+    "resumable_loop",
     "FeatureExtractor",
     "Layer",
     "Vectorizer",

@@ -26,10 +26,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from goldener_jax.checkpoint import Checkpointer as Checkpointer
+from goldener_jax.checkpoint import CheckpointMismatchError as CheckpointMismatchError
+from goldener_jax.checkpoint import resumable_loop as resumable_loop
+from goldener_jax.sources import ArraySource as ArraySource
+from goldener_jax.sources import IterableSource as IterableSource
+from goldener_jax.sources import RandomAccessSource as RandomAccessSource
 from goldener_jax.sources import Source, as_source
+from goldener_jax.sources import TFDSSource as TFDSSource
 from goldener_jax.store import FeatureStore
+from goldener_jax.store import StoreCorruptError as StoreCorruptError
+from goldener_jax.store import StoreMismatchError as StoreMismatchError
 
-__all__ = ["describe"]
+# describe() is the entry point of this layer; the store, source and checkpoint names are
+# re-exported here so that `goldener_jax/__init__.py` imports them in one statement.
+__all__ = [
+    "ArraySource",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "FeatureStore",
+    "IterableSource",
+    "RandomAccessSource",
+    "Source",
+    "StoreCorruptError",
+    "StoreMismatchError",
+    "TFDSSource",
+    "as_source",
+    "describe",
+    "resumable_loop",
+]
 
 _DEFAULT_BATCH_SIZE = 64
 
@@ -71,6 +96,37 @@ def _label_spec(batch: dict, key: str | None, name: str) -> tuple[tuple[int, ...
         f"{name} ({key!r}) must be integers (or bool multi-hot), got dtype {value.dtype}; "
         "encode them first, e.g. np.unique(values, return_inverse=True)[1]"
     )
+
+
+def _apply(ex, x, mask, batch_key, dtype: str):
+    kwargs = {}
+    if mask is not None:
+        kwargs["mask"] = mask
+    if batch_key is not None:
+        kwargs["key"] = batch_key
+    vectors, valid = ex(x, **kwargs)
+    if vectors.ndim == 2:  # one row per sample
+        vectors, valid = vectors[:, None, :], jnp.reshape(valid, (-1, 1))
+    return vectors.astype(dtype), valid.astype(bool)
+
+
+# Module-level jitted steps: a second describe call with the same extractor reuses the compiled
+# step (jit caches on the function object). A pytree extractor (FeatureExtractor: its leaves are
+# the variables) is an argument, so the weights are inputs, not constants baked into the program;
+# another hashable callable is a static argument; anything else is closed over (compiled per call).
+_jit_pytree = jax.jit(_apply, static_argnames=("dtype",))
+_jit_static = jax.jit(_apply, static_argnames=("ex", "dtype"))
+
+
+def _jitted_step(extractor, dtype: str):
+    leaves = jax.tree.leaves(extractor)
+    if leaves and not (len(leaves) == 1 and leaves[0] is extractor):
+        return lambda x, m, k: _jit_pytree(extractor, x, m, k, dtype=dtype)
+    try:
+        hash(extractor)
+    except TypeError:
+        return jax.jit(lambda x, m, k: _apply(extractor, x, m, k, dtype))
+    return lambda x, m, k: _jit_static(extractor, x, m, k, dtype=dtype)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -170,28 +226,7 @@ def describe(
     source_fp = src.fingerprint()
     proc, nproc = jax.process_index(), jax.process_count()
 
-    def apply(ex, x, mask, batch_key):
-        kwargs = {}
-        if mask is not None:
-            kwargs["mask"] = mask
-        if batch_key is not None:
-            kwargs["key"] = batch_key
-        vectors, valid = ex(x, **kwargs)
-        if vectors.ndim == 2:  # one row per sample
-            vectors, valid = vectors[:, None, :], jnp.reshape(valid, (-1, 1))
-        return vectors.astype(dtype), valid.astype(bool)
-
-    # A pytree extractor (FeatureExtractor: its leaves are the variables) is passed as an
-    # argument so the weights are inputs of the compiled step, not constants baked into it; any
-    # other callable is closed over.
-    leaves = jax.tree.leaves(extractor)
-    if leaves and not (len(leaves) == 1 and leaves[0] is extractor):
-        jitted = jax.jit(apply)
-        step = lambda x, mask, batch_key: apply(extractor, x, mask, batch_key)
-        jstep = lambda x, mask, batch_key: jitted(extractor, x, mask, batch_key)
-    else:
-        step = lambda x, mask, batch_key: apply(extractor, x, mask, batch_key)
-        jstep = jax.jit(step)
+    jstep = _jitted_step(extractor, dtype)
 
     def inputs(b: int, batch: dict):
         x = _pad(np.asarray(batch[src.data_key]), batch_size)
@@ -204,7 +239,9 @@ def describe(
         # A new store: its layout (R, D, label shapes) comes from the first batch.
         b0, first = next(iter(src.iter_batches(batch_size, [0])))
         _check_batch_keys(first, src, b0)
-        out = jax.eval_shape(step, *inputs(b0, first))
+        # Computing batch 0 gives the output shape (dispatch is asynchronous) and is not
+        # wasted: a new store needs it.
+        out = jstep(*inputs(b0, first))
         _, rows_per_sample, dim = out[0].shape
         manifest = FeatureStore.build_manifest(
             extractor_fingerprint=fingerprint,
@@ -228,7 +265,7 @@ def describe(
                 store = FeatureStore.create(path, manifest, overwrite=False)
         else:
             store = FeatureStore.create(path, manifest, overwrite=overwrite)
-        probe = (b0, first)
+        probe = (b0, first, out)
     else:
         requested = {
             "extractor": {"fingerprint": fingerprint, "config": config},
@@ -279,16 +316,17 @@ def describe(
                 bar.update(1)
 
     def batches():
+        rest = pending
         if probe is not None and pending and pending[0] == probe[0]:
             yield probe
-            yield from src.iter_batches(batch_size, pending[1:])
-        else:
-            yield from src.iter_batches(batch_size, pending)
+            rest = pending[1:]
+        for b, batch in src.iter_batches(batch_size, rest):
+            yield b, batch, None
 
     inflight: collections.deque = collections.deque()
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="goldener-describe-writer")
     try:
-        for b, batch in batches():
+        for b, batch, out in batches():
             _check_batch_keys(batch, src, b)
             s0, s1 = store.batch_samples(b)
             n_b = len(batch[src.data_key])
@@ -298,7 +336,8 @@ def describe(
                 )
             lab = None if src.label_key is None else batch[src.label_key]
             grp = None if src.group_key is None else batch[src.group_key]
-            out = jstep(*inputs(b, batch))  # asynchronous dispatch
+            if out is None:
+                out = jstep(*inputs(b, batch))  # asynchronous dispatch
             inflight.append(writer.submit(write, b, out, n_b, lab, grp))
             while len(inflight) > max_in_flight:
                 inflight.popleft().result()

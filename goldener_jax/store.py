@@ -180,10 +180,10 @@ class FeatureStore:
 
     @classmethod
     def _open_arrays(cls, kvspec, manifest, path, *, create: bool) -> dict:
-        arrays = {}
+        futures = {}
         for name, meta in manifest["arrays"].items():
             if meta is None:
-                arrays[name] = None
+                futures[name] = None
                 continue
             spec = {
                 "driver": "zarr3",
@@ -192,8 +192,11 @@ class FeatureStore:
                     meta["shape"], meta["chunk_shape"], meta["dtype"], meta["fill_value"]
                 ),
             }
+            futures[name] = ts.open(spec, open=True, create=create)  # opened concurrently
+        arrays = {}
+        for name, future in futures.items():
             try:
-                arrays[name] = ts.open(spec, open=True, create=create).result()
+                arrays[name] = None if future is None else future.result()
             except ValueError as e:
                 raise StoreCorruptError(
                     f"array {name!r} of store {path!r} does not match its manifest or cannot be "

@@ -201,6 +201,36 @@ def test_iterable_source_rebatched_and_resumed(tmp_path):
     _assert_bit_identical(_arrays(store), _arrays(ref))
 
 
+def test_write_of_batch_i_overlaps_compute_of_batch_i_plus_1(tmp_path, monkeypatch):
+    """The write of batch i blocks until batch i + 1 has been read and dispatched: this only
+    finishes if the writer thread and the compute loop run concurrently."""
+    import threading
+
+    x, y = _data()
+    dispatched = {b: threading.Event() for b in range(7)}
+    waited = []
+
+    class Signalling(ArraySource):
+        def iter_batches(self, batch_size, batch_indices):
+            for b, batch in super().iter_batches(batch_size, batch_indices):
+                yield b, batch
+                dispatched[b].set()  # runs when the loop asks for the next batch
+
+    original = FeatureStore.write_batch_data
+
+    def slow_write(self, b, *args, **kwargs):
+        if b + 1 < self.num_batches:
+            waited.append(dispatched[b + 1].wait(timeout=20))
+        return original(self, b, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "write_batch_data", slow_write)
+    store = describe(
+        Signalling(x, labels=y), RowsExtractor(), tmp_path / "s", batch_size=4, progress=False
+    )
+    assert store.is_complete()
+    assert waited == [True] * 5
+
+
 def test_progress_bar_reports_skipped(tmp_path, capsys):
     x, y = _data()
     describe(x, RowsExtractor(), tmp_path / "s", batch_size=4, progress=False)
