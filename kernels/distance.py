@@ -7,8 +7,10 @@ the metric's own value.
 
 Two ways to compute a distance are used, each where it is best:
 
-* one point against all rows (the inner step of greedy k-center): ``sum((x_i - c) ** 2)`` — exact
-  (no cancellation), fused by XLA into a single pass over ``x``, so memory-bandwidth bound;
+* one point against all rows (the inner step of greedy k-center): one mat-vec over ``x``, with
+  squared norms taken from the mean row (``PointStats``), so cancellation happens at the scale of
+  the data's spread rather than of its offset; memory-bandwidth bound (an elementwise
+  ``sum((x_i - c) ** 2)`` is exact too, but XLA on CPU runs it about 10x slower);
 * a block of rows against many rows (pairwise matrices, nearest-anchor and nearest-neighbour
   tables): ``|a|^2 + |b|^2 - 2 a.b`` through a matrix product, clamped at zero — compute bound and
   much faster, at the price of rounding of order ``eps * |a|^2`` for near-identical rows.
@@ -20,6 +22,7 @@ Inputs may be float32, bfloat16 or float16; products accumulate in float32 (floa
 from __future__ import annotations
 
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -63,24 +66,60 @@ def block_rank_distances(a, a_aux, b, b_aux, metric: str) -> jax.Array:
     acc = accum_dtype(jnp.promote_types(a.dtype, b.dtype))
     dots = jnp.dot(a, b.T, precision=_HIGHEST, preferred_element_type=acc)
     if metric == "cosine":
-        cos = jnp.clip(dots * a_aux[:, None] * b_aux[None, :], -1.0, 1.0)
+        # (a_inv * b_inv) first: the product is then symmetric, so d(a, b) == d(b, a) bit for bit.
+        cos = jnp.clip(dots * (a_aux[:, None] * b_aux[None, :]), -1.0, 1.0)
         return 1.0 - cos
     return jnp.maximum(a_aux[:, None] + b_aux[None, :] - 2.0 * dots, 0.0)
 
 
-def point_rank_distances(x: jax.Array, center: jax.Array, metric: str) -> jax.Array:
-    """Rank distances ``[n]`` from every row of ``x`` to one point, in a single fused pass."""
+class PointStats(NamedTuple):
+    """Per-row quantities that let one point be compared with all rows in one mat-vec.
+
+    Attributes:
+      shift: ``[d]`` origin the squared norms are taken from: the mean row for float32/float64
+        inputs (distances then cancel at the scale of the data's spread, not of its offset from
+        0), zeros for 16-bit inputs (whose own rounding dwarfs that cancellation, and whose rows
+        then stay exact in the mat-vec).
+      sq: ``[n]`` ``|x_i - shift|^2`` (Euclidean metrics) or ``1 / |x_i|`` (cosine; 0 for a zero row).
+    """
+
+    shift: jax.Array
+    sq: jax.Array
+
+
+def point_stats(x: jax.Array, metric: str) -> PointStats:
+    """One pass (two for float32 Euclidean) over ``x``; O(n + d) memory."""
     acc = accum_dtype(x.dtype)
-    xf = x.astype(acc)
-    cf = center.astype(acc)
+    d = x.shape[1]
     if metric == "cosine":
-        dots = jnp.sum(xf * cf, axis=1)
-        x_sq = jnp.sum(xf * xf, axis=1)
-        c_sq = jnp.sum(cf * cf)
-        denom_sq = x_sq * c_sq
-        cos = jnp.where(denom_sq > 0, dots * jax.lax.rsqrt(jnp.where(denom_sq > 0, denom_sq, 1)), 0)
-        return 1.0 - jnp.clip(cos, -1.0, 1.0)
-    return jnp.sum(jnp.square(xf - cf), axis=1)
+        return PointStats(jnp.zeros((d,), acc), row_aux(x, "cosine"))
+    if jnp.dtype(x.dtype).itemsize >= 4 and x.shape[0] > 0:
+        shift = jnp.sum(x.astype(acc), axis=0) / x.shape[0]
+    else:
+        shift = jnp.zeros((d,), acc)
+    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+
+
+def point_rank_distances(
+    x: jax.Array, stats: PointStats, center: jax.Array, metric: str
+) -> jax.Array:
+    """Rank distances ``[n]`` from every row of ``x`` to ``center``: one mat-vec over ``x``.
+
+    ``|x_i - c|^2 = |x_i - s|^2 - 2 (x_i . v - s . v) + |v|^2`` with ``v = c - s``; the mat-vec
+    ``x @ v`` runs in the storage dtype with ``acc`` accumulation (for 16-bit inputs ``s = 0`` and
+    ``v`` is a row of ``x``, so no precision is lost converting it).
+    """
+    acc = accum_dtype(x.dtype)
+    c = center.astype(acc)
+    if metric == "cosine":
+        dots = jnp.dot(x, center.astype(x.dtype), precision=_HIGHEST, preferred_element_type=acc)
+        c_sq = jnp.sum(c * c)
+        c_inv = jnp.where(c_sq > 0, jax.lax.rsqrt(jnp.where(c_sq > 0, c_sq, 1)), 0)
+        return 1.0 - jnp.clip(dots * stats.sq * c_inv, -1.0, 1.0)
+    v = c - stats.shift
+    dots = jnp.dot(x, v.astype(x.dtype), precision=_HIGHEST, preferred_element_type=acc)
+    d = stats.sq - 2.0 * (dots - jnp.dot(stats.shift, v)) + jnp.dot(v, v)
+    return jnp.maximum(d, 0.0)
 
 
 def to_metric(rank_distance: jax.Array, metric: str) -> jax.Array:

@@ -111,13 +111,12 @@ def _step(state: GreedyState, x, aux, mode: str, metric: str) -> GreedyState:
     def refresh(carry):
         nn_dist, nn_index, stale = carry
         (ids,) = jnp.nonzero(stale, size=batch, fill_value=n)
-        valid = ids < n
-        ids = jnp.minimum(ids, n - 1)
-        dist, idx = _nearest_neighbours(x, aux, metric, x[ids], ids, remaining)
-        # Padding slots (valid False) write the value already there: a no-op.
-        nn_dist = nn_dist.at[ids].set(jnp.where(valid, dist, nn_dist[ids]))
-        nn_index = nn_index.at[ids].set(jnp.where(valid, idx, nn_index[ids]))
-        stale = stale.at[ids].set(jnp.where(valid, False, stale[ids]))
+        rows = jnp.minimum(ids, n - 1)
+        dist, idx = _nearest_neighbours(x, aux, metric, x[rows], rows, remaining)
+        # Padding slots carry the out-of-range index n and are dropped by the scatters.
+        nn_dist = nn_dist.at[ids].set(dist, mode="drop")
+        nn_index = nn_index.at[ids].set(idx, mode="drop")
+        stale = stale.at[ids].set(False, mode="drop")
         return nn_dist, nn_index, stale
 
     nn_dist, nn_index, _ = jax.lax.while_loop(
@@ -133,6 +132,8 @@ def greedy_step(
     """Chooses one point; a state that already holds ``k`` points is returned unchanged."""
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if state.selected.shape[0] == 0:
+        return state
     done = state.count >= state.selected.shape[0]
     stepped = _step(state, x, row_aux(x, metric), mode, metric)
     return jax.tree.map(lambda old, new: jnp.where(done, old, new), state, stepped)
@@ -166,6 +167,8 @@ def greedy_run(
         )
     if max_steps is None:
         max_steps = state.selected.shape[0]
+    if state.selected.shape[0] == 0:
+        return state
     return _run(state, x, jnp.asarray(max_steps, jnp.int32), mode=mode, metric=metric)
 
 

@@ -29,7 +29,9 @@ from .distance import (
     auto_block,
     block_rank_distances,
     fold_row_blocks,
+    PointStats,
     point_rank_distances,
+    point_stats,
     row_aux,
     to_metric,
 )
@@ -59,7 +61,7 @@ class KCenterState(NamedTuple):
     count: jax.Array
 
 
-def _seed_scores(x: jax.Array, metric: str, block: int) -> jax.Array:
+def _seed_scores(x: jax.Array, stats: PointStats, metric: str, block: int) -> jax.Array:
     """Per point, a value ordered like the root-sum-square distance to all points, in O(N d^2).
 
     Euclidean: ``sum_j |x_i - x_j|^2 = n |x_i - mean|^2 + const``, so the score is
@@ -70,7 +72,9 @@ def _seed_scores(x: jax.Array, metric: str, block: int) -> jax.Array:
     acc = accum_dtype(x.dtype)
     if metric != "cosine":
         mean = jnp.sum(x.astype(acc), axis=0) / n
-        return point_rank_distances(x, mean, "euclidean")
+        if jnp.dtype(x.dtype).itemsize >= 4:
+            return stats.sq  # already |x_i - mean|^2
+        return jnp.sum(jnp.square(x.astype(acc) - mean), axis=1)  # once, elementwise: exact
 
     inv = row_aux(x, "cosine")
 
@@ -106,8 +110,10 @@ def _nearest_anchor(x: jax.Array, anchors: jax.Array, metric: str, block: int) -
     return fold_row_blocks(fold, anchors, block, init)
 
 
-def _take(state: KCenterState, x: jax.Array, index: jax.Array, metric: str) -> KCenterState:
-    d = point_rank_distances(x, x[index], metric).astype(state.min_dist.dtype)
+def _take(
+    state: KCenterState, x: jax.Array, stats: PointStats, index: jax.Array, metric: str
+) -> KCenterState:
+    d = point_rank_distances(x, stats, x[index], metric).astype(state.min_dist.dtype)
     min_dist = jnp.minimum(state.min_dist, d).at[index].set(-jnp.inf)
     selected = state.selected.at[state.count].set(index.astype(jnp.int32))
     return KCenterState(min_dist, selected, state.count + 1)
@@ -127,8 +133,9 @@ def _init(x, anchors, *, k, metric, block_size):
     if k == 0:
         return state
     block = auto_block(x.shape[1], n, block_size)
-    seed = jnp.argmax(_seed_scores(x, metric, block))
-    return _take(state, x, seed, metric)
+    stats = point_stats(x, metric)
+    seed = jnp.argmax(_seed_scores(x, stats, metric, block))
+    return _take(state, x, stats, seed, metric)
 
 
 def kcenter_init(
@@ -156,14 +163,21 @@ def kcenter_init(
     return _init(x, anchors, k=k, metric=metric, block_size=block_size)
 
 
-def kcenter_step(state: KCenterState, x, *, metric: str = "euclidean") -> KCenterState:
+def kcenter_step(
+    state: KCenterState, x, *, metric: str = "euclidean", stats: PointStats | None = None
+) -> KCenterState:
     """Chooses one more center: the point farthest from its nearest center (lowest index on ties).
 
-    A state that already holds ``k`` centers is returned unchanged. One pass over ``x``.
+    A state that already holds ``k`` centers is returned unchanged. One pass over ``x`` when
+    ``stats`` (``point_stats(x, metric)``, computed once per run) is given, two otherwise.
     """
+    if state.selected.shape[0] == 0:
+        return state
+    if stats is None:
+        stats = point_stats(x, metric)
     done = state.count >= state.selected.shape[0]
     index = jnp.argmax(state.min_dist)
-    stepped = _take(state, x, index, metric)
+    stepped = _take(state, x, stats, index, metric)
     return jax.tree.map(lambda old, new: jnp.where(done, old, new), state, stepped)
 
 
@@ -172,9 +186,11 @@ def _run(state, x, max_steps, *, metric):
     k = state.selected.shape[0]
     stop = jnp.minimum(k, state.count + max_steps)
 
+    stats = point_stats(x, metric)
+
     # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
     def body(s):
-        return _take(s, x, jnp.argmax(s.min_dist), metric)
+        return _take(s, x, stats, jnp.argmax(s.min_dist), metric)
 
     return jax.lax.while_loop(lambda s: s.count < stop, body, state)
 
@@ -197,6 +213,8 @@ def kcenter_run(
         max_steps = state.selected.shape[0]
     if isinstance(max_steps, int) and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    if state.selected.shape[0] == 0:
+        return state
     return _run(state, x, jnp.asarray(max_steps, jnp.int32), metric=metric)
 
 

@@ -1,0 +1,19 @@
+"""Benchmarks run by ``goldener-jax bench NAME``.
+
+Each module here defines ``add_arguments(parser)`` and ``run(args) -> dict`` and is listed in
+``BENCHMARKS``. Every benchmark measures its baseline in the same run and reports ratios.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# name -> module under goldener_jax.benchmarks; one line per benchmark.
+BENCHMARKS = {
+    "kcenter": "kcenter",
+    "describe": "describe",
+}
+
+
+def load(name: str):
+    return importlib.import_module(f"goldener_jax.benchmarks.{BENCHMARKS[name]}")

@@ -1,0 +1,91 @@
+"""Machine facts and measurements shared by the benchmarks."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def machine_summary() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gb = None
+    try:
+        with open("/proc/meminfo") as f:
+            mem_gb = round(int(f.readline().split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": mem_gb,
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def timeit(fn, repeats: int) -> list[float]:
+    """Wall times of ``fn()`` (which must block until its result is ready)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def read_bandwidth(x: jax.Array, repeats: int = 5) -> float:
+    """Bytes/s of a jitted reduction that reads ``x`` once (a mat-vec): the memory-read roofline
+    this machine gives a streaming kernel, measured on the same array."""
+    v = jnp.ones((x.shape[1],), x.dtype)
+    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    f(x, v).block_until_ready()
+    times = timeit(lambda: f(x, v).block_until_ready(), repeats)
+    return x.size * x.dtype.itemsize / float(np.median(times))
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last ``reset_peak_rss`` (Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return -1
+
+
+def reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False

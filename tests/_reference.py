@@ -1,0 +1,95 @@
+"""Independent NumPy brute-force references (float64, full matrices) for the kernel tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    if metric == "cosine":
+        na = np.linalg.norm(a, axis=1, keepdims=True)
+        nb = np.linalg.norm(b, axis=1, keepdims=True)
+        ua = np.divide(a, na, out=np.zeros_like(a), where=na > 0)
+        ub = np.divide(b, nb, out=np.zeros_like(b), where=nb > 0)
+        return 1.0 - np.clip(ua @ ub.T, -1.0, 1.0)
+    sq = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+    return np.sqrt(sq) if metric == "euclidean" else sq
+
+
+def k_center(x, k, metric="euclidean", anchors=None):
+    """goldener 7.0.0's greedy k-center, with its flaws fixed (k=0 -> [], no re-selection)."""
+    n = len(x)
+    if k == n:
+        return list(range(n))
+    dist = distances(x, x, metric)
+    chosen: list[int] = []
+    if anchors is not None and len(anchors):
+        running = distances(x, anchors, metric).min(axis=1)
+    else:
+        if k == 0:
+            return []
+        first = int(np.argmax(np.linalg.norm(dist, axis=1)))
+        chosen.append(first)
+        running = dist[first].copy()
+    running = running.astype(np.float64)
+    running[chosen] = -np.inf
+    while len(chosen) < k:
+        nxt = int(np.argmax(running))
+        chosen.append(nxt)
+        running = np.minimum(running, dist[nxt])
+        running[chosen] = -np.inf
+    return chosen
+
+
+def greedy_point(x, k, mode, metric="euclidean"):
+    """goldener 7.0.0's farthest / closest point: recompute nearest remaining neighbours each round."""
+    n = len(x)
+    if k == n:
+        return list(range(n))
+    dist = distances(x, x, metric)
+    np.fill_diagonal(dist, np.inf)
+    remaining = list(range(n))
+    chosen = []
+    for _ in range(k):
+        sub = dist[np.ix_(remaining, remaining)]
+        nn = sub.min(axis=1)
+        pos = int(np.argmax(nn)) if mode == "farthest" else int(np.argmin(nn))
+        chosen.append(remaining.pop(pos))
+    return chosen
+
+
+def assert_valid_k_center(x, chosen, metric="euclidean", anchors=None, rtol=1e-4):
+    """Replays ``chosen`` in float64: each pick must be a greedy maximiser up to float rounding,
+    and must be *the* maximiser whenever no other candidate is within rounding of it."""
+    n = len(x)
+    chosen = [int(i) for i in chosen]
+    assert len(set(chosen)) == len(chosen), f"repeated index in {chosen}"
+    if len(chosen) == n:
+        return
+    dist = distances(x, x, metric)
+    if anchors is not None and len(anchors):
+        running = distances(x, anchors, metric).min(axis=1)
+        rest = chosen
+    else:
+        if not chosen:
+            return
+        score = np.linalg.norm(dist, axis=1)
+        _assert_argmax_like(score, chosen[0], rtol, "first center")
+        running = dist[chosen[0]].copy()
+        running[chosen[0]] = -np.inf
+        rest = chosen[1:]
+    taken = list(chosen[: len(chosen) - len(rest)])
+    for i in rest:
+        _assert_argmax_like(running, i, rtol, f"center {len(taken)}")
+        taken.append(i)
+        running = np.minimum(running, dist[i])
+        running[taken] = -np.inf
+
+
+def _assert_argmax_like(values, picked, rtol, what):
+    best = float(np.max(values))
+    tol = rtol * max(1.0, abs(best))
+    near = np.flatnonzero(values >= best - tol)
+    assert picked in near, f"{what}: picked {picked} ({values[picked]}), best {best} at {near}"

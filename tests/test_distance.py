@@ -1,0 +1,75 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _reference import distances
+
+from goldener_jax import kernels as gk
+
+METRICS = ["euclidean", "sqeuclidean", "cosine"]
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("block_size", [None, 1, 7, 64])
+def test_pairwise_matches_numpy(metric, block_size):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(37, 6)).astype(np.float32)
+    y = rng.normal(size=(23, 6)).astype(np.float32)
+    got = np.asarray(gk.pairwise_distances(x, y, metric=metric, block_size=block_size))
+    np.testing.assert_allclose(got, distances(x, y, metric), rtol=1e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+def test_self_distances_have_exact_zero_diagonal(metric):
+    x = np.random.default_rng(1).normal(loc=100.0, size=(20, 5)).astype(np.float32)
+    d = np.asarray(gk.pairwise_distances(x, metric=metric))
+    assert np.all(np.diag(d) == 0.0)
+    np.testing.assert_allclose(d, d.T, rtol=1e-3, atol=1e-2)
+
+
+def test_cosine_zero_vector_is_at_distance_one():
+    x = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]], np.float32)
+    d = np.asarray(gk.pairwise_distances(x, metric="cosine"))
+    np.testing.assert_allclose(d[0], 1.0)
+    np.testing.assert_allclose(d[:, 0], 1.0)
+    np.testing.assert_allclose(d[1], [1.0, 0.0, 1.0, 2.0], atol=1e-6)
+
+
+def test_bf16_inputs_accumulate_in_float32():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(16, 300)).astype(np.float32)
+    xb = jnp.asarray(x, jnp.bfloat16)
+    got = gk.pairwise_distances(xb, metric="sqeuclidean")
+    assert got.dtype == jnp.float32
+    ref = distances(np.asarray(xb.astype(jnp.float32)), np.asarray(xb.astype(jnp.float32)), "sqeuclidean")
+    np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-3)
+
+
+def test_jit_equals_no_jit():
+    x = np.random.default_rng(3).normal(size=(12, 4)).astype(np.float32)
+    jitted = jax.jit(lambda a: gk.pairwise_distances(a, metric="cosine", block_size=5))(x)
+    with jax.disable_jit():
+        plain = gk.pairwise_distances(x, metric="cosine", block_size=5)
+    np.testing.assert_allclose(np.asarray(jitted), np.asarray(plain), rtol=1e-6, atol=1e-6)
+
+
+def test_empty_inputs():
+    assert gk.pairwise_distances(np.zeros((0, 3), np.float32)).shape == (0, 0)
+    assert gk.pairwise_distances(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32)).shape == (2, 0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"x": np.zeros((3,), np.float32)}, ValueError, r"x must be 2-D.*\(3,\)"),
+        ({"x": np.zeros((3, 2), np.int32)}, TypeError, "floating dtype.*int32"),
+        ({"x": np.array([[0.0, np.nan]], np.float32)}, ValueError, "NaN or Inf.*row 0, column 1"),
+        ({"x": np.array([[np.inf, 0.0]], np.float32)}, ValueError, "NaN or Inf"),
+        ({"x": np.zeros((3, 2), np.float32), "y": np.zeros((3, 4), np.float32)}, ValueError, "same width"),
+        ({"x": np.zeros((3, 2), np.float32), "metric": "manhattan"}, ValueError, "metric.*manhattan"),
+        ({"x": np.zeros((3, 2), np.float32), "block_size": 0}, ValueError, "block_size"),
+    ],
+)
+def test_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        gk.pairwise_distances(**kwargs)
