@@ -255,18 +255,19 @@ def describe(
             labels=_label_spec(first, src.label_key, "labels"),
             groups=_label_spec(first, src.group_key, "groups"),
         )
-        if nproc > 1:
-            from jax.experimental import multihost_utils
-
-            if proc == 0:
-                store = FeatureStore.create(path, manifest, overwrite=overwrite)
-            multihost_utils.sync_global_devices("goldener_jax.describe:create")
-            if proc != 0:
-                store = FeatureStore.create(path, manifest, overwrite=False)
-        else:
-            store = FeatureStore.create(path, manifest, overwrite=overwrite)
         probe = (b0, first, out)
-    else:
+    store = None
+    if nproc > 1:
+        # Process 0 creates the store, the others open it after the barrier, which every process
+        # passes exactly once whatever it found at `path`.
+        from jax.experimental import multihost_utils
+
+        if proc == 0 and existing is None:
+            store = FeatureStore.create(path, manifest, overwrite=overwrite)
+        multihost_utils.sync_global_devices("goldener_jax.describe:create")
+    if store is None and existing is None:
+        store = FeatureStore.create(path, manifest, overwrite=overwrite and nproc == 1)
+    elif store is None:
         requested = {
             "extractor": {"fingerprint": fingerprint, "config": config},
             "source": source_fp,

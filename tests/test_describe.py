@@ -445,3 +445,24 @@ def test_write_error_full_disk(tmp_path):
     assert store.done_batches().tolist() == [1, 1, 1] + [0] * 7
     store = describe(x, ex, tmp_path / "s", labels=y, progress=False)
     _assert_bit_identical(_arrays(store), _arrays(ref))
+
+
+def test_processes_write_disjoint_batches_of_one_store(tmp_path, monkeypatch):
+    """Two processes (simulated in turn) each describe their own batches of the same store; the
+    result equals a single-process run. The real 2-process run lives with the distributed tests."""
+    from jax.experimental import multihost_utils
+
+    x, y = _data()
+    ref = describe(x, RowsExtractor(), tmp_path / "ref", batch_size=4, labels=y, progress=False)
+    barriers = []
+    monkeypatch.setattr(multihost_utils, "sync_global_devices", barriers.append)
+    monkeypatch.setattr(jax, "process_count", lambda: 2)
+    for proc in (0, 1):
+        monkeypatch.setattr(jax, "process_index", lambda proc=proc: proc)
+        store = describe(x, RowsExtractor(), tmp_path / "s", batch_size=4, labels=y, progress=False)
+        done = store.done_batches()
+        assert done[proc::2].all()
+        if proc == 0:
+            assert not done[1::2].any()
+    assert barriers == ["goldener_jax.describe:create", "goldener_jax.describe:done"] * 2
+    _assert_bit_identical(_arrays(store), _arrays(ref))
