@@ -311,6 +311,26 @@ def _to_channels_last(x: jax.Array, channel_axis: int, name: str) -> jax.Array:
     return jnp.moveaxis(x, axis, -1)
 
 
+def _divides(small: tuple[int, ...], big: tuple[int, ...]) -> bool:
+    return len(small) == len(big) and all(b % a == 0 for a, b in zip(small, big, strict=True))
+
+
+def _resize(f: jax.Array, target: tuple[int, ...], method: str) -> jax.Array:
+    """``jax.image.resize`` of the spatial axes of ``[B, *spatial, C]`` to ``target``."""
+    spatial = f.shape[1:-1]
+    if method == "nearest" and _divides(spatial, target):
+        # Integer-factor nearest upsampling is a repeat; as a broadcast XLA fuses it into the
+        # consumer instead of running a gather (same values as jax.image.resize).
+        expanded, shape = [slice(None)], [f.shape[0]]
+        for size, goal in zip(spatial, target, strict=True):
+            expanded += [slice(None), None]
+            shape += [size, goal // size]
+        expanded.append(slice(None))
+        shape.append(f.shape[-1])
+        return jnp.broadcast_to(f[tuple(expanded)], shape).reshape(f.shape[0], *target, f.shape[-1])
+    return jax.image.resize(f, (f.shape[0], *target, f.shape[-1]), method=method)
+
+
 def fuse(
     features: Sequence[jax.Array],
     *,
@@ -377,7 +397,7 @@ def fuse(
                     f[(slice(None),) + (None,) * rank], (batch, *target, f.shape[-1])
                 )
             elif f.shape[1:-1] != target:
-                f = jax.image.resize(f, (batch, *target, f.shape[-1]), method=resize_method)
+                f = _resize(f, target, resize_method)
             resized.append(f)
         feats = resized
     if len(feats) == 1:
@@ -493,27 +513,119 @@ def _collect(model, variables, x, spec, method, apply_kwargs) -> dict:
     return records.outputs
 
 
-def _fused_from_outputs(outputs, spec, fusion, group_fusion, channel_axis, resize_method):
-    group_maps, group_names = [], []
+def _picked(outputs, spec, channel_axis) -> list[tuple[str, list[jax.Array], list[str]]]:
+    """Per group: its name, the chosen arrays (channels-last, no gradient), their names."""
+    groups = []
     for group, members in spec:
         feats, names = [], []
         for layer in members:
             calls = _pick_calls(outputs[(layer.path, layer.method)], layer)
             for i, value in enumerate(calls):
-                feats.append(_pick_output(value, layer))
-                names.append(layer.path if len(calls) == 1 else f"{layer.path}[call {i}]")
-        fused = fuse(
-            [jax.lax.stop_gradient(f) for f in feats],
-            fusion=fusion,
-            names=names,
-            channel_axis=channel_axis,
-            resize_method=resize_method,
+                name = layer.path if len(calls) == 1 else f"{layer.path}[call {i}]"
+                value = _to_channels_last(_pick_output(value, layer), channel_axis, repr(name))
+                feats.append(jax.lax.stop_gradient(value))
+                names.append(name)
+        groups.append((f"group {group!r}" if group is not None else "layers", feats, names))
+    return groups
+
+
+def _fuse_groups(groups, fusion, group_fusion, resize_method) -> jax.Array:
+    maps = [
+        fuse(feats, fusion=fusion, names=names, resize_method=resize_method)
+        for _, feats, names in groups
+    ]
+    if len(maps) == 1:
+        return maps[0]
+    names = [name for name, _, _ in groups]
+    return fuse(maps, fusion=group_fusion, names=names, resize_method=resize_method)
+
+
+def _nearest_target(groups, resize_method) -> tuple[int, ...] | None:
+    """The fused map's spatial shape when every resize on the way is a nearest-neighbour
+    upsampling by integer factors (or there is none); ``None`` otherwise.
+
+    Then each fused row is a fusion of one row of each captured map, so rows can be computed
+    from the captured maps directly, without building the fused map.
+    """
+    ranks = {f.ndim - 2 for _, feats, _ in groups for f in feats} - {0}
+    if len(ranks) > 1:
+        return None
+    if not ranks:
+        return ()
+    shapes = [{f.shape[1:-1] for f in feats if f.ndim > 2} for _, feats, _ in groups]
+    if resize_method != "nearest":  # only when nothing needs resizing
+        return shapes[0].pop() if len(set().union(*shapes)) == 1 else None
+    group_targets = []
+    for maps in shapes:
+        if not maps:
+            continue
+        target = tuple(max(m[a] for m in maps) for a in range(len(next(iter(maps)))))
+        if not all(_divides(m, target) for m in maps):
+            return None
+        group_targets.append(target)
+    overall = tuple(max(t[a] for t in group_targets) for a in range(len(group_targets[0])))
+    return overall if all(_divides(t, overall) for t in group_targets) else None
+
+
+def _pool_commutes(groups, fusion, group_fusion, resize_method) -> bool:
+    """True when the spatial mean of the fused map equals fusing the spatial means: fusions
+    that are linear per channel (concat, add, mean) and resizes that repeat every value equally
+    often (nearest, integer factors)."""
+    linear = ("concat", "add", "mean")
+    if fusion not in linear or (len(groups) > 1 and group_fusion not in linear):
+        return False
+    return _nearest_target(groups, resize_method) is not None
+
+
+def _gather_fused_rows(groups, target, index, fusion, group_fusion) -> jax.Array:
+    """Rows ``index`` (``int[B, R]``, row-major over ``target``) of the fused map, ``[B, R, C]``,
+    read from the captured maps (valid when ``_nearest_target`` returned ``target``)."""
+    coords, rest = [], index
+    for size in reversed(target):
+        coords.insert(0, rest % size)
+        rest = rest // size
+    picked = []
+    for name, feats, names in groups:
+        pieces = []
+        for f in feats:
+            spatial = f.shape[1:-1]
+            source = jnp.zeros_like(index)
+            for coord, goal, size in zip(coords, target, spatial, strict=False):
+                source = source * size + coord // (goal // size)
+            rows = f.reshape(f.shape[0], -1, f.shape[-1])
+            pieces.append(jnp.take_along_axis(rows, source[:, :, None], axis=1))
+        picked.append((name, pieces, names))
+    return _fuse_groups(picked, fusion, group_fusion, "nearest")
+
+
+def _fused_channels(groups, fusion, group_fusion) -> int:
+    widths = [
+        sum(f.shape[-1] for f in feats) if fusion == "concat" else feats[0].shape[-1]
+        for _, feats, _ in groups
+    ]
+    return sum(widths) if group_fusion == "concat" else widths[0]
+
+
+def _pooled(groups, fusion, group_fusion, resize_method) -> jax.Array:
+    """``[B, C]``: the spatial mean of the fused map, computed before fusing (see
+    ``_pool_commutes``), so the full-resolution fused map is never built."""
+    pooled = [
+        (
+            name,
+            [
+                jnp.mean(
+                    f.reshape(f.shape[0], -1, f.shape[-1]).astype(
+                        jnp.promote_types(f.dtype, jnp.float32)
+                    ),
+                    axis=1,
+                )
+                for f in feats
+            ],
+            names,
         )
-        group_maps.append(fused)
-        group_names.append(f"group {group!r}" if group is not None else "layers")
-    if len(group_maps) == 1:
-        return group_maps[0]
-    return fuse(group_maps, fusion=group_fusion, names=group_names, resize_method=resize_method)
+        for name, feats, names in groups
+    ]
+    return _fuse_groups(pooled, fusion, group_fusion, resize_method)
 
 
 def capture(
@@ -568,7 +680,8 @@ def capture(
     _check_fusion(fusion, "fusion")
     _check_fusion(group_fusion, "group_fusion")
     outputs = _collect(model, variables, x, spec, method, apply_kwargs)
-    return _fused_from_outputs(outputs, spec, fusion, group_fusion, channel_axis, resize_method)
+    groups = _picked(outputs, spec, channel_axis)
+    return _fuse_groups(groups, fusion, group_fusion, resize_method)
 
 
 def layer_names(model, variables, x, *, method=None, apply_kwargs=None) -> list[str]:
@@ -722,32 +835,55 @@ class FeatureExtractor:
 
     # -- computation
 
-    def features(self, x) -> jax.Array:
-        """The fused feature map ``[B, *spatial, C]`` of ``x`` (after ``preprocess``)."""
+    def _groups(self, x):
         if self.preprocess is not None:
             x = self.preprocess(x)
-        return capture(
-            self.model,
-            self.variables,
-            x,
-            layers=self.layers,
-            fusion=self.fusion,
-            group_fusion=self.group_fusion,
-            method=self.method,
-            channel_axis=self.channel_axis,
-            resize_method=self.resize_method,
-            apply_kwargs=self.apply_kwargs,
-        )
+        spec = _normalize_layers(self.layers)
+        outputs = _collect(self.model, self.variables, x, spec, self.method, self.apply_kwargs)
+        return _picked(outputs, spec, self.channel_axis)
+
+    def features(self, x) -> jax.Array:
+        """The fused feature map ``[B, *spatial, C]`` of ``x`` (after ``preprocess``)."""
+        return _fuse_groups(self._groups(x), self.fusion, self.group_fusion, self.resize_method)
 
     def __call__(self, x, *, mask=None, key=None) -> tuple[jax.Array, jax.Array]:
         """Vectors ``[B, R, C]`` and their validity ``bool[B, R]`` for the batch ``x``."""
-        features = self.features(x)
-        if self.vectorizer is None:
-            if mask is not None or key is not None:
-                raise ValueError(
-                    "mask and key need a vectorizer; with vectorizer=None every sample is "
-                    "mean-pooled to one vector"
+        if self.vectorizer is None and (mask is not None or key is not None):
+            raise ValueError(
+                "mask and key need a vectorizer; with vectorizer=None every sample is "
+                "mean-pooled to one vector"
+            )
+        groups = self._groups(x)
+        plain_mean = self.vectorizer is None or (
+            self.vectorizer.fusion == "mean" and self.vectorizer.selects_all_rows
+        )
+        if plain_mean and mask is None and key is None:
+            if _pool_commutes(groups, self.fusion, self.group_fusion, self.resize_method):
+                pooled = _pooled(groups, self.fusion, self.group_fusion, self.resize_method)
+                dtype = jnp.result_type(*[f for _, feats, _ in groups for f in feats])
+                return pooled[:, None, :].astype(dtype), jnp.ones((pooled.shape[0], 1), bool)
+        if self.vectorizer is not None and self.vectorizer.random is not None:
+            # A few drawn rows per sample: compute those rows only, not the fused map.
+            target = _nearest_target(groups, self.resize_method)
+            if target is not None:
+                feats = [f for _, fs, _ in groups for f in fs]
+                shape = (
+                    feats[0].shape[0],
+                    *target,
+                    _fused_channels(groups, self.fusion, self.group_fusion),
                 )
+                out = self.vectorizer._from_row_source(
+                    shape,
+                    lambda index: _gather_fused_rows(
+                        groups, target, index, self.fusion, self.group_fusion
+                    ),
+                    mask=mask,
+                    key=key,
+                )
+                if out is not None:
+                    return out
+        features = _fuse_groups(groups, self.fusion, self.group_fusion, self.resize_method)
+        if self.vectorizer is None:
             return mean_pool(features)
         return self.vectorizer(features, mask=mask, key=key)
 

@@ -123,6 +123,17 @@ class Vectorizer:
         """The tokens after the ``num_prefix`` prefix tokens; other options as in the class."""
         return cls(remove_first=num_prefix, **options)
 
+    @property
+    def selects_all_rows(self) -> bool:
+        """True when no option drops or draws rows (only ``fusion`` and a mask can apply)."""
+        return (
+            self.keep_first is None
+            and self.keep_last is None
+            and not self.remove_first
+            and not self.remove_last
+            and self.random is None
+        )
+
     def config(self) -> dict:
         out = dataclasses.asdict(self)
         out["grid"] = None if self.grid is None else list(self.grid)
@@ -142,45 +153,65 @@ class Vectorizer:
             Required when ``random`` is set.
         """
         features = jnp.asarray(features)
-        if features.ndim < 2:
-            raise ValueError(
-                f"features must have shape [B, *spatial, C] or [B, C], got {tuple(features.shape)}"
-            )
+        start, stop, order, valid = self._plan(features.shape, mask, key)
         batch, channels = features.shape[0], features.shape[-1]
-        spatial = tuple(features.shape[1:-1])
-        rows = features.reshape(batch, -1, channels)
-        n = rows.shape[1]
+        rows = features.reshape(batch, -1, channels)[:, start:stop]
+        if order is not None:
+            rows = jnp.take_along_axis(rows, order[:, :, None], axis=1)
+        return self._finish(rows, valid)
+
+    def _from_row_source(self, shape, gather, *, mask=None, key=None):
+        """Like ``__call__`` on a feature map of ``shape`` that is never built: when rows are
+        drawn, ``gather(index int[B, R]) -> [B, R, C]`` computes just those rows (``index``
+        counts rows of the whole map); otherwise returns ``None``."""
+        start, stop, order, valid = self._plan(shape, mask, key)
+        if order is None:
+            return None
+        return self._finish(gather(order + start), valid)
+
+    def _finish(self, rows, valid):
+        if self.fusion is not None:
+            return _fuse_rows(rows, valid, self.fusion)
+        return rows, valid
+
+    def _plan(self, shape, mask, key):
+        """Static row range ``[start, stop)``, the drawn ``order`` within it (or ``None``) and
+        the validity of the output rows, from the feature map's shape alone."""
+        shape = tuple(shape)
+        if len(shape) < 2:
+            raise ValueError(f"features must have shape [B, *spatial, C] or [B, C], got {shape}")
+        batch, spatial = shape[0], shape[1:-1]
+        n = math.prod(spatial)
+        start, stop = 0, n
         if self.keep_first is not None or self.keep_last is not None:
             count = self.keep_first if self.keep_first is not None else self.keep_last
             if count > n:
                 raise ValueError(
                     f"keep_{'first' if self.keep_first else 'last'}={count} but the features of "
-                    f"shape {tuple(features.shape)} have only {n} rows per sample"
+                    f"shape {shape} have only {n} rows per sample"
                 )
-            rows = rows[:, :count] if self.keep_first is not None else rows[:, n - count :]
+            start, stop = (0, count) if self.keep_first is not None else (n - count, n)
         if self.remove_first or self.remove_last:
-            m = rows.shape[1]
+            m = stop - start
             if self.remove_first + self.remove_last >= m:
                 raise ValueError(
                     f"remove_first={self.remove_first} + remove_last={self.remove_last} leaves no "
-                    f"row of the {m} rows per sample (features of shape {tuple(features.shape)})"
+                    f"row of the {m} rows per sample (features of shape {shape})"
                 )
-            rows = rows[:, self.remove_first : m - self.remove_last]
-        n_rows = rows.shape[1]
-        rows_unchanged = n_rows == n
+            start, stop = start + self.remove_first, stop - self.remove_last
+        n_rows = stop - start
         valid = jnp.ones((batch, n_rows), bool)
         if mask is not None:
-            grid = self._mask_grid(mask, batch, n_rows, spatial if rows_unchanged else None)
+            grid = self._mask_grid(mask, batch, n_rows, spatial if n_rows == n else None)
             row_mask = pool_mask(mask, grid, self.match_ratio)
             has_target = jnp.any(row_mask, axis=1, keepdims=True)
             valid = jnp.where(has_target, row_mask, valid)
+        order = None
         if self.random is not None:
-            rows, valid = self._draw(rows, valid, key)
+            order, valid = self._draw(valid, key, shape)
         elif key is not None:
             raise ValueError("key was given but this Vectorizer draws nothing (random=None)")
-        if self.fusion is not None:
-            return _fuse_rows(rows, valid, self.fusion)
-        return rows, valid
+        return start, stop, order, valid
 
     def _mask_grid(self, mask, batch, n_rows, spatial) -> tuple[int, ...]:
         shape = tuple(getattr(mask, "shape", ()))
@@ -212,19 +243,18 @@ class Vectorizer:
             )
         return tuple(grid)
 
-    def _draw(self, rows, valid, key):
+    def _draw(self, valid, key, shape):
         batch, n_rows = valid.shape
         if key is None:
             raise ValueError(f"random={self.random} needs a PRNG key: call with key=...")
         if self.random > n_rows:
             raise ValueError(
                 f"random={self.random} but only {n_rows} rows per sample remain "
-                f"(rows of shape {tuple(rows.shape)})"
+                f"(features of shape {shape})"
             )
         keys = _per_sample_keys(key, batch)
         order = jax.vmap(lambda k, v: _draw_rows(k, v, self.random))(keys, valid)
-        rows = jnp.take_along_axis(rows, order[:, :, None], axis=1)
-        return rows, jnp.take_along_axis(valid, order, axis=1)
+        return order, jnp.take_along_axis(valid, order, axis=1)
 
 
 def _infer_grid(n_rows: int, mask_spatial: tuple[int, ...]) -> tuple[int, ...]:

@@ -412,6 +412,56 @@ def test_extractor_default_mean_pools(cnn):
     assert vectors.shape == (4, 1, 12) and valid.shape == (4, 1) and bool(valid.all())
 
 
+@pytest.mark.parametrize(
+    "fusion, group_fusion, vectorizer, resize",
+    [
+        ("concat", "concat", None, "nearest"),
+        ("mean", "add", Vectorizer(fusion="mean"), "nearest"),
+        ("max", "concat", None, "nearest"),  # max does not commute with pooling: full path
+        ("concat", "concat", Vectorizer(random=5), "nearest"),
+        ("max", "mean", Vectorizer(random=5, fusion="max"), "nearest"),
+        ("concat", "concat", Vectorizer(random=5), "linear"),  # linear resize: full path
+    ],
+)
+def test_extractor_shortcuts_equal_the_fused_map_path(
+    cnn, fusion, group_fusion, vectorizer, resize
+):
+    # the extractor pools before fusing, or computes only the drawn rows, when that is exact;
+    # the result must equal vectorizing the full fused map
+    model, variables, x = cnn
+    if fusion == "concat":
+        layers = ["stage_0", "stage_1", "stage_2"]  # 8x8, 4x4, 2x2 maps
+    else:  # equal widths for add/mean/max
+        layers = {"a": ["stage_1/conv", "stage_1"], "b": ["stage_2/bn"]}
+    ex = FeatureExtractor(
+        model=model,
+        variables=variables,
+        layers=layers,
+        fusion=fusion,
+        group_fusion=group_fusion,
+        vectorizer=vectorizer,
+        resize_method=resize,
+    )
+    key = jax.random.key(3) if vectorizer is not None and vectorizer.random else None
+    mask = (
+        np.asarray(jax.random.uniform(jax.random.key(4), (4, 8, 8))) < 0.5
+        if key is not None
+        else None
+    )
+    features = ex.features(x)
+    if vectorizer is None:
+        expected = (features.mean(axis=(1, 2))[:, None], np.ones((4, 1), bool))
+    else:
+        expected = vectorizer(features, mask=mask, key=key)
+    for fn in (
+        lambda e, x: e(x, mask=mask, key=key),
+        jax.jit(lambda e, x: e(x, mask=mask, key=key)),
+    ):
+        got = fn(ex, x)
+        np.testing.assert_array_equal(got[1], expected[1])
+        np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
+
+
 def test_extractor_jit_forms_agree(cnn, nnx_model):
     model, variables, x = cnn
     for ex in [
