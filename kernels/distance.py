@@ -33,7 +33,9 @@ __all__ = ["pairwise_distances", "to_metric"]
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # Default number of float32 values a block of a distance matrix may hold (64 MiB).
-_BLOCK_BUDGET = 1 << 24
+BLOCK_BUDGET = 1 << 24
+# Default number of values a temporary (e.g. rescaled) copy of a block of rows may hold (4 MiB).
+ROW_BLOCK_BUDGET = 1 << 20
 
 
 def accum_dtype(dtype) -> jnp.dtype:
@@ -41,10 +43,13 @@ def accum_dtype(dtype) -> jnp.dtype:
     return jnp.dtype(jnp.float64) if jnp.dtype(dtype) == jnp.float64 else jnp.dtype(jnp.float32)
 
 
-def auto_block(n_cols: int, n_rows: int, block_size: int | None = None) -> int:
-    """Rows per block: ``block_size`` if given, else as many as keep a block within the budget."""
+def auto_block(
+    n_cols: int, n_rows: int, block_size: int | None = None, budget: int = BLOCK_BUDGET
+) -> int:
+    """Rows per block: ``block_size`` if given, else as many as keep ``rows x n_cols`` within
+    ``budget`` values."""
     if block_size is None:
-        block_size = max(1, _BLOCK_BUDGET // max(1, n_cols))
+        block_size = max(1, budget // max(1, n_cols))
     return max(1, min(int(block_size), max(1, n_rows)))
 
 

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 
 from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_same_width
 from .distance import (
+    ROW_BLOCK_BUDGET,
     accum_dtype,
     auto_block,
     block_rank_distances,
@@ -132,7 +133,7 @@ def _init(x, anchors, *, k, metric, block_size):
     state = KCenterState(jnp.full((n,), jnp.inf, acc), selected, count)
     if k == 0:
         return state
-    block = auto_block(x.shape[1], n, block_size)
+    block = auto_block(x.shape[1], n, budget=ROW_BLOCK_BUDGET)
     stats = point_stats(x, metric)
     seed = jnp.argmax(_seed_scores(x, stats, metric, block))
     return _take(state, x, stats, seed, metric)

@@ -93,3 +93,52 @@ def _assert_argmax_like(values, picked, rtol, what):
     tol = rtol * max(1.0, abs(best))
     near = np.flatnonzero(values >= best - tol)
     assert picked in near, f"{what}: picked {picked} ({values[picked]}), best {best} at {near}"
+
+
+def step_scores(x, prefix, method, metric="euclidean", anchors=None):
+    """The values the greedy rule compares at step ``len(prefix)``, after choosing ``prefix``.
+
+    ``method``: ``"kcenter"`` (max wins), ``"farthest"`` (max wins) or ``"closest"`` (min wins).
+    Already chosen points get ``nan``.
+    """
+    prefix = [int(i) for i in prefix]
+    dist = distances(x, x, metric)
+    if method == "kcenter":
+        if anchors is not None and len(anchors):
+            scores = distances(x, anchors, metric).min(axis=1)
+            if prefix:
+                scores = np.minimum(scores, dist[prefix].min(axis=0))
+        elif not prefix:
+            scores = np.linalg.norm(dist, axis=1)
+        else:
+            scores = dist[prefix].min(axis=0)
+    else:
+        remaining = np.setdiff1d(np.arange(len(x)), prefix)
+        sub = dist[np.ix_(remaining, remaining)]
+        np.fill_diagonal(sub, np.inf)
+        scores = np.full(len(x), np.nan)
+        scores[remaining] = sub.min(axis=1)
+    scores = scores.astype(np.float64)
+    scores[prefix] = np.nan
+    return scores
+
+
+def assert_same_or_rounding_tie(
+    x, ours, theirs, method, metric="euclidean", anchors=None, rtol=1e-5
+):
+    """Parity rule: identical sequences, except that at the first divergence both picks must be
+    at the same distance up to float rounding (a tie float rounding decided). Returns how many
+    leading picks are identical."""
+    ours, theirs = [int(i) for i in ours], [int(i) for i in theirs]
+    assert len(ours) == len(theirs)
+    for step, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        if a == b:
+            continue
+        scores = step_scores(x, ours[:step], method, metric, anchors)
+        va, vb = scores[a], scores[b]
+        assert np.isclose(va, vb, rtol=rtol, atol=1e-7), (
+            f"step {step}: ours picked {a} (value {va}), reference picked {b} (value {vb}): "
+            "not a rounding tie"
+        )
+        return step
+    return len(ours)

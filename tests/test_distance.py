@@ -41,7 +41,9 @@ def test_bf16_inputs_accumulate_in_float32():
     xb = jnp.asarray(x, jnp.bfloat16)
     got = gk.pairwise_distances(xb, metric="sqeuclidean")
     assert got.dtype == jnp.float32
-    ref = distances(np.asarray(xb.astype(jnp.float32)), np.asarray(xb.astype(jnp.float32)), "sqeuclidean")
+    ref = distances(
+        np.asarray(xb.astype(jnp.float32)), np.asarray(xb.astype(jnp.float32)), "sqeuclidean"
+    )
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-3)
 
 
@@ -55,7 +57,9 @@ def test_jit_equals_no_jit():
 
 def test_empty_inputs():
     assert gk.pairwise_distances(np.zeros((0, 3), np.float32)).shape == (0, 0)
-    assert gk.pairwise_distances(np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32)).shape == (2, 0)
+    assert gk.pairwise_distances(
+        np.zeros((2, 3), np.float32), np.zeros((0, 3), np.float32)
+    ).shape == (2, 0)
 
 
 @pytest.mark.parametrize(
@@ -65,8 +69,16 @@ def test_empty_inputs():
         ({"x": np.zeros((3, 2), np.int32)}, TypeError, "floating dtype.*int32"),
         ({"x": np.array([[0.0, np.nan]], np.float32)}, ValueError, "NaN or Inf.*row 0, column 1"),
         ({"x": np.array([[np.inf, 0.0]], np.float32)}, ValueError, "NaN or Inf"),
-        ({"x": np.zeros((3, 2), np.float32), "y": np.zeros((3, 4), np.float32)}, ValueError, "same width"),
-        ({"x": np.zeros((3, 2), np.float32), "metric": "manhattan"}, ValueError, "metric.*manhattan"),
+        (
+            {"x": np.zeros((3, 2), np.float32), "y": np.zeros((3, 4), np.float32)},
+            ValueError,
+            "same width",
+        ),
+        (
+            {"x": np.zeros((3, 2), np.float32), "metric": "manhattan"},
+            ValueError,
+            "metric.*manhattan",
+        ),
         ({"x": np.zeros((3, 2), np.float32), "block_size": 0}, ValueError, "block_size"),
     ],
 )

@@ -82,4 +82,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="NaN or Inf"):
         gk.closest_point(np.array([[np.nan]], np.float32), 1)
     with pytest.raises(ValueError, match="mode must be one of"):
-        gk.greedy_run(gk.greedy_init(np.zeros((3, 2), np.float32), 1), np.zeros((3, 2), np.float32), mode="middle")
+        gk.greedy_run(
+            gk.greedy_init(np.zeros((3, 2), np.float32), 1),
+            np.zeros((3, 2), np.float32),
+            mode="middle",
+        )
