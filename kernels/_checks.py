@@ -25,7 +25,7 @@ def check_metric(metric: str) -> str:
 
 
 def as_float_matrix(x, name: str = "x") -> jax.Array:
-    """Returns ``x`` as a floating 2-D ``jax.Array``; rejects other ranks, integer dtypes, NaN/Inf."""
+    """``x`` as a floating 2-D ``jax.Array``; rejects other ranks, integer dtypes and NaN/Inf."""
     if isinstance(x, (list, tuple)):
         x = np.asarray(x)
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):

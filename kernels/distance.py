@@ -85,7 +85,7 @@ class PointStats(NamedTuple):
         inputs (distances then cancel at the scale of the data's spread, not of its offset from
         0), zeros for 16-bit inputs (whose own rounding dwarfs that cancellation, and whose rows
         then stay exact in the mat-vec).
-      sq: ``[n]`` ``|x_i - shift|^2`` (Euclidean metrics) or ``1 / |x_i|`` (cosine; 0 for a zero row).
+      sq: ``[n]`` ``|x_i - shift|^2`` (Euclidean) or ``1 / |x_i|`` (cosine; 0 for a zero row).
     """
 
     shift: jax.Array

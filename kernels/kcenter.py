@@ -26,11 +26,11 @@ import jax.numpy as jnp
 from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_same_width
 from .distance import (
     ROW_BLOCK_BUDGET,
+    PointStats,
     accum_dtype,
     auto_block,
     block_rank_distances,
     fold_row_blocks,
-    PointStats,
     point_rank_distances,
     point_stats,
     row_aux,

@@ -44,7 +44,7 @@ def k_center(x, k, metric="euclidean", anchors=None):
 
 
 def greedy_point(x, k, mode, metric="euclidean"):
-    """goldener 7.0.0's farthest / closest point: recompute nearest remaining neighbours each round."""
+    """goldener 7.0.0's farthest / closest point: nearest remaining neighbours, every round."""
     n = len(x)
     if k == n:
         return list(range(n))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _reference import assert_same_or_rounding_tie
 
 from goldener_jax import kernels as gk
