@@ -606,26 +606,36 @@ def _fused_channels(groups, fusion, group_fusion) -> int:
     return sum(widths) if group_fusion == "concat" else widths[0]
 
 
-def _pooled(groups, fusion, group_fusion, resize_method) -> jax.Array:
-    """``[B, C]``: the spatial mean of the fused map, computed before fusing (see
-    ``_pool_commutes``), so the full-resolution fused map is never built."""
-    pooled = [
-        (
-            name,
-            [
-                jnp.mean(
-                    f.reshape(f.shape[0], -1, f.shape[-1]).astype(
-                        jnp.promote_types(f.dtype, jnp.float32)
-                    ),
-                    axis=1,
-                )
-                for f in feats
-            ],
-            names,
-        )
-        for name, feats, names in groups
-    ]
-    return _fuse_groups(pooled, fusion, group_fusion, resize_method)
+def _pooled(groups, target, fusion, group_fusion, weights=None) -> jax.Array:
+    """``[B, C]``: the (masked) spatial mean of the fused map, computed before fusing (valid
+    when ``_pool_commutes``), so the full-resolution fused map is never built.
+
+    ``weights`` (``[B, prod(target)]``, 0/1) restricts the mean to some rows of the fused map:
+    each captured map's row then weighs as many fused rows as it was repeated into.
+    """
+    count = None
+    if weights is not None:
+        weights = weights.astype(jnp.float32)
+        count = jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1.0)
+    pooled = []
+    for name, feats, names in groups:
+        means = []
+        for f in feats:
+            rows = f.reshape(f.shape[0], -1, f.shape[-1])
+            rows = rows.astype(jnp.promote_types(f.dtype, jnp.float32))
+            if weights is None:
+                means.append(jnp.mean(rows, axis=1))
+                continue
+            spatial = f.shape[1:-1]
+            split = [f.shape[0]]
+            for size, goal in zip(spatial, target, strict=False):
+                split += [size, goal // size]
+            cell_axes = tuple(range(2, 1 + 2 * len(spatial), 2))
+            w = weights.reshape(split) if spatial else weights
+            w = jnp.sum(w, axis=cell_axes).reshape(f.shape[0], -1) if spatial else w.sum(1)[:, None]
+            means.append(jnp.einsum("bn,bnc->bc", w, rows) / count)
+        pooled.append((name, means, names))
+    return _fuse_groups(pooled, fusion, group_fusion, "nearest")
 
 
 def capture(
@@ -854,21 +864,31 @@ class FeatureExtractor:
                 "mean-pooled to one vector"
             )
         groups = self._groups(x)
+        batch = next(f for _, feats, _ in groups for f in feats).shape[0]
         plain_mean = self.vectorizer is None or (
             self.vectorizer.fusion == "mean" and self.vectorizer.selects_all_rows
         )
-        if plain_mean and mask is None and key is None:
-            if _pool_commutes(groups, self.fusion, self.group_fusion, self.resize_method):
-                pooled = _pooled(groups, self.fusion, self.group_fusion, self.resize_method)
-                dtype = jnp.result_type(*[f for _, feats, _ in groups for f in feats])
-                return pooled[:, None, :].astype(dtype), jnp.ones((pooled.shape[0], 1), bool)
+        if (
+            plain_mean
+            and key is None
+            and _pool_commutes(groups, self.fusion, self.group_fusion, self.resize_method)
+        ):
+            # Mean of (masked) rows: pool each captured map, then fuse the pooled vectors.
+            target = _nearest_target(groups, self.resize_method)
+            weights, valid = None, jnp.ones((batch, 1), bool)
+            if mask is not None:
+                shape = (batch, *target, _fused_channels(groups, self.fusion, self.group_fusion))
+                _, _, _, weights = self.vectorizer._plan(shape, mask, None)
+                valid = jnp.any(weights, axis=1, keepdims=True)
+            pooled = _pooled(groups, target, self.fusion, self.group_fusion, weights)
+            dtype = jnp.result_type(*[f for _, feats, _ in groups for f in feats])
+            return pooled[:, None, :].astype(dtype), valid
         if self.vectorizer is not None and self.vectorizer.random is not None:
             # A few drawn rows per sample: compute those rows only, not the fused map.
             target = _nearest_target(groups, self.resize_method)
             if target is not None:
-                feats = [f for _, fs, _ in groups for f in fs]
                 shape = (
-                    feats[0].shape[0],
+                    batch,
                     *target,
                     _fused_channels(groups, self.fusion, self.group_fusion),
                 )

@@ -12,6 +12,7 @@ import importlib
 BENCHMARKS = {
     "kcenter": "kcenter",
     "describe": "describe",
+    "capture": "capture",
 }
 
 
