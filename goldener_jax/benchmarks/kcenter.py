@@ -45,15 +45,15 @@ def numpy_k_center_steps(x: np.ndarray, steps: int) -> tuple[list[int], float]:
     """The same streaming algorithm in NumPy (float32): returns picks and seconds per step."""
     shift = x.mean(axis=0, dtype=np.float64).astype(np.float32)
     sq = np.einsum("ij,ij->i", x - shift, x - shift)  # one-off, not timed per step
-    min_dist = sq.copy()  # the seed score; the first pick is its argmax
+    min_dist = sq.copy()  # the seed score: its argmax is the first center
     picks: list[int] = []
     t0 = time.perf_counter()
-    for _ in range(steps):
+    for step in range(steps):
         i = int(np.argmax(min_dist))
         picks.append(i)
         v = x[i] - shift
         d = sq - 2.0 * (x @ v - shift @ v) + v @ v
-        min_dist = np.minimum(min_dist if picks[1:] else d, d)
+        min_dist = d if step == 0 else np.minimum(min_dist, d)
         min_dist[i] = -np.inf
     return picks, (time.perf_counter() - t0) / max(1, steps)
 
