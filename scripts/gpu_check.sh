@@ -8,11 +8,14 @@ rm -rf "$stage" && mkdir -p "$stage/goldener_jax"
 cp -r kernels "$stage/goldener_jax/kernels"
 cp -r goldener_jax/benchmarks "$stage/goldener_jax/benchmarks"
 : > "$stage/goldener_jax/__init__.py"
-export PYTHONPATH="$stage:$PWD/tests" PYTHONUNBUFFERED=1
+repo=$PWD
+export PYTHONPATH="$stage:$repo/tests" PYTHONUNBUFFERED=1
+cd /tmp  # the checkout's own goldener_jax/ must not shadow the staged package
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
-timeout 300 python3 -m pytest -q -x -p no:cacheprovider tests/test_distance.py tests/test_kcenter.py \
-  tests/test_greedy.py 2>&1 | tail -n 8
+timeout 300 python3 -m pytest -q -x -p no:cacheprovider --rootdir "$repo/tests" \
+  "$repo/tests/test_distance.py" "$repo/tests/test_kcenter.py" "$repo/tests/test_greedy.py" 2>&1 \
+  | tail -n 8
 bench() {
   python3 - "$@" <<'PY'
 import argparse, json, os, sys
