@@ -22,6 +22,7 @@ import functools
 import hashlib
 import inspect
 import json
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -567,12 +568,13 @@ def _nearest_target(groups, resize_method) -> tuple[int, ...] | None:
     return overall if all(_divides(t, overall) for t in group_targets) else None
 
 
-def _pool_commutes(groups, fusion, group_fusion, resize_method) -> bool:
-    """True when the spatial mean of the fused map equals fusing the spatial means: fusions
-    that are linear per channel (concat, add, mean) and resizes that repeat every value equally
-    often (nearest, integer factors)."""
-    linear = ("concat", "add", "mean")
-    if fusion not in linear or (len(groups) > 1 and group_fusion not in linear):
+def _reduce_commutes(groups, row_fusion, fusion, group_fusion, resize_method) -> bool:
+    """True when reducing the fused map's rows (``row_fusion``) equals fusing the reduced
+    captured maps. Mean and sum need fusions that are linear per channel (concat, add, mean);
+    max needs concat or max; all need resizes that repeat every value an integer number of
+    times (nearest, integer factors)."""
+    allowed = ("concat", "max") if row_fusion == "max" else ("concat", "add", "mean")
+    if fusion not in allowed or (len(groups) > 1 and group_fusion not in allowed):
         return False
     return _nearest_target(groups, resize_method) is not None
 
@@ -606,36 +608,47 @@ def _fused_channels(groups, fusion, group_fusion) -> int:
     return sum(widths) if group_fusion == "concat" else widths[0]
 
 
-def _pooled(groups, target, fusion, group_fusion, weights=None) -> jax.Array:
-    """``[B, C]``: the (masked) spatial mean of the fused map, computed before fusing (valid
-    when ``_pool_commutes``), so the full-resolution fused map is never built.
+def _reduced(groups, target, fusion, group_fusion, row_fusion, weights=None) -> jax.Array:
+    """``[B, C]``: the (masked) mean / sum / max over the rows of the fused map, computed on
+    each captured map before fusing (valid when ``_reduce_commutes``), so the full-resolution
+    fused map is never built.
 
-    ``weights`` (``[B, prod(target)]``, 0/1) restricts the mean to some rows of the fused map:
-    each captured map's row then weighs as many fused rows as it was repeated into.
+    ``weights`` (``[B, prod(target)]``, 0/1) restricts the reduction to some rows of the fused
+    map: each captured map's row then counts as many times as it was repeated into kept rows.
     """
+    batch = next(f for _, feats, _ in groups for f in feats).shape[0]
+    if weights is None and row_fusion != "mean":
+        weights = jnp.ones((batch, math.prod(target)), bool)
     count = None
     if weights is not None:
         weights = weights.astype(jnp.float32)
         count = jnp.maximum(jnp.sum(weights, axis=1, keepdims=True), 1.0)
-    pooled = []
+    reduced = []
     for name, feats, names in groups:
-        means = []
+        vectors = []
         for f in feats:
-            rows = f.reshape(f.shape[0], -1, f.shape[-1])
+            rows = f.reshape(batch, -1, f.shape[-1])
             rows = rows.astype(jnp.promote_types(f.dtype, jnp.float32))
             if weights is None:
-                means.append(jnp.mean(rows, axis=1))
+                vectors.append(jnp.mean(rows, axis=1))
                 continue
             spatial = f.shape[1:-1]
-            split = [f.shape[0]]
-            for size, goal in zip(spatial, target, strict=False):
-                split += [size, goal // size]
-            cell_axes = tuple(range(2, 1 + 2 * len(spatial), 2))
-            w = weights.reshape(split) if spatial else weights
-            w = jnp.sum(w, axis=cell_axes).reshape(f.shape[0], -1) if spatial else w.sum(1)[:, None]
-            means.append(jnp.einsum("bn,bnc->bc", w, rows) / count)
-        pooled.append((name, means, names))
-    return _fuse_groups(pooled, fusion, group_fusion, "nearest")
+            if spatial:
+                split = [batch]
+                for size, goal in zip(spatial, target, strict=False):
+                    split += [size, goal // size]
+                cells = tuple(range(2, 1 + 2 * len(spatial), 2))
+                w = jnp.sum(weights.reshape(split), axis=cells).reshape(batch, -1)
+            else:
+                w = jnp.sum(weights, axis=1, keepdims=True)
+            if row_fusion == "max":
+                kept = jnp.where(w[:, :, None] > 0, rows, -jnp.inf)
+                vectors.append(jnp.where(count > 0, jnp.max(kept, axis=1), 0.0))
+            else:
+                total = jnp.einsum("bn,bnc->bc", w, rows)
+                vectors.append(total / count if row_fusion == "mean" else total)
+        reduced.append((name, vectors, names))
+    return _fuse_groups(reduced, fusion, group_fusion, "nearest")
 
 
 def capture(
@@ -865,24 +878,27 @@ class FeatureExtractor:
             )
         groups = self._groups(x)
         batch = next(f for _, feats, _ in groups for f in feats).shape[0]
-        plain_mean = self.vectorizer is None or (
-            self.vectorizer.fusion == "mean" and self.vectorizer.selects_all_rows
-        )
+        # One vector per sample from all (or masked) rows: reduce each captured map, then fuse
+        # the vectors, when that is exact; the fused map is then never built.
+        row_fusion = "mean"
+        if self.vectorizer is not None:
+            row_fusion = self.vectorizer.fusion if self.vectorizer.selects_all_rows else None
         if (
-            plain_mean
+            row_fusion is not None
             and key is None
-            and _pool_commutes(groups, self.fusion, self.group_fusion, self.resize_method)
+            and _reduce_commutes(
+                groups, row_fusion, self.fusion, self.group_fusion, self.resize_method
+            )
         ):
-            # Mean of (masked) rows: pool each captured map, then fuse the pooled vectors.
             target = _nearest_target(groups, self.resize_method)
             weights, valid = None, jnp.ones((batch, 1), bool)
             if mask is not None:
                 shape = (batch, *target, _fused_channels(groups, self.fusion, self.group_fusion))
                 _, _, _, weights = self.vectorizer._plan(shape, mask, None)
                 valid = jnp.any(weights, axis=1, keepdims=True)
-            pooled = _pooled(groups, target, self.fusion, self.group_fusion, weights)
+            vectors = _reduced(groups, target, self.fusion, self.group_fusion, row_fusion, weights)
             dtype = jnp.result_type(*[f for _, feats, _ in groups for f in feats])
-            return pooled[:, None, :].astype(dtype), valid
+            return vectors[:, None, :].astype(dtype), valid
         if self.vectorizer is not None and self.vectorizer.random is not None:
             # A few drawn rows per sample: compute those rows only, not the fused map.
             target = _nearest_target(groups, self.resize_method)

@@ -418,7 +418,10 @@ def test_extractor_default_mean_pools(cnn):
         ("concat", "concat", None, "nearest"),
         ("mean", "add", Vectorizer(fusion="mean"), "nearest"),
         ("concat", "concat", Vectorizer(fusion="mean", match_ratio=0.25), "nearest"),
-        ("max", "concat", None, "nearest"),  # max does not commute with pooling: full path
+        ("max", "concat", None, "nearest"),  # max does not commute with a mean: full path
+        ("max", "max", Vectorizer(fusion="max"), "nearest"),
+        ("concat", "concat", Vectorizer(fusion="add"), "nearest"),
+        ("add", "concat", Vectorizer(fusion="max"), "nearest"),  # full path
         ("concat", "concat", Vectorizer(random=5), "nearest"),
         ("max", "mean", Vectorizer(random=5, fusion="max"), "nearest"),
         ("concat", "concat", Vectorizer(random=5), "linear"),  # linear resize: full path
@@ -460,6 +463,9 @@ def test_extractor_shortcuts_equal_the_fused_map_path(
         got = fn(ex, x)
         np.testing.assert_array_equal(got[1], expected[1])
         np.testing.assert_allclose(got[0], expected[0], rtol=1e-5, atol=1e-6)
+    if fusion == "concat":  # does the traced computation build the fused map [4, 8, 8, 20]?
+        program = str(jax.make_jaxpr(lambda e, x: e(x, mask=mask, key=key))(ex, x))
+        assert ("f32[4,8,8,20]" in program) == (resize == "linear")
 
 
 def test_extractor_jit_forms_agree(cnn, nnx_model):

@@ -5,11 +5,13 @@ baseline is ``jax.jit(model.apply)`` on the same batches. The measured path is a
 ``FeatureExtractor``: the model runs once, three stage outputs are captured, resized to the
 largest map and fused (concat), then vectorized (``Vectorizer(fusion="mean")`` by default, or
 ``--vectorizer random`` for 16 random rows per sample, ``--vectorizer mask`` for the mean of the
-rows under a pixel mask). Both are compiled before timing and timed alternately in the same run;
-the claim is the ratio of the medians.
+rows under a pixel mask, ``--vectorizer max`` for the max over rows, ``--vectorizer rows`` for
+every row). Both are compiled before timing and timed alternately in the same run; the claim is
+the ratio of the medians.
 
-``mean`` and ``random`` take the extractor's exact shortcuts (pool before fusing; compute only
-the drawn rows); ``mask`` builds the full-resolution fused map ``[B, H, W, 224]``.
+``mean``, ``mask``, ``max`` and ``random`` take the extractor's exact shortcuts (reduce each
+captured map before fusing; compute only the drawn rows); ``rows`` cannot: it builds and returns
+the full-resolution fused map ``[B, H*W, 224]``, larger than any activation of the model.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ def add_arguments(parser) -> None:
     parser.add_argument(
         "--vectorizer",
         default="mean",
-        choices=("mean", "random", "mask"),
+        choices=("mean", "random", "mask", "max", "rows"),
         help="mean: mean of all rows of a sample; random: 16 random rows per sample; mask: "
-        "mean of the rows under a random pixel mask (builds the full fused map)",
+        "mean of the rows under a random pixel mask; max: max over rows; rows: every row "
+        "(builds and returns the full fused map)",
     )
 
 
@@ -62,7 +65,13 @@ def run(args) -> dict:
     ]
     variables = jax.jit(model.init)(jax.random.key(0), batches[0])
     layers = ["stage_0", "stage_1", "stage_2"]
-    vectorizer = Vectorizer(random=16) if args.vectorizer == "random" else Vectorizer(fusion="mean")
+    vectorizer = {
+        "mean": Vectorizer(fusion="mean"),
+        "random": Vectorizer(random=16),
+        "mask": Vectorizer(fusion="mean"),
+        "max": Vectorizer(fusion="max"),
+        "rows": Vectorizer(),
+    }[args.vectorizer]
     ex = FeatureExtractor(model=model, variables=variables, layers=layers, vectorizer=vectorizer)
     key = jax.random.key(1) if args.vectorizer == "random" else None
     mask = None
