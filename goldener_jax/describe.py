@@ -299,9 +299,9 @@ def describe(
                 f"batch {b}: extractor returned vectors of per-sample shape {vectors.shape[1:]}, "
                 f"the store at {path!r} holds ({r}, {store.dim}); pass overwrite=True to start over"
             )
-        kept = vectors[valid]
-        if kept.size and not np.isfinite(kept.astype(np.float32)).all():
-            bad = int(np.argwhere(~np.isfinite(vectors.astype(np.float32)).any(-1) & valid)[0, 0])
+        finite = np.isfinite(vectors).all(-1)
+        if not (finite | ~valid).all():
+            bad = int(np.argwhere(~finite & valid)[0, 0])
             raise ValueError(
                 f"batch {b}: the extractor produced NaN or Inf vectors (first at sample "
                 f"{b * batch_size + bad}); check the input data and preprocessing"

@@ -317,11 +317,8 @@ class FeatureStore:
             return cls(
                 path, kvspec, existing, cls._open_arrays(kvspec, existing, path, create=True)
             )
-        foreign = [
-            k.decode()
-            for k in kv.list().result()
-            if k.decode().split("/", 1)[0] not in (*_ARRAY_NAMES, MANIFEST)
-        ]
+        keys = [k.decode() for k in kv.list().result()]
+        foreign = [k for k in keys if k.split("/", 1)[0] not in (*_ARRAY_NAMES, MANIFEST)]
         if foreign and not overwrite:
             raise ValueError(
                 f"path {path!r} is not empty and holds no feature store (found e.g. "
@@ -329,15 +326,20 @@ class FeatureStore:
             )
         # Manifest first, arrays after: a run killed in between finds the manifest and creates
         # the missing arrays (open=True, create=True) on the next call.
-        cls._delete(kv)  # leftovers of an interrupted overwrite, if any
+        if len(keys) > len(foreign):
+            cls._delete(kv)  # leftovers of an interrupted overwrite, if any
         kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
 
     @staticmethod
     def _delete(kv) -> None:
+        # The manifest first: a store without manifest is never taken for a finished one.
         kv.delete_range(ts.KvStore.KeyRange(MANIFEST, MANIFEST + "\0")).result()
-        for name in _ARRAY_NAMES:
-            kv.delete_range(ts.KvStore.KeyRange(name + "/", name + "0")).result()
+        futures = [
+            kv.delete_range(ts.KvStore.KeyRange(name + "/", name + "0")) for name in _ARRAY_NAMES
+        ]
+        for future in futures:
+            future.result()
 
     @classmethod
     def peek_manifest(cls, path) -> dict | None:
@@ -510,7 +512,8 @@ class FeatureStore:
             vectors = vectors.astype(target)
         # Padding rows are zero whatever the model produced there: the stored bytes depend only
         # on valid rows.
-        vectors = np.where(valid[:, None], vectors, np.zeros((), target))
+        if not valid.all():
+            vectors = np.where(valid[:, None], vectors, np.zeros((), target))
         sample_idx = np.repeat(np.arange(s0, s1, dtype=np.int64), self.rows_per_sample)
         writes = [
             (self.vectors, slice(r0, r1), vectors),
