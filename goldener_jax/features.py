@@ -776,15 +776,28 @@ def _variables_summary(variables) -> dict:
     return {"tree": tree, "digest": digest.hexdigest()}
 
 
-def _model_summary(model) -> dict:
+def _without_rng_state(model, variables):
+    """NNX state minus its PRNG streams: their keys and counters move with every training-mode
+    call but never change what inference computes."""
+    if not _is_nnx(model):
+        return variables
+    nnx = _nnx()
+    return nnx.filter_state(variables, nnx.Not(nnx.RngState))
+
+
+def _model_summary(model, variables) -> dict:
     cls = type(model)
     if _is_nnx(model):
         nnx = _nnx()
-        graphdef = model if isinstance(model, nnx.GraphDef) else nnx.split(model)[0]
+        graphdef, state = _nnx_split(model, variables)
+        # Capture always runs an eval() copy: the train/eval flags in the graph are not config.
+        canonical = nnx.merge(graphdef, state)
+        canonical.eval()
+        structure = nnx.split(canonical)[0]
         return {
             "kind": "nnx",
             "type": f"{cls.__module__}.{cls.__qualname__}",
-            "structure": _stable_repr(graphdef),
+            "structure": _stable_repr(structure),
         }
     return {
         "kind": "linen",
@@ -935,7 +948,7 @@ class FeatureExtractor:
         the variables' values."""
         return {
             "format": _FINGERPRINT_FORMAT,
-            "model": _model_summary(self.model),
+            "model": _model_summary(self.model, self.variables),
             "method": _json_safe(self.method),
             "apply_kwargs": _json_safe(dict(self.apply_kwargs or {})),
             "layers": _layers_json(_normalize_layers(self.layers)),
@@ -945,7 +958,7 @@ class FeatureExtractor:
             "resize_method": self.resize_method,
             "vectorizer": None if self.vectorizer is None else self.vectorizer.config(),
             "preprocess": _callable_name(self.preprocess),
-            "variables": _variables_summary(self.variables),
+            "variables": _variables_summary(_without_rng_state(self.model, self.variables)),
         }
 
     @functools.cached_property

@@ -538,6 +538,13 @@ def test_fingerprint_tracks_config_and_values(cnn, nnx_model):
     prints = {base.fingerprint} | {ex.fingerprint for ex in changed}
     assert len(prints) == 1 + len(changed)
     nnx_ex = FeatureExtractor(model=nnx_model, layers=["conv1"])
+    trained = nnx.clone(nnx_model)
+    trained.train()
+    nnx.capture(trained, nnx.Intermediate)(images(2))  # moves the dropout stream and the stats
+    trained.bn1.mean[...] = nnx_model.bn1.mean[...]  # restore the statistics, not the stream
+    trained.bn1.var[...] = nnx_model.bn1.var[...]
+    trained.eval()
+    assert FeatureExtractor(model=trained, layers=["conv1"]).fingerprint == nnx_ex.fingerprint
     assert (
         nnx_ex.fingerprint
         == FeatureExtractor(model=nnx.clone(nnx_model), layers=["conv1"]).fingerprint
