@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 import time
 
+import flax.linen as nn
 import jax
 import numpy as np
-from _models import LinenCNN
 
 from goldener_jax.describe import describe
 from goldener_jax.features import FeatureExtractor
@@ -23,12 +23,25 @@ NUM_SAMPLES = 45  # 12 batches of 4, the last one partial
 BATCH_SIZE = 4
 
 
+class TinyCNN(nn.Module):
+    """conv -> batch norm -> relu stages with pooling: a tiny Linen CNN."""
+
+    @nn.compact
+    def __call__(self, x):
+        for i, width in enumerate((4, 8, 8)):
+            x = nn.Conv(width, (3, 3), name=f"conv_{i}")(x)
+            x = nn.relu(nn.BatchNorm(use_running_average=True, name=f"bn_{i}")(x))
+            if i < 2:
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
+
+
 def build():
     """The data, labels and extractor every run uses (fixed seeds)."""
     rng = np.random.RandomState(0)
     x = rng.rand(NUM_SAMPLES, 8, 8, 3).astype(np.float32)
     labels = rng.randint(0, 3, NUM_SAMPLES)
-    model = LinenCNN(widths=(4, 8, 8))
+    model = TinyCNN()
     # Weights drawn with NumPy from the shapes: model.init would compile for seconds.
     shapes = jax.eval_shape(model.init, jax.random.key(0), x[:1])
     variables = jax.tree_util.tree_map_with_path(
@@ -39,7 +52,7 @@ def build():
         ),
         shapes,
     )
-    extractor = FeatureExtractor(model=model, variables=variables, layers=["stage_1", "stage_2"])
+    extractor = FeatureExtractor(model=model, variables=variables, layers=["conv_1", "conv_2"])
     return x, labels, extractor
 
 

@@ -340,7 +340,7 @@ def test_refuses_other_feature_extractor_layers(tmp_path):
     x, labels, ex = build()
     x = x[:8]
     describe(x, ex, tmp_path / "s", batch_size=4, progress=False)
-    other = FeatureExtractor(model=ex.model, variables=ex.variables, layers=["stage_2"])
+    other = FeatureExtractor(model=ex.model, variables=ex.variables, layers=["conv_2"])
     with pytest.raises(StoreMismatchError, match="layers"):
         describe(x, other, tmp_path / "s", batch_size=4, progress=False)
 
