@@ -10,7 +10,8 @@ The extractor is duck-typed: any object with ``__call__(x, *, mask=None, key=Non
 valid)`` that is traceable by ``jax.jit`` and a ``fingerprint`` string (a stable digest of its
 configuration: model, weights, layers, fusion, vectorizer) works;
 :class:`goldener_jax.FeatureExtractor` is one. ``mask`` / ``key`` are passed only when the source
-has a mask key / ``describe`` is given a key. An optional ``config()`` method returning a JSON-able
+has a mask key / ``describe`` is given a key (then ``key`` is an array of ``B`` keys, one per
+sample). An optional ``config()`` method returning a JSON-able
 dict is recorded in the manifest and used to name what differs when a store is reopened with
 another extractor.
 """
@@ -98,12 +99,15 @@ def _label_spec(batch: dict, key: str | None, name: str) -> tuple[tuple[int, ...
     )
 
 
-def _apply(ex, x, mask, batch_key, dtype: str):
+def _apply(ex, x, mask, key, start, dtype: str):
     kwargs = {}
     if mask is not None:
         kwargs["mask"] = mask
-    if batch_key is not None:
-        kwargs["key"] = batch_key
+    if key is not None:
+        # One key per sample, from its index in the source: draws do not depend on the batch
+        # size or on where a run was resumed.
+        index = start + jnp.arange(x.shape[0])
+        kwargs["key"] = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, index)
     vectors, valid = ex(x, **kwargs)
     if vectors.ndim == 2:  # one row per sample
         vectors, valid = vectors[:, None, :], jnp.reshape(valid, (-1, 1))
@@ -121,12 +125,12 @@ _jit_static = jax.jit(_apply, static_argnames=("ex", "dtype"))
 def _jitted_step(extractor, dtype: str):
     leaves = jax.tree.leaves(extractor)
     if leaves and not (len(leaves) == 1 and leaves[0] is extractor):
-        return lambda x, m, k: _jit_pytree(extractor, x, m, k, dtype=dtype)
+        return lambda x, m, k, s: _jit_pytree(extractor, x, m, k, s, dtype=dtype)
     try:
         hash(extractor)
     except TypeError:
-        return jax.jit(lambda x, m, k: _apply(extractor, x, m, k, dtype))
-    return lambda x, m, k: _jit_static(extractor, x, m, k, dtype=dtype)
+        return jax.jit(lambda x, m, k, s: _apply(extractor, x, m, k, s, dtype))
+    return lambda x, m, k, s: _jit_static(extractor, x, m, k, s, dtype=dtype)
 
 
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
@@ -181,7 +185,9 @@ def describe(
         data_key, label_key, group_key, mask_key: Keys of the model input, integer (or multi-hot)
             labels, integer groups and an optional mask (passed as ``mask=``) in the batches.
         labels, groups: Per-sample arrays given next to array data.
-        key: Optional ``jax.random.key``; batch ``b`` gets ``fold_in(key, b)``.
+        key: Optional ``jax.random.key`` for extractors that draw (``Vectorizer(random=n)``):
+            the extractor gets one key per sample, ``fold_in(key, sample_index)``, so draws do
+            not depend on the batch size or on resume points.
         overwrite: Start over when ``path`` holds a store written with another configuration.
         progress: Show a tqdm bar (done / total batches, rows/s, skipped batches).
         max_in_flight: Batches computed but not yet written that may be queued (bounds memory).
@@ -231,8 +237,7 @@ def describe(
     def inputs(b: int, batch: dict):
         x = _pad(np.asarray(batch[src.data_key]), batch_size)
         mask = None if src.mask_key is None else _pad(np.asarray(batch[src.mask_key]), batch_size)
-        batch_key = None if key is None else jax.random.fold_in(key, b)
-        return x, mask, batch_key
+        return x, mask, key, np.int32(b * batch_size)
 
     probe = None
     if existing is None:

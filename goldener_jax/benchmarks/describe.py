@@ -71,7 +71,7 @@ def run(args) -> dict:
             x = data[b * bs : (b + 1) * bs]
             if len(x) < bs:
                 x = np.concatenate([x, np.repeat(x[-1:], bs - len(x), axis=0)])
-            queued.append(_jit_pytree(ex, x, None, None, dtype=args.dtype))
+            queued.append(_jit_pytree(ex, x, None, None, np.int32(b * bs), dtype=args.dtype))
             if len(queued) > 3:  # describe's depth: 2 queued writes + the batch dispatched
                 jax.block_until_ready(queued.pop(0))
         jax.block_until_ready(queued)
