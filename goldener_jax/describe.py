@@ -279,7 +279,7 @@ def describe(
             "layout": {"batch_size": batch_size, "dtype": dtype},
         }
         FeatureStore._check_same(existing, requested, path)
-        store = FeatureStore.open(path)
+        store = FeatureStore.resume(path, existing)
 
     done = store.done_batches()
     mine = [b for b in range(num_batches) if b % nproc == proc]

@@ -179,6 +179,14 @@ class FeatureStore:
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=False))
 
     @classmethod
+    def resume(cls, path, manifest: dict) -> FeatureStore:
+        """Opens the store whose manifest is ``manifest`` for writing, creating the arrays a run
+        killed between writing the manifest and creating them left missing."""
+        path = _fspath(path)
+        kvspec = _kvstore_spec(path)
+        return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
+
+    @classmethod
     def _open_arrays(cls, kvspec, manifest, path, *, create: bool) -> dict:
         futures = {}
         for name, meta in manifest["arrays"].items():

@@ -186,6 +186,19 @@ def test_resume_after_exception_reads_only_missing(tmp_path):
     _assert_bit_identical(_arrays(store), _arrays(ref))
 
 
+def test_resume_after_kill_between_manifest_and_arrays(tmp_path):
+    """The manifest is written first; a run killed before the arrays exist is resumed."""
+    import shutil
+
+    x, y = _data()
+    ref = describe(x, RowsExtractor(), tmp_path / "ref", batch_size=4, labels=y, progress=False)
+    describe(x, RowsExtractor(), tmp_path / "s", batch_size=4, labels=y, progress=False)
+    for name in ("vectors", "labels", "done"):
+        shutil.rmtree(tmp_path / "s" / name)
+    store = describe(x, RowsExtractor(), tmp_path / "s", labels=y, progress=False)
+    _assert_bit_identical(_arrays(store), _arrays(ref))
+
+
 def test_iterable_source_rebatched_and_resumed(tmp_path):
     x, y = _data()
     batches = [{"image": x[i : i + 5], "label": y[i : i + 5]} for i in range(0, 23, 5)]
