@@ -170,3 +170,13 @@ def test_build_manifest_validation():
         _manifest(batch_size=0)
     with pytest.raises(TypeError, match="JSON-able"):
         _manifest(extractor_config={"f": object()})
+
+
+def test_readable_by_zarr_python(tmp_path):
+    """Another zarr v3 implementation (zarr-python) reads every float32 / int / bool array."""
+    zarr = pytest.importorskip("zarr", reason="zarr-python is not installed (test extra)")
+    store = FeatureStore.create(tmp_path / "s", _manifest())
+    _fill(store)
+    for name in ("vectors", "sample_idx", "valid", "labels", "done"):
+        array = zarr.open_array(str(tmp_path / "s" / name), mode="r")
+        np.testing.assert_array_equal(array[:], store._arrays[name].read().result())
