@@ -18,6 +18,13 @@ def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
 
 
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    # On the device, in one pass: copying a large array to the host just to check it would cost
+    # more than the selection itself.
+    return jnp.all(jnp.isfinite(x))
+
+
 def check_metric(metric: str) -> str:
     if not isinstance(metric, str) or metric not in METRICS:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
@@ -37,15 +44,15 @@ def as_float_matrix(x, name: str = "x") -> jax.Array:
             f"{name} must have a floating dtype (float32, bfloat16, float16, float64), "
             f"got {x.dtype}; cast it explicitly, e.g. {name}.astype('float32')"
         )
-    if is_concrete(x):
-        finite = np.isfinite(np.asarray(x, dtype=np.float32)) if x.size else np.ones((), bool)
-        if not bool(np.all(finite)):
-            bad = np.argwhere(~finite)[0]
-            raise ValueError(
-                f"{name} contains NaN or Inf (first at row {int(bad[0])}, column {int(bad[1])}); "
-                "selection over non-finite vectors is undefined"
-            )
-    return jnp.asarray(x)
+    x = jnp.asarray(x)
+    if is_concrete(x) and x.size and not bool(_all_finite(x)):
+        # Slow path, only on error: locate the first offending entry on the host.
+        bad = np.argwhere(~np.isfinite(np.asarray(x, dtype=np.float32)))[0]
+        raise ValueError(
+            f"{name} contains NaN or Inf (first at row {int(bad[0])}, column {int(bad[1])}); "
+            "selection over non-finite vectors is undefined"
+        )
+    return x
 
 
 def check_k(k, n: int, name: str = "k") -> int:

@@ -20,7 +20,14 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import as_float_matrix, check_block_size, check_k, check_metric
-from .distance import auto_block, block_rank_distances, fold_row_blocks, row_aux
+from .distance import (
+    auto_block,
+    block_rank_distances,
+    first_argmax,
+    first_argmin,
+    fold_row_blocks,
+    row_aux,
+)
 
 __all__ = [
     "GreedyState",
@@ -101,9 +108,9 @@ def greedy_init(
 def _step(state: GreedyState, x, aux, mode: str, metric: str) -> GreedyState:
     n = x.shape[0]
     if mode == "farthest":
-        chosen = jnp.argmax(jnp.where(state.remaining, state.nn_dist, -jnp.inf))
+        chosen = first_argmax(jnp.where(state.remaining, state.nn_dist, -jnp.inf))
     else:
-        chosen = jnp.argmin(jnp.where(state.remaining, state.nn_dist, jnp.inf))
+        chosen = first_argmin(jnp.where(state.remaining, state.nn_dist, jnp.inf))
     remaining = state.remaining.at[chosen].set(False)
     stale = remaining & (state.nn_index == chosen)
     batch = min(_RECOMPUTE_BATCH, n)
@@ -178,8 +185,10 @@ def _select(x, k, mode, metric, block_size):
     k = check_k(k, x.shape[0])
     if k == x.shape[0]:
         return jnp.arange(k, dtype=jnp.int32)
-    state = greedy_init(x, k, metric=metric, block_size=block_size)
-    return greedy_run(state, x, mode=mode, metric=metric).selected
+    state = _init(x, k=k, metric=metric, block_size=check_block_size(block_size))
+    if k == 0:
+        return state.selected
+    return _run(state, x, jnp.asarray(k, jnp.int32), mode=mode, metric=metric).selected
 
 
 def farthest_point(

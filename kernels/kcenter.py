@@ -30,6 +30,7 @@ from .distance import (
     accum_dtype,
     auto_block,
     block_rank_distances,
+    first_argmax,
     fold_row_blocks,
     point_rank_distances,
     point_stats,
@@ -135,7 +136,7 @@ def _init(x, anchors, *, k, metric, block_size):
         return state
     block = auto_block(x.shape[1], n, budget=ROW_BLOCK_BUDGET)
     stats = point_stats(x, metric)
-    seed = jnp.argmax(_seed_scores(x, stats, metric, block))
+    seed = first_argmax(_seed_scores(x, stats, metric, block))
     return _take(state, x, stats, seed, metric)
 
 
@@ -177,7 +178,7 @@ def kcenter_step(
     if stats is None:
         stats = point_stats(x, metric)
     done = state.count >= state.selected.shape[0]
-    index = jnp.argmax(state.min_dist)
+    index = first_argmax(state.min_dist)
     stepped = _take(state, x, stats, index, metric)
     return jax.tree.map(lambda old, new: jnp.where(done, old, new), state, stepped)
 
@@ -191,7 +192,7 @@ def _run(state, x, max_steps, *, metric):
 
     # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
     def body(s):
-        return _take(s, x, stats, jnp.argmax(s.min_dist), metric)
+        return _take(s, x, stats, first_argmax(s.min_dist), metric)
 
     return jax.lax.while_loop(lambda s: s.count < stop, body, state)
 
@@ -249,5 +250,12 @@ def greedy_k_center(
             anchors = as_float_matrix(anchors, "anchors")
             check_same_width(x, anchors, "x", "anchors")
         return jnp.arange(k, dtype=jnp.int32)
-    state = kcenter_init(x, k, metric=metric, anchors=anchors, block_size=block_size)
-    return kcenter_run(state, x, metric=metric).selected
+    block_size = check_block_size(block_size)
+    if anchors is not None:
+        anchors = as_float_matrix(anchors, "anchors")
+        check_same_width(x, anchors, "x", "anchors")
+    # Validated once here (each check is a pass over x); the internals take it from here.
+    state = _init(x, anchors, k=k, metric=metric, block_size=block_size)
+    if k == 0:
+        return state.selected
+    return _run(state, x, jnp.asarray(k, jnp.int32), metric=metric).selected
