@@ -66,7 +66,7 @@ def run(budget: float = 0.05, seeds: int = 5) -> dict:
         rand_radius.append(_coverage_radius(pool_x, idx))
     elapsed = time.perf_counter() - t0
 
-    print(f"goldener-jax demo: scikit-learn digits, pool of {n} images (64 pixels, centered, scaled),")
+    print(f"goldener-jax demo: scikit-learn digits, pool of {n} images (64 pixels, centered),")
     print(f"held-out test set of {len(test_x)}; budget {budget:.0%} -> {k} samples to label.\n")
     print(f"{'selection':<22}{'test accuracy':>15}{'coverage radius':>18}")
     print(f"{'greedy k-center':<22}{kc['accuracy']:>15.3f}{kc['radius']:>18.2f}")

@@ -42,12 +42,25 @@ def bench(name, fn, *args, per=1):
 
 
 hi = jax.lax.Precision.HIGHEST
-bench("dot HIGHEST", lambda x, v: jnp.dot(x, v, precision=hi, preferred_element_type=jnp.float32), x, v)
+bench(
+    "dot HIGHEST",
+    lambda x, v: jnp.dot(x, v, precision=hi, preferred_element_type=jnp.float32),
+    x,
+    v,
+)
 bench("dot DEFAULT", lambda x, v: jnp.dot(x, v, preferred_element_type=jnp.float32), x, v)
 bench("sum(x*v) f32", lambda x, v: jnp.sum(x.astype(jnp.float32) * v.astype(jnp.float32), 1), x, v)
-bench("argmax+min (no x read)", lambda m, u: jnp.minimum(m, u).at[jnp.argmax(m)].set(-jnp.inf), md, md)
+bench(
+    "argmax+min (no x read)", lambda m, u: jnp.minimum(m, u).at[jnp.argmax(m)].set(-jnp.inf), md, md
+)
 st = gk.kcenter_init(x, a.steps + 1)
-bench(f"kcenter_run {a.steps} steps (per step)", lambda s, x: gk.kcenter_run(s, x).selected, st, x, per=a.steps)
+bench(
+    f"kcenter_run {a.steps} steps (per step)",
+    lambda s, x: gk.kcenter_run(s, x).selected,
+    st,
+    x,
+    per=a.steps,
+)
 print(jax.devices())
 
 
