@@ -594,8 +594,11 @@ def _gather_fused_rows(groups, target, index, fusion, group_fusion) -> jax.Array
             source = jnp.zeros_like(index)
             for coord, goal, size in zip(coords, target, spatial, strict=False):
                 source = source * size + coord // (goal // size)
-            rows = f.reshape(f.shape[0], -1, f.shape[-1])
-            pieces.append(jnp.take_along_axis(rows, source[:, :, None], axis=1))
+            # One flat row gather: XLA's CPU gather for take_along_axis on [B, n, C] is slow.
+            batch, n_rows = f.shape[0], math.prod(spatial)
+            flat = f.reshape(batch * n_rows, f.shape[-1])
+            source = source + (jnp.arange(batch) * n_rows)[:, None]
+            pieces.append(jnp.take(flat, source, axis=0, mode="clip"))
         picked.append((name, pieces, names))
     return _fuse_groups(picked, fusion, group_fusion, "nearest")
 
@@ -645,7 +648,7 @@ def _reduced(groups, target, fusion, group_fusion, row_fusion, weights=None) -> 
                 kept = jnp.where(w[:, :, None] > 0, rows, -jnp.inf)
                 vectors.append(jnp.where(count > 0, jnp.max(kept, axis=1), 0.0))
             else:
-                total = jnp.einsum("bn,bnc->bc", w, rows)
+                total = jnp.sum(w[:, :, None] * rows, axis=1)
                 vectors.append(total / count if row_fusion == "mean" else total)
         reduced.append((name, vectors, names))
     return _fuse_groups(reduced, fusion, group_fusion, "nearest")
