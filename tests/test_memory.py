@@ -43,3 +43,46 @@ def test_farthest_point_extra_memory_is_one_block():
     n, d, block = 20_000, 16, 256  # N x N would need 1.6 GB; one block is 20 MB
     r = _measure("farthest", n, d, 50, block)
     assert r["extra"] < 1.5 * block * n * 4 + 16 * MB, r
+
+
+def _temp_bytes(lowered) -> int:
+    analysis = lowered.compile().memory_analysis()
+    if analysis is None:
+        pytest.skip("this backend reports no compiled memory analysis")
+    return analysis.temp_size_in_bytes
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_compiled_k_center_temporaries_are_o_n(metric):
+    """XLA's own accounting of the compiled executables, at N = 4M, d = 256 (4 GB of vectors, an
+    N x N matrix would be 64 TB): temporaries stay a few N-vectors, never a copy of x."""
+    import jax
+    import jax.numpy as jnp
+    from goldener_jax.kernels import _checks
+    from goldener_jax.kernels import kcenter as kc
+
+    n, d, k = 4_000_000, 256, 100
+    x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    anchors = jax.ShapeDtypeStruct((500, d), jnp.float32)
+    budget = 8 * 4 * n  # eight float32 N-vectors
+    assert _temp_bytes(_checks._all_finite.lower(x)) < budget
+    init = kc._init.lower(x, None, k=k, metric=metric, block_size=None)
+    assert _temp_bytes(init) < budget
+    with_anchors = kc._init.lower(x, anchors, k=k, metric=metric, block_size=2)
+    assert _temp_bytes(with_anchors) < budget + 2 * 4 * n  # plus one [n, 2] distance block
+    state = jax.eval_shape(lambda a: kc._init(a, None, k=k, metric=metric, block_size=None), x)
+    assert _temp_bytes(kc._run.lower(state, x, jnp.int32(k), metric=metric)) < budget
+
+
+def test_compiled_greedy_temporaries_are_one_block():
+    import jax
+    import jax.numpy as jnp
+    from goldener_jax.kernels import greedy
+
+    n, d, block = 1_000_000, 64, 32
+    x = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    init = greedy._init.lower(x, k=10, metric="euclidean", block_size=block)
+    assert _temp_bytes(init) < 3 * block * n * 4 + 16 * 4 * n
+    state = jax.eval_shape(lambda a: greedy._init(a, k=10, metric="euclidean", block_size=block), x)
+    run = greedy._run.lower(state, x, jnp.int32(10), mode="farthest", metric="euclidean")
+    assert _temp_bytes(run) < 3 * 16 * n * 4 + 16 * 4 * n  # one batch of recomputed rows

@@ -49,14 +49,26 @@ def timeit(fn, repeats: int) -> list[float]:
     return times
 
 
-def read_bandwidth(x: jax.Array, repeats: int = 5) -> float:
-    """Bytes/s of a jitted reduction that reads ``x`` once (a mat-vec): the memory-read roofline
-    this machine gives a streaming kernel, measured on the same array."""
-    v = jnp.ones((x.shape[1],), x.dtype)
-    f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    f(x, v).block_until_ready()
-    times = timeit(lambda: f(x, v).block_until_ready(), repeats)
-    return x.size * x.dtype.itemsize / float(np.median(times))
+def read_bandwidth(x: jax.Array, repeats: int = 5, reads: int = 10) -> float:
+    """Bytes/s of jitted mat-vecs over ``x`` (``reads`` of them in one ``fori_loop``, so dispatch
+    is amortised as in a k-center run): the memory-read roofline a streaming kernel faces on this
+    machine, measured on the same array. Median of ``repeats``."""
+    v0 = jnp.ones((x.shape[1],), x.dtype)
+
+    @jax.jit
+    def reads_of(a, v):
+        def body(_, carry):
+            v, acc = carry
+            r = jnp.dot(a, v, preferred_element_type=jnp.float32)
+            # Each read depends on the previous one, so XLA cannot hoist or merge them.
+            v = jnp.where(r[0] > 3e38, v * 2, v)
+            return v, acc + r[-1]
+
+        return jax.lax.fori_loop(0, reads, body, (v, jnp.zeros((), jnp.float32)))[1]
+
+    reads_of(x, v0).block_until_ready()
+    times = timeit(lambda: reads_of(x, v0).block_until_ready(), repeats)
+    return reads * x.size * x.dtype.itemsize / float(np.median(times))
 
 
 def peak_rss_bytes() -> int:
