@@ -285,7 +285,11 @@ def test_features_do_not_depend_on_batch_size(kind, cnn, vit, nnx_model):
     whole = np.asarray(f(variables, x))
     for size in (1, 2, 3):
         parts = np.concatenate([f(variables, x[i : i + size]) for i in range(0, 6, size)])
-        np.testing.assert_allclose(parts, whole, rtol=1e-6, atol=1e-6)
+        if kind == "vit":
+            # XLA picks other matmul blockings for other batch sizes: last-bit differences
+            np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-6)
+        else:  # convolutions, batch norm, dense: bit for bit
+            np.testing.assert_array_equal(parts, whole)
 
 
 def test_no_dropout_no_gradients(cnn, vit):
