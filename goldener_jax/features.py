@@ -871,6 +871,10 @@ class FeatureExtractor:
             object.__setattr__(self, "variables", state)
         elif self.variables is None:
             raise ValueError("variables must be given for a Flax Linen model")
+        # A snapshot: nnx.split shares Variable objects with the module (and a dict of Linen
+        # variables can be edited in place), so later training must not change this extractor
+        # behind its cached fingerprint. The arrays themselves are immutable and not copied.
+        object.__setattr__(self, "variables", jax.tree.map(lambda a: a, self.variables))
 
     # -- computation
 
@@ -941,8 +945,7 @@ class FeatureExtractor:
 
     def jit(self) -> Callable:
         """``f(x, *, mask=None, key=None)`` compiled once, with the variables as inputs."""
-        compiled = jax.jit(lambda ex, x, mask, key: ex(x, mask=mask, key=key))
-        return lambda x, *, mask=None, key=None: compiled(self, x, mask, key)
+        return lambda x, *, mask=None, key=None: _jitted_call(self, x, mask, key)
 
     # -- identity
 
@@ -985,6 +988,10 @@ class FeatureExtractor:
             f"vectorizer={self.vectorizer!r})"
         )
 
+
+# One jitted function for every extractor: extractors with the same configuration share its
+# compilations (the variables are inputs, the configuration is the pytree's static part).
+_jitted_call = jax.jit(lambda ex, x, mask, key: ex(x, mask=mask, key=key))
 
 _STATIC_FIELDS = tuple(
     f.name for f in dataclasses.fields(FeatureExtractor) if f.name != "variables"

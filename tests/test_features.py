@@ -569,6 +569,16 @@ def test_fingerprint_is_stable_across_processes():
     assert other == list(here) and len(here) == 2 and all(len(h) == 64 for h in here)
 
 
+def test_extractor_is_a_snapshot_of_the_model(nnx_model):
+    model = nnx.clone(nnx_model)
+    ex = FeatureExtractor(model=model, layers=["conv1"])
+    x = images(2)
+    before, fingerprint = np.asarray(ex(x)[0]), ex.fingerprint
+    model.conv1.kernel[...] = model.conv1.kernel[...] + 1.0  # training the module in place
+    np.testing.assert_array_equal(ex(x)[0], before)
+    assert FeatureExtractor(model=model, layers=["conv1"]).fingerprint != fingerprint
+
+
 def test_extractor_rejects_bad_config(cnn):
     model, variables, _ = cnn
     with pytest.raises(ValueError, match="group_fusion must be one of"):
