@@ -1,6 +1,7 @@
-"""Side-by-side greedy k-center: goldener 7.0.0 (PyTorch, its own venv) vs goldener-jax.
+"""Side by side, goldener 7.0.0 (PyTorch, its own venv) vs goldener-jax: greedy k-center, or
+farthest / closest point with ``--tool``.
 
-    GOLD_PY=$(../shared/tools/goldener-reference.sh)      # once, about 2 minutes
+    GOLD_PY=$(bash scripts/goldener_reference_venv.sh)     # once, a few minutes
     .venv/bin/python scripts/bench_vs_goldener.py --gold-python "$GOLD_PY" --n 20000 --d 256 --k 500
 
 Both sides get the same float32 data (saved to an .npz), run in fresh processes one after the
@@ -30,13 +31,15 @@ from goldener_jax import kernels as gk
 from goldener_jax.benchmarks._machine import peak_rss_bytes, reset_peak_rss, rss_bytes
 x = jnp.asarray(np.load(sys.argv[1])["x"])
 k, repeats = int(sys.argv[2]), int(sys.argv[3])
-np.asarray(gk.greedy_k_center(x, k))  # compile
+select = {"kcenter": gk.greedy_k_center, "farthest": gk.farthest_point,
+          "closest": gk.closest_point}[sys.argv[4]]
+np.asarray(select(x, k))  # compile
 before = rss_bytes()
 times, peak = [], 0
 for _ in range(repeats):
     reset_peak_rss()
     t0 = time.perf_counter()
-    idx = np.asarray(gk.greedy_k_center(x, k))
+    idx = np.asarray(select(x, k))
     times.append(time.perf_counter() - t0)
     peak = max(peak, peak_rss_bytes())
 print(json.dumps({"times_s": times, "peak_rss_bytes": peak, "rss_before_bytes": before,
@@ -52,6 +55,7 @@ def main() -> None:
     p.add_argument("--k", type=int, default=500)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tool", choices=["kcenter", "farthest", "closest"], default="kcenter")
     p.add_argument("--json", default=None, help="write the results here too")
     args = p.parse_args()
 
@@ -71,13 +75,15 @@ def main() -> None:
                 str(args.k),
                 "--repeats",
                 str(args.repeats),
+                "--tool",
+                args.tool,
             ],
             check=True,
             stderr=subprocess.DEVNULL,
         )
         gold = json.loads(gold_out.read_text())
         ours_run = subprocess.run(
-            [sys.executable, "-c", OURS, str(data), str(args.k), str(args.repeats)],
+            [sys.executable, "-c", OURS, str(data), str(args.k), str(args.repeats), args.tool],
             check=True,
             capture_output=True,
             text=True,
@@ -114,7 +120,7 @@ def main() -> None:
         "torch": gold.get("torch"),
         "torch_threads": gold.get("threads"),
     }
-    print(f"greedy k-center n={args.n:,} d={args.d} k={args.k} float32, CPU")
+    print(f"greedy {args.tool} n={args.n:,} d={args.d} k={args.k} float32, CPU")
     print(
         f"  goldener 7.0.0 (torch {gold.get('torch')}, {gold.get('threads')} threads): "
         f"{t_gold:.2f} s, peak RSS {gold['peak_rss_bytes'] / 1e9:.2f} GB "

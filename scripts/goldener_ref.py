@@ -49,6 +49,7 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--tool", choices=["kcenter", "farthest", "closest"], default="kcenter")
     args = parser.parse_args()
 
     import torch
@@ -85,7 +86,11 @@ def main() -> None:
             result[case] = out
     else:
         x = torch.from_numpy(data["x"])
-        tool = GoldGreedyKCenterSelectionTool("cpu")
+        tool = {
+            "kcenter": GoldGreedyKCenterSelectionTool,
+            "farthest": GoldGreedyFarthestPointSelectionTool,
+            "closest": GoldGreedyClosestPointSelectionTool,
+        }[args.tool]("cpu")
         base_rss = _rss_bytes()
         times = []
         peak = 0
