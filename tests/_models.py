@@ -155,7 +155,7 @@ def example_fingerprints() -> tuple[str, str]:
     model = LinenCNN()
     linen = FeatureExtractor(
         model=model,
-        variables=init_linen(model, (2, 8, 8, 3)),
+        variables=jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3))),
         layers=["stage_0", "stage_1"],
         vectorizer=Vectorizer(remove_first=1, fusion="mean"),
     )

@@ -180,7 +180,7 @@ def test_jit_equals_eager_for_all_options():
     np.testing.assert_array_equal(eager[1], jitted[1])
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     height=st.integers(1, 4),
     keep=st.sampled_from([None, ("first", 1), ("first", 3), ("last", 2)]),
