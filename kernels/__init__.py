@@ -13,6 +13,15 @@ from .greedy import (
     greedy_run,
     greedy_step,
 )
+from .herding import (
+    HERDING_KERNELS,
+    HerdingState,
+    herding_init,
+    herding_run,
+    herding_step,
+    kernel_herding,
+    median_length_scale,
+)
 from .kcenter import (
     KCenterState,
     greedy_k_center,
@@ -21,7 +30,24 @@ from .kcenter import (
     kcenter_run,
     kcenter_step,
 )
+from .reduce import (
+    PCAState,
+    gaussian_projection_matrix,
+    pca_fit,
+    pca_transform,
+    random_projection,
+)
 from .subset import random_subset
+from .zcore import (
+    ZCORE_VARIANTS,
+    ZCoreState,
+    zcore_draws,
+    zcore_init,
+    zcore_run,
+    zcore_scores,
+    zcore_select,
+    zcore_step,
+)
 
 __all__ = [
     "METRICS",
@@ -40,4 +66,24 @@ __all__ = [
     "pairwise_distances",
     "random_subset",
     "to_metric",
+    "HERDING_KERNELS",
+    "HerdingState",
+    "herding_init",
+    "herding_run",
+    "herding_step",
+    "kernel_herding",
+    "median_length_scale",
+    "PCAState",
+    "gaussian_projection_matrix",
+    "pca_fit",
+    "pca_transform",
+    "random_projection",
+    "ZCORE_VARIANTS",
+    "ZCoreState",
+    "zcore_draws",
+    "zcore_init",
+    "zcore_run",
+    "zcore_scores",
+    "zcore_select",
+    "zcore_step",
 ]
