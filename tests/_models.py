@@ -149,15 +149,25 @@ def images(batch: int, size: int = 8, channels: int = 3, seed: int = 0) -> jax.A
 
 
 def example_fingerprints() -> tuple[str, str]:
-    """Fingerprints of a Linen and an NNX extractor, rebuilt from scratch (seeded)."""
+    """Fingerprints of a Linen and an NNX extractor, rebuilt from scratch (seeded).
+
+    Weights come from NumPy on the shapes ``jax.eval_shape`` gives: a compiled init would cost
+    seconds in each process for nothing this test needs.
+    """
+    import numpy as np
+
     from goldener_jax import FeatureExtractor, Vectorizer
 
+    rng = np.random.RandomState(0)
     model = LinenCNN()
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    variables = jax.tree.map(lambda a: rng.standard_normal(a.shape).astype(a.dtype), shapes)
     linen = FeatureExtractor(
         model=model,
-        variables=jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3))),
+        variables=variables,
         layers=["stage_0", "stage_1"],
         vectorizer=Vectorizer(remove_first=1, fusion="mean"),
     )
-    nnx_ex = FeatureExtractor(model=NNXCNN(nnx.Rngs(0)), layers={"g": ["conv1"]})
+    small = nnx.Sequential(nnx.Linear(3, 4, rngs=nnx.Rngs(0)), nnx.relu)
+    nnx_ex = FeatureExtractor(model=small, layers={"g": ["layers/0"]})
     return linen.fingerprint, nnx_ex.fingerprint
