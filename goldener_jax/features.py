@@ -951,7 +951,14 @@ class FeatureExtractor:
 
     def config(self) -> dict:
         """JSON-able description: everything that changes the vectors, including a digest of
-        the variables' values."""
+        the variables' values (computed once: hashing the weights reads them all)."""
+        return json.loads(self._config_json)
+
+    @functools.cached_property
+    def _config_json(self) -> str:
+        return json.dumps(self._build_config(), sort_keys=True, separators=(",", ":"))
+
+    def _build_config(self) -> dict:
         return {
             "format": _FINGERPRINT_FORMAT,
             "model": _model_summary(self.model, self.variables),
@@ -970,8 +977,7 @@ class FeatureExtractor:
     @functools.cached_property
     def fingerprint(self) -> str:
         """SHA-256 hex digest of ``config()``: equal across processes for the same extractor."""
-        text = json.dumps(self.config(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+        return hashlib.sha256(self._config_json.encode()).hexdigest()
 
     def __hash__(self) -> int:
         return hash(self.fingerprint)
