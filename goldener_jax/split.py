@@ -1,0 +1,309 @@
+"""``split``: assign every sample to one of several named sets, set by set, with ``select``.
+
+Sets are filled in the order given; each set is a :func:`~goldener_jax.select` over the samples
+no earlier set took (stratified by label, groups kept whole); the last set takes what remains.
+Set sizes are exact: ratios by largest remainder (no set short-changed), or counts summing to N.
+A manifest (JSON) records the request, the counts and the per-set label counts; an optional
+leakage check reports near-duplicate pairs that straddle two sets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax import kernels as gk
+from goldener_jax._allocation import set_counts
+from goldener_jax.select import _as_key_data, _check_chunk, _parse_reduce, _prepare, _select
+
+__all__ = ["Split", "leakage_pairs", "split"]
+
+
+class Split(dict):
+    """``{set_name: int64 sample indices}`` (in selection order) plus what was recorded.
+
+    Attributes:
+      manifest: the manifest dict (also written to ``manifest_path`` when there is one).
+      manifest_path: where it was written, or ``None``.
+      leaks: near-duplicate pairs across sets (``None`` when the check did not run).
+    """
+
+    manifest: dict
+    manifest_path: str | None
+    leaks: list | None
+
+
+def _normalise_sets(sets) -> dict:
+    if isinstance(sets, Mapping):
+        items = list(sets.items())
+    elif isinstance(sets, Sequence) and not isinstance(sets, str):
+        items = []
+        for s in sets:
+            if not (isinstance(s, (tuple, list)) and len(s) == 2):
+                raise TypeError(f"sets must be a dict or (name, size) pairs, got item {s!r}")
+            items.append((s[0], s[1]))
+    else:
+        raise TypeError(f"sets must be a dict {{name: size}} or (name, size) pairs, got {sets!r}")
+    names = [n for n, _ in items]
+    if any(not isinstance(n, str) or not n for n in names):
+        raise TypeError(f"set names must be non-empty strings, got {names}")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"set names must be unique, got {names} ({dupes} repeated)")
+    if len(items) < 2:
+        raise ValueError(f"a split needs at least 2 sets, got {len(items)}: {names}")
+    return dict(items)
+
+
+def leakage_pairs(
+    x,
+    vec_set: np.ndarray,
+    vec_sample: np.ndarray,
+    threshold: float,
+    *,
+    metric="euclidean",
+    max_pairs: int = 1000,
+    block_size: int = 1024,
+) -> list[dict]:
+    """Pairs of vectors in different sets closer than ``threshold`` (blocked, O(N^2 d) time,
+    O(block x N) memory): ``[{"a": sample, "b": sample, "set_a", "set_b", "distance"}]``, each
+    unordered pair once, closest first, at most ``max_pairs``."""
+    x = jnp.asarray(x)
+    n = x.shape[0]
+    aux = _row_aux(x, metric)
+    found = []
+    limit = threshold**2 if metric == "euclidean" else threshold
+    for start in range(0, n, block_size):
+        stop = min(n, start + block_size)
+        d = _block(x[start:stop], aux[start:stop], x, aux, metric)
+        d = np.asarray(d)
+        rows, cols = np.nonzero(d < limit)
+        keep = (cols > rows + start) & (vec_set[rows + start] != vec_set[cols])
+        rows, cols = rows[keep] + start, cols[keep]
+        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+            found.append((float(d[r - start, c]), r, c))
+    found.sort()
+    out, seen = [], set()
+    for dist, r, c in found:
+        pair = (int(vec_sample[r]), int(vec_sample[c]))
+        if pair in seen or pair[0] == pair[1]:
+            continue
+        seen.add(pair)
+        value = float(np.sqrt(dist)) if metric == "euclidean" else dist
+        out.append(
+            {
+                "a": pair[0],
+                "b": pair[1],
+                "set_a": str(vec_set[r]),
+                "set_b": str(vec_set[c]),
+                "distance": value,
+            }
+        )
+        if len(out) >= max_pairs:
+            break
+    return out
+
+
+def _row_aux(x, metric):
+    from goldener_jax.kernels.distance import row_aux
+
+    return row_aux(x, "cosine" if metric == "cosine" else "euclidean")
+
+
+@jax.jit
+def _block_euclid(a, a_aux, b, b_aux):
+    from goldener_jax.kernels.distance import block_rank_distances
+
+    return block_rank_distances(a, a_aux, b, b_aux, "euclidean")
+
+
+@jax.jit
+def _block_cosine(a, a_aux, b, b_aux):
+    from goldener_jax.kernels.distance import block_rank_distances
+
+    return block_rank_distances(a, a_aux, b, b_aux, "cosine")
+
+
+def _block(a, a_aux, b, b_aux, metric):
+    fn = _block_cosine if metric == "cosine" else _block_euclid
+    return fn(a, a_aux, b, b_aux)
+
+
+def _default_manifest_path(store_or_array) -> str | None:
+    from goldener_jax.store import FeatureStore
+
+    path = None
+    if isinstance(store_or_array, (str, os.PathLike)):
+        path = os.fspath(store_or_array)
+    elif isinstance(store_or_array, FeatureStore):
+        path = store_or_array.path
+    if not isinstance(path, str) or "://" in path and not path.startswith("file://"):
+        return None
+    path = path.removeprefix("file://").rstrip("/")
+    return path + ".split.json"
+
+
+def split(
+    store_or_array,
+    sets,
+    *,
+    method: str = "kcenter",
+    key,
+    labels=None,
+    groups=None,
+    exclude_labels: Sequence | None = None,
+    sample_idx=None,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+    max_anchors: int | None = 4096,
+    reduce=None,
+    checkpoint_dir=None,
+    checkpoint_every: int = 100,
+    method_options: Mapping | None = None,
+    manifest_path=None,
+    leakage_threshold: float | None = None,
+) -> Split:
+    """Splits the samples into named sets.
+
+    Args:
+      store_or_array: a :class:`~goldener_jax.FeatureStore`, its path, or vectors ``[Nv, d]``.
+      sets: ``{"train": 0.7, "val": 0.15, "test": 0.15}`` (ratios in (0, 1) summing to 1) or
+        counts summing to the number of samples; at least 2 sets, unique names. Filled in order.
+      method, key, labels, groups, exclude_labels, sample_idx, metric, chunk_size, max_anchors,
+        reduce, method_options: as :func:`~goldener_jax.select` (groups: a group never spans two
+        sets).
+      checkpoint_dir: resumable progress, one sub-directory per set.
+      manifest_path: where to write the manifest; default ``<store path>.split.json`` next to a
+        store, none for an array. ``False`` writes nothing.
+      leakage_threshold: report vector pairs in different sets closer than this (O(N^2 d)).
+
+    Returns:
+      A :class:`Split` (``dict`` of set name -> sample indices).
+    """
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
+    if metric not in gk.METRICS:
+        raise ValueError(f"metric must be one of {gk.METRICS}, got {metric!r}")
+    _check_chunk(chunk_size, max_anchors, checkpoint_every)
+    wanted = _normalise_sets(sets)
+    red = _parse_reduce(reduce)
+    data = _prepare(store_or_array, labels, groups, sample_idx, exclude_labels)
+    num_samples = data.sample_ids.shape[0]
+    counts = set_counts(wanted, num_samples)
+    if red is not None:
+        from goldener_jax.select import _apply_reduce
+
+        data.x = _apply_reduce(data.x, red, key)
+    options = {"metric": metric, **dict(method_options or {})}
+    alive = np.ones(num_samples, bool)
+    assignment = np.full(num_samples, -1, np.int32)
+    result = Split()
+    names = list(wanted)
+    for i, name in enumerate(names):
+        if i == len(names) - 1:
+            chosen = np.flatnonzero(alive)
+            if chosen.size == 0:
+                raise ValueError(f"not enough samples for set {name!r}: none left")
+        else:
+            if int(np.count_nonzero(alive)) <= counts[name]:
+                raise ValueError(
+                    f"not enough samples left for set {name!r} ({counts[name]} wanted) and the "
+                    "sets after it"
+                )
+            sel = _select(
+                data,
+                counts[name],
+                method=method,
+                key=jax.random.fold_in(key, i),
+                alive=alive,
+                anchor_samples=np.zeros((0,), np.int64),
+                chunk_size=chunk_size,
+                max_anchors=max_anchors,
+                checkpoint_dir=None
+                if checkpoint_dir is None
+                else os.path.join(os.fspath(checkpoint_dir), f"set-{i}"),
+                checkpoint_every=checkpoint_every,
+                options=options,
+                ratio_total=num_samples,
+                base_config={
+                    "reduce": red,
+                    "kind": "split",
+                    "set": name,
+                    "sets": counts,
+                    "taken_before": int(num_samples - np.count_nonzero(alive)),
+                },
+                coverage=False,
+            )
+            pos = np.searchsorted(data.sample_ids, sel.indices)
+            chosen = pos
+        assignment[chosen] = i
+        alive[chosen] = False
+        result[name] = data.sample_ids[chosen].astype(np.int64)
+    actual = {n: int(len(v)) for n, v in result.items()}
+    if data.unit is not None:
+        per_unit = {}
+        for s, u in enumerate(data.unit.tolist()):
+            per_unit.setdefault(u, set()).add(int(assignment[s]))
+        if any(len(v) != 1 for v in per_unit.values()):  # pragma: no cover - an invariant
+            raise RuntimeError("internal error: a group straddles two sets")
+    label_counts = None
+    if data.label_matrix is not None:
+        label_counts = {
+            name: {
+                str(lab): int(np.count_nonzero(data.label_matrix[assignment == i, j]))
+                for j, lab in enumerate(data.label_names)
+            }
+            for i, name in enumerate(names)
+        }
+    leaks = None
+    if leakage_threshold is not None:
+        if not isinstance(leakage_threshold, (int, float)) or leakage_threshold <= 0:
+            raise ValueError(f"leakage_threshold must be > 0, got {leakage_threshold!r}")
+        vec_set = np.asarray(names, dtype=object)[assignment[data.vec_sample]]
+        leaks = leakage_pairs(
+            data.x,
+            vec_set,
+            data.sample_ids[data.vec_sample],
+            float(leakage_threshold),
+            metric=metric,
+        )
+    manifest = {
+        "format": "goldener-jax.split",
+        "sets": {n: {"requested": _jsonable(wanted[n]), "count": actual[n]} for n in names},
+        "counts_planned": counts,
+        "method": method,
+        "metric": metric,
+        "key": [int(v) for v in np.ravel(_as_key_data(key))],
+        "chunk_size": chunk_size,
+        "reduce": red,
+        "data": data.fingerprint,
+        "label_counts": label_counts,
+        "groups": data.unit is not None,
+        "leakage": None
+        if leaks is None
+        else {"threshold": leakage_threshold, "pairs": len(leaks), "examples": leaks[:20]},
+        "indices": {n: [int(v) for v in result[n]] for n in names},
+    }
+    if manifest_path is None:
+        manifest_path = _default_manifest_path(store_or_array)
+    elif manifest_path is False:
+        manifest_path = None
+    if manifest_path is not None:
+        manifest_path = os.fspath(manifest_path)
+        tmp = manifest_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(manifest, f, indent=1)
+        os.replace(tmp, manifest_path)
+    result.manifest = manifest
+    result.manifest_path = manifest_path
+    result.leaks = leaks
+    return result
+
+
+def _jsonable(v):
+    return v.item() if isinstance(v, np.generic) else v
