@@ -21,6 +21,16 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
     resumable_loop,
 )
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
+from goldener_jax.split import (  # select, split and the selection method registry
+    METHODS,
+    Selection,
+    SelectionMethod,
+    Split,
+    leakage_pairs,
+    register_method,
+    select,
+    split,
+)
 
 __version__ = "0.1.0"
 
@@ -45,4 +55,12 @@ __all__ = [
     "capture",
     "flatten_vectors",
     "kernels",
+    "METHODS",
+    "Selection",
+    "SelectionMethod",
+    "Split",
+    "leakage_pairs",
+    "register_method",
+    "select",
+    "split",
 ]

@@ -20,6 +20,8 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--budget", type=float, default=0.05, help="fraction of the pool to select")
     demo.add_argument("--seeds", type=int, default=5, help="random baselines to compare with")
 
+    _add_select_split(sub)
+
     bench = sub.add_parser("bench", help="benchmarks (baselines measured in the same run)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     for name in benchmarks.BENCHMARKS:
@@ -30,6 +32,167 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _size(text: str):
+    """``0.1`` -> ratio, ``100`` -> count."""
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="a feature store directory, or a .npy of vectors [N, d]")
+    p.add_argument("--method", default="kcenter", help="kcenter, herding, zcore, random, auto")
+    p.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key")
+    p.add_argument("--labels", default=None, help=".npy of per-sample labels (default: store's)")
+    p.add_argument("--groups", default=None, help=".npy of per-sample group ids")
+    p.add_argument("--sample-idx", default=None, help=".npy: the sample of each vector (.npy)")
+    p.add_argument("--exclude-label", action="append", type=int, default=None)
+    p.add_argument("--metric", default="euclidean", choices=["euclidean", "sqeuclidean", "cosine"])
+    p.add_argument("--chunk-size", type=int, default=None, help="vectors per random chunk")
+    p.add_argument("--reduce", default=None, help="pca:C or random:C")
+    p.add_argument("--checkpoint-dir", default=None, help="resumable progress here")
+    p.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="method option, e.g. num_samples=100000 (repeatable)",
+    )
+    p.add_argument("--out", required=True, help="output directory (JSON + .npy)")
+
+
+def _add_select_split(sub) -> None:
+    sel = sub.add_parser("select", help="choose samples to label / keep (writes JSON + .npy)")
+    _common(sel)
+    sel.add_argument("--size", required=True, type=_size, help="ratio in (0, 1] or a count")
+    sel.add_argument("--anchors", default=None, help=".npy of sample indices already chosen")
+    spl = sub.add_parser("split", help="split samples into named sets (writes JSON + .npy)")
+    _common(spl)
+    spl.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        required=True,
+        metavar="NAME=SIZE",
+        help="a set and its ratio or count, in order (repeat: train=0.8 val=0.2)",
+    )
+    spl.add_argument("--leakage-threshold", type=float, default=None)
+
+
+def _option_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _inputs(args) -> tuple:
+    import numpy as np
+
+    source = args.source
+    if source.endswith(".npy"):
+        source = np.load(source, mmap_mode="r")
+        source = np.asarray(source)
+    load = lambda p: None if p is None else np.load(p)  # noqa: E731
+    options = {}
+    for item in args.option:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--option must be NAME=VALUE, got {item!r}")
+        options[name] = _option_value(value)
+    kw = dict(
+        method=args.method,
+        labels=load(args.labels),
+        groups=load(args.groups),
+        sample_idx=load(args.sample_idx),
+        exclude_labels=args.exclude_label,
+        metric=args.metric,
+        chunk_size=args.chunk_size,
+        reduce=args.reduce,
+        checkpoint_dir=args.checkpoint_dir,
+        method_options=options or None,
+    )
+    return source, kw
+
+
+def _table(rows: list[tuple], header: tuple) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(v).rjust(w) for v, w in zip(r, widths, strict=True))  # noqa: E731
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, rows)])
+
+
+def _run_select(args) -> int:
+    import os
+
+    import jax
+    import numpy as np
+
+    from goldener_jax.select import select
+
+    source, kw = _inputs(args)
+    anchors = None if args.anchors is None else np.load(args.anchors)
+    t0 = __import__("time").perf_counter()
+    sel = select(source, args.size, key=jax.random.key(args.seed), anchors=anchors, **kw)
+    seconds = __import__("time").perf_counter() - t0
+    os.makedirs(args.out, exist_ok=True)
+    np.save(os.path.join(args.out, "selection.npy"), sel.indices)
+    with open(os.path.join(args.out, "selection.json"), "w") as f:
+        json.dump({**sel.to_json(), "seconds": seconds}, f, indent=1)
+    print(f"selected {len(sel)} samples with {sel.config['method']} in {seconds:.2f} s")
+    if sel.coverage_radius is not None:
+        print(f"coverage radius: {sel.coverage_radius:.6g}")
+    if sel.label_counts:
+        print(_table([(k, v) for k, v in sel.label_counts.items()], ("label", "selected")))
+    print(f"wrote {os.path.join(args.out, 'selection.json')} and selection.npy")
+    return 0
+
+
+def _run_split(args) -> int:
+    import os
+
+    import jax
+    import numpy as np
+
+    from goldener_jax.split import split
+
+    source, kw = _inputs(args)
+    sets = {}
+    for item in args.sets:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set must be NAME=SIZE, got {item!r}")
+        if name in sets:
+            raise ValueError(f"set names must be unique, got {name!r} twice")
+        sets[name] = _size(value)
+    os.makedirs(args.out, exist_ok=True)
+    t0 = __import__("time").perf_counter()
+    result = split(
+        source,
+        sets,
+        key=jax.random.key(args.seed),
+        leakage_threshold=args.leakage_threshold,
+        manifest_path=os.path.join(args.out, "split.json"),
+        **kw,
+    )
+    seconds = __import__("time").perf_counter() - t0
+    for name, idx in result.items():
+        np.save(os.path.join(args.out, f"{name}.npy"), idx)
+    rows = []
+    labels = result.manifest["label_counts"]
+    for name, idx in result.items():
+        row = (name, len(idx))
+        if labels:
+            row += (" ".join(f"{k}:{v}" for k, v in labels[name].items()),)
+        rows.append(row)
+    header = ("set", "samples") + (("per label",) if labels else ())
+    print(f"split {sum(len(v) for v in result.values())} samples in {seconds:.2f} s")
+    print(_table(rows, header))
+    if result.leaks is not None:
+        print(f"near-duplicate pairs across sets: {len(result.leaks)}")
+    print(f"wrote {os.path.join(args.out, 'split.json')} and one .npy per set")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "demo":
@@ -37,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
 
         demo.run(budget=args.budget, seeds=args.seeds)
         return 0
+    if args.command == "select":
+        return _run_select(args)
+    if args.command == "split":
+        return _run_split(args)
     if args.command == "bench":
         from goldener_jax import benchmarks
 

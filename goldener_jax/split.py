@@ -19,9 +19,22 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax._allocation import set_counts
-from goldener_jax.select import _as_key_data, _check_chunk, _parse_reduce, _prepare, _select
+from goldener_jax.select import (
+    METHODS,
+    Selection,
+    SelectionMethod,
+    _as_key_data,
+    _check_chunk,
+    _parse_reduce,
+    _prepare,
+    _select,
+    register_method,
+    select,
+)
 
 __all__ = ["Split", "leakage_pairs", "split"]
+# Re-exported for the package namespace (one import line there).
+_REEXPORTS = (METHODS, Selection, SelectionMethod, register_method, select)
 
 
 class Split(dict):
