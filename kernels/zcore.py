@@ -129,13 +129,29 @@ def _subspace_distance(xt, dims, point, metric: str):
 
 @partial(jax.jit, static_argnames=("chunk", "num_dims", "num_redundancy", "metric", "exponent"))
 def _chunk_update(
-    scores, xt, key_data, start, lo, med, hi, *, chunk, num_dims, num_redundancy, metric, exponent
+    scores,
+    xt,
+    key_data,
+    start,
+    count,
+    lo,
+    med,
+    hi,
+    *,
+    chunk,
+    num_dims,
+    num_redundancy,
+    metric,
+    exponent,
 ):
+    # Samples start .. start + count - 1 (count <= chunk is traced: a last, partial chunk is
+    # masked rather than compiled again).
     n = xt.shape[1]
     dims, anchors = _draw(key_data, start, chunk, lo, med, hi, num_dims)
+    live = (jnp.arange(chunk) < count).astype(jnp.float32)
     to_anchor = _subspace_distance(xt, dims, anchors, metric)
     nearest = jnp.argmin(to_anchor, axis=1).astype(jnp.int32)  # lowest index on ties
-    scores = scores.at[nearest].add(1.0)
+    scores = scores.at[nearest].add(live)
     r = min(num_redundancy, n - 1)
     if r <= 0:
         return scores
@@ -148,7 +164,7 @@ def _chunk_update(
     near = -neg
     # (d0 + eps) / (d + eps) <= 1: the same normalised weights without overflow for duplicates.
     w = ((near[:, :1] + _EPS) / (near + _EPS)) ** exponent
-    w = w / jnp.sum(w, axis=1, keepdims=True)
+    w = w / jnp.sum(w, axis=1, keepdims=True) * live[:, None]
     return scores.at[idx.reshape(-1)].add(-w.reshape(-1))
 
 
@@ -228,10 +244,11 @@ def _run(state, xt, num_samples, chunk, num_dims, num_redundancy, metric, expone
             xt,
             state.key,
             jnp.int32(done),
+            jnp.int32(size),
             state.lo,
             state.med,
             state.hi,
-            chunk=size,
+            chunk=chunk,
             num_dims=num_dims,
             num_redundancy=num_redundancy,
             metric=metric,

@@ -142,3 +142,46 @@ def assert_same_or_rounding_tie(
         )
         return step
     return len(ours)
+
+
+def zcore(x, dims, anchors, init_scores, metric, exponent, num_redundancy, eps=1e-8):
+    """ZCore with given draws: a plain loop, float64, full argsort per sample (the paper's
+    algorithm; the chosen point is excluded from its own neighbours by index)."""
+    x = np.asarray(x, np.float64)
+    scores = np.asarray(init_scores, np.float64).copy()
+    n = len(x)
+    for s in range(len(dims)):
+        sub = x[:, dims[s]]
+        diff = sub - np.asarray(anchors[s], np.float64)[None, :]
+        to_anchor = np.abs(diff).sum(1) if metric == "l1" else (diff**2).sum(1)
+        nearest = int(np.argmin(to_anchor))
+        scores[nearest] += 1
+        r = min(num_redundancy, n - 1)
+        if r <= 0:
+            continue
+        diff = sub - sub[nearest][None, :]
+        dist = np.abs(diff).sum(1) if metric == "l1" else np.sqrt((diff**2).sum(1))
+        dist[nearest] = np.inf
+        neighbours = np.argsort(dist, kind="stable")[:r]
+        penalty = 1.0 / (dist[neighbours] + eps) ** exponent
+        scores[neighbours] -= penalty / penalty.sum()
+    return scores
+
+
+def herding(x, k, kernel="rbf", length_scale=1.0):
+    """Kernel herding with the full Gram matrix (float64)."""
+    x = np.asarray(x, np.float64)
+    if kernel == "linear":
+        gram = x @ x.T
+    else:
+        gram = np.exp(-distances(x, x, "sqeuclidean") / (2 * length_scale**2))
+    mean = gram.mean(axis=1)
+    penalty = np.zeros(len(x))
+    chosen: list[int] = []
+    for t in range(k):
+        score = mean - penalty / (t + 1)
+        score[chosen] = -np.inf
+        i = int(np.argmax(score))
+        chosen.append(i)
+        penalty += gram[:, i]
+    return chosen
