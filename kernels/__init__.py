@@ -37,6 +37,7 @@ from .reduce import (
     pca_transform,
     random_projection,
 )
+from .sharding import make_mesh, shard_rows
 from .subset import random_subset
 from .zcore import (
     ZCORE_VARIANTS,
@@ -63,8 +64,10 @@ __all__ = [
     "kcenter_init",
     "kcenter_run",
     "kcenter_step",
+    "make_mesh",
     "pairwise_distances",
     "random_subset",
+    "shard_rows",
     "to_metric",
     "HERDING_KERNELS",
     "HerdingState",

@@ -141,7 +141,13 @@ def _init(x, anchors, *, k, metric, block_size):
 
 
 def kcenter_init(
-    x, k: int, *, metric: str = "euclidean", anchors=None, block_size: int | None = None
+    x,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    anchors=None,
+    block_size: int | None = None,
+    mesh=None,
 ) -> KCenterState:
     """Initial state: nearest-anchor distances, or the first center chosen when there are none.
 
@@ -151,6 +157,8 @@ def kcenter_init(
       metric: ``"euclidean"``, ``"sqeuclidean"`` (same choices as ``"euclidean"``) or ``"cosine"``.
       anchors: optional array ``[a, d]`` of points already chosen; never returned.
       block_size: anchor rows compared at once (``[n, block_size]`` temporary values).
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices
+        (``kernels.sharding``); the state's ``min_dist`` still has length ``n``.
 
     Returns:
       A ``KCenterState``.
@@ -162,6 +170,12 @@ def kcenter_init(
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
+    if mesh is not None:
+        from .sharding import sharded_kcenter_init
+
+        return sharded_kcenter_init(
+            x, k, mesh=mesh, metric=metric, anchors=anchors, block_size=block_size
+        )[0]
     return _init(x, anchors, k=k, metric=metric, block_size=block_size)
 
 
@@ -198,12 +212,18 @@ def _run(state, x, max_steps, *, metric):
 
 
 def kcenter_run(
-    state: KCenterState, x, *, metric: str = "euclidean", max_steps: int | None = None
+    state: KCenterState,
+    x,
+    *,
+    metric: str = "euclidean",
+    max_steps: int | None = None,
+    mesh=None,
 ) -> KCenterState:
     """Continues ``state`` until it holds ``k`` centers, or for at most ``max_steps`` more.
 
     ``max_steps`` is a traced value: changing it does not recompile, so a caller can run in
-    chunks and checkpoint the state between them.
+    chunks and checkpoint the state between them. With ``mesh`` (a 1-D ``jax.sharding.Mesh``)
+    the rows are sharded over its devices; a state from any device count (or none) continues.
     """
     check_metric(metric)
     x = as_float_matrix(x, "x")
@@ -217,6 +237,10 @@ def kcenter_run(
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
     if state.selected.shape[0] == 0:
         return state
+    if mesh is not None:
+        from .sharding import sharded_kcenter_run
+
+        return sharded_kcenter_run(state, x, max_steps, mesh=mesh, metric=metric)
     return _run(state, x, jnp.asarray(max_steps, jnp.int32), metric=metric)
 
 
@@ -226,7 +250,13 @@ def kcenter_coverage_radius(state: KCenterState, *, metric: str = "euclidean") -
 
 
 def greedy_k_center(
-    x, k: int, *, metric: str = "euclidean", anchors=None, block_size: int | None = None
+    x,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    anchors=None,
+    block_size: int | None = None,
+    mesh=None,
 ) -> jax.Array:
     """Greedy k-center selection (Gonzalez), exact, in O(N) extra memory.
 
@@ -237,6 +267,9 @@ def greedy_k_center(
       anchors: optional ``[a, d]`` points already chosen (e.g. labelled): they count as centers,
         and ``k`` new points of ``x`` are chosen.
       block_size: anchor rows compared at once when computing nearest-anchor distances.
+      mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows of ``x``
+        are sharded over its devices and each step exchanges ``O(P + d)`` values
+        (``kernels.sharding``); the indices equal the single-device ones.
 
     Returns:
       int32 array of shape ``[k]``: indices into ``x`` in selection order. ``k == n`` returns
@@ -255,6 +288,15 @@ def greedy_k_center(
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
     # Validated once here (each check is a pass over x); the internals take it from here.
+    if mesh is not None:
+        from .sharding import sharded_kcenter_init, sharded_kcenter_run
+
+        state, xs = sharded_kcenter_init(
+            x, k, mesh=mesh, metric=metric, anchors=anchors, block_size=block_size
+        )
+        if k == 0:
+            return state.selected
+        return sharded_kcenter_run(state, x, k, mesh=mesh, metric=metric, xs=xs).selected
     state = _init(x, anchors, k=k, metric=metric, block_size=block_size)
     if k == 0:
         return state.selected

@@ -1,0 +1,302 @@
+"""Row-sharded selection kernels over a 1-D ``jax.sharding.Mesh``, with ``jax.shard_map``.
+
+Each device holds ``N / P`` rows of ``x`` and the matching slice of the running state (for greedy
+k-center, ``min_dist``). A step of greedy k-center then:
+
+1. finds its local winner (largest ``min_dist``, lowest local index on ties);
+2. reduces the ``P`` local winners to the global one with two scalar collectives (``pmax`` of the
+   value, then ``pmin`` of the global index among the devices that hold that value: ties go to
+   the lowest *global* index, as on one device);
+3. fetches the winning row with one collective (``psum`` of the row, zero on every device but its
+   owner: adding zeros is exact);
+4. updates its local ``min_dist`` with one local mat-vec.
+
+Communication per step is ``O(P + d)`` values; ``x`` never leaves its device. The statistics that
+span all rows (the mean row the squared norms are taken from, the seed scores of the first center,
+the cosine ``sum u`` and ``U^T U``) are local sums combined with ``psum``.
+
+When ``N`` is not a multiple of ``P``, ``x`` is padded with zero rows whose ``min_dist`` is
+``-inf`` from the start, so they can never be selected, and the padding is dropped from every
+state returned to the caller (a ``KCenterState`` always has ``min_dist`` of length ``N``, so a
+checkpoint restores onto any device count).
+
+Exactness: distances are computed by the same formulas as on one device; the only difference is
+the order of the additions in the global sums (a ``psum`` of per-device sums instead of one sum).
+Where those sums are exact (cosine, whose shift is zero; 16-bit storage, whose shift is zero; data
+whose column sums are exact in float32) every distance is bit-identical, so the indices are too,
+ties included. Otherwise the mean row can differ in its last bit, and a distance with it by a
+rounding unit: indices still agree unless two *different* candidates are within rounding of each
+other — notably exact duplicates of non-centred float data once every distinct point is chosen,
+where the remaining distances are all rounding noise around 0 (on one device too: that order is
+an artefact of rounding either way).
+
+Public entry points are the ordinary kernels with ``mesh=``: ``greedy_k_center(x, k,
+mesh=mesh)``, ``kcenter_init(..., mesh=mesh)``, ``kcenter_run(..., mesh=mesh)``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from .distance import (
+    ROW_BLOCK_BUDGET,
+    PointStats,
+    accum_dtype,
+    auto_block,
+    block_rank_distances,
+    first_argmax,
+    fold_row_blocks,
+    point_rank_distances,
+    row_aux,
+)
+from .kcenter import KCenterState
+
+__all__ = [
+    "make_mesh",
+    "mesh_axis",
+    "padded_rows",
+    "shard_rows",
+    "sharded_kcenter_init",
+    "sharded_kcenter_run",
+]
+
+AXIS = "data"
+
+
+def make_mesh(devices=None, axis_name: str = AXIS) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: all devices of all processes, ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if not devices:
+        raise ValueError("make_mesh needs at least one device")
+    return Mesh(np.asarray(devices), (axis_name,))
+
+
+def mesh_axis(mesh) -> tuple[str, int]:
+    """``(axis name, number of devices)`` of a 1-D mesh; a clear error for anything else."""
+    if not isinstance(mesh, Mesh):
+        raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh).__name__}")
+    if len(mesh.axis_names) != 1:
+        raise ValueError(
+            f"mesh must be 1-D (rows are sharded over one axis), got axes {mesh.axis_names}; "
+            "build one with goldener_jax.kernels.make_mesh()"
+        )
+    return mesh.axis_names[0], int(mesh.devices.size)
+
+
+def padded_rows(n: int, mesh) -> int:
+    """Rows after padding ``n`` to a multiple of the mesh size."""
+    _, p = mesh_axis(mesh)
+    return -(-max(n, 1) // p) * p
+
+
+def shard_rows(x, mesh, fill=0):
+    """``x`` (rows first) padded with ``fill`` to a multiple of the mesh size and row-sharded.
+
+    An array already row-sharded on ``mesh`` with the padded length is returned as it is (no
+    copy). Anything else is padded where it lives and placed with ``jax.device_put``: for data
+    that does not fit one device, build the global array per process instead (see
+    ``docs/guides/multi_device.md``).
+    """
+    axis, _ = mesh_axis(mesh)
+    spec = P(axis, *([None] * (np.ndim(x) - 1)))
+    sharding = NamedSharding(mesh, spec)
+    n = x.shape[0]
+    rows = padded_rows(n, mesh)
+    if isinstance(x, jax.Array) and rows == n and x.sharding.is_equivalent_to(sharding, x.ndim):
+        return x
+    if rows != n:
+        widths = [(0, rows - n)] + [(0, 0)] * (np.ndim(x) - 1)
+        x = (
+            np.pad(x, widths, constant_values=fill)
+            if isinstance(x, np.ndarray)
+            else (jnp.pad(x, widths, constant_values=fill))
+        )
+    return jax.device_put(x, sharding)
+
+
+# --- inside shard_map: helpers on the local block ----------------------------------------------
+
+
+def _local_ids(m: int, axis: str) -> jax.Array:
+    return jax.lax.axis_index(axis).astype(jnp.int32) * m + jnp.arange(m, dtype=jnp.int32)
+
+
+def _global_first_argmax(values: jax.Array, ids: jax.Array, big: int, axis: str) -> jax.Array:
+    """Global index of the largest value over all devices, lowest global index on ties."""
+    i = first_argmax(values)
+    v = values[i]
+    vmax = jax.lax.pmax(v, axis)
+    return jax.lax.pmin(jnp.where(v == vmax, ids[i], big), axis)
+
+
+def _fetch_row(x: jax.Array, ids: jax.Array, index: jax.Array, axis: str) -> jax.Array:
+    """Row ``index`` (global) of the sharded ``x`` on every device: one ``psum`` of d values."""
+    m = x.shape[0]
+    local = jnp.clip(index - ids[0], 0, m - 1)
+    owner = (index >= ids[0]) & (index < ids[0] + m)
+    return jax.lax.psum(jnp.where(owner, x[local], jnp.zeros_like(x[local])), axis)
+
+
+def _local_stats(x: jax.Array, n: int, metric: str, axis: str) -> PointStats:
+    """``point_stats`` with the mean row summed over all devices (padding rows are zero)."""
+    acc = accum_dtype(x.dtype)
+    d = x.shape[1]
+    if metric == "cosine":
+        return PointStats(jnp.zeros((d,), acc), row_aux(x, "cosine"))
+    if jnp.dtype(x.dtype).itemsize >= 4 and n > 0:
+        shift = jax.lax.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+    else:
+        shift = jnp.zeros((d,), acc)
+    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+
+
+def _local_seed_scores(x, stats: PointStats, n: int, metric: str, axis: str) -> jax.Array:
+    """``kcenter._seed_scores`` for the local rows, with the sums over all rows from ``psum``."""
+    m, d = x.shape
+    acc = accum_dtype(x.dtype)
+    if metric != "cosine":
+        if jnp.dtype(x.dtype).itemsize >= 4:
+            return stats.sq
+        mean = jax.lax.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+        return jnp.sum(jnp.square(x.astype(acc) - mean), axis=1)
+
+    block = auto_block(d, m, budget=ROW_BLOCK_BUDGET)
+    inv = stats.sq  # 1 / |x_i| (0 for zero rows, padding included)
+
+    def accumulate(rows, start, fresh_from, carry):
+        s, gram = carry
+        fresh = (start + jnp.arange(block)) >= fresh_from
+        w = jnp.where(fresh, jax.lax.dynamic_slice_in_dim(inv, start, block), 0)
+        u = rows.astype(acc) * w[:, None]
+        return s + jnp.sum(u, axis=0), gram + jnp.dot(u.T, u, precision=jax.lax.Precision.HIGHEST)
+
+    s, gram = fold_row_blocks(accumulate, x, block, (jnp.zeros((d,), acc), jnp.zeros((d, d), acc)))
+    s, gram = jax.lax.psum((s, gram), axis)
+
+    def score_block(rows, start, fresh_from, scores):
+        u = rows.astype(acc) * jax.lax.dynamic_slice_in_dim(inv, start, block)[:, None]
+        ug = jnp.dot(u, gram, precision=jax.lax.Precision.HIGHEST)
+        sc = n - 2.0 * (u @ s) + jnp.sum(ug * u, axis=1)
+        return jax.lax.dynamic_update_slice_in_dim(scores, sc, start, axis=0)
+
+    return fold_row_blocks(score_block, x, block, jnp.zeros((m,), acc))
+
+
+def _local_take(min_dist, selected, count, x, ids, stats, index, metric, axis):
+    center = _fetch_row(x, ids, index, axis)
+    d = point_rank_distances(x, stats, center, metric).astype(min_dist.dtype)
+    min_dist = jnp.where(ids == index, -jnp.inf, jnp.minimum(min_dist, d))
+    return min_dist, selected.at[count].set(index.astype(jnp.int32)), count + 1
+
+
+# --- jitted programs ---------------------------------------------------------------------------
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "metric", "block_size"))
+def _init(xs, anchors, *, mesh, n, k, metric, block_size):
+    axis, p = mesh_axis(mesh)
+    acc = accum_dtype(xs.dtype)
+    has_anchors = anchors is not None and anchors.shape[0] > 0
+    big = xs.shape[0]
+
+    def local(x, anchors):
+        m = x.shape[0]
+        ids = _local_ids(m, axis)
+        valid = ids < n
+        selected = jnp.full((k,), -1, jnp.int32)
+        count = jnp.zeros((), jnp.int32)
+        if has_anchors:
+            block = auto_block(m, anchors.shape[0], block_size)
+            x_aux, a_aux = row_aux(x, metric), row_aux(anchors, metric)
+
+            def fold(rows, start, fresh_from, best):
+                aux = jax.lax.dynamic_slice_in_dim(a_aux, start, block)
+                return jnp.minimum(
+                    best, jnp.min(block_rank_distances(x, x_aux, rows, aux, metric), 1)
+                )
+
+            md = fold_row_blocks(fold, anchors, block, jnp.full((m,), jnp.inf, x_aux.dtype))
+            return jnp.where(valid, md.astype(acc), -jnp.inf), selected, count
+        md = jnp.where(valid, jnp.inf, -jnp.inf).astype(acc)
+        if k == 0:
+            return md, selected, count
+        stats = _local_stats(x, n, metric, axis)
+        scores = jnp.where(valid, _local_seed_scores(x, stats, n, metric, axis), -jnp.inf)
+        seed = _global_first_argmax(scores, ids, big, axis)
+        return _local_take(md, selected, count, x, ids, stats, seed, metric, axis)
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis, None), P()),
+        out_specs=(P(axis), P(), P()),
+        check_vma=False,
+    )
+    if anchors is None:
+        anchors = jnp.zeros((0, xs.shape[1]), xs.dtype)
+    return fn(xs, anchors)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "metric"))
+def _run(min_dist, selected, count, xs, max_steps, *, mesh, n, metric):
+    axis, _ = mesh_axis(mesh)
+    k = selected.shape[0]
+    big = xs.shape[0]
+
+    def local(min_dist, selected, count, x, max_steps):
+        ids = _local_ids(x.shape[0], axis)
+        stop = jnp.minimum(k, count + max_steps)
+        stats = _local_stats(x, n, metric, axis)
+
+        # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
+        def body(carry):
+            md, sel, c = carry
+            index = _global_first_argmax(md, ids, big, axis)
+            return _local_take(md, sel, c, x, ids, stats, index, metric, axis)
+
+        return jax.lax.while_loop(lambda c: c[2] < stop, body, (min_dist, selected, count))
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis), P(), P(), P(axis, None), P()),
+        out_specs=(P(axis), P(), P()),
+        check_vma=False,
+    )
+    return fn(min_dist, selected, count, xs, max_steps)
+
+
+def _unpad(min_dist: jax.Array, n: int) -> jax.Array:
+    return min_dist if min_dist.shape[0] == n else min_dist[:n]
+
+
+def sharded_kcenter_init(x, k: int, *, mesh, metric: str, anchors=None, block_size=None):
+    """``kcenter_init`` on ``mesh`` (arguments already validated by the caller)."""
+    n = x.shape[0]
+    xs = shard_rows(x, mesh)
+    if anchors is not None:
+        anchors = jax.device_put(anchors, NamedSharding(mesh, P()))
+    md, selected, count = _init(
+        xs, anchors, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size
+    )
+    return KCenterState(_unpad(md, n), selected, count), xs
+
+
+def sharded_kcenter_run(state: KCenterState, x, max_steps, *, mesh, metric: str, xs=None):
+    """``kcenter_run`` on ``mesh``: pads ``state.min_dist`` with ``-inf``, runs, unpads."""
+    n = state.min_dist.shape[0]
+    if xs is None:
+        xs = shard_rows(x, mesh)
+    md = shard_rows(state.min_dist, mesh, fill=-jnp.inf)
+    replicated = NamedSharding(mesh, P())
+    selected = jax.device_put(state.selected, replicated)
+    count = jax.device_put(jnp.asarray(state.count, jnp.int32), replicated)
+    steps = jax.device_put(jnp.asarray(max_steps, jnp.int32), replicated)
+    md, selected, count = _run(md, selected, count, xs, steps, mesh=mesh, n=n, metric=metric)
+    return KCenterState(_unpad(md, n), selected, count)

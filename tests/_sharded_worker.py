@@ -1,0 +1,199 @@
+"""Sharded-kernel checks on fake CPU devices (run as a subprocess by test_sharding.py).
+
+The device count must be fixed before JAX initialises, so each device count is its own process.
+
+usage: python _sharded_worker.py DEVICES TASK [ARGS...]  -> prints one JSON line (last line)
+
+Tasks:
+  equal                     sharded vs single-device indices over many cases -> list of failures
+  retrace                   compile counts of the sharded programs
+  memory N D                compiled per-device temporaries of the sharded run vs x's bytes
+  ckpt_save DIR STEPS MESH  runs k-center for STEPS steps (MESH 1: on all devices, 0: no mesh),
+                            saves through Checkpointer, then finishes -> final indices
+  ckpt_resume DIR MESH      restores the latest checkpoint and finishes -> final indices
+"""
+
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={sys.argv[1]}"
+)
+
+import json  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from goldener_jax.kernels import sharding  # noqa: E402
+
+from goldener_jax import kernels as gk  # noqa: E402
+from goldener_jax.checkpoint import Checkpointer  # noqa: E402
+
+assert jax.device_count() == int(sys.argv[1]), jax.devices()
+TASK = sys.argv[2]
+METRICS = ("euclidean", "sqeuclidean", "cosine")
+
+
+def _ints(rng, n, d, lo=-3, hi=3):
+    return rng.integers(lo, hi + 1, size=(n, d)).astype(np.float32)
+
+
+def _cases():
+    """(name, x, k, metric, anchors): random floats, sizes not divisible by 8, exact ties."""
+    rng = np.random.default_rng(0)
+    for n in (37, 64):
+        for metric in METRICS:
+            x = rng.normal(loc=2.0, size=(n, 6)).astype(np.float32)
+            anchors = rng.normal(size=(5, 6)).astype(np.float32)
+            k = min(n - 1, 25)
+            yield f"float n={n} {metric}", x, k, metric, None
+            yield f"float n={n} {metric} anchors", x, k, metric, anchors
+    # bfloat16 storage.
+    x = rng.normal(size=(45, 8)).astype(np.float32)
+    for metric in ("euclidean", "cosine"):
+        yield f"bf16 {metric}", jnp.asarray(x, jnp.bfloat16), 20, metric, None
+        yield f"bf16 {metric} anchors", jnp.asarray(x, jnp.bfloat16), 20, metric, x[:3] + 0.5
+    # Ties across shard boundaries: every point several times, copies on different shards
+    # (n = 6 * 6 = 36 rows over 8 devices of 5 rows: copy j of point i sits at row 6 j + i).
+    # Quarter-integers, each row with its negation: the column sums (hence the mean row) are
+    # exact in any order of summation, so every distance is bit-identical on 1 and 8 devices and
+    # the tie-breaking itself is what is compared. (With arbitrary floats, distances between
+    # exact duplicates are rounding noise of the order of eps |x - mean|^2, and that noise
+    # depends on the order of the mean's sum: see kernels/sharding.py.)
+    half = _ints(rng, 3, 3) / 4.0
+    base = np.concatenate([half, -half])
+    dup = np.concatenate([base] * 6)
+    for metric in METRICS:
+        yield f"duplicates {metric}", dup, 30, metric, None
+        yield f"duplicates {metric} anchors", dup, 30, metric, base[:2] + 0.25
+    # Small integers: many exact ties in distance, not only between identical rows.
+    for trial in range(3):
+        n = int(rng.integers(9, 60))
+        x = _ints(rng, n, int(rng.integers(1, 5)))
+        for metric in METRICS:
+            k = int(rng.integers(1, n))
+            yield f"ints#{trial} n={n} {metric}", x, k, metric, None
+            yield f"ints#{trial} n={n} {metric} anchors", x, k, metric, _ints(rng, 3, x.shape[1])
+    square = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]], np.float32)
+    yield "square corners", square, 3, "euclidean", None
+    yield "k=0", base, 0, "euclidean", None
+    yield "k=0 anchors", base, 0, "euclidean", base[:1]
+    yield "k=n", base, 5, "euclidean", None
+    yield "k=1", dup, 1, "cosine", None
+
+
+def task_equal():
+    mesh = gk.make_mesh()
+    failures, count = [], 0
+    for name, x, k, metric, anchors in _cases():
+        want = np.asarray(gk.greedy_k_center(x, k, metric=metric, anchors=anchors)).tolist()
+        got = np.asarray(
+            gk.greedy_k_center(x, k, metric=metric, anchors=anchors, mesh=mesh)
+        ).tolist()
+        count += 1
+        if got != want:
+            failures.append({"case": name, "want": want, "got": got})
+        # Chunked init/run through the public functions, states unpadded.
+        if k > 2 and count % 3 == 0:
+            state = gk.kcenter_init(x, k, metric=metric, anchors=anchors, mesh=mesh)
+            if state.min_dist.shape != (x.shape[0],):
+                failures.append({"case": name, "padded state": list(state.min_dist.shape)})
+            for chunk in (1, 0, 2):
+                state = gk.kcenter_run(state, x, metric=metric, max_steps=chunk, mesh=mesh)
+            state = gk.kcenter_run(state, x, metric=metric, mesh=mesh)
+            if np.asarray(state.selected).tolist() != want:
+                failures.append({"case": name + " chunked", "want": want, "got": state.selected})
+    # A one-device mesh, and a mesh of a subset of the devices.
+    x = np.random.default_rng(1).normal(size=(29, 4)).astype(np.float32)
+    want = np.asarray(gk.greedy_k_center(x, 12)).tolist()
+    for devices in (jax.devices()[:1], jax.devices()[:3]):
+        got = np.asarray(gk.greedy_k_center(x, 12, mesh=gk.make_mesh(devices))).tolist()
+        count += 1
+        if got != want:
+            failures.append({"case": f"{len(devices)} devices", "want": want, "got": got})
+    return {"cases": count, "failures": [str(f) for f in failures]}
+
+
+def task_retrace():
+    mesh = gk.make_mesh()
+    rng = np.random.default_rng(2)
+    for _ in range(3):  # new data, same shapes
+        x = rng.normal(size=(50, 4)).astype(np.float32)
+        state = gk.kcenter_init(x, 10, mesh=mesh)
+        for chunk in (1, 2, 3):  # new chunk sizes: traced, no recompile
+            state = gk.kcenter_run(state, x, max_steps=chunk, mesh=mesh)
+        gk.greedy_k_center(x, 10, mesh=mesh)
+    return {"init": sharding._init._cache_size(), "run": sharding._run._cache_size()}
+
+
+def task_memory(n, d):
+    mesh = gk.make_mesh()
+    axis, p = sharding.mesh_axis(mesh)
+    rows = sharding.padded_rows(n, mesh)
+    row_sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    xs = jax.ShapeDtypeStruct((rows, d), jnp.float32, sharding=row_sharded)
+    md = jax.ShapeDtypeStruct((rows,), jnp.float32, sharding=row_sharded)
+    sel = jax.ShapeDtypeStruct((100,), jnp.int32, sharding=replicated)
+    scalar = jax.ShapeDtypeStruct((), jnp.int32, sharding=replicated)
+    out = {"x_bytes": rows * d * 4, "x_local_bytes": rows * d * 4 // p, "devices": p}
+    for metric in ("euclidean", "cosine"):
+        run = sharding._run.lower(md, sel, scalar, xs, scalar, mesh=mesh, n=n, metric=metric)
+        out[f"run_{metric}"] = run.compile().memory_analysis().temp_size_in_bytes
+        init = sharding._init.lower(xs, None, mesh=mesh, n=n, k=100, metric=metric, block_size=None)
+        out[f"init_{metric}"] = init.compile().memory_analysis().temp_size_in_bytes
+    return out
+
+
+def _data():
+    x = np.random.default_rng(3).normal(size=(101, 5)).astype(np.float32)
+    return x, 40, "cosine" if os.environ.get("CKPT_METRIC") == "cosine" else "euclidean"
+
+
+def task_ckpt_save(path, steps, use_mesh):
+    x, k, metric = _data()
+    mesh = gk.make_mesh() if use_mesh else None
+    config = {"k": k, "metric": metric, "n": len(x)}
+    state = gk.kcenter_init(x, k, metric=metric, mesh=mesh)
+    state = gk.kcenter_run(state, x, metric=metric, max_steps=steps - 1, mesh=mesh)
+    with Checkpointer(path, config=config, every_steps=1) as ckpt:
+        ckpt.save(int(state.count), state)
+    full = gk.kcenter_run(state, x, metric=metric, mesh=mesh)
+    single = gk.greedy_k_center(x, k, metric=metric)
+    return {
+        "saved_count": int(state.count),
+        "final": np.asarray(full.selected).tolist(),
+        "single": np.asarray(single).tolist(),
+    }
+
+
+def task_ckpt_resume(path, use_mesh):
+    x, k, metric = _data()
+    mesh = gk.make_mesh() if use_mesh else None
+    config = {"k": k, "metric": metric, "n": len(x)}
+    # NumPy leaves: restored as host arrays whatever device layout wrote them (a bare
+    # ShapeDtypeStruct would ask Orbax for the saved topology, which this process may not have).
+    like = gk.KCenterState(
+        np.zeros((len(x),), np.float32), np.zeros((k,), np.int32), np.zeros((), np.int32)
+    )
+    with Checkpointer(path, config=config, every_steps=1) as ckpt:
+        state, step = ckpt.restore(like)
+    state = gk.KCenterState(*(jnp.asarray(a) for a in state))
+    full = gk.kcenter_run(state, x, metric=metric, mesh=mesh)
+    return {"restored_step": step, "final": np.asarray(full.selected).tolist()}
+
+
+if TASK == "equal":
+    result = task_equal()
+elif TASK == "retrace":
+    result = task_retrace()
+elif TASK == "memory":
+    result = task_memory(int(sys.argv[3]), int(sys.argv[4]))
+elif TASK == "ckpt_save":
+    result = task_ckpt_save(sys.argv[3], int(sys.argv[4]), sys.argv[5] == "1")
+elif TASK == "ckpt_resume":
+    result = task_ckpt_resume(sys.argv[3], sys.argv[4] == "1")
+else:
+    raise SystemExit(f"unknown task {TASK!r}")
+print(json.dumps(result))
