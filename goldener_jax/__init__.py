@@ -4,6 +4,17 @@ Describe samples with embeddings from a Flax model, then run exact, jit-compiled
 kernels over them (``goldener_jax.kernels``).
 """
 
+import os as _os
+
+# Installed, the kernels are goldener_jax/kernels/. In a source checkout they are kernels/ beside
+# this package (pyproject maps that folder to goldener_jax.kernels); let the checkout import the
+# same way, so running from the repository root (python -c, PYTHONPATH=.) cannot break them.
+_here = _os.path.dirname(__file__)
+if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(
+    _os.path.join(_here, _os.pardir, "kernels", "__init__.py")
+):
+    __path__.append(_os.path.join(_here, _os.pardir))  # noqa: F821 (package __path__)
+
 from goldener_jax import kernels
 from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpointer
     ArraySource,

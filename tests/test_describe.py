@@ -286,7 +286,10 @@ def test_sigkill_crash_resume_bit_identical(tmp_path):
     """A describe subprocess is SIGKILLed at several points; reruns finish the store, the arrays
     equal an uninterrupted run bit for bit, and the batches computed across the crashes exceed the
     total only by the batches in flight at each kill."""
-    env = {**os.environ, "PYTHONPATH": TESTS + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # No empty PYTHONPATH entry: it would mean the working directory, whose goldener_jax/ (without
+    # kernels/ inside it) would shadow the installed package.
+    python_path = [TESTS, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     num_batches = -(-NUM_SAMPLES // BATCH_SIZE)
 
     ref_counter = tmp_path / "ref.count"

@@ -562,8 +562,9 @@ def test_fingerprint_is_stable_across_processes():
         "from _models import example_fingerprints; print(*example_fingerprints())"
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    # -P: do not put the working directory (a source checkout) ahead of the installed package.
     other = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, env=env
+        [sys.executable, "-P", "-c", script], capture_output=True, text=True, check=True, env=env
     ).stdout.split()
     here = example_fingerprints()
     assert other == list(here) and len(here) == 2 and all(len(h) == 64 for h in here)
