@@ -664,10 +664,17 @@ class _Engine:
                     continue
                 k = min(quota, vecs.size)
                 if k == vecs.size:
-                    new = self._run_task_all(vecs, need - added)
+                    new = self._run_task_all(vecs, self.count - self.n_selected)
                 else:
-                    new = self._run_task(vecs, k, label_col, need - added)
-                added += len(new)
+                    new = self._run_task(vecs, k, label_col, self.count - self.n_selected)
+                # A label's need counts that label's samples (a group may bring others too).
+                added += (
+                    len(new)
+                    if label_col is None
+                    else int(np.count_nonzero(self.d.label_matrix[new, label_col]))
+                )
+                if self.n_selected >= self.count:
+                    return added
             if added == before:
                 raise ValueError(
                     f"groups cannot satisfy the counts{self._label_text(label_col)}: "

@@ -1,0 +1,113 @@
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import goldener_jax as gj
+from goldener_jax import cli
+
+KEY = jax.random.key(0)
+SETS = {"train": 0.7, "val": 0.15, "test": 0.15}
+
+
+def _x(n=100, d=5, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def test_every_sample_in_exactly_one_set_with_largest_remainder_counts():
+    labels = np.arange(101) % 3
+    result = gj.split(_x(101), SETS, key=KEY, labels=labels)
+    assert {k: len(v) for k, v in result.items()} == {"train": 71, "val": 15, "test": 15}
+    allidx = np.concatenate(list(result.values()))
+    assert sorted(allidx.tolist()) == list(range(101))
+    counts = result.manifest["label_counts"]
+    assert sum(counts["val"].values()) == 15
+    assert all(v >= 4 for v in counts["val"].values())  # stratified: every label represented
+    # The first set is exactly a selection of its size over all samples.
+    sel = gj.select(_x(101), 71, key=jax.random.fold_in(KEY, 0), labels=labels, coverage=False)
+    np.testing.assert_array_equal(result["train"], sel.indices)
+
+
+def test_counts_and_determinism():
+    a = gj.split(_x(), {"a": 30, "b": 50, "c": 20}, key=KEY)
+    b = gj.split(_x(), {"a": 30, "b": 50, "c": 20}, key=KEY)
+    assert {k: len(v) for k, v in a.items()} == {"a": 30, "b": 50, "c": 20}
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_groups_never_straddle_sets():
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(50), 2)  # 50 patients, 2 samples each
+    result = gj.split(
+        _x(), {"train": 0.8, "test": 0.2}, key=KEY, groups=groups, labels=rng.integers(0, 2, 100)
+    )
+    seen = {}
+    for name, idx in result.items():
+        for g in groups[idx]:
+            assert seen.setdefault(int(g), name) == name
+    assert len(result["test"]) == 20
+
+
+def test_leakage_check_reports_near_duplicates_across_sets():
+    x = _x(60)
+    x[59] = x[0] + 1e-4  # a near-duplicate
+    result = gj.split(x, {"a": 0.5, "b": 0.5}, key=KEY, leakage_threshold=0.01)
+    in_a = 0 in result["a"].tolist()
+    straddles = in_a != (59 in result["a"].tolist())
+    pairs = {(p["a"], p["b"]) for p in result.leaks}
+    assert ((0, 59) in pairs) == straddles
+    if not straddles:  # force a straddle: the counts make 0 and 59 land apart
+        order = np.r_[0, np.arange(1, 59)]
+        leaks = gj.leakage_pairs(x, np.array(["a"] * 59 + ["b"]), np.r_[order, 59], 0.01)
+        assert [(p["a"], p["b"]) for p in leaks] == [(0, 59)]
+
+
+def test_manifest_next_to_the_store_and_cli(tmp_path, capsys):
+    np.save(tmp_path / "v.npy", _x(40))
+    np.save(tmp_path / "l.npy", np.arange(40) % 2)
+    out = tmp_path / "out"
+    rc = cli.main(
+        [
+            "split",
+            str(tmp_path / "v.npy"),
+            "--set",
+            "train=0.75",
+            "--set",
+            "test=0.25",
+            "--labels",
+            str(tmp_path / "l.npy"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "train" in text and "30" in text and "per label" in text
+    manifest = json.loads((out / "split.json").read_text())
+    assert manifest["sets"]["test"]["count"] == 10
+    assert sorted(np.load(out / "train.npy").tolist() + np.load(out / "test.npy").tolist()) == (
+        list(range(40))
+    )
+    rc = cli.main(["select", str(tmp_path / "v.npy"), "--size", "5", "--out", str(out)])
+    assert rc == 0 and len(np.load(out / "selection.npy")) == 5
+    assert "selected 5 samples" in capsys.readouterr().out
+
+
+def test_bad_input():
+    x = _x(20)
+    with pytest.raises(ValueError, match="must sum to 1"):
+        gj.split(x, {"a": 0.5, "b": 0.4}, key=KEY)
+    with pytest.raises(ValueError, match="set names must be unique"):
+        gj.split(x, [("a", 0.5), ("a", 0.5)], key=KEY)
+    with pytest.raises(ValueError, match="at least 2 sets"):
+        gj.split(x, {"a": 20}, key=KEY)
+    with pytest.raises(ValueError, match="must sum to the number of samples \\(20\\)"):
+        gj.split(x, {"a": 5, "b": 5}, key=KEY)
+    with pytest.raises(ValueError, match="labels must have one entry per sample"):
+        gj.split(x, {"a": 0.5, "b": 0.5}, key=KEY, labels=np.zeros(7, int))
+    with pytest.raises(ValueError, match="groups cannot satisfy the counts"):
+        gj.split(x, {"a": 0.25, "b": 0.75}, key=KEY, groups=np.arange(20) // 10)
+    with pytest.raises(ValueError, match="would be empty"):
+        gj.split(x[:3], {"a": 0.9, "b": 0.05, "c": 0.05}, key=KEY)
