@@ -99,25 +99,49 @@ def shard_rows(x, mesh, fill=0):
     """``x`` (rows first) padded with ``fill`` to a multiple of the mesh size and row-sharded.
 
     An array already row-sharded on ``mesh`` with the padded length is returned as it is (no
-    copy). Anything else is padded where it lives and placed with ``jax.device_put``: for data
-    that does not fit one device, build the global array per process instead (see
-    ``docs/guides/multi_device.md``).
+    copy). On one process, anything else is padded where it lives and placed with
+    ``jax.device_put``. When the mesh spans several processes, or ``x`` is not an array but
+    anything sliceable by rows (a ``FeatureStore``'s TensorStore ``vectors``, a NumPy memmap),
+    each process reads only the rows of its own devices (``jax.make_array_from_callback``): every
+    process passes the same ``x`` (e.g. the same store path), and none holds all of it.
     """
     axis, _ = mesh_axis(mesh)
-    spec = P(axis, *([None] * (np.ndim(x) - 1)))
-    sharding = NamedSharding(mesh, spec)
+    ndim = len(x.shape)
+    sharding = NamedSharding(mesh, P(axis, *([None] * (ndim - 1))))
     n = x.shape[0]
     rows = padded_rows(n, mesh)
-    if isinstance(x, jax.Array) and rows == n and x.sharding.is_equivalent_to(sharding, x.ndim):
+    if isinstance(x, jax.Array) and rows == n and x.sharding.is_equivalent_to(sharding, ndim):
         return x
-    if rows != n:
-        widths = [(0, rows - n)] + [(0, 0)] * (np.ndim(x) - 1)
-        x = (
-            np.pad(x, widths, constant_values=fill)
-            if isinstance(x, np.ndarray)
-            else (jnp.pad(x, widths, constant_values=fill))
-        )
-    return jax.device_put(x, sharding)
+    is_array = isinstance(x, (np.ndarray, jax.Array))
+    if is_array and sharding.is_fully_addressable:
+        if rows != n:
+            widths = [(0, rows - n)] + [(0, 0)] * (ndim - 1)
+            pad = np.pad if isinstance(x, np.ndarray) else jnp.pad
+            x = pad(x, widths, constant_values=fill)
+        return jax.device_put(x, sharding)
+
+    def local_rows(index):
+        start, stop, _ = index[0].indices(rows)
+        real = x[start : min(stop, n)]
+        real = np.asarray(real.read().result() if hasattr(real, "read") else real)
+        if stop > n:
+            extra = np.full((stop - max(start, n), *real.shape[1:]), fill, real.dtype)
+            real = np.concatenate([real, extra])
+        return real
+
+    dtype = x.dtype.numpy_dtype if hasattr(x.dtype, "numpy_dtype") else x.dtype
+    return jax.make_array_from_callback((rows, *x.shape[1:]), sharding, local_rows, dtype=dtype)
+
+
+def _replicate(a, mesh):
+    """``a`` on every device of ``mesh`` (every process passes the same value)."""
+    sharding = NamedSharding(mesh, P())
+    if isinstance(a, jax.Array) and a.sharding.is_equivalent_to(sharding, a.ndim):
+        return a
+    if sharding.is_fully_addressable:
+        return jax.device_put(a, sharding)
+    host = np.asarray(a)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 # --- inside shard_map: helpers on the local block ----------------------------------------------
@@ -281,7 +305,7 @@ def sharded_kcenter_init(x, k: int, *, mesh, metric: str, anchors=None, block_si
     n = x.shape[0]
     xs = shard_rows(x, mesh)
     if anchors is not None:
-        anchors = jax.device_put(anchors, NamedSharding(mesh, P()))
+        anchors = _replicate(anchors, mesh)
     md, selected, count = _init(
         xs, anchors, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size
     )
@@ -294,9 +318,9 @@ def sharded_kcenter_run(state: KCenterState, x, max_steps, *, mesh, metric: str,
     if xs is None:
         xs = shard_rows(x, mesh)
     md = shard_rows(state.min_dist, mesh, fill=-jnp.inf)
-    replicated = NamedSharding(mesh, P())
-    selected = jax.device_put(state.selected, replicated)
-    count = jax.device_put(jnp.asarray(state.count, jnp.int32), replicated)
-    steps = jax.device_put(jnp.asarray(max_steps, jnp.int32), replicated)
+    selected = _replicate(state.selected, mesh)
+    count = state.count if isinstance(state.count, jax.Array) else np.int32(state.count)
+    count = _replicate(count, mesh)
+    steps = _replicate(np.asarray(max_steps, np.int32), mesh)
     md, selected, count = _run(md, selected, count, xs, steps, mesh=mesh, n=n, metric=metric)
     return KCenterState(_unpad(md, n), selected, count)

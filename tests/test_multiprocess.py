@@ -1,0 +1,91 @@
+"""Two real JAX processes on 127.0.0.1 (gloo CPU collectives), 2 CPU devices each: describe ->
+split with the row-sharded k-center over the 4 global devices equals the single-process,
+single-device result; a process SIGKILLed mid-split, then both restarted, resume and finish with
+the same result."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+WORKER = Path(__file__).with_name("_multiprocess_worker.py")
+TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(proc: int, nproc: int, port: int, workdir: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), str(proc), str(nproc), str(port), str(workdir), *extra],
+        cwd=WORKER.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _result(p: subprocess.Popen) -> dict:
+    out, err = p.communicate(timeout=TIMEOUT_S)
+    assert p.returncode == 0, err[-3000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def _run_pair(workdir: Path) -> list[dict]:
+    port = _free_port()
+    procs = [_start(i, 2, port, workdir) for i in range(2)]
+    try:
+        return [_result(p) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> dict:
+    r = _result(_start(0, 0, 0, tmp_path_factory.mktemp("single")))
+    assert r["devices"] == 1
+    return r["split"]
+
+
+def test_two_processes_equal_single_process(tmp_path, reference):
+    results = _run_pair(tmp_path)
+    for proc, r in enumerate(results):
+        assert r["proc"] == proc and r["devices"] == 4 and r["local_devices"] == 2
+        assert r["batches_done"] == r["num_batches"]
+        assert r["first_run_count"] == 1  # a fresh start: only the seed before the first run
+        assert r["split"] == reference
+    # One writer for the shared outputs: the split manifest, by process 0.
+    manifest = json.loads((tmp_path / "store.split.json").read_text())
+    assert manifest["indices"] == reference
+
+
+def test_kill_one_process_mid_split_then_restart_both(tmp_path, reference):
+    port = _free_port()
+    procs = [_start(i, 2, port, tmp_path, "4") for i in range(2)]
+    try:
+        procs[1].wait(timeout=TIMEOUT_S)
+        assert procs[1].returncode == -9, procs[1].stderr.read()[-3000:]
+        # Its peer is stuck in (or failing out of) a collective: stop it as a crashed job would.
+        time.sleep(0.5)
+        procs[0].kill()
+        procs[0].wait(timeout=30)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert (tmp_path / "ckpt" / "set-0").is_dir()
+
+    results = _run_pair(tmp_path)
+    for r in results:
+        assert r["split"] == reference
+        # Resumed from the in-flight k-center checkpoint, not from scratch.
+        assert r["first_run_count"] > 1, r
