@@ -180,7 +180,9 @@ def _zcore_method() -> SelectionMethod:
 
 def _random_method() -> SelectionMethod:
     def init(x, k, anchors, key, options):
-        return {"picks": gk.random_subset(key, x.shape[0], k)}
+        # Host-side draw seeded by the task's key: no compile per (n, k) chunk shape.
+        rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
+        return {"picks": jnp.asarray(rng.permutation(x.shape[0])[:k].astype(np.int32))}
 
     return SelectionMethod(
         name="random",
@@ -238,7 +240,7 @@ class Selection:
 class _Data:
     """Vectors and per-sample metadata, samples renumbered 0..S-1."""
 
-    x: jax.Array  # [Nv, d]
+    x: np.ndarray  # [Nv, d] on the host
     vec_sample: np.ndarray  # [Nv] compact sample id of each vector
     sample_ids: np.ndarray  # [S] original sample index of each compact id
     label_matrix: np.ndarray | None  # [S, L] bool
@@ -293,7 +295,9 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
     x, sidx, labels, groups, fp = _load(store_or_array, labels, groups, sample_idx)
     if hasattr(x, "ndim") and x.ndim != 2:
         raise ValueError(f"vectors must be 2-D [n, d], got shape {tuple(x.shape)}")
-    x = as_float_matrix(x, "x")
+    # Validated on the device, kept on the host: each task gathers its rows with NumPy (a jnp
+    # gather would compile once per chunk shape).
+    x = np.asarray(as_float_matrix(x, "x"))
     nv = x.shape[0]
     if nv == 0:
         raise ValueError("there are no vectors to select from")
@@ -390,16 +394,16 @@ def _parse_reduce(reduce) -> dict | None:
     return dict(reduce)
 
 
-def _apply_reduce(x, reduce: dict | None, key) -> jax.Array:
+def _apply_reduce(x, reduce: dict | None, key) -> np.ndarray:
     if reduce is None:
         return x
     rkey = jax.random.fold_in(key, 0x5EED)
     c = reduce["n_components"]
     if reduce["method"] == "random":
-        return gk.random_projection(x, c, rkey)
+        return np.asarray(gk.random_projection(x, c, rkey))
     sample = reduce.get("sample_size")
     state = gk.pca_fit(x, c, key=rkey if sample else None, sample_size=sample)
-    return gk.pca_transform(state, x)
+    return np.asarray(gk.pca_transform(state, x))
 
 
 # --------------------------------------------------------------------------- progress
@@ -599,9 +603,9 @@ class _Engine:
         return vecs
 
     def _compute(self, cand_vecs, k, label_col, t) -> np.ndarray:
-        x = self.d.x[jnp.asarray(cand_vecs)]
+        x = jnp.asarray(self.d.x[cand_vecs])
         anchor_vecs = self._anchors(label_col)
-        anchors = None if anchor_vecs is None else self.d.x[jnp.asarray(anchor_vecs)]
+        anchors = None if anchor_vecs is None else jnp.asarray(self.d.x[anchor_vecs])
         tkey = jax.random.fold_in(self.key, t)
         options = self.options
         if self.method.prepare is not None:
@@ -759,7 +763,7 @@ def _coverage(x, selected_vecs, candidate_vecs, metric) -> float | None:
     if selected_vecs.size == 0 or candidate_vecs.size == 0:
         return None
     state = gk.kcenter_init(
-        x[jnp.asarray(candidate_vecs)], 0, metric=metric, anchors=x[jnp.asarray(selected_vecs)]
+        jnp.asarray(x[candidate_vecs]), 0, metric=metric, anchors=jnp.asarray(x[selected_vecs])
     )
     return float(gk.kcenter_coverage_radius(state, metric=metric))
 

@@ -4,6 +4,7 @@ and benchmark checks). Executed with the *reference* venv's python, never import
     GOLD_PY=$(../shared/tools/goldener-reference.sh)
     $GOLD_PY scripts/goldener_ref.py select IN.npz OUT.json
     $GOLD_PY scripts/goldener_ref.py bench IN.npz OUT.json --k 500 --repeats 2
+    $GOLD_PY scripts/goldener_ref.py zcore IN.npz OUT.json --k 100 --samples 2000
 
 IN.npz holds cases ``x_<name>`` (and optionally ``anchors_<name>``); OUT.json maps each case and
 tool to the selected indices (``select``) or to timings and peak memory (``bench``).
@@ -44,13 +45,18 @@ def _rss_bytes() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["select", "bench"])
+    parser.add_argument("mode", choices=["select", "bench", "zcore"])
     parser.add_argument("inp")
     parser.add_argument("out")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--tool", choices=["kcenter", "farthest", "closest"], default="kcenter")
+    parser.add_argument("--samples", type=int, default=2000, help="zcore: n_random_anchors")
+    parser.add_argument("--redundancy", type=int, default=1000, help="zcore: n_redundancy")
     args = parser.parse_args()
+    if args.mode == "zcore":
+        _zcore(args)
+        return
 
     import torch
     from goldener.select import (
@@ -111,6 +117,33 @@ def main() -> None:
         }
     with open(args.out, "w") as f:
         json.dump(result, f)
+
+
+def _zcore(args) -> None:
+    """goldener's ZCore tool on ``x`` of IN.npz: one timed call (its RNG is seeded)."""
+    import torch
+    from goldener.select import GoldZCoreSelectionTool
+
+    x = torch.from_numpy(np.load(args.inp)["x"])
+    tool = GoldZCoreSelectionTool(
+        "cpu", n_random_anchors=args.samples, n_redundancy=args.redundancy, random_state=0
+    )
+    _reset_peak()
+    t0 = time.perf_counter()
+    indices = tool.select(x, args.k)
+    seconds = time.perf_counter() - t0
+    with open(args.out, "w") as f:
+        json.dump(
+            {
+                "seconds": seconds,
+                "samples": args.samples,
+                "redundancy": args.redundancy,
+                "peak_rss_bytes": _peak_rss_bytes(),
+                "indices": [int(i) for i in indices],
+                "threads": torch.get_num_threads(),
+            },
+            f,
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ BENCHMARKS = {
     "kcenter": "kcenter",
     "describe": "describe",
     "capture": "capture",
+    "sharded": "sharded",
+    "zcore": "zcore",
+    "split": "split",
 }
 
 

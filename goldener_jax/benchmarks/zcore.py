@@ -1,0 +1,190 @@
+"""ZCore scores: subspace samples per second, vs NumPy (same run) and goldener 7.0.0's tool.
+
+The kernel runs ``--measure-samples`` subspace samples over ``[n, d]`` (after one compiling
+chunk) and its time is extrapolated linearly to ``--samples`` when fewer were measured (every
+chunk does the same work, so time is linear in samples; the extrapolation is labelled as such).
+The NumPy baseline is the authors' loop (one full argsort per sample) on ``--numpy-samples``
+samples of the same data, timed in this process. With ``--gold-python`` goldener's
+``GoldZCoreSelectionTool`` runs (its own venv, a fresh process) on a size it can finish
+(``--gold-n`` x ``--gold-d``, ``--gold-samples``), and the kernel is timed on the same data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax import kernels as gk
+from goldener_jax.benchmarks._machine import machine_summary, peak_rss_bytes, reset_peak_rss
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--n", type=int, default=50_000, help="points")
+    parser.add_argument("--d", type=int, default=256, help="dimensions")
+    parser.add_argument("--samples", type=int, default=1_000_000, help="subspace samples")
+    parser.add_argument(
+        "--measure-samples", type=int, default=8192, help="samples actually timed (0: all)"
+    )
+    parser.add_argument("--redundancy", type=int, default=1000, help="neighbours penalised")
+    parser.add_argument("--variant", choices=["paper", "goldener"], default="paper")
+    parser.add_argument("--chunk", type=int, default=256, help="samples per kernel call")
+    parser.add_argument("--numpy-samples", type=int, default=64, help="NumPy baseline samples")
+    parser.add_argument("--gold-python", default=None, help="python of the goldener 7.0.0 venv")
+    parser.add_argument("--gold-n", type=int, default=5000)
+    parser.add_argument("--gold-d", type=int, default=64)
+    parser.add_argument("--gold-samples", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _numpy_zcore_seconds(x: np.ndarray, samples: int, redundancy: int, rng) -> float:
+    """The authors' loop (L1, exponent 4, full argsort): seconds per sample."""
+    lo, med, hi = x.min(0), np.median(x, 0), x.max(0)
+    scores = rng.uniform(size=len(x))
+    t0 = time.perf_counter()
+    for _ in range(samples):
+        dims = rng.choice(x.shape[1], 2, replace=False)
+        width = hi[dims] - lo[dims]
+        anchor = np.where(
+            width > 0, rng.triangular(lo[dims], med[dims], hi[dims] + (width == 0)), lo[dims]
+        )
+        sub = x[:, dims]
+        nearest = int(np.argmin(np.abs(sub - anchor).sum(1)))
+        scores[nearest] += 1
+        dist = np.abs(sub - sub[nearest]).sum(1)
+        order = np.argsort(dist)[1 : redundancy + 1]
+        w = 1.0 / (dist[order] + 1e-8) ** 4
+        scores[order] -= w / w.sum()
+    return (time.perf_counter() - t0) / max(1, samples)
+
+
+def _time_kernel(x, samples: int, args) -> tuple[float, float, jax.Array]:
+    opts = dict(chunk=args.chunk, variant=args.variant, num_redundancy=args.redundancy, num_dims=2)
+    state = gk.zcore_init(x, jax.random.key(args.seed), variant=args.variant)
+    t0 = time.perf_counter()
+    state = gk.zcore_run(state, x, args.chunk, **opts)  # compiles
+    state.scores.block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = gk.zcore_run(state, x, samples, **opts)
+    state.scores.block_until_ready()
+    return first, time.perf_counter() - t0, state.scores
+
+
+def run(args) -> dict:
+    n, d = args.n, args.d
+    x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32)
+    measure = args.samples if args.measure_samples <= 0 else min(args.samples, args.measure_samples)
+    reset_peak_rss()
+    first, seconds, scores = _time_kernel(x, measure, args)
+    peak = peak_rss_bytes()
+    per_sample = seconds / measure
+    result = {
+        "benchmark": "zcore",
+        "n": n,
+        "d": d,
+        "samples": args.samples,
+        "measured_samples": measure,
+        "extrapolated": measure < args.samples,
+        "redundancy": args.redundancy,
+        "variant": args.variant,
+        "chunk": args.chunk,
+        "first_chunk_s": first,
+        "measured_s": seconds,
+        "per_sample_s": per_sample,
+        "total_s": per_sample * args.samples,
+        "samples_per_s": 1.0 / per_sample,
+        "peak_rss_bytes": peak,
+        "finite_scores": bool(np.isfinite(np.asarray(scores)).all()),
+        "machine": machine_summary(),
+    }
+    if args.numpy_samples > 0:
+        x_np = np.asarray(x)
+        np_per = _numpy_zcore_seconds(
+            x_np, args.numpy_samples, args.redundancy, np.random.default_rng(0)
+        )
+        result["numpy_per_sample_s"] = np_per
+        result["speedup_vs_numpy"] = np_per / per_sample
+    if args.gold_python:
+        result["goldener"] = _vs_goldener(args)
+    _print(result)
+    return result
+
+
+def _vs_goldener(args) -> dict:
+    here = os.path.dirname(os.path.abspath(__file__))
+    script = os.path.join(here, "..", "..", "scripts", "goldener_ref.py")
+    rng = np.random.default_rng(args.seed)
+    x = rng.normal(size=(args.gold_n, args.gold_d)).astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        inp, out = os.path.join(tmp, "x.npz"), os.path.join(tmp, "out.json")
+        np.savez(inp, x=x)
+        cmd = [
+            args.gold_python,
+            script,
+            "zcore",
+            inp,
+            out,
+            "--k",
+            "100",
+            "--samples",
+            str(args.gold_samples),
+            "--redundancy",
+            str(args.redundancy),
+        ]
+        subprocess.run(cmd, check=True, capture_output=True)
+        with open(out) as f:
+            gold = json.load(f)
+
+    class _A:
+        pass
+
+    a = _A()
+    a.__dict__.update(vars(args))
+    _, ours, _ = _time_kernel(jnp.asarray(x), args.gold_samples, a)
+    return {
+        "n": args.gold_n,
+        "d": args.gold_d,
+        "samples": args.gold_samples,
+        "goldener_s": gold["seconds"],
+        "ours_s": ours,
+        "speedup": gold["seconds"] / ours,
+        "goldener_peak_rss_bytes": gold["peak_rss_bytes"],
+    }
+
+
+def _print(r: dict) -> None:
+    m = r["machine"]
+    print(
+        f"ZCore  n={r['n']:,} d={r['d']} samples={r['samples']:,} redundancy={r['redundancy']} "
+        f"variant={r['variant']} chunk={r['chunk']}"
+    )
+    print(f"  machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}")
+    print(f"  first chunk (compile + run): {r['first_chunk_s']:.2f} s")
+    how = (
+        f"extrapolated from {r['measured_samples']:,} measured samples"
+        if r["extrapolated"]
+        else "measured"
+    )
+    print(
+        f"  {r['samples']:,} samples: {r['total_s']:.1f} s ({how}); "
+        f"{r['samples_per_s']:,.0f} samples/s; peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
+    )
+    if "numpy_per_sample_s" in r:
+        print(
+            f"  NumPy loop (authors' algorithm): {r['numpy_per_sample_s'] * 1e3:.2f} ms/sample "
+            f"-> kernel {r['speedup_vs_numpy']:.1f}x faster"
+        )
+    if "goldener" in r:
+        g = r["goldener"]
+        print(
+            f"  goldener 7.0.0 GoldZCoreSelectionTool at n={g['n']:,} d={g['d']} "
+            f"samples={g['samples']:,}: {g['goldener_s']:.2f} s vs {g['ours_s']:.3f} s "
+            f"-> {g['speedup']:.1f}x faster"
+        )
