@@ -1,0 +1,156 @@
+"""Sharded vs single-device greedy k-center on fake CPU devices: the overhead of sharding.
+
+The fake devices (``--xla_force_host_platform_device_count``) share this machine's cores and
+memory, so the sharded run cannot be faster here: what it shows is the cost of the shard_map
+program and of its per-step collectives (two scalar reductions and one ``d``-vector ``psum``)
+next to the single-device kernel, measured in the same process on the same data, and that both
+return the same indices. When the current process has fewer devices than ``--devices`` (JAX fixes
+the count when it starts), the benchmark re-runs itself in a subprocess with the flag set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax import kernels as gk
+from goldener_jax.benchmarks._machine import machine_summary, timeit
+
+DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--n", type=int, default=200_000, help="points")
+    parser.add_argument("--d", type=int, default=128, help="dimensions")
+    parser.add_argument("--k", type=int, default=100, help="centers to select")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="f32", help="storage dtype")
+    parser.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
+    parser.add_argument("--devices", type=int, default=8, help="fake CPU devices")
+    parser.add_argument(
+        "--meshes", default="1,2,8", help="mesh sizes to time, comma-separated (<= --devices)"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="steady-state repetitions")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+_ARGS = ("n", "d", "k", "dtype", "metric", "devices", "meshes", "repeats", "seed")
+
+
+def _in_subprocess(args) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (
+        env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={args.devices}"
+    )
+    env["JAX_PLATFORMS"] = "cpu"
+    cmd = [sys.executable, "-m", "goldener_jax.benchmarks.sharded"]
+    for name in _ARGS:
+        cmd += [f"--{name}", str(getattr(args, name))]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+    lines = out.stdout.strip().splitlines()
+    print("\n".join(lines[:-1]))
+    return json.loads(lines[-1])
+
+
+def run(args) -> dict:
+    if jax.device_count() < args.devices:
+        return _in_subprocess(args)
+    result = _measure(args)
+    _print(result)
+    return result
+
+
+def _measure(args) -> dict:
+    n, d, k = args.n, args.d, args.k
+    meshes = [int(m) for m in str(args.meshes).split(",") if m]
+    if any(m < 1 or m > jax.device_count() for m in meshes):
+        raise ValueError(f"--meshes {args.meshes} must be within 1..{jax.device_count()}")
+    dtype = DTYPES[args.dtype]
+    x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32).astype(dtype)
+    x = jax.device_put(x, jax.devices()[0]).block_until_ready()
+
+    def single():
+        return gk.greedy_k_center(x, k, metric=args.metric).block_until_ready()
+
+    t0 = time.perf_counter()
+    want = np.asarray(single())
+    single_first = time.perf_counter() - t0
+    single_steady = float(np.median(timeit(single, args.repeats)))
+
+    rows = []
+    for size in meshes:
+        mesh = gk.make_mesh(jax.devices()[:size])
+        xs = gk.shard_rows(x, mesh)  # placed once, as a pipeline would hold it
+        xs.block_until_ready()
+
+        def sharded(xs=xs, mesh=mesh):
+            return gk.greedy_k_center(xs, k, metric=args.metric, mesh=mesh).block_until_ready()
+
+        t0 = time.perf_counter()
+        got = np.asarray(sharded())
+        first = time.perf_counter() - t0
+        steady = float(np.median(timeit(sharded, args.repeats)))
+        rows.append(
+            {
+                "devices": size,
+                "first_call_s": first,
+                "steady_s": steady,
+                "per_step_s": steady / max(1, k),
+                "ratio_vs_single": steady / single_steady,
+                "same_indices": bool(np.array_equal(got, want)),
+            }
+        )
+        del xs
+    return {
+        "benchmark": "sharded",
+        "n": n,
+        "d": d,
+        "k": k,
+        "dtype": args.dtype,
+        "metric": args.metric,
+        "fake_devices": jax.device_count(),
+        "single_first_call_s": single_first,
+        "single_steady_s": single_steady,
+        "single_per_step_s": single_steady / max(1, k),
+        "sharded": rows,
+        "machine": machine_summary(),
+    }
+
+
+def _print(r: dict) -> None:
+    m = r["machine"]
+    print(
+        f"sharded greedy k-center  n={r['n']:,} d={r['d']} k={r['k']} dtype={r['dtype']} "
+        f"metric={r['metric']}  on {r['fake_devices']} fake CPU devices"
+    )
+    print(
+        f"  machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
+        f"jax {m['jax']} on {m['backend']} (fake devices share these cores)"
+    )
+    print(
+        f"  single device: {r['single_steady_s']:.3f} s  ({r['single_per_step_s'] * 1e3:.2f} "
+        f"ms/step; first call {r['single_first_call_s']:.2f} s)"
+    )
+    for row in r["sharded"]:
+        print(
+            f"  mesh of {row['devices']}: {row['steady_s']:.3f} s  "
+            f"({row['per_step_s'] * 1e3:.2f} ms/step; first call {row['first_call_s']:.2f} s)  "
+            f"= {row['ratio_vs_single']:.2f}x single; same indices: {row['same_indices']}"
+        )
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parsed = parser.parse_args()
+    out = _measure(parsed)
+    _print(out)
+    print(json.dumps(out))
