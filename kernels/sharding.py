@@ -300,9 +300,19 @@ def _unpad(min_dist: jax.Array, n: int) -> jax.Array:
     return min_dist if min_dist.shape[0] == n else min_dist[:n]
 
 
-def sharded_kcenter_init(x, k: int, *, mesh, metric: str, anchors=None, block_size=None):
-    """``kcenter_init`` on ``mesh`` (arguments already validated by the caller)."""
-    n = x.shape[0]
+def sharded_kcenter_init(
+    x, k: int, *, mesh, metric: str = "euclidean", anchors=None, block_size=None, n=None
+):
+    """``kcenter_init`` on ``mesh`` (arguments already validated by the caller).
+
+    Returns ``(state, xs)``: the state (``min_dist`` of length ``n``) and ``x`` as placed on the
+    mesh. ``n``: the number of real rows when ``x`` is already padded and sharded (e.g. built with
+    ``shard_rows`` from a store that no process holds whole); its rows from ``n`` on are never
+    selected. ``sharded_kcenter_run(state, xs, ...)`` continues with the same padded ``xs``.
+    """
+    n = x.shape[0] if n is None else int(n)
+    if not 0 <= k <= n <= x.shape[0]:
+        raise ValueError(f"need 0 <= k <= n <= rows, got k={k}, n={n}, x of shape {x.shape}")
     xs = shard_rows(x, mesh)
     if anchors is not None:
         anchors = _replicate(anchors, mesh)
@@ -312,8 +322,13 @@ def sharded_kcenter_init(x, k: int, *, mesh, metric: str, anchors=None, block_si
     return KCenterState(_unpad(md, n), selected, count), xs
 
 
-def sharded_kcenter_run(state: KCenterState, x, max_steps, *, mesh, metric: str, xs=None):
-    """``kcenter_run`` on ``mesh``: pads ``state.min_dist`` with ``-inf``, runs, unpads."""
+def sharded_kcenter_run(
+    state: KCenterState, x, max_steps, *, mesh, metric: str = "euclidean", xs=None
+):
+    """``kcenter_run`` on ``mesh``: pads ``state.min_dist`` with ``-inf``, runs, unpads.
+
+    ``x`` may be the padded, sharded array of ``sharded_kcenter_init``: the real rows are the
+    first ``len(state.min_dist)``."""
     n = state.min_dist.shape[0]
     if xs is None:
         xs = shard_rows(x, mesh)

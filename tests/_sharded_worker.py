@@ -112,6 +112,21 @@ def task_equal():
         count += 1
         if got != want:
             failures.append({"case": f"{len(devices)} devices", "want": want, "got": got})
+    # Pre-padded rows read per device (shard_rows of something sliceable), real length given.
+    import tensorstore as ts
+
+    x = np.random.default_rng(4).normal(size=(45, 6)).astype(np.float32)
+    spec = {"driver": "zarr3", "kvstore": {"driver": "memory"}}
+    store = ts.open(spec, create=True, shape=x.shape, dtype=ts.float32).result()
+    store.write(x).result()
+    xs = gk.shard_rows(store, mesh)
+    for metric in METRICS:
+        want = np.asarray(gk.greedy_k_center(x, 20, metric=metric)).tolist()
+        state, xs = sharding.sharded_kcenter_init(xs, 20, mesh=mesh, metric=metric, n=45)
+        state = sharding.sharded_kcenter_run(state, xs, 20, mesh=mesh, metric=metric)
+        count += 1
+        if xs.shape != (48, 6) or np.asarray(state.selected).tolist() != want:
+            failures.append({"case": f"pre-padded {metric}", "want": want, "got": state.selected})
     return {"cases": count, "failures": [str(f) for f in failures]}
 
 
