@@ -314,6 +314,8 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
     label_matrix, label_names = None, None
     if labels is not None:
         labels = np.asarray(labels)
+        if labels.dtype == object:  # hashable, deterministic bytes for the fingerprint
+            labels = labels.astype(str)
         n_expected = int(sample_ids.max()) + 1 if sample_idx is None else num_samples
         if labels.shape[0] not in (n_expected, num_samples):
             raise ValueError(
@@ -332,6 +334,21 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
         else:
             raise ValueError(f"labels must be [N] or multi-hot [N, L], got shape {labels.shape}")
         fp["labels"] = _full_hash(labels)
+    # Groups per compact sample (before any exclusion, so both are trimmed together).
+    group_ids = None
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.ndim != 1:
+            raise ValueError(f"groups must be 1-D [N], got shape {groups.shape}")
+        if groups.dtype == object:
+            groups = groups.astype(str)
+        n_expected = int(sample_ids.max()) + 1 if sample_idx is None else num_samples
+        if groups.shape[0] not in (n_expected, num_samples):
+            raise ValueError(
+                f"groups must have one entry per sample ({num_samples}), got shape {groups.shape}"
+            )
+        fp["groups"] = _full_hash(groups)
+        group_ids = groups if groups.shape[0] == num_samples else groups[sample_ids]
     if exclude_labels:
         if label_matrix is None:
             raise ValueError("exclude_labels needs labels")
@@ -349,30 +366,14 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
         x = x[np.flatnonzero(keep_vec)]
         sample_ids, vec_sample = np.unique(sample_ids[vec_sample[keep_vec]], return_inverse=True)
         label_matrix = label_matrix[~dead]
-        if labels is not None and groups is not None:
-            groups = np.asarray(groups)
-            groups = groups[~dead] if groups.shape[0] == dead.shape[0] else groups
+        if group_ids is not None:
+            group_ids = group_ids[~dead]
         fp["exclude_labels"] = [str(v) for v in exclude_labels]
     if label_matrix is not None:
         empty = [label_names[j] for j in np.flatnonzero(~label_matrix.any(axis=0))]
         if empty:
             raise ValueError(f"label(s) {empty} have no samples; exclude them or fix the labels")
-    unit = None
-    if groups is not None:
-        groups = np.asarray(groups)
-        num_samples = sample_ids.shape[0]
-        if groups.shape[0] != num_samples:
-            if groups.shape[0] > int(sample_ids.max()):
-                groups = groups[sample_ids]
-            else:
-                raise ValueError(
-                    f"groups must have one entry per sample ({num_samples}), got shape "
-                    f"{groups.shape}"
-                )
-        if groups.ndim != 1:
-            raise ValueError(f"groups must be 1-D [N], got shape {groups.shape}")
-        _, unit = np.unique(groups, return_inverse=True)
-        fp["groups"] = _full_hash(groups)
+    unit = None if group_ids is None else np.unique(group_ids, return_inverse=True)[1]
     return _Data(x, vec_sample, sample_ids, label_matrix, label_names, unit, fp)
 
 

@@ -230,3 +230,15 @@ def test_sigkill_at_several_points_then_rerun_gives_the_uninterrupted_selection(
         [sys.executable, os.path.join(HERE, "_select_worker.py"), ckpt, out], env=env, check=True
     )
     np.testing.assert_array_equal(np.load(out), want)
+
+
+def test_string_labels_exclusion_and_groups_together():
+    labels = np.array(["cat", "dog", "eel"] * 40, dtype=object)
+    groups = np.arange(120) // 2
+    sel = gj.select(_x(), 10, key=KEY, labels=labels, groups=groups, exclude_labels=["eel"])
+    assert set(sel.label_counts) == {"cat", "dog"} and len(sel) == 10
+    assert not np.isin(sel.indices, np.flatnonzero(labels == "eel")).any()
+    chosen = set(sel.indices.tolist())
+    for g in groups[sel.indices]:  # whole groups, minus their excluded members
+        members = [int(i) for i in np.flatnonzero(groups == g) if labels[i] != "eel"]
+        assert set(members) <= chosen

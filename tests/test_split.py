@@ -111,3 +111,13 @@ def test_bad_input():
         gj.split(x, {"a": 0.25, "b": 0.75}, key=KEY, groups=np.arange(20) // 10)
     with pytest.raises(ValueError, match="would be empty"):
         gj.split(x[:3], {"a": 0.9, "b": 0.05, "c": 0.05}, key=KEY)
+
+
+def test_split_resumes_from_its_checkpoints(tmp_path):
+    labels = np.arange(80) % 2
+    kw = dict(key=KEY, labels=labels, checkpoint_dir=tmp_path, checkpoint_every=4)
+    first = gj.split(_x(80), SETS, **kw)
+    again = gj.split(_x(80), SETS, **kw)
+    for name in SETS:
+        np.testing.assert_array_equal(first[name], again[name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set-0", "set-1"]
