@@ -242,3 +242,29 @@ def test_string_labels_exclusion_and_groups_together():
     for g in groups[sel.indices]:  # whole groups, minus their excluded members
         members = [int(i) for i in np.flatnonzero(groups == g) if labels[i] != "eel"]
         assert set(members) <= chosen
+
+
+def test_registered_methods_plug_in_and_auto_resolves():
+    from goldener_jax.select import METHODS
+
+    first_k = gj.SelectionMethod(
+        name="first_k",
+        init=lambda x, k, anchors, key, options: {"picks": np.arange(k, dtype=np.int32)},
+        run=lambda state, x, max_steps, options: state,
+        finished=lambda state: True,
+        picks=lambda state: np.asarray(state["picks"]),
+        num_steps=lambda n, k, options: 1,
+        uses_anchors=False,
+    )
+    gj.register_method(first_k)
+    try:
+        with pytest.raises(ValueError, match="already registered"):
+            gj.register_method(first_k)
+        labels = np.arange(120) % 2
+        sel = gj.select(_x(), 6, key=KEY, method="first_k", labels=labels)
+        # Per label (ascending target, ties in label order): label 0 rows, then label 1 rows.
+        assert sel.indices.tolist() == [0, 2, 4, 1, 3, 5] and sel.config["method"] == "first_k"
+    finally:
+        METHODS.pop("first_k")
+    auto = gj.select(_x(), 5, key=KEY, method="auto")
+    assert auto.config["method"] == "kcenter"
