@@ -206,7 +206,8 @@ def test_sigkill_at_several_points_then_rerun_gives_the_uninterrupted_selection(
 
     want = _select_worker.run().indices
     ckpt, out = str(tmp_path / "ckpt"), str(tmp_path / "out.npy")
-    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    paths = [HERE, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
     kill_when = [
         lambda: _steps(os.path.join(ckpt, "inflight")),  # inside the first k-center task
         lambda: max(_steps(os.path.join(ckpt, "progress")), default=0) >= 3,  # a later task
