@@ -116,3 +116,94 @@ def test_set_counts_errors():
         set_counts({"a": 0.95, "b": 0.05}, 5)
     with pytest.raises(ValueError, match="must be in \\(0, 1\\)"):
         set_counts({"a": 1.0, "b": 0.0}, 5)
+
+
+GOLD_SCRIPT = r"""
+import json, math, sys
+from goldener.utils import (force_non_zero_count, get_ratios_for_counts,
+                            get_sampling_count_from_ratios, split_sampling_among_chunks)
+cases = json.load(open(sys.argv[1]))
+out = []
+for c in cases:
+    r = {}
+    try:
+        first = {k: math.floor(n * c["ratio"]) for k, n in c["sizes"].items()}
+        r["first"] = list(force_non_zero_count(first).items())
+    except ValueError:
+        r["first"] = "error"
+    keys = list(c["sizes"])
+    ratios = dict(zip(keys, get_ratios_for_counts([c["sizes"][k] for k in keys])))
+    r["later"] = list(get_sampling_count_from_ratios(ratios, c["missing"]).items())
+    r["chunks"] = split_sampling_among_chunks(c["missing"], c["chunks"])
+    out.append(r)
+json.dump(out, open(sys.argv[2], "w"))
+"""
+
+
+def _goldener_python():
+    import os
+    import tempfile
+    from pathlib import Path
+
+    for exe in (
+        os.environ.get("GOLDENER_PYTHON"),
+        str(Path(tempfile.gettempdir()) / "goldener-ref-venv" / "bin" / "python"),
+    ):
+        if exe and Path(exe).exists():
+            return exe
+    return None
+
+
+def _float_safe(size: int, weights: list[int]) -> bool:
+    """goldener floors float products; skip cases where float rounding could cross an integer."""
+    total = sum(weights)
+    return all(
+        (size * w) % total != 0 and abs(size * w / total - round(size * w / total)) > 1e-6
+        for w in weights
+    )
+
+
+def test_same_allocations_as_goldener(tmp_path):
+    import json
+    import subprocess
+
+    exe = _goldener_python()
+    if exe is None:
+        pytest.skip("goldener 7.0.0 venv not found (../shared/tools/goldener-reference.sh)")
+    rng = np.random.default_rng(0)
+    cases = []
+    while len(cases) < 150:
+        num = int(rng.integers(2, 7))
+        sizes = {f"l{j}": int(rng.integers(1, 300)) for j in range(num)}
+        chunks = [int(v) for v in rng.integers(1, 100, int(rng.integers(2, 6)))]
+        missing = int(rng.integers(1, min(sum(sizes.values()), sum(chunks)) + 1))
+        if not (_float_safe(missing, list(sizes.values())) and _float_safe(missing, chunks)):
+            continue
+        cases.append(
+            {
+                "sizes": sizes,
+                "ratio": int(rng.integers(1, 16)) / 16,
+                "missing": missing,
+                "chunks": chunks,
+            }
+        )
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    script = tmp_path / "gold.py"
+    script.write_text(GOLD_SCRIPT)
+    subprocess.run(
+        [exe, str(script), str(tmp_path / "cases.json"), str(tmp_path / "out.json")],
+        check=True,
+        capture_output=True,
+    )
+    gold = json.loads((tmp_path / "out.json").read_text())
+    for case, want in zip(cases, gold, strict=True):
+        try:
+            got = list(first_round_label_counts(case["sizes"], Fraction(case["ratio"])).items())
+        except ValueError:
+            got = "error"
+        assert got == (
+            want["first"] if want["first"] == "error" else [tuple(kv) for kv in want["first"]]
+        ), case
+        later = later_round_label_counts(case["sizes"], case["missing"])
+        assert list(later.items()) == [tuple(kv) for kv in want["later"]], case
+        assert chunk_quotas(case["missing"], case["chunks"]) == want["chunks"], case
