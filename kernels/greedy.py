@@ -179,12 +179,18 @@ def greedy_run(
     return _run(state, x, jnp.asarray(max_steps, jnp.int32), mode=mode, metric=metric)
 
 
-def _select(x, k, mode, metric, block_size):
+def _select(x, k, mode, metric, block_size, mesh=None):
     check_metric(metric)
     x = as_float_matrix(x, "x")
     k = check_k(k, x.shape[0])
     if k == x.shape[0]:
         return jnp.arange(k, dtype=jnp.int32)
+    if mesh is not None:
+        from .sharding import sharded_greedy_select
+
+        return sharded_greedy_select(
+            x, k, mesh=mesh, mode=mode, metric=metric, block_size=check_block_size(block_size)
+        )
     state = _init(x, k=k, metric=metric, block_size=check_block_size(block_size))
     if k == 0:
         return state.selected
@@ -192,7 +198,7 @@ def _select(x, k, mode, metric, block_size):
 
 
 def farthest_point(
-    x, k: int, *, metric: str = "euclidean", block_size: int | None = None
+    x, k: int, *, metric: str = "euclidean", block_size: int | None = None, mesh=None
 ) -> jax.Array:
     """Greedy farthest-point selection: isolated points first.
 
@@ -201,16 +207,18 @@ def farthest_point(
       k: number of points, ``0 <= k <= n``; ``k == n`` returns ``arange(n)``.
       metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
       block_size: rows compared against all rows at once when building the neighbour table.
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows (and the neighbour table) are sharded over
+        its devices (``kernels.sharding``); the indices equal the single-device ones.
 
     Returns:
       int32 array of shape ``[k]``, indices in selection order.
     """
-    return _select(x, k, "farthest", metric, block_size)
+    return _select(x, k, "farthest", metric, block_size, mesh)
 
 
 def closest_point(
-    x, k: int, *, metric: str = "euclidean", block_size: int | None = None
+    x, k: int, *, metric: str = "euclidean", block_size: int | None = None, mesh=None
 ) -> jax.Array:
     """Greedy closest-point selection: points in dense regions first. Arguments as
     ``farthest_point``."""
-    return _select(x, k, "closest", metric, block_size)
+    return _select(x, k, "closest", metric, block_size, mesh)

@@ -31,7 +31,9 @@ where the remaining distances are all rounding noise around 0 (on one device too
 an artefact of rounding either way).
 
 Public entry points are the ordinary kernels with ``mesh=``: ``greedy_k_center(x, k,
-mesh=mesh)``, ``kcenter_init(..., mesh=mesh)``, ``kcenter_run(..., mesh=mesh)``.
+mesh=mesh)``, ``kcenter_init(..., mesh=mesh)``, ``kcenter_run(..., mesh=mesh)``,
+``farthest_point(x, k, mesh=mesh)`` and ``closest_point(x, k, mesh=mesh)`` (see the section on
+them below for their exactness).
 """
 
 from __future__ import annotations
@@ -339,3 +341,203 @@ def sharded_kcenter_run(
     steps = _replicate(np.asarray(max_steps, np.int32), mesh)
     md, selected, count = _run(md, selected, count, xs, steps, mesh=mesh, n=n, metric=metric)
     return KCenterState(_unpad(md, n), selected, count)
+
+
+# --- farthest / closest point ------------------------------------------------------------------
+#
+# The nearest-neighbour table is row-sharded like `x`: device p holds nn_dist / nn_index /
+# remaining of its rows. Building it needs every row against every row: the row blocks travel
+# round a ring (`ppermute`, P - 1 hops), so a device holds its own block and one visiting block,
+# never all of `x`. After each pick, the rows whose neighbour just left ("stale") are recomputed:
+# every device contributes up to `_RECOMPUTE_BATCH` of its stale rows, the P batches are
+# `all_gather`ed (O(P x batch x d)), each device compares them with its own remaining rows, and a
+# (min, lowest global index) reduction over devices gives their new neighbours. Neighbours are
+# chosen with ties to the lowest global index, as `jnp.argmin` does on one device.
+#
+# Exactness: the table uses the block form |a|^2 + |b|^2 - 2 a.b, whose rounding (of order
+# eps |a|^2) depends on how XLA fuses and tiles each compiled program, not only on the data. The
+# indices equal the single-device kernel's whenever the distances are exact (tested on integer
+# data, duplicates on different shards included) and, on random float data, wherever no two
+# candidates are within that rounding of each other (farthest point: tested). Closest point on
+# float data is the sensitive case: it ranks the smallest neighbour distances, where unrelated
+# pairs can lie within rounding of each other, so its order can differ from one device's.
+
+_RECOMPUTE_BATCH = 16
+
+
+def _better(d, i, best_d, best_i):
+    """(d, i) beats (best_d, best_i): smaller distance, or equal and lower index."""
+    return (d < best_d) | ((d == best_d) & (i < best_i))
+
+
+def _block_nearest(rows, rows_aux, row_ids, other, other_aux, other_ids, other_ok, metric):
+    """Nearest among ``other`` (where ``other_ok``, excluding the row itself) of each of
+    ``rows``: ``(distance, global index)``, ``(inf, big)`` where there is none."""
+    d = block_rank_distances(rows, rows_aux, other, other_aux, metric)
+    valid = other_ok[None, :] & (row_ids[:, None] != other_ids[None, :])
+    d = jnp.where(valid, d, jnp.inf)
+    j = jnp.argmin(d, axis=1)
+    best = jnp.take_along_axis(d, j[:, None], axis=1)[:, 0]
+    return best, other_ids[j]
+
+
+def _global_first_argmin(values, ids, big, axis):
+    i = jnp.argmin(values)
+    v = values[i]
+    vmin = jax.lax.pmin(v, axis)
+    return jax.lax.pmin(jnp.where(v == vmin, ids[i], big), axis)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "metric", "block_size"))
+def _greedy_init(xs, *, mesh, n, k, metric, block_size):
+    axis, p = mesh_axis(mesh)
+    big = xs.shape[0]
+
+    def local(x):
+        m = x.shape[0]
+        ids = _local_ids(m, axis)
+        remaining = ids < n
+        aux = row_aux(x, metric)
+        block = auto_block(m, m, block_size)
+        me = jax.lax.axis_index(axis).astype(jnp.int32)
+        perm = [(i, (i + 1) % p) for i in range(p)]
+
+        def visit(s, carry):
+            nn_dist, nn_index, other = carry
+            owner = (me - s) % p
+            other_ids = owner * m + jnp.arange(m, dtype=jnp.int32)
+            other_aux = row_aux(other, metric)
+            other_ok = other_ids < n
+
+            def fold(rows, start, fresh_from, tables):
+                best_d, best_i = tables
+                row_ids = ids[0] + start + jnp.arange(block, dtype=jnp.int32)
+                aux_rows = jax.lax.dynamic_slice_in_dim(aux, start, block)
+                d, i = _block_nearest(
+                    rows, aux_rows, row_ids, other, other_aux, other_ids, other_ok, metric
+                )
+                old_d = jax.lax.dynamic_slice_in_dim(best_d, start, block)
+                old_i = jax.lax.dynamic_slice_in_dim(best_i, start, block)
+                take = _better(d, i, old_d, old_i)
+                new_d, new_i = jnp.where(take, d, old_d), jnp.where(take, i, old_i)
+                return (
+                    jax.lax.dynamic_update_slice_in_dim(best_d, new_d, start, axis=0),
+                    jax.lax.dynamic_update_slice_in_dim(best_i, new_i, start, axis=0),
+                )
+
+            nn_dist, nn_index = fold_row_blocks(fold, x, block, (nn_dist, nn_index))
+            other = jax.lax.ppermute(other, axis, perm)
+            return nn_dist, nn_index, other
+
+        init = (jnp.full((m,), jnp.inf, aux.dtype), jnp.full((m,), big, jnp.int32), x)
+        nn_dist, nn_index, _ = jax.lax.fori_loop(0, p, visit, init)
+        nn_index = jnp.where(jnp.isfinite(nn_dist), nn_index, -1)
+        return nn_dist, nn_index, remaining
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis, None),),
+        out_specs=(P(axis), P(axis), P(axis)),
+        check_vma=False,
+    )
+    nn_dist, nn_index, remaining = fn(xs)
+    return nn_dist, nn_index, remaining
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "mode", "metric"))
+def _greedy_run(
+    nn_dist, nn_index, remaining, selected, count, xs, max_steps, *, mesh, n, mode, metric
+):
+    axis, p = mesh_axis(mesh)
+    k = selected.shape[0]
+    big = xs.shape[0]
+
+    def local(nn_dist, nn_index, remaining, selected, count, x, max_steps):
+        m = x.shape[0]
+        ids = _local_ids(m, axis)
+        aux = row_aux(x, metric)
+        batch = min(_RECOMPUTE_BATCH, m)
+        stop = jnp.minimum(k, count + max_steps)
+
+        def step(carry):
+            nn_dist, nn_index, remaining, selected, count = carry
+            if mode == "farthest":
+                chosen = _global_first_argmax(
+                    jnp.where(remaining, nn_dist, -jnp.inf), ids, big, axis
+                )
+            else:
+                chosen = _global_first_argmin(
+                    jnp.where(remaining, nn_dist, jnp.inf), ids, big, axis
+                )
+            remaining = remaining & (ids != chosen)
+            stale = remaining & (nn_index == chosen)
+
+            def refresh(c):
+                nn_dist, nn_index, stale = c
+                (slots,) = jnp.nonzero(stale, size=batch, fill_value=m)
+                real = slots < m
+                local_rows = jnp.minimum(slots, m - 1)
+                rows = jax.lax.all_gather(x[local_rows], axis, tiled=True)  # [P*batch, d]
+                row_ids = jax.lax.all_gather(jnp.where(real, ids[local_rows], -1), axis, tiled=True)
+                rows_aux = row_aux(rows, metric)
+                d, i = _block_nearest(rows, rows_aux, row_ids, x, aux, ids, remaining, metric)
+                dmin = jax.lax.pmin(d, axis)
+                i = jax.lax.pmin(jnp.where(d == dmin, i, big), axis)
+                i = jnp.where(jnp.isfinite(dmin), i, -1)
+                me = jax.lax.axis_index(axis)
+                mine_d = jax.lax.dynamic_slice_in_dim(dmin, me * batch, batch)
+                mine_i = jax.lax.dynamic_slice_in_dim(i, me * batch, batch)
+                nn_dist = nn_dist.at[slots].set(mine_d, mode="drop")
+                nn_index = nn_index.at[slots].set(mine_i, mode="drop")
+                stale = stale.at[slots].set(False, mode="drop")
+                return nn_dist, nn_index, stale
+
+            nn_dist, nn_index, _ = jax.lax.while_loop(
+                lambda c: jax.lax.psum(jnp.sum(c[2], dtype=jnp.int32), axis) > 0,
+                refresh,
+                (nn_dist, nn_index, stale),
+            )
+            selected = selected.at[count].set(chosen.astype(jnp.int32))
+            return nn_dist, nn_index, remaining, selected, count + 1
+
+        return jax.lax.while_loop(
+            lambda c: c[4] < stop, step, (nn_dist, nn_index, remaining, selected, count)
+        )
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis), P(axis), P(axis), P(), P(), P(axis, None), P()),
+        out_specs=(P(axis), P(axis), P(axis), P(), P()),
+        check_vma=False,
+    )
+    return fn(nn_dist, nn_index, remaining, selected, count, xs, max_steps)
+
+
+def sharded_greedy_select(
+    x, k: int, *, mesh, mode: str, metric: str = "euclidean", block_size=None
+) -> jax.Array:
+    """``farthest_point`` / ``closest_point`` on ``mesh`` (arguments validated by the caller)."""
+    n = x.shape[0]
+    xs = shard_rows(x, mesh)
+    nn_dist, nn_index, remaining = _greedy_init(
+        xs, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size
+    )
+    selected = _replicate(np.full((k,), -1, np.int32), mesh)
+    count = _replicate(np.int32(0), mesh)
+    steps = _replicate(np.int32(k), mesh)
+    out = _greedy_run(
+        nn_dist,
+        nn_index,
+        remaining,
+        selected,
+        count,
+        xs,
+        steps,
+        mesh=mesh,
+        n=n,
+        mode=mode,
+        metric=metric,
+    )
+    return out[3]

@@ -5,7 +5,8 @@ The device count must be fixed before JAX initialises, so each device count is i
 usage: python _sharded_worker.py DEVICES TASK [ARGS...]  -> prints one JSON line (last line)
 
 Tasks:
-  equal                     sharded vs single-device indices over many cases -> list of failures
+  equal                     sharded vs single-device k-center indices over many cases -> failures
+  greedy_equal              the same for farthest / closest point
   retrace                   compile counts of the sharded programs
   memory N D                compiled per-device temporaries of the sharded run vs x's bytes
   ckpt_save DIR STEPS MESH  runs k-center for STEPS steps (MESH 1: on all devices, 0: no mesh),
@@ -68,7 +69,7 @@ def _cases():
         yield f"duplicates {metric}", dup, 30, metric, None
         yield f"duplicates {metric} anchors", dup, 30, metric, base[:2] + 0.25
     # Small integers: many exact ties in distance, not only between identical rows.
-    for trial in range(3):
+    for trial in range(2):
         n = int(rng.integers(9, 60))
         x = _ints(rng, n, int(rng.integers(1, 5)))
         for metric in METRICS:
@@ -130,6 +131,39 @@ def task_equal():
     return {"cases": count, "failures": [str(f) for f in failures]}
 
 
+def _greedy_cases():
+    """Integer data (every distance exact in float32, so bit-identical whatever the order of
+    the arithmetic), sizes not divisible by 8, duplicates on different shards; random floats for
+    farthest point (closest point on random floats: see kernels/sharding.py)."""
+    rng = np.random.default_rng(5)
+    for trial in range(2):
+        n = int(rng.integers(20, 60))
+        x = _ints(rng, n, int(rng.integers(2, 5)))
+        for metric in METRICS:
+            for mode in ("farthest", "closest"):
+                yield f"ints#{trial} n={n} {metric} {mode}", x, n // 2, metric, mode, None
+    dup = np.concatenate([_ints(rng, 6, 3)] * 6)
+    for metric in METRICS:
+        for mode in ("farthest", "closest"):
+            yield f"duplicates {metric} {mode}", dup, 30, metric, mode, 4
+    for n, metric in ((37, "euclidean"), (64, "cosine")):
+        x = rng.normal(loc=1.0, size=(n, 6)).astype(np.float32)
+        yield f"float n={n} {metric} farthest", x, 20, metric, "farthest", None
+
+
+def task_greedy_equal():
+    mesh = gk.make_mesh()
+    failures, count = [], 0
+    for name, x, k, metric, mode, block in _greedy_cases():
+        fn = gk.farthest_point if mode == "farthest" else gk.closest_point
+        want = np.asarray(fn(x, k, metric=metric, block_size=block)).tolist()
+        got = np.asarray(fn(x, k, metric=metric, block_size=block, mesh=mesh)).tolist()
+        count += 1
+        if got != want:
+            failures.append({"case": name, "want": want, "got": got})
+    return {"cases": count, "failures": [str(f) for f in failures]}
+
+
 def task_retrace():
     mesh = gk.make_mesh()
     rng = np.random.default_rng(2)
@@ -158,6 +192,16 @@ def task_memory(n, d):
         out[f"run_{metric}"] = run.compile().memory_analysis().temp_size_in_bytes
         init = sharding._init.lower(xs, None, mesh=mesh, n=n, k=100, metric=metric, block_size=None)
         out[f"init_{metric}"] = init.compile().memory_analysis().temp_size_in_bytes
+    flags = jax.ShapeDtypeStruct((rows,), jnp.bool_, sharding=row_sharded)
+    ints = jax.ShapeDtypeStruct((rows,), jnp.int32, sharding=row_sharded)
+    run = sharding._greedy_run.lower(
+        md, ints, flags, sel, scalar, xs, scalar, mesh=mesh, n=n, mode="farthest", metric="cosine"
+    )
+    out["greedy_run"] = run.compile().memory_analysis().temp_size_in_bytes
+    init = sharding._greedy_init.lower(
+        xs, mesh=mesh, n=n, k=100, metric="euclidean", block_size=256
+    )
+    out["greedy_init"] = init.compile().memory_analysis().temp_size_in_bytes
     return out
 
 
@@ -201,6 +245,8 @@ def task_ckpt_resume(path, use_mesh):
 
 if TASK == "equal":
     result = task_equal()
+elif TASK == "greedy_equal":
+    result = task_greedy_equal()
 elif TASK == "retrace":
     result = task_retrace()
 elif TASK == "memory":

@@ -34,6 +34,14 @@ def test_sharded_k_center_equals_single_device_exactly():
     assert r["failures"] == []
 
 
+def test_sharded_farthest_and_closest_point_equal_single_device_exactly():
+    """Integer data (exact distances) with n not divisible by 8, every metric, both modes,
+    duplicates on different shards, a small block size; random floats for farthest point."""
+    r = _worker(8, "greedy_equal")
+    assert r["cases"] > 15
+    assert r["failures"] == []
+
+
 def test_sharded_programs_compile_once_per_shape():
     r = _worker(8, "retrace")
     assert r == {"init": 1, "run": 1}, r
@@ -50,6 +58,11 @@ def test_sharded_temporaries_are_o_n_over_p_never_x():
         assert r[f"run_{metric}"] < 0.1 * local, r
         assert r[f"init_{metric}"] < 0.1 * local + 4 * (1 << 20) * 4, r
         assert r[f"init_{metric}"] < full / 4, r
+    # Farthest point: the distance blocks of the single-device kernel ([batch, N] for the
+    # recompute, [block, N / P] here for the ring), plus the visiting row block of the ring.
+    m = n // r["devices"]
+    assert r["greedy_run"] < 1.2 * (r["devices"] * 16) * m * 4 + local, r
+    assert r["greedy_init"] < 1.2 * 256 * m * 4 + 3 * local, r
 
 
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
