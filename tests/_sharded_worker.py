@@ -173,7 +173,14 @@ def task_retrace():
         for chunk in (1, 2, 3):  # new chunk sizes: traced, no recompile
             state = gk.kcenter_run(state, x, max_steps=chunk, mesh=mesh)
         gk.greedy_k_center(x, 10, mesh=mesh)
-    return {"init": sharding._init._cache_size(), "run": sharding._run._cache_size()}
+        gk.farthest_point(x, 10, mesh=mesh)
+        gk.closest_point(x, 10, mesh=mesh)
+    return {
+        "init": sharding._init._cache_size(),
+        "run": sharding._run._cache_size(),
+        "greedy_init": sharding._greedy_init._cache_size(),
+        "greedy_run": sharding._greedy_run._cache_size(),  # one per mode
+    }
 
 
 def task_memory(n, d):

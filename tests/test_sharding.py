@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import numpy as np
 import pytest
+
+from goldener_jax import kernels as gk
 
 WORKER = Path(__file__).with_name("_sharded_worker.py")
 
@@ -44,7 +48,7 @@ def test_sharded_farthest_and_closest_point_equal_single_device_exactly():
 
 def test_sharded_programs_compile_once_per_shape():
     r = _worker(8, "retrace")
-    assert r == {"init": 1, "run": 1}, r
+    assert r == {"init": 1, "run": 1, "greedy_init": 1, "greedy_run": 2}, r
 
 
 def test_sharded_temporaries_are_o_n_over_p_never_x():
@@ -79,3 +83,20 @@ def test_checkpoint_moves_between_device_counts(tmp_path, monkeypatch, metric):
     saved = _worker(1, "ckpt_save", tmp_path / "from1", 9, 0)
     resumed = _worker(8, "ckpt_resume", tmp_path / "from1", 1)
     assert resumed == {"restored_step": 9, "final": saved["single"]}
+
+
+def test_one_device_mesh_in_process_and_clear_errors():
+    """This process has one device: a mesh of it runs the sharded programs in-process."""
+    x = np.random.default_rng(0).normal(size=(21, 3)).astype(np.float32)
+    mesh = gk.make_mesh()
+    assert gk.greedy_k_center(x, 7, mesh=mesh).tolist() == gk.greedy_k_center(x, 7).tolist()
+    assert gk.farthest_point(x, 7, mesh=mesh).tolist() == gk.farthest_point(x, 7).tolist()
+    state = gk.kcenter_init(x, 7, mesh=mesh, anchors=x[:2] + 0.5)
+    assert state.min_dist.shape == (21,)
+    with pytest.raises(TypeError, match="jax.sharding.Mesh"):
+        gk.greedy_k_center(x, 3, mesh="data")
+    two_d = jax.sharding.Mesh(np.asarray(jax.devices()[:1]).reshape(1, 1), ("a", "b"))
+    with pytest.raises(ValueError, match="1-D"):
+        gk.greedy_k_center(x, 3, mesh=two_d)
+    with pytest.raises(ValueError, match="state was made for 21 points"):
+        gk.kcenter_run(state, x[:20], mesh=mesh)
