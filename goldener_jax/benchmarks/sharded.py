@@ -1,4 +1,4 @@
-"""Sharded vs single-device greedy k-center on fake CPU devices: the overhead of sharding.
+"""Sharded vs single-device kernels on fake CPU devices: the overhead of sharding.
 
 The fake devices (``--xla_force_host_platform_device_count``) share this machine's cores and
 memory, so the sharded run cannot be faster here: what it shows is the cost of the shard_map
@@ -27,6 +27,12 @@ DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def add_arguments(parser) -> None:
+    parser.add_argument(
+        "--kernel",
+        choices=["kcenter", "farthest", "closest"],
+        default="kcenter",
+        help="greedy k-center, or farthest / closest point (O(N^2 d): use a smaller --n)",
+    )
     parser.add_argument("--n", type=int, default=200_000, help="points")
     parser.add_argument("--d", type=int, default=128, help="dimensions")
     parser.add_argument("--k", type=int, default=100, help="centers to select")
@@ -40,7 +46,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-_ARGS = ("n", "d", "k", "dtype", "metric", "devices", "meshes", "repeats", "seed")
+_ARGS = ("kernel", "n", "d", "k", "dtype", "metric", "devices", "meshes", "repeats", "seed")
 
 
 def _in_subprocess(args) -> dict:
@@ -75,8 +81,14 @@ def _measure(args) -> dict:
     x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32).astype(dtype)
     x = jax.device_put(x, jax.devices()[0]).block_until_ready()
 
+    kernel = {
+        "kcenter": gk.greedy_k_center,
+        "farthest": gk.farthest_point,
+        "closest": gk.closest_point,
+    }[args.kernel]
+
     def single():
-        return gk.greedy_k_center(x, k, metric=args.metric).block_until_ready()
+        return kernel(x, k, metric=args.metric).block_until_ready()
 
     t0 = time.perf_counter()
     want = np.asarray(single())
@@ -90,7 +102,7 @@ def _measure(args) -> dict:
         xs.block_until_ready()
 
         def sharded(xs=xs, mesh=mesh):
-            return gk.greedy_k_center(xs, k, metric=args.metric, mesh=mesh).block_until_ready()
+            return kernel(xs, k, metric=args.metric, mesh=mesh).block_until_ready()
 
         t0 = time.perf_counter()
         got = np.asarray(sharded())
@@ -109,6 +121,7 @@ def _measure(args) -> dict:
         del xs
     return {
         "benchmark": "sharded",
+        "kernel": args.kernel,
         "n": n,
         "d": d,
         "k": k,
@@ -126,7 +139,7 @@ def _measure(args) -> dict:
 def _print(r: dict) -> None:
     m = r["machine"]
     print(
-        f"sharded greedy k-center  n={r['n']:,} d={r['d']} k={r['k']} dtype={r['dtype']} "
+        f"sharded {r['kernel']}  n={r['n']:,} d={r['d']} k={r['k']} dtype={r['dtype']} "
         f"metric={r['metric']}  on {r['fake_devices']} fake CPU devices"
     )
     print(
