@@ -247,6 +247,14 @@ class _Data:
     label_names: list | None
     unit: np.ndarray | None  # [S] compact group id, or None (each sample its own unit)
     fingerprint: dict
+    x_dev: jax.Array | None = None  # the same rows on the device, when they are unchanged
+
+    def rows(self, vecs: np.ndarray) -> jax.Array:
+        """Rows ``vecs`` on the device; all of them without a copy when ``vecs`` is every row."""
+        every = vecs.shape[0] == self.x.shape[0] and np.array_equal(vecs, np.arange(vecs.shape[0]))
+        if every and self.x_dev is not None:
+            return self.x_dev
+        return jnp.asarray(self.x[vecs])
 
 
 def _as_key_data(key) -> np.ndarray:
@@ -297,7 +305,8 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
         raise ValueError(f"vectors must be 2-D [n, d], got shape {tuple(x.shape)}")
     # Validated on the device, kept on the host: each task gathers its rows with NumPy (a jnp
     # gather would compile once per chunk shape).
-    x = np.asarray(as_float_matrix(x, "x"))
+    x_dev = as_float_matrix(x, "x")
+    x = np.asarray(x_dev)
     nv = x.shape[0]
     if nv == 0:
         raise ValueError("there are no vectors to select from")
@@ -364,6 +373,7 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
         if not keep_vec.any():
             raise ValueError("exclude_labels removes every sample")
         x = x[np.flatnonzero(keep_vec)]
+        x_dev = None
         sample_ids, vec_sample = np.unique(sample_ids[vec_sample[keep_vec]], return_inverse=True)
         label_matrix = label_matrix[~dead]
         if group_ids is not None:
@@ -374,7 +384,7 @@ def _prepare(store_or_array, labels, groups, sample_idx, exclude_labels) -> _Dat
         if empty:
             raise ValueError(f"label(s) {empty} have no samples; exclude them or fix the labels")
     unit = None if group_ids is None else np.unique(group_ids, return_inverse=True)[1]
-    return _Data(x, vec_sample, sample_ids, label_matrix, label_names, unit, fp)
+    return _Data(x, vec_sample, sample_ids, label_matrix, label_names, unit, fp, x_dev)
 
 
 def _parse_reduce(reduce) -> dict | None:
@@ -395,16 +405,20 @@ def _parse_reduce(reduce) -> dict | None:
     return dict(reduce)
 
 
-def _apply_reduce(x, reduce: dict | None, key) -> np.ndarray:
+def _apply_reduce(data: _Data, reduce: dict | None, key) -> None:
+    """Replaces ``data``'s vectors by their reduction (in place)."""
     if reduce is None:
-        return x
+        return
+    x = data.x_dev if data.x_dev is not None else data.x
     rkey = jax.random.fold_in(key, 0x5EED)
     c = reduce["n_components"]
     if reduce["method"] == "random":
-        return np.asarray(gk.random_projection(x, c, rkey))
-    sample = reduce.get("sample_size")
-    state = gk.pca_fit(x, c, key=rkey if sample else None, sample_size=sample)
-    return np.asarray(gk.pca_transform(state, x))
+        reduced = gk.random_projection(x, c, rkey)
+    else:
+        sample = reduce.get("sample_size")
+        state = gk.pca_fit(x, c, key=rkey if sample else None, sample_size=sample)
+        reduced = gk.pca_transform(state, x)
+    data.x_dev, data.x = reduced, np.asarray(reduced)
 
 
 # --------------------------------------------------------------------------- progress
@@ -604,7 +618,7 @@ class _Engine:
         return vecs
 
     def _compute(self, cand_vecs, k, label_col, t) -> np.ndarray:
-        x = jnp.asarray(self.d.x[cand_vecs])
+        x = self.d.rows(cand_vecs)
         anchor_vecs = self._anchors(label_col)
         anchors = None if anchor_vecs is None else jnp.asarray(self.d.x[anchor_vecs])
         tkey = jax.random.fold_in(self.key, t)
@@ -760,11 +774,11 @@ class _Engine:
 # --------------------------------------------------------------------------- public
 
 
-def _coverage(x, selected_vecs, candidate_vecs, metric) -> float | None:
+def _coverage(data: _Data, selected_vecs, candidate_vecs, metric) -> float | None:
     if selected_vecs.size == 0 or candidate_vecs.size == 0:
         return None
     state = gk.kcenter_init(
-        jnp.asarray(x[candidate_vecs]), 0, metric=metric, anchors=jnp.asarray(x[selected_vecs])
+        data.rows(candidate_vecs), 0, metric=metric, anchors=data.rows(selected_vecs)
     )
     return float(gk.kcenter_coverage_radius(state, metric=metric))
 
@@ -848,7 +862,7 @@ def _select(
             np.isin(data.vec_sample, np.concatenate([chosen, anchor_samples]))
         )
         cand_vecs = np.flatnonzero((alive | (rank >= 0))[data.vec_sample])
-        radius = _coverage(data.x, sel_vecs, cand_vecs, options.get("metric", "euclidean"))
+        radius = _coverage(data, sel_vecs, cand_vecs, options.get("metric", "euclidean"))
     return Selection(
         indices=data.sample_ids[chosen].astype(np.int64),
         label_counts=label_counts,
@@ -944,7 +958,7 @@ def select(
     red = _parse_reduce(reduce)
     data = _prepare(store_or_array, labels, groups, sample_idx, exclude_labels)
     anchor_samples = _anchor_samples(anchors, data)
-    data.x = _apply_reduce(data.x, red, key)
+    _apply_reduce(data, red, key)
     alive = np.ones(data.sample_ids.shape[0], bool)
     alive[anchor_samples] = False
     options = {"metric": metric, **dict(method_options or {})}

@@ -211,7 +211,7 @@ def split(
     if red is not None:
         from goldener_jax.select import _apply_reduce
 
-        data.x = _apply_reduce(data.x, red, key)
+        _apply_reduce(data, red, key)
     options = {"metric": metric, **dict(method_options or {})}
     alive = np.ones(num_samples, bool)
     assignment = np.full(num_samples, -1, np.int32)
