@@ -114,6 +114,18 @@ def main():
         # One writer for the shared manifest.
         manifest_path=None if PROC == 0 else False,
     )
+    # Lower level: each process reads only its own devices' rows of the store into the sharded
+    # k-center (no process holds all the vectors); the reference reads them whole.
+    if NPROC:
+        from goldener_jax.kernels import sharding
+
+        mesh = gk.make_mesh()
+        xs = gk.shard_rows(store.vectors, mesh)
+        state, xs = sharding.sharded_kcenter_init(xs, 20, mesh=mesh, n=store.num_rows)
+        state = sharding.sharded_kcenter_run(state, xs, 20, mesh=mesh)
+        from_store = np.asarray(state.selected).tolist()
+    else:
+        from_store = np.asarray(gk.greedy_k_center(store.vectors.read().result(), 20)).tolist()
     done = store.done_batches()
     print(
         json.dumps(
@@ -125,6 +137,7 @@ def main():
                 "first_run_count": FIRST_RUN_COUNT[0] if FIRST_RUN_COUNT else None,
                 "num_batches": int(done.size),
                 "split": {k: [int(i) for i in v] for k, v in result.items()},
+                "kcenter_from_store": from_store,
             }
         )
     )

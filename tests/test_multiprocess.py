@@ -1,6 +1,7 @@
 """Two real JAX processes on 127.0.0.1 (gloo CPU collectives), 2 CPU devices each: describe ->
 split with the row-sharded k-center over the 4 global devices equals the single-process,
-single-device result; a process SIGKILLed mid-split, then both restarted, resume and finish with
+single-device result, and so does a k-center whose processes each read only their own rows of
+the store; a process SIGKILLed mid-split, then both restarted, resume and finish with
 the same result."""
 
 import json
@@ -53,7 +54,7 @@ def _run_pair(workdir: Path) -> list[dict]:
 def reference(tmp_path_factory) -> dict:
     r = _result(_start(0, 0, 0, tmp_path_factory.mktemp("single")))
     assert r["devices"] == 1
-    return r["split"]
+    return r
 
 
 def test_two_processes_equal_single_process(tmp_path, reference):
@@ -62,10 +63,11 @@ def test_two_processes_equal_single_process(tmp_path, reference):
         assert r["proc"] == proc and r["devices"] == 4 and r["local_devices"] == 2
         assert r["batches_done"] == r["num_batches"]
         assert r["first_run_count"] == 1  # a fresh start: only the seed before the first run
-        assert r["split"] == reference
+        assert r["split"] == reference["split"]
+        assert r["kcenter_from_store"] == reference["kcenter_from_store"]
     # One writer for the shared outputs: the split manifest, by process 0.
     manifest = json.loads((tmp_path / "store.split.json").read_text())
-    assert manifest["indices"] == reference
+    assert manifest["indices"] == reference["split"]
 
 
 def test_kill_one_process_mid_split_then_restart_both(tmp_path, reference):
@@ -86,6 +88,6 @@ def test_kill_one_process_mid_split_then_restart_both(tmp_path, reference):
 
     results = _run_pair(tmp_path)
     for r in results:
-        assert r["split"] == reference
+        assert r["split"] == reference["split"]
         # Resumed from the in-flight k-center checkpoint, not from scratch.
         assert r["first_run_count"] > 1, r
