@@ -76,6 +76,7 @@ class SelectionMethod:
 
 
 METHODS: dict[str, SelectionMethod] = {}
+_COVERAGE_PAIRS = 10**10
 # method="auto" resolves through this hook: (num_candidates, count, options) -> method name.
 _AUTO: list[Callable[..., str]] = [lambda n, count, options: "kcenter"]
 
@@ -806,7 +807,7 @@ def _select(
     options,
     ratio_total: int | None = None,
     base_config: dict,
-    coverage: bool,
+    coverage: bool | None,
     on_task=None,
 ) -> Selection:
     num_alive = int(np.count_nonzero(alive))
@@ -857,6 +858,9 @@ def _select(
             for j, name in enumerate(data.label_names)
         }
     radius = None
+    if coverage is None:
+        pairs = int(np.count_nonzero((alive | (rank >= 0))[data.vec_sample])) * max(1, len(chosen))
+        coverage = pairs <= _COVERAGE_PAIRS
     if coverage:
         sel_vecs = np.flatnonzero(
             np.isin(data.vec_sample, np.concatenate([chosen, anchor_samples]))
@@ -913,7 +917,7 @@ def select(
     checkpoint_dir=None,
     checkpoint_every: int = 100,
     method_options: Mapping | None = None,
-    coverage: bool = True,
+    coverage: bool | None = None,
 ) -> Selection:
     """Chooses ``size`` samples to label / keep, from the vectors describing them.
 
@@ -942,14 +946,14 @@ def select(
       checkpoint_every: kernel steps between in-flight checkpoints.
       method_options: options of the method (e.g. ``{"num_samples": 100000}`` for zcore,
         ``{"kernel": "rbf", "length_scale": 1.0}`` for herding).
-      coverage: compute the coverage radius (one blocked pass of candidates x selected).
+      coverage: compute the coverage radius (a blocked pass over candidates x selected vectors);
+        ``None`` (default): only when that is at most 1e10 pairs.
 
     Returns:
       A :class:`Selection`.
     """
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
-    gk.METRICS  # noqa: B018
     if metric not in gk.METRICS:
         raise ValueError(f"metric must be one of {gk.METRICS}, got {metric!r}")
     _check_chunk(chunk_size, max_anchors, checkpoint_every)
