@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -122,13 +123,16 @@ class Checkpointer:
                     step, args=ocp.args.Composite(config=ocp.args.JsonRestore())
                 ).config
             except Exception as e:  # Orbax raises several types for unreadable items
-                if overwrite:
-                    self._manager.delete(step)
-                    continue
-                raise CheckpointMismatchError(
-                    f"checkpoint {step} in {self.path!r} has no readable config ({e}); "
-                    "pass overwrite=True to start over"
-                ) from e
+                # Debris of a process killed mid-way, most often while Orbax was deleting an
+                # old step past `keep` (it removes files one by one): not a checkpoint to resume
+                # from. Dropping it costs at most the steps since the previous checkpoint.
+                warnings.warn(
+                    f"checkpoint {step} in {self.path!r} is incomplete ({e}); removing it",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                self._manager.delete(step)
+                continue
             if saved != self.config:
                 if overwrite:
                     self._manager.delete(step)

@@ -136,3 +136,25 @@ def test_bad_arguments(tmp_path):
         Checkpointer(tmp_path / "a", {"f": object()}, every_steps=1)
     with pytest.raises(ValueError, match="keep"):
         Checkpointer(tmp_path / "a", CONFIG, every_steps=1, keep=0)
+
+
+def test_a_step_left_half_deleted_by_a_kill_is_dropped_not_fatal(tmp_path):
+    """SIGKILL while Orbax removes a step past `keep` leaves a directory with only some items;
+    reopening must fall back to the complete checkpoints (seen in the select crash test)."""
+    import shutil
+
+    path = str(tmp_path / "ck")
+    state = {"a": np.arange(4, dtype=np.int32)}
+    with Checkpointer(path, config={"k": 1}, every_steps=1, keep=3) as ckpt:
+        for step in (1, 2, 3):
+            ckpt.save(step, {"a": state["a"] + step})
+    step_dir = tmp_path / "ck" / "1"
+    shutil.rmtree(step_dir / "config")
+    (step_dir / "_CHECKPOINT_METADATA").unlink(missing_ok=True)
+    (step_dir / "commit_success.txt").unlink(missing_ok=True)
+    with pytest.warns(RuntimeWarning, match="checkpoint 1 .* is incomplete"):
+        ckpt = Checkpointer(path, config={"k": 1}, every_steps=1, keep=3)
+    with ckpt:
+        restored, step = ckpt.restore(state)
+        assert step == 3 and ckpt.all_steps() == [2, 3]
+        np.testing.assert_array_equal(restored["a"], state["a"] + 3)
