@@ -30,6 +30,17 @@ from .kcenter import (
     kcenter_run,
     kcenter_step,
 )
+from .kmeans import (
+    KMeansState,
+    kmeans,
+    kmeans_assign,
+    kmeans_init,
+    kmeans_medoids,
+    kmeans_plusplus,
+    kmeans_run,
+    typical_points,
+    typicality,
+)
 from .reduce import (
     PCAState,
     gaussian_projection_matrix,
@@ -76,6 +87,15 @@ __all__ = [
     "herding_step",
     "kernel_herding",
     "median_length_scale",
+    "KMeansState",
+    "kmeans",
+    "kmeans_assign",
+    "kmeans_init",
+    "kmeans_medoids",
+    "kmeans_plusplus",
+    "kmeans_run",
+    "typical_points",
+    "typicality",
     "PCAState",
     "gaussian_projection_matrix",
     "pca_fit",

@@ -1,0 +1,216 @@
+"""k-means, medoids and typicality against NumPy brute-force references."""
+
+import jax
+import numpy as np
+import pytest
+
+from goldener_jax import kernels as gk
+
+KEY = jax.random.key(3)
+
+
+# --------------------------------------------------------------------------- NumPy references
+
+
+def plusplus_ref(x, k, key):
+    """k-means++ with the kernel's documented draws (uniforms from fold_in(key, t))."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    first = int(jax.random.randint(jax.random.fold_in(key, 0), (), 0, n))
+    seeds = [first]
+    min_d = ((x - x[first]) ** 2).sum(1)
+    taken = np.zeros(n, bool)
+    taken[first] = True
+    for t in range(1, k):
+        w = np.where(taken, 0.0, min_d)
+        cum = np.cumsum(w)
+        u = float(jax.random.uniform(jax.random.fold_in(key, t), (), np.float32))
+        hit = (cum > u * cum[-1]) & ~taken if cum[-1] > 0 else ~taken
+        i = int(np.flatnonzero(hit)[0])
+        seeds.append(i)
+        taken[i] = True
+        min_d = np.minimum(min_d, ((x - x[i]) ** 2).sum(1))
+    return seeds
+
+
+def lloyd_ref(x, seeds, num_iters):
+    x = np.asarray(x, np.float64)
+    c = x[seeds].copy()
+    prev = np.full(x.shape[0], -1)
+    changed = True
+    for _ in range(num_iters):
+        if not changed:
+            break
+        a = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+        changed = bool((a != prev).any())
+        for j in range(len(seeds)):
+            if (a == j).any():
+                c[j] = x[a == j].mean(0)
+        prev = a
+    return c, ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+
+
+def round_robin_ref(assignment, score, k, num_picks, min_size):
+    size = np.bincount(assignment, minlength=k)
+    got = np.zeros(k, int)
+    taken = np.zeros(len(assignment), bool)
+    picks = []
+    for _ in range(num_picks):
+        cands = [c for c in range(k) if ((assignment == c) & ~taken).any()]
+        c = min(cands, key=lambda c: (size[c] < min_size, got[c], -size[c], c))
+        members = np.flatnonzero((assignment == c) & ~taken)
+        best = members[score[members] == score[members].max()][0]
+        picks.append(int(best))
+        taken[best] = True
+        got[c] += 1
+    return picks
+
+
+def typicality_ref(x, assignment, m):
+    x = np.asarray(x, np.float64)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    out = np.zeros(len(x))
+    for i in range(len(x)):
+        others = np.flatnonzero((assignment == assignment[i]) & (np.arange(len(x)) != i))
+        near = np.sort(d[i, others])[:m]
+        mean = near.mean() if near.size else 0.0
+        out[i] = np.inf if mean == 0 else 1.0 / mean
+    return out
+
+
+def _blobs(n=96, d=3, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=6.0, size=(k, d))
+    return (centres[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+# --------------------------------------------------------------------------- k-means
+
+
+def test_seeding_matches_reference_on_exact_arithmetic():
+    x = np.random.default_rng(1).integers(-4, 5, size=(64, 3)).astype(np.float32)
+    for seed in range(4):
+        key = jax.random.key(seed)
+        got = [int(i) for i in gk.kmeans_plusplus(x, 9, key)]
+        assert got == plusplus_ref(x, 9, key)
+        assert len(set(got)) == 9
+
+
+def test_seeding_with_duplicates_stays_distinct():
+    x = np.zeros((6, 2), np.float32)
+    assert sorted(int(i) for i in gk.kmeans_plusplus(x, 6, KEY)) == list(range(6))
+
+
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_kmeans_matches_numpy_lloyd_from_the_same_seeds(block_size):
+    x = _blobs()
+    for k, iters in ((4, 100), (7, 3)):
+        cent, assign = gk.kmeans(x, k, KEY, num_iters=iters, block_size=block_size)
+        seeds = [int(i) for i in gk.kmeans_plusplus(x, k, KEY)]
+        ref_c, ref_a = lloyd_ref(x, seeds, iters)
+        np.testing.assert_allclose(np.asarray(cent), ref_c, atol=1e-4)
+        np.testing.assert_array_equal(np.asarray(assign), ref_a)
+
+
+def test_kmeans_is_deterministic_and_jit_equals_no_jit():
+    x = _blobs(seed=2)
+    c1, a1 = gk.kmeans(x, 5, KEY)
+    c2, a2 = gk.kmeans(x, 5, KEY)
+    np.testing.assert_array_equal(np.asarray(c1), np.asarray(c2))
+    np.testing.assert_array_equal(np.asarray(a1), np.asarray(a2))
+    cj, aj = jax.jit(lambda x, key: gk.kmeans(x, 5, key))(x, KEY)
+    np.testing.assert_allclose(np.asarray(cj), np.asarray(c1), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(aj), np.asarray(a1))
+
+
+def test_chunked_run_equals_one_run():
+    x = _blobs(seed=4)
+    state = gk.kmeans_init(x, 6, KEY)
+    whole = gk.kmeans_run(state, x, num_iters=20)
+    s = state
+    for _ in range(25):
+        s = gk.kmeans_run(s, x, num_iters=20, max_steps=1)
+    for a, b in zip(whole, s, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(whole.iteration) <= 20
+
+
+def test_k_equals_n_and_k_one():
+    x = _blobs(n=10)
+    c, a = gk.kmeans(x, 10, KEY)
+    assert sorted(np.asarray(a).tolist()) == list(range(10))
+    c, a = gk.kmeans(x, 1, KEY)
+    np.testing.assert_allclose(np.asarray(c)[0], x.astype(np.float64).mean(0), atol=1e-5)
+    assert not np.asarray(a).any()
+
+
+def test_bad_inputs_raise_clear_errors():
+    x = _blobs(n=10)
+    with pytest.raises(ValueError, match="n_clusters must be >= 1"):
+        gk.kmeans(x, 0, KEY)
+    with pytest.raises(ValueError, match="larger than the number of points"):
+        gk.kmeans(x, 11, KEY)
+    with pytest.raises(TypeError, match="n_clusters must be an int"):
+        gk.kmeans(x, 2.0, KEY)
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        gk.kmeans(bad, 2, KEY)
+    with pytest.raises(TypeError, match="floating dtype"):
+        gk.kmeans(x.astype(np.int32), 2, KEY)
+    with pytest.raises(TypeError, match="key"):
+        gk.kmeans(x, 2, 0)
+    with pytest.raises(ValueError, match="metric"):
+        gk.kmeans(x, 2, KEY, metric="cosine")
+    with pytest.raises(ValueError, match="num_iters"):
+        gk.kmeans(x, 2, KEY, num_iters=-1)
+    with pytest.raises(ValueError, match="assignment"):
+        gk.kmeans_medoids(x, x[:2], np.zeros(9, np.int32))
+    with pytest.raises(ValueError, match="min_cluster_size"):
+        gk.typical_points(x, x[:2], np.zeros(10, np.int32), min_cluster_size=0)
+
+
+# --------------------------------------------------------------------------- representatives
+
+
+def test_medoids_match_brute_force():
+    x = _blobs(n=80, seed=5)
+    c, a = gk.kmeans(x, 6, KEY)
+    c, a = np.asarray(c), np.asarray(a)
+    got = np.asarray(gk.kmeans_medoids(x, c, a))
+    score = -((x.astype(np.float64) - c[a]) ** 2).sum(1)
+    assert got.tolist() == round_robin_ref(a, score, 6, 6, 1)
+    # The default is plain "nearest member of each cluster", the largest clusters first.
+    nearest = {int(np.flatnonzero(a == j)[np.argmax(score[a == j])]) for j in range(6)}
+    assert set(got.tolist()) == nearest
+
+
+def test_round_robin_skips_small_and_empty_clusters():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 2)).astype(np.float32)
+    a = np.array([0] * 12 + [1] * 2 + [3] * 16, np.int32)  # cluster 2 empty, 1 small
+    c = np.stack([x[a == j].mean(0) if (a == j).any() else np.zeros(2) for j in range(4)])
+    score = -((x.astype(np.float64) - c[a]) ** 2).sum(1)
+    for picks, min_size in ((4, 1), (4, 5), (7, 5), (30, 5)):
+        got = np.asarray(gk.kmeans_medoids(x, c, a, num_picks=picks, min_cluster_size=min_size))
+        assert got.tolist() == round_robin_ref(a, score, 4, picks, min_size)
+        assert len(set(got.tolist())) == picks
+
+
+def test_typicality_and_typical_points_match_brute_force():
+    x = _blobs(n=60, seed=6)
+    c, a = gk.kmeans(x, 5, KEY)
+    a = np.asarray(a)
+    for m in (1, 4, 20):
+        typ = np.asarray(gk.typicality(x, a, num_neighbors=m, block_size=16))
+        # product-form distances: rounding of order eps * |x|^2 for close pairs
+        np.testing.assert_allclose(typ, typicality_ref(x, a, m), rtol=2e-3)
+    got = np.asarray(gk.typical_points(x, c, a, num_neighbors=4, block_size=16))
+    typ = np.asarray(gk.typicality(x, a, num_neighbors=4))
+    assert got.tolist() == round_robin_ref(a, typ, 5, 5, 1)
+
+
+def test_typicality_of_singletons_and_duplicates_is_inf():
+    x = np.array([[0, 0], [0, 0], [5, 5], [9, 9]], np.float32)
+    typ = np.asarray(gk.typicality(x, np.array([0, 0, 1, 2])))
+    assert np.isinf(typ).all()
