@@ -83,3 +83,24 @@ def check_block_size(block_size) -> int | None:
     if block_size < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     return int(block_size)
+
+
+def check_run_args(x, state_points: int, k: int, max_steps) -> tuple[jax.Array, jax.Array]:
+    """Validates the arguments of a ``*_run(state, x, max_steps=...)``: ``x`` fits the state,
+    ``max_steps`` is ``None`` (run to ``k``) or an int >= 0. Returns ``(x, max_steps)``, the
+    latter as an int32 array, so that changing it never recompiles."""
+    x = as_float_matrix(x, "x")
+    if state_points != x.shape[0]:
+        raise ValueError(
+            f"state was made for {state_points} points but x has shape {tuple(x.shape)}"
+        )
+    if max_steps is None:
+        max_steps = k
+    elif is_concrete(max_steps) and (
+        isinstance(max_steps, bool)
+        or not isinstance(max_steps, (int, np.integer, np.ndarray, jax.Array))
+        or np.ndim(max_steps) != 0
+        or int(max_steps) < 0
+    ):
+        raise ValueError(f"max_steps must be an int >= 0 or None, got {max_steps!r}")
+    return x, jnp.asarray(max_steps, jnp.int32)

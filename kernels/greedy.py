@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_matrix, check_block_size, check_k, check_metric
+from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_run_args
 from .distance import (
     auto_block,
     block_rank_distances,
@@ -167,16 +167,10 @@ def greedy_run(
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     check_metric(metric)
-    x = as_float_matrix(x, "x")
-    if state.nn_dist.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"state was made for {state.nn_dist.shape[0]} points but x has shape {tuple(x.shape)}"
-        )
-    if max_steps is None:
-        max_steps = state.selected.shape[0]
+    x, max_steps = check_run_args(x, state.nn_dist.shape[0], state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
-    return _run(state, x, jnp.asarray(max_steps, jnp.int32), mode=mode, metric=metric)
+    return _run(state, x, max_steps, mode=mode, metric=metric)
 
 
 def _select(x, k, mode, metric, block_size, mesh=None):

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_matrix, check_block_size, check_k
+from ._checks import as_float_matrix, check_block_size, check_k, check_run_args
 from .distance import auto_block, block_rank_distances, first_argmax, fold_row_blocks, row_aux
 
 __all__ = [
@@ -157,21 +157,10 @@ def herding_run(
     """Continues ``state`` until it holds ``k`` points, or for at most ``max_steps`` more
     (traced: chunked runs do not recompile and equal one run exactly)."""
     length_scale = _check_kernel(kernel, length_scale)
-    x = as_float_matrix(x, "x")
-    if state.mean_kernel.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"state was made for {state.mean_kernel.shape[0]} points but x has shape "
-            f"{tuple(x.shape)}"
-        )
-    if max_steps is None:
-        max_steps = state.selected.shape[0]
-    if isinstance(max_steps, int) and max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    x, max_steps = check_run_args(x, state.mean_kernel.shape[0], state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
-    return _run(
-        state, x, jnp.asarray(max_steps, jnp.int32), kernel=kernel, length_scale=length_scale
-    )
+    return _run(state, x, max_steps, kernel=kernel, length_scale=length_scale)
 
 
 def herding_step(

@@ -23,7 +23,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_same_width
+from ._checks import (
+    as_float_matrix,
+    check_block_size,
+    check_k,
+    check_metric,
+    check_run_args,
+    check_same_width,
+)
 from .distance import (
     ROW_BLOCK_BUDGET,
     PointStats,
@@ -226,22 +233,14 @@ def kcenter_run(
     the rows are sharded over its devices; a state from any device count (or none) continues.
     """
     check_metric(metric)
-    x = as_float_matrix(x, "x")
-    if state.min_dist.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"state was made for {state.min_dist.shape[0]} points but x has shape {tuple(x.shape)}"
-        )
-    if max_steps is None:
-        max_steps = state.selected.shape[0]
-    if isinstance(max_steps, int) and max_steps < 0:
-        raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    x, max_steps = check_run_args(x, state.min_dist.shape[0], state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     if mesh is not None:
         from .sharding import sharded_kcenter_run
 
         return sharded_kcenter_run(state, x, max_steps, mesh=mesh, metric=metric)
-    return _run(state, x, jnp.asarray(max_steps, jnp.int32), metric=metric)
+    return _run(state, x, max_steps, metric=metric)
 
 
 def kcenter_coverage_radius(state: KCenterState, *, metric: str = "euclidean") -> jax.Array:

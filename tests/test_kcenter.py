@@ -192,3 +192,18 @@ def test_state_fields():
 def test_bad_input(args, kwargs, error, match):
     with pytest.raises(error, match=match):
         gk.greedy_k_center(*args, **kwargs)
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_run_rejects_bad_max_steps(bad):
+    x = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+    with pytest.raises(ValueError, match="max_steps must be an int >= 0 or None"):
+        gk.kcenter_run(gk.kcenter_init(x, 3), x, max_steps=bad)
+    with pytest.raises(ValueError, match="max_steps must be an int >= 0 or None"):
+        gk.greedy_run(gk.greedy_init(x, 3), x, max_steps=bad)
+
+
+def test_run_rejects_a_state_of_another_size():
+    x = np.zeros((10, 2), np.float32)
+    with pytest.raises(ValueError, match="state was made for 10 points but x has shape \\(9, 2\\)"):
+        gk.kcenter_run(gk.kcenter_init(x, 3), x[:9])

@@ -71,27 +71,25 @@ def read_bandwidth(x: jax.Array, repeats: int = 5, reads: int = 10) -> float:
     return reads * x.size * x.dtype.itemsize / float(np.median(times))
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process since the last ``reset_peak_rss`` (Linux)."""
+def _proc_status_bytes(field: str) -> int:
+    """A memory field of ``/proc/self/status`` (``VmHWM``, ``VmRSS``) in bytes; -1 elsewhere."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return -1
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process since the last ``reset_peak_rss`` (Linux)."""
+    return _proc_status_bytes("VmHWM")
 
 
 def rss_bytes() -> int:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return -1
+    return _proc_status_bytes("VmRSS")
 
 
 def reset_peak_rss() -> bool:
