@@ -15,6 +15,7 @@ key, so a run killed at any point and rerun returns exactly the selection of an 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -79,6 +80,29 @@ METHODS: dict[str, SelectionMethod] = {}
 _COVERAGE_PAIRS = 10**10
 # method="auto" resolves through this hook: (num_candidates, count, options) -> method name.
 _AUTO: list[Callable[..., str]] = [lambda n, count, options: "kcenter"]
+
+
+# Budget-aware rule for method="auto", measured by `goldener-jax bench quality` (see
+# docs/benchmarks.md): representative methods below this fraction of the candidates, ...
+_AUTO_SMALL_BUDGET = 0.1
+
+
+def budget_auto(n: int, count: int, options: Mapping) -> str:
+    """The budget-aware ``method="auto"`` rule: ``(candidate vectors, count, options) -> name``.
+
+    See docs/benchmarks.md ("Selection quality vs random") for the measurements behind it.
+    """
+    return "typiclust" if count <= _AUTO_SMALL_BUDGET * n else "kmeans_medoids"
+
+
+@contextlib.contextmanager
+def with_budget_auto():
+    """Within the block, ``method="auto"`` resolves through :func:`budget_auto`."""
+    _AUTO.append(budget_auto)
+    try:
+        yield
+    finally:
+        _AUTO.remove(budget_auto)
 
 
 def register_method(method: SelectionMethod, *, replace: bool = False) -> None:
@@ -196,7 +220,82 @@ def _random_method() -> SelectionMethod:
     )
 
 
-for _factory in (_kcenter_method, _herding_method, _zcore_method, _random_method):
+def _kmeans_x(x, options):
+    """Rows as k-means sees them: unit rows for the cosine metric (spherical k-means)."""
+    if options.get("metric", "euclidean") == "cosine":
+        xf = jnp.asarray(x, jnp.float32)
+        norm = jnp.sqrt(jnp.sum(xf * xf, axis=1, keepdims=True))
+        return xf / jnp.where(norm > 0, norm, 1.0)
+    return x
+
+
+def _representative_method(name: str, pick) -> SelectionMethod:
+    """k-means with k = the task's quota (k-means++ seeds from the task key), then one point per
+    cluster chosen by ``pick(x, centroids, assignment, options)``. Steps are Lloyd iterations
+    (``num_iters``, default 100) plus one for the pick."""
+
+    def _iters(options):
+        return int(options.get("num_iters", 100))
+
+    def init(x, k, anchors, key, options):
+        km = gk.kmeans_init(_kmeans_x(x, options), k, key)
+        return {"km": km, "picks": jnp.full((k,), -1, jnp.int32)}
+
+    def run(state, x, max_steps, options):
+        xk = _kmeans_x(x, options)
+        km = state["km"]
+        if not _km_done(km, options):
+            km = gk.kmeans_run(km, xk, num_iters=_iters(options), max_steps=int(max_steps))
+        picks = state["picks"]
+        if _km_done(km, options) and int(picks[0]) < 0:
+            assignment = gk.kmeans_assign(xk, km.centroids)
+            picks = pick(xk, km.centroids, assignment, options)
+        return {"km": km, "picks": picks}
+
+    def _km_done(km, options):
+        return int(km.iteration) >= _iters(options) or not bool(km.changed)
+
+    return SelectionMethod(
+        name=name,
+        init=init,
+        run=run,
+        finished=lambda s: int(s["picks"][0]) >= 0,
+        picks=lambda s: np.asarray(s["picks"]),
+        num_steps=lambda n, k, options: _iters(options) + 1,
+        uses_anchors=False,
+    )
+
+
+def _kmeans_medoids_method() -> SelectionMethod:
+    return _representative_method(
+        "kmeans_medoids",
+        lambda x, c, a, options: gk.kmeans_medoids(
+            x, c, a, min_cluster_size=int(options.get("min_cluster_size", 5))
+        ),
+    )
+
+
+def _typiclust_method() -> SelectionMethod:
+    def pick(x, c, a, options):
+        return gk.typical_points(
+            x,
+            c,
+            a,
+            num_neighbors=int(options.get("num_neighbors", 20)),
+            min_cluster_size=int(options.get("min_cluster_size", 5)),
+        )
+
+    return _representative_method("typiclust", pick)
+
+
+for _factory in (
+    _kcenter_method,
+    _herding_method,
+    _zcore_method,
+    _random_method,
+    _kmeans_medoids_method,
+    _typiclust_method,
+):
     register_method(_factory())
 
 

@@ -16,6 +16,7 @@ BENCHMARKS = {
     "sharded": "sharded",
     "zcore": "zcore",
     "split": "split",
+    "quality": "quality",
 }
 
 

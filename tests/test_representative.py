@@ -1,0 +1,91 @@
+"""Representative selection in ``select`` (k-means medoids, TypiClust) and the budget-aware auto."""
+
+import jax
+import numpy as np
+import pytest
+
+import goldener_jax as gj
+from goldener_jax import kernels as gk
+from goldener_jax.select import _AUTO, budget_auto, with_budget_auto
+
+KEY = jax.random.key(0)
+REPRESENTATIVE = ["kmeans_medoids", "typiclust"]
+
+
+def _mixture(n=400, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(3, d))
+    return centres, (centres[rng.integers(0, 3, n)] + rng.normal(size=(n, d))).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", REPRESENTATIVE)
+def test_select_equals_the_kernels(method):
+    _, x = _mixture(120)
+    sel = gj.select(x, 12, key=KEY, method=method, coverage=False)
+    # One task (no labels, one chunk): k-means from the task key fold_in(key, 0).
+    c, a = gk.kmeans(x, 12, jax.random.fold_in(KEY, 0))
+    if method == "kmeans_medoids":
+        ref = gk.kmeans_medoids(x, c, a, min_cluster_size=5)
+    else:
+        ref = gk.typical_points(x, c, a, num_neighbors=20, min_cluster_size=5)
+    np.testing.assert_array_equal(sel.indices, np.asarray(ref))
+    assert sel.config["method"] == method
+    again = gj.select(x, 12, key=KEY, method=method, coverage=False)
+    np.testing.assert_array_equal(sel.indices, again.indices)
+
+
+@pytest.mark.parametrize("method", REPRESENTATIVE)
+def test_stratified_cosine_and_checkpointed(method, tmp_path):
+    _, x = _mixture(90, seed=1)
+    labels = np.arange(90) % 3
+    sel = gj.select(x, 0.1, key=KEY, method=method, labels=labels, metric="cosine")
+    assert sel.label_counts == {0: 3, 1: 3, 2: 3} and len(set(sel.indices.tolist())) == 9
+    plain = gj.select(x, 9, key=KEY, method=method, coverage=False)
+    ckpt = gj.select(
+        x,
+        9,
+        key=KEY,
+        method=method,
+        coverage=False,
+        checkpoint_dir=tmp_path / "c",
+        checkpoint_every=1,
+    )
+    np.testing.assert_array_equal(plain.indices, ckpt.indices)
+
+
+def test_coverage_methods_include_a_planted_rare_cluster():
+    centres, x = _mixture()
+    rng = np.random.default_rng(5)
+    rare = centres.mean(0) + np.array([30.0, 0, 0, 0]) + rng.normal(scale=0.5, size=(5, 4))
+    x = np.concatenate([x, rare.astype(np.float32)])
+    is_rare = np.arange(len(x)) >= 400
+    for k in (5, 10):
+        sel = gj.select(x, k, key=KEY, method="kcenter", coverage=False)
+        assert is_rare[sel.indices].any()
+
+
+@pytest.mark.parametrize("method", REPRESENTATIVE + ["herding"])
+def test_representative_methods_avoid_planted_outliers(method):
+    _, x = _mixture()
+    rng = np.random.default_rng(7)
+    dirs = rng.normal(size=(6, 4))
+    outliers = 40.0 * dirs / np.linalg.norm(dirs, axis=1, keepdims=True)
+    x = np.concatenate([x, outliers.astype(np.float32)])
+    is_out = np.arange(len(x)) >= 400
+    for k in (5, 20):
+        sel = gj.select(x, k, key=KEY, method=method, coverage=False)
+        assert not is_out[sel.indices].any()
+    # ... whereas k-center, built for coverage, takes them first.
+    assert is_out[gj.select(x, 5, key=KEY, coverage=False).indices].sum() >= 4
+
+
+def test_budget_auto_rule_and_hook():
+    assert budget_auto(1000, 20, {}) == "typiclust"
+    assert budget_auto(1000, 100, {}) == "typiclust"
+    assert budget_auto(1000, 101, {}) == "kmeans_medoids"
+    _, x = _mixture(100)
+    before = list(_AUTO)
+    with with_budget_auto():
+        assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "typiclust"
+        assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kmeans_medoids"
+    assert _AUTO == before
