@@ -80,12 +80,61 @@ def test_representative_methods_avoid_planted_outliers(method):
 
 
 def test_budget_auto_rule_and_hook():
-    assert budget_auto(1000, 20, {}) == "typiclust"
-    assert budget_auto(1000, 100, {}) == "typiclust"
-    assert budget_auto(1000, 101, {}) == "kmeans_medoids"
+    assert budget_auto(1000, 20, {}) == "kmeans_medoids"
+    assert budget_auto(1000, 149, {}) == "kmeans_medoids"
+    assert budget_auto(1000, 150, {}) == "kcenter"
     _, x = _mixture(100)
     before = list(_AUTO)
     with with_budget_auto():
-        assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "typiclust"
-        assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kmeans_medoids"
+        assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
+        assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kcenter"
     assert _AUTO == before
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def test_evaluate_measures_match_brute_force():
+    from goldener_jax import evaluate as ev
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(70, 3)).astype(np.float32)
+    idx = np.array([1, 5, 9, 30, 44, 61])
+    xd = x.astype(np.float64)
+    d = np.sqrt(((xd[:, None] - xd[None]) ** 2).sum(-1))
+    s = idx
+    assert ev.coverage_radius(x, idx) == pytest.approx(d[:, s].min(1).max(), rel=1e-4)
+    energy = 2 * d[s].mean() - d[np.ix_(s, s)].mean() - d.mean()
+    assert ev.energy_distance(x, idx, block_size=8) == pytest.approx(energy, rel=1e-3, abs=1e-5)
+    k = np.exp(-(d**2) / (2 * 1.3**2))
+    mmd = k[np.ix_(s, s)].mean() + k.mean() - 2 * k[s].mean()
+    assert ev.mmd(x, idx, length_scale=1.3, block_size=8) == pytest.approx(mmd, rel=1e-3)
+    labels = np.arange(70) % 2
+    bal = ev.class_balance(labels, idx)
+    assert bal["selected"] == [2, 4] and bal["total"] == [35, 35]
+    assert bal["total_variation"] == pytest.approx(1 / 6)
+    rep = ev.report(x, idx, labels=labels)
+    assert rep["count"] == 6 and "class_balance" in rep
+    # The whole data against itself: every distance is 0.
+    assert ev.mmd(x, np.arange(70)) == pytest.approx(0.0, abs=1e-5)
+    assert ev.energy_distance(x, np.arange(70)) == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(ValueError, match="indices must lie"):
+        ev.mmd(x, np.array([70]))
+    with pytest.raises(ValueError, match="empty"):
+        ev.energy_distance(x, np.array([], np.int64))
+
+
+def test_evaluate_ranks_methods_by_their_objectives():
+    from goldener_jax import evaluate as ev
+
+    _, x = _mixture(300)
+    picks = {
+        m: gj.select(x, 15, key=KEY, method=m, coverage=False).indices
+        for m in ("herding", "kcenter", "kmeans_medoids")
+    }
+    # Herding minimises the MMD, k-center the coverage radius.
+    assert ev.mmd(x, picks["herding"]) < min(
+        ev.mmd(x, picks[m]) for m in ("kcenter", "kmeans_medoids")
+    )
+    radius = {m: ev.coverage_radius(x, p) for m, p in picks.items()}
+    assert radius["kcenter"] == min(radius.values())
