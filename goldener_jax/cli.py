@@ -17,8 +17,16 @@ def _build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on scikit-learn's bundled digits")
-    demo.add_argument("--budget", type=float, default=0.05, help="fraction of the pool to select")
-    demo.add_argument("--seeds", type=int, default=5, help="random baselines to compare with")
+    demo.add_argument(
+        "--budget",
+        type=float,
+        action="append",
+        default=None,
+        help="fraction of the pool to select (repeatable; default 0.02 0.05 0.1 0.2)",
+    )
+    demo.add_argument("--seeds", type=int, default=None, help="random baselines per budget (5)")
+    demo.add_argument("--out", default="out/demo", help="output directory (reused on rerun)")
+    demo.add_argument("--quick", action="store_true", help="small run: 2 budgets, 2 seeds")
 
     _add_select_split(sub)
 
@@ -198,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         from goldener_jax import demo
 
-        demo.run(budget=args.budget, seeds=args.seeds)
+        demo.main(budgets=args.budget, seeds=args.seeds, out=args.out, quick=args.quick)
         return 0
     if args.command == "select":
         return _run_select(args)

@@ -5,11 +5,15 @@ import pytest
 from goldener_jax import cli
 
 
-def test_demo_prints_summary(capsys):
-    assert cli.main(["demo", "--budget", "0.05", "--seeds", "2"]) == 0
-    out = capsys.readouterr().out
-    assert "greedy k-center" in out and "random (mean of 2)" in out
-    assert "63 samples to label" in out  # ceil(5% of the 1257-image pool)
+def test_demo_prints_summary(capsys, tmp_path):
+    out = tmp_path / "demo"
+    args = ["demo", "--quick", "--budget", "0.05", "--seeds", "1", "--out", str(out)]
+    assert cli.main(args) == 0
+    text = capsys.readouterr().out
+    assert "Smart sampling vs random" in text and "random (mean of 1)" in text
+    assert "| 5%     | 51 " in text  # ceil(5% of the 1006-image pool)
+    assert "Split 70/15/15" in text
+    assert (out / "report.md").exists() and (out / "accuracy_vs_budget.png").exists()
 
 
 def test_demo_rejects_bad_budget():

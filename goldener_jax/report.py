@@ -1,0 +1,202 @@
+"""The demo's summary table, ``report.md`` and PNG plots (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def _ms(values) -> str:
+    v = np.asarray(values, float)
+    return f"{v.mean():.3f} ± {v.std():.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def _table(header, rows) -> list[str]:
+    """A Markdown table, padded so that it also reads well in a terminal."""
+    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
+    return [
+        fmt(cells[0]),
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        *map(fmt, cells[1:]),
+    ]
+
+
+def sampling_rows(summary) -> tuple[list, list, list]:
+    """(header, rows, verdicts) of the accuracy-vs-budget table."""
+    methods = [*summary["methods"], "random"]
+    seeds = summary["seeds"]
+    header = ["budget", "samples", *[f"{m} acc" for m in methods[:-1]], f"random (mean of {seeds})"]
+    rows, verdicts = [], []
+    for b in summary["budgets"]:
+        key = f"{b:g}"
+        accs = {m: summary["accuracy"][f"{m}@{key}"] for m in methods}
+        rows.append([f"{b:.0%}", summary["counts"][key], *[_ms(accs[m]) for m in methods]])
+        rand = float(np.mean(accs["random"]))
+        for m in methods[:-1]:
+            d = float(np.mean(accs[m])) - rand
+            verdicts.append((b, m, d))
+    return header, rows, verdicts
+
+
+def split_rows(summary) -> tuple[list, list]:
+    header = ["split", "sizes", "coverage radius (train/val/test)", "energy dist. to all (t/v/t)",
+              "val acc", "test acc", "|val - test|"]  # fmt: skip
+    rows = []
+    for kind, runs in summary["split"].items():
+        sizes = "/".join(str(v) for v in runs[0]["sizes"].values())
+        rad = "/".join(f"{np.mean([r['radius'][n] for r in runs]):.2f}" for n in runs[0]["radius"])
+        en = "/".join(f"{np.mean([r['energy'][n] for r in runs]):.3f}" for n in runs[0]["energy"])
+        rows.append(
+            [
+                f"{kind} (mean of {len(runs)})",
+                sizes,
+                rad,
+                en,
+                _ms([r["val_acc"] for r in runs]),
+                _ms([r["test_acc"] for r in runs]),
+                _ms([r["gap"] for r in runs]),
+            ]
+        )
+    return header, rows
+
+
+def summary_text(summary) -> str:
+    d, c, ds = summary["data"], summary["cnn"], summary["describe"]
+    lines = [
+        "goldener-jax demo: scikit-learn digits (8x8), nothing downloaded.",
+        f"CNN trained on {d['pretrain']} images ({c['steps']} Adam steps"
+        + (", reused from a previous run" if c["reused"] else f", {c['seconds']:.1f} s")
+        + f"); described {ds['samples']} other images with layers Conv_0+Conv_1+Dense_0 -> "
+        f"{ds['dim']}-d vectors ({ds['batches_reused']}/{ds['batches']} store batches reused).",
+        f"Pool of {d['pool']} to select from (no labels used), held-out test set of {d['test']}; "
+        f"logistic regression on the embeddings of the selected samples "
+        f"(whole pool: {summary['full_pool_accuracy']:.3f}).",
+        "",
+        "Smart sampling vs random, test accuracy (mean ± std over seeds):",
+    ]
+    header, rows, verdicts = sampling_rows(summary)
+    lines += _table(header, rows)
+    wins = [f"{m} at {b:.0%} ({d * 100:+.1f} pts)" for b, m, d in verdicts if d >= 0]
+    losses = [f"{m} at {b:.0%} ({d * 100:+.1f} pts)" for b, m, d in verdicts if d < 0]
+    lines += ["", "At or above random's mean: " + (", ".join(wins) or "none") + "."]
+    lines += ["Below random's mean: " + (", ".join(losses) or "none") + "."]
+    lines += ["", "Split 70/15/15, stratified by label: smart (gj.split) vs random:"]
+    header, rows = split_rows(summary)
+    lines += _table(header, rows)
+    t = summary.get("timings_s", {})
+    lines += [
+        "",
+        "Times: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()),
+        f"Reused from a previous run: {summary['reused_selections_and_splits']} selections/splits."
+        f" Report, plots and manifests in {summary['out']}/",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(out: str, summary, text: str) -> str:
+    path = os.path.join(out, "report.md")
+    lines = ["# goldener-jax demo report", "", "```text", text, "```", ""]
+    header, rows, _ = sampling_rows(summary)
+    lines += ["## Smart sampling vs random (test accuracy)", "", *_table(header, rows), ""]
+    lines += ["Coverage radius of each selection (mean over seeds; smaller covers better):", ""]
+    methods = [*summary["methods"], "random"]
+    rrows = [
+        [f"{b:.0%}", *[f"{np.mean(summary['radius'][f'{m}@{b:g}']):.2f}" for m in methods]]
+        for b in summary["budgets"]
+    ]
+    lines += [*_table(["budget", *methods], rrows), ""]
+    header, rows = split_rows(summary)
+    lines += ["## Split 70/15/15 (stratified)", "", *_table(header, rows), ""]
+    lines += ["Class counts per set (first seed):", ""]
+    crow = []
+    for kind, runs in summary["split"].items():
+        for n, counts in runs[0]["class_counts"].items():
+            crow.append([kind, n, *counts])
+    lines += [*_table(["split", "set", *map(str, range(10))], crow), ""]
+    lines += ["## Plots", ""]
+    lines += [f"![{os.path.splitext(p)[0]}]({p})" for p in summary.get("plots", [])]
+    lines += ["", "Manifests: `selections/*.json|npy`, `splits/*.json|npy`, `summary.json`.", ""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+    return path
+
+
+def write_plots(out, summary, *, feats, pool, pool_y, picks, split_examples, labels) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    methods = [*summary["methods"], "random"]
+    budgets = summary["budgets"]
+
+    # accuracy vs budget, error bars = std over seeds
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+    for m in methods:
+        acc = [summary["accuracy"][f"{m}@{b:g}"] for b in budgets]
+        ax.errorbar(
+            [b * 100 for b in budgets],
+            [np.mean(a) for a in acc],
+            yerr=[np.std(a) for a in acc],
+            marker="o",
+            capsize=3,
+            label=m,
+            linestyle="--" if m == "random" else "-",
+        )
+    ax.axhline(summary["full_pool_accuracy"], color="gray", lw=0.8, label="whole pool")
+    ax.set_xscale("log")
+    ax.set_xticks([b * 100 for b in budgets], [f"{b:.0%}" for b in budgets])
+    ax.set_xlabel("budget (fraction of the pool labelled)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Logistic regression trained on the selection")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    names.append("accuracy_vs_budget.png")
+    fig.savefig(os.path.join(out, names[-1]))
+    plt.close(fig)
+
+    # 2-D PCA of the pool with the selected points (a middle budget, seed 0)
+    from sklearn.decomposition import PCA
+
+    b = budgets[min(1, len(budgets) - 1)]
+    xy = PCA(2, random_state=0).fit_transform(feats[pool])
+    shown = [m for m in ("kcenter", "auto", "random") if (b, m, 0) in picks] or [methods[0]]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.2 * len(shown), 4), dpi=100, squeeze=False)
+    for ax, m in zip(axes[0], shown, strict=True):
+        idx = picks[(b, m, 0)]
+        ax.scatter(xy[:, 0], xy[:, 1], c=pool_y, cmap="tab10", s=6, alpha=0.35)
+        ax.scatter(xy[idx, 0], xy[idx, 1], c=pool_y[idx], cmap="tab10", vmin=0, vmax=9, s=60,
+                   edgecolors="black", linewidths=1.0, marker="*")  # fmt: skip
+        ax.set_title(f"{m}: {len(idx)} selected ({b:.0%})")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Pool, 2-D PCA of the embeddings (colour = class); stars = selected")
+    fig.tight_layout()
+    names.append("projection.png")
+    fig.savefig(os.path.join(out, names[-1]))
+    plt.close(fig)
+
+    # class balance per split (first seed of each kind)
+    kinds = list(split_examples)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5.5 * len(kinds), 3.8), dpi=100, squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        sets = split_examples[kind]
+        width = 0.8 / len(sets)
+        for j, (n, v) in enumerate(sets.items()):
+            frac = np.bincount(labels[np.asarray(v)], minlength=10) / max(len(v), 1)
+            ax.bar(np.arange(10) + (j - 1) * width, frac, width, label=f"{n} ({len(v)})")
+        ax.set_xticks(range(10))
+        ax.set_xlabel("class")
+        ax.set_ylabel("fraction of the set")
+        ax.set_title(f"{kind} split")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    names.append("class_balance.png")
+    fig.savefig(os.path.join(out, names[-1]))
+    plt.close(fig)
+    return names
