@@ -86,6 +86,17 @@ def summary_text(summary) -> str:
     lines += ["", "Split 70/15/15, stratified by label: smart (gj.split) vs random:"]
     header, rows = split_rows(summary)
     lines += _table(header, rows)
+    sm, rn = summary["split"]["smart"], summary["split"]["random"]
+    mean = lambda runs, f: float(np.mean([f(r) for r in runs]))  # noqa: E731
+    gap_s, gap_r = mean(sm, lambda r: r["gap"]), mean(rn, lambda r: r["gap"])
+    rad_s = mean(sm, lambda r: r["radius"]["train"])
+    rad_r = mean(rn, lambda r: r["radius"]["train"])
+    lines += [
+        f"The smart split's train set covers the data {'more' if rad_s < rad_r else 'less'} "
+        f"tightly (radius {rad_s:.2f} vs {rad_r:.2f});"
+        f" validation predicts test {'better' if gap_s < gap_r else 'no better'} than with random "
+        f"splits here (|val - test| {gap_s:.3f} vs {gap_r:.3f}).",
+    ]
     t = summary.get("timings_s", {})
     lines += [
         "",
@@ -136,19 +147,22 @@ def write_plots(out, summary, *, feats, pool, pool_y, picks, split_examples, lab
 
     # accuracy vs budget, error bars = std over seeds
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
-    for m in methods:
+    markers = "osD^v<>"
+    for i, m in enumerate(methods):
         acc = [summary["accuracy"][f"{m}@{b:g}"] for b in budgets]
+        shift = 1 + 0.025 * (i - (len(methods) - 1) / 2)  # methods that agree stay visible
         ax.errorbar(
-            [b * 100 for b in budgets],
+            [b * 100 * shift for b in budgets],
             [np.mean(a) for a in acc],
             yerr=[np.std(a) for a in acc],
-            marker="o",
+            marker=markers[i % len(markers)],
             capsize=3,
             label=m,
             linestyle="--" if m == "random" else "-",
         )
     ax.axhline(summary["full_pool_accuracy"], color="gray", lw=0.8, label="whole pool")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks([b * 100 for b in budgets], [f"{b:.0%}" for b in budgets])
     ax.set_xlabel("budget (fraction of the pool labelled)")
     ax.set_ylabel("test accuracy")
@@ -194,7 +208,8 @@ def write_plots(out, summary, *, feats, pool, pool_y, picks, split_examples, lab
         ax.set_xlabel("class")
         ax.set_ylabel("fraction of the set")
         ax.set_title(f"{kind} split")
-        ax.legend(fontsize=8)
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.3)
+        ax.legend(fontsize=8, ncol=3, loc="upper center")
     fig.tight_layout()
     names.append("class_balance.png")
     fig.savefig(os.path.join(out, names[-1]))
