@@ -13,7 +13,9 @@
 
 Everything lands in ``--out``: the store, the selections and splits (``.npy`` + JSON manifests),
 ``report.md`` and PNG plots. A rerun reuses the CNN weights, the store, the selections and the
-splits, and only recomputes the (cheap) classifier scores and plots.
+splits, and only recomputes the (cheap) classifier scores and plots. Cached selections are keyed
+by method, budget and seed only: after upgrading goldener-jax (e.g. a new ``auto`` rule), use a
+fresh ``--out`` to recompute them.
 """
 
 from __future__ import annotations
@@ -298,6 +300,12 @@ def run(
         acc[(b, m)].append(_accuracy(pool_x[idx], pool_y[idx], test_x, test_y))
         radius[(b, m)].append(_coverage_radius(pool_x, idx))
     timings["select + classify"] = time.perf_counter() - t0
+    resolved = {}  # what method="auto" chose, from the selections' manifests
+    for b in budgets:
+        manifest = os.path.join(sel_dir, f"auto_{b:g}_seed0.json")
+        if "auto" in methods and os.path.exists(manifest):
+            with open(manifest) as f:
+                resolved[f"{b:g}"] = json.load(f)["config"]["method"]
     full_acc = _accuracy(pool_x, pool_y, test_x, test_y)
 
     # 4. smart split vs random stratified splits (over pool + test, every described sample)
@@ -372,6 +380,7 @@ def run(
         "accuracy": {f"{m}@{b:g}": acc[(b, m)] for b in budgets for m in all_methods},
         "radius": {f"{m}@{b:g}": radius[(b, m)] for b in budgets for m in all_methods},
         "full_pool_accuracy": full_acc,
+        "auto_resolved": resolved,
         "split": split_rows,
         "reused_selections_and_splits": reused,
     }

@@ -83,6 +83,9 @@ def summary_text(summary) -> str:
     losses = [f"{m} at {b:.0%} ({d * 100:+.1f} pts)" for b, m, d in verdicts if d < 0]
     lines += ["", "At or above random's mean: " + (", ".join(wins) or "none") + "."]
     lines += ["Below random's mean: " + (", ".join(losses) or "none") + "."]
+    if summary.get("auto_resolved"):
+        chosen = ", ".join(f"{float(b):.0%} -> {m}" for b, m in summary["auto_resolved"].items())
+        lines += [f'method="auto" chose: {chosen}.']
     lines += ["", "Split 70/15/15, stratified by label: smart (gj.split) vs random:"]
     header, rows = split_rows(summary)
     lines += _table(header, rows)
