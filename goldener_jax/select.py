@@ -78,8 +78,6 @@ class SelectionMethod:
 
 METHODS: dict[str, SelectionMethod] = {}
 _COVERAGE_PAIRS = 10**10
-# method="auto" resolves through this hook: (num_candidates, count, options) -> method name.
-_AUTO: list[Callable[..., str]] = [lambda n, count, options: "kcenter"]
 
 
 # Budget-aware rule for method="auto", measured by `goldener-jax bench quality` (digits, 10 seeds,
@@ -96,6 +94,11 @@ def budget_auto(n: int, count: int, options: Mapping) -> str:
     ``"kcenter"`` (large budgets: coverage). The switch lies between the measured 10% and 20%.
     """
     return "kmeans_medoids" if count < _AUTO_SMALL_BUDGET * n else "kcenter"
+
+
+# method="auto" resolves through the last rule of this hook:
+# (num_candidates, count, options) -> method name. The default is the budget-aware rule.
+_AUTO: list[Callable[..., str]] = [budget_auto]
 
 
 @contextlib.contextmanager

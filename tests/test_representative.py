@@ -83,10 +83,12 @@ def test_budget_auto_rule_and_hook():
     assert budget_auto(1000, 149, {}) == "kmeans_medoids"
     assert budget_auto(1000, 150, {}) == "kcenter"
     _, x = _mixture(100)
+    # The budget rule is method="auto"'s default; the context manager keeps working.
+    assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
+    assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kcenter"
     before = list(_AUTO)
     with with_budget_auto():
         assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
-        assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kcenter"
     assert _AUTO == before
 
 

@@ -268,5 +268,5 @@ def test_registered_methods_plug_in_and_auto_resolves():
         assert sel.indices.tolist() == [0, 2, 4, 1, 3, 5] and sel.config["method"] == "first_k"
     finally:
         METHODS.pop("first_k")
-    auto = gj.select(_x(), 5, key=KEY, method="auto")
-    assert auto.config["method"] == "kcenter"
+    auto = gj.select(_x(), 5, key=KEY, method="auto")  # 5 of 120: a small budget
+    assert auto.config["method"] == "kmeans_medoids"
