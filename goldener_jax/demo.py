@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from goldener_jax.evaluate import downstream_accuracy
+
 DEFAULT_BUDGETS = (0.02, 0.05, 0.1, 0.2)
 SMART_METHODS = ("kcenter", "zcore", "auto")
 # Methods whose result does not depend on the key (one run stands for every seed).
@@ -123,20 +125,6 @@ def _train_cnn(model, images, labels, path: str, steps: int) -> tuple[dict, dict
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def _accuracy(train_x, train_y, test_x, test_y) -> float:
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    if len(np.unique(train_y)) < 2:
-        return float(np.mean(test_y == train_y[0]))
-    # One BLAS thread: next to JAX's threads on a small machine, a multi-threaded BLAS makes
-    # these tiny fits ~100x slower (measured on 2 cores: 2.4 s -> 0.02 s for 1006 samples).
-    with threadpool_limits(1):
-        clf = LogisticRegression(max_iter=1000)
-        clf.fit(train_x, train_y)
-        return float(clf.score(test_x, test_y))
 
 
 def _coverage_radius(x: np.ndarray, chosen: np.ndarray) -> float:
@@ -297,7 +285,7 @@ def run(
         idx, was_cached = _cached_indices(stem + ".npy", compute)
         reused += was_cached
         picks[(b, m, s)] = idx
-        acc[(b, m)].append(_accuracy(pool_x[idx], pool_y[idx], test_x, test_y))
+        acc[(b, m)].append(downstream_accuracy(pool_x[idx], pool_y[idx], test_x, test_y))
         radius[(b, m)].append(_coverage_radius(pool_x, idx))
     timings["select + classify"] = time.perf_counter() - t0
     resolved = {}  # what method="auto" chose, from the selections' manifests
@@ -306,7 +294,7 @@ def run(
         if "auto" in methods and os.path.exists(manifest):
             with open(manifest) as f:
                 resolved[f"{b:g}"] = json.load(f)["config"]["method"]
-    full_acc = _accuracy(pool_x, pool_y, test_x, test_y)
+    full_acc = downstream_accuracy(pool_x, pool_y, test_x, test_y)
 
     # 4. smart split vs random stratified splits (over pool + test, every described sample)
     t0 = time.perf_counter()
@@ -344,8 +332,8 @@ def run(
                 np.save(f"{stem}_{n}.npy", np.asarray(v, np.int64))
         split_examples.setdefault(kind, sets)
         tr, va, te = sets["train"], sets["val"], sets["test"]
-        val_acc = _accuracy(feats[tr], labels[tr], feats[va], labels[va])
-        test_acc = _accuracy(feats[tr], labels[tr], feats[te], labels[te])
+        val_acc = downstream_accuracy(feats[tr], labels[tr], feats[va], labels[va])
+        test_acc = downstream_accuracy(feats[tr], labels[tr], feats[te], labels[te])
         split_rows[kind].append(
             {
                 "sizes": {n: len(v) for n, v in sets.items()},

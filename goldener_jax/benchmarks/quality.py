@@ -18,6 +18,8 @@ import time
 import jax
 import numpy as np
 
+from goldener_jax.evaluate import downstream_accuracy
+
 DEFAULT_METHODS = "random,kcenter,herding,zcore,kmeans_medoids,typiclust,auto"
 
 
@@ -27,16 +29,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--no-stratified", action="store_true", help="skip the labels= runs")
     parser.add_argument("--zcore-samples", type=int, default=20_000)
-
-
-def _accuracy(train_x, train_y, test_x, test_y) -> float:
-    from sklearn.linear_model import LogisticRegression
-
-    if len(np.unique(train_y)) < 2:
-        return float(np.mean(test_y == train_y[0]))
-    clf = LogisticRegression(max_iter=2000)
-    clf.fit(train_x, train_y)
-    return float(clf.score(test_x, test_y))
 
 
 def _split(seed):
@@ -82,7 +74,9 @@ def run(args) -> dict:
                         )
                         seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t0
                         idx = sel.indices
-                        a = _accuracy(pool_x[idx], pool_y[idx], test_x, test_y)
+                        a = downstream_accuracy(
+                            pool_x[idx], pool_y[idx], test_x, test_y, max_iter=2000
+                        )
                         acc.setdefault((method, strat, budget), []).append(a)
                         if method == "auto":
                             resolved[(strat, budget)] = sel.config["method"]
