@@ -77,6 +77,21 @@ class SelectionMethod:
 
 
 METHODS: dict[str, SelectionMethod] = {}
+
+
+# Hooks shared by the kernels whose state has `selected [k]` and `count` (k-center, herding).
+def _all_selected(state) -> bool:
+    return int(state.count) >= state.selected.shape[0]
+
+
+def _selected(state) -> np.ndarray:
+    return np.asarray(state.selected)
+
+
+def _k_steps(n: int, k: int, options) -> int:
+    return k
+
+
 _COVERAGE_PAIRS = 10**10
 
 
@@ -131,9 +146,9 @@ def _kcenter_method() -> SelectionMethod:
         name="kcenter",
         init=init,
         run=run,
-        finished=lambda s: int(s.count) >= s.selected.shape[0],
-        picks=lambda s: np.asarray(s.selected),
-        num_steps=lambda n, k, options: k,
+        finished=_all_selected,
+        picks=_selected,
+        num_steps=_k_steps,
     )
 
 
@@ -158,9 +173,9 @@ def _herding_method() -> SelectionMethod:
         name="herding",
         init=init,
         run=run,
-        finished=lambda s: int(s.count) >= s.selected.shape[0],
-        picks=lambda s: np.asarray(s.selected),
-        num_steps=lambda n, k, options: k,
+        finished=_all_selected,
+        picks=_selected,
+        num_steps=_k_steps,
         uses_anchors=False,
         prepare=prepare,
     )
