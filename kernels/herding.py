@@ -107,6 +107,7 @@ def herding_init(
     kernel: str = "rbf",
     length_scale: float = 1.0,
     block_size: int | None = None,
+    mesh=None,
 ) -> HerdingState:
     """Initial state (the kernel mean of every point).
 
@@ -115,12 +116,24 @@ def herding_init(
       k: points to choose, ``0 <= k <= n`` (static).
       kernel: ``"linear"`` or ``"rbf"``.
       length_scale: RBF bandwidth (see :func:`median_length_scale`).
-      block_size: rows per block of the RBF kernel mean (``[block, n]`` temporaries).
+      block_size: rows per block of the RBF kernel mean (``[block, n]`` temporaries; with
+        ``mesh``, ``[block, n / P]``).
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices
+        (``kernels.sharding``); the state's vectors still have length ``n``.
+
+    Returns:
+      A ``HerdingState``.
     """
     length_scale = _check_kernel(kernel, length_scale)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
     k = check_k(k, x.shape[0])
+    if mesh is not None:
+        from .sharding import sharded_herding_init
+
+        return sharded_herding_init(
+            x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, block_size=block_size
+        )[0]
     return _init(x, k=k, kernel=kernel, length_scale=length_scale, block_size=block_size)
 
 
@@ -153,13 +166,22 @@ def herding_run(
     kernel: str = "rbf",
     length_scale: float = 1.0,
     max_steps: int | None = None,
+    mesh=None,
 ) -> HerdingState:
     """Continues ``state`` until it holds ``k`` points, or for at most ``max_steps`` more
-    (traced: chunked runs do not recompile and equal one run exactly)."""
+    (traced: chunked runs do not recompile and equal one run exactly). With ``mesh`` (a 1-D
+    ``jax.sharding.Mesh``) the rows are sharded over its devices; a state from any device count
+    (or none) continues."""
     length_scale = _check_kernel(kernel, length_scale)
     x, max_steps = check_run_args(x, state.mean_kernel.shape[0], state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
+    if mesh is not None:
+        from .sharding import sharded_herding_run
+
+        return sharded_herding_run(
+            state, x, max_steps, mesh=mesh, kernel=kernel, length_scale=length_scale
+        )
     return _run(state, x, max_steps, kernel=kernel, length_scale=length_scale)
 
 
@@ -177,8 +199,38 @@ def kernel_herding(
     kernel: str = "rbf",
     length_scale: float = 1.0,
     block_size: int | None = None,
+    mesh=None,
 ) -> jax.Array:
-    """Kernel herding selection: int32 ``[k]`` indices into ``x`` in selection order."""
+    """Kernel herding selection: int32 ``[k]`` indices into ``x`` in selection order.
+
+    Args:
+      x: Array of shape ``[n, d]``, floating.
+      k: points to choose, ``0 <= k <= n``.
+      kernel: ``"linear"`` or ``"rbf"``.
+      length_scale: RBF bandwidth (see :func:`median_length_scale`).
+      block_size: rows per block of the RBF kernel mean.
+      mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows of ``x``
+        are sharded over its devices, each step exchanges ``O(P + d)`` values
+        (``kernels.sharding``); the indices equal the single-device ones.
+
+    Returns:
+      int32 ``[k]`` indices into ``x`` in selection order.
+    """
+    if mesh is not None:
+        from .sharding import sharded_herding_init, sharded_herding_run
+
+        length_scale = _check_kernel(kernel, length_scale)
+        block_size = check_block_size(block_size)
+        x = as_float_matrix(x, "x")
+        k = check_k(k, x.shape[0])
+        state, xs = sharded_herding_init(
+            x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, block_size=block_size
+        )
+        if k == 0:
+            return state.selected
+        return sharded_herding_run(
+            state, x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, xs=xs
+        ).selected
     state = herding_init(x, k, kernel=kernel, length_scale=length_scale, block_size=block_size)
     return herding_run(state, x, kernel=kernel, length_scale=length_scale).selected
 

@@ -541,3 +541,200 @@ def sharded_greedy_select(
         metric=metric,
     )
     return out[3]
+
+
+# --- kernel herding ----------------------------------------------------------------------------
+#
+# The state's N-vectors (kernel mean, penalty, taken) are row-sharded like `x`; padding rows are
+# `taken` from the start, so they can never be chosen. A step: local scores, the global first
+# argmax (ties to the lowest global index), the winning row fetched with one `psum` of d values,
+# and one local kernel row added to the penalty. The RBF kernel mean needs every row against every
+# row: block s is broadcast to every device at step s, so that every device adds the P partial
+# sums in the same order (`_ring_fold(ordered=True)`). The linear kernel mean uses the mean row,
+# a `psum` of the per-device column sums.
+#
+# Exactness: each kernel value is computed by the same formula as on one device; only the order
+# of the additions of the global sums (mean row, RBF kernel mean) differs, so the kernel mean can
+# differ from one device's in its last bit. Equal rows still get equal kernel means (the same
+# additions in the same order on every device), so ties between duplicates on different shards
+# go to the lowest global index as on one device. Otherwise the indices differ only where two
+# different candidates' scores are within rounding of each other.
+
+
+def _ring_fold(x, n, axis, p, block, fn, init, *, ordered=False):
+    """Folds ``fn(rows, start, fresh_from, other, other_ids, other_ok, carry)`` over every (local
+    row block, visiting block) pair, so each device sees every row of ``x`` once and holds at most
+    two blocks of rows.
+
+    By default the devices' row blocks go round a ring (``ppermute``, P - 1 hops): device ``q``
+    sees the blocks in the order ``q, q - 1, ...``, so ``fn`` must not depend on that order (a
+    min, a top-k with ties to the lowest index). ``ordered=True`` broadcasts block ``s`` from its
+    owner at step ``s`` (a ``psum`` that adds zeros, exact) instead: every device sees the blocks
+    in the order ``0, 1, ..., P - 1``, so a floating sum over them rounds the same way for two
+    equal rows on different devices (their ties survive)."""
+    m = x.shape[0]
+    me = jax.lax.axis_index(axis).astype(jnp.int32)
+    perm = [(i, (i + 1) % p) for i in range(p)]
+
+    def visit(s, carry):
+        acc, other = carry
+        if ordered:
+            owner = s
+            other = jax.lax.psum(jnp.where(me == s, x, jnp.zeros_like(x)), axis)
+        else:
+            owner = (me - s) % p
+        other_ids = owner * m + jnp.arange(m, dtype=jnp.int32)
+        other_ok = other_ids < n
+
+        def fold(rows, start, fresh_from, acc):
+            return fn(rows, start, fresh_from, other, other_ids, other_ok, acc)
+
+        acc = fold_row_blocks(fold, x, block, acc)
+        if not ordered:
+            other = jax.lax.ppermute(other, axis, perm)
+        return acc, other
+
+    return jax.lax.fori_loop(0, p, visit, (init, x))[0]
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "kernel", "length_scale", "block_size"))
+def _herding_init(xs, *, mesh, n, k, kernel, length_scale, block_size):
+    axis, p = mesh_axis(mesh)
+    f32 = jnp.float32
+
+    def local(x):
+        m = x.shape[0]
+        ids = _local_ids(m, axis)
+        valid = ids < n
+        if kernel == "linear":
+            mean = jax.lax.psum(jnp.sum(x.astype(f32), axis=0), axis) / n
+            mean_kernel = jnp.dot(x.astype(f32), mean, precision=jax.lax.Precision.HIGHEST)
+        else:
+            block = auto_block(m, m, block_size)
+            aux = row_aux(x, "euclidean")
+
+            def fold(rows, start, fresh_from, other, other_ids, other_ok, sums):
+                raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
+                sq = block_rank_distances(
+                    rows, raux, other, row_aux(other, "euclidean"), "euclidean"
+                )
+                kv = jnp.where(other_ok[None, :], jnp.exp(-sq / (2.0 * length_scale**2)), 0.0)
+                old = jax.lax.dynamic_slice_in_dim(sums, start, block)
+                # The last block may overlap the previous one: its repeated rows are rewritten
+                # with the same value, not added twice.
+                fresh = (start + jnp.arange(block)) >= fresh_from
+                new = jnp.where(fresh, old + jnp.sum(kv, axis=1), old)
+                return jax.lax.dynamic_update_slice_in_dim(sums, new, start, axis=0)
+
+            sums = _ring_fold(x, n, axis, p, block, fold, jnp.zeros((m,), f32), ordered=True)
+            mean_kernel = sums / n
+        return (
+            jnp.where(valid, mean_kernel, 0.0).astype(f32),
+            jnp.zeros((m,), f32),
+            ~valid,
+            jnp.full((k,), -1, jnp.int32),
+            jnp.zeros((), jnp.int32),
+        )
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis, None),),
+        out_specs=(P(axis), P(axis), P(axis), P(), P()),
+        check_vma=False,
+    )
+    return fn(xs)
+
+
+@partial(jax.jit, static_argnames=("mesh", "kernel", "length_scale"))
+def _herding_run(
+    mean_kernel, penalty, taken, selected, count, xs, max_steps, *, mesh, kernel, length_scale
+):
+    from .herding import _kernel_row
+
+    axis, _ = mesh_axis(mesh)
+    k = selected.shape[0]
+    big = xs.shape[0]
+
+    def local(mean_kernel, penalty, taken, selected, count, x, max_steps):
+        ids = _local_ids(x.shape[0], axis)
+        stop = jnp.minimum(k, count + max_steps)
+        x_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1)
+
+        # `x` is closed over, not carried.
+        def body(carry):
+            penalty, taken, selected, count = carry
+            score = mean_kernel - penalty / (count + 1).astype(jnp.float32)
+            index = _global_first_argmax(jnp.where(taken, -jnp.inf, score), ids, big, axis)
+            row = _kernel_row(x, x_sq, _fetch_row(x, ids, index, axis), kernel, length_scale)
+            return (
+                penalty + row,
+                taken | (ids == index),
+                selected.at[count].set(index.astype(jnp.int32)),
+                count + 1,
+            )
+
+        carry = (penalty, taken, selected, count)
+        penalty, taken, selected, count = jax.lax.while_loop(lambda c: c[3] < stop, body, carry)
+        return mean_kernel, penalty, taken, selected, count
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis), P(axis), P(axis), P(), P(), P(axis, None), P()),
+        out_specs=(P(axis), P(axis), P(axis), P(), P()),
+        check_vma=False,
+    )
+    return fn(mean_kernel, penalty, taken, selected, count, xs, max_steps)
+
+
+def sharded_herding_init(
+    x, k: int, *, mesh, kernel: str, length_scale: float, block_size=None, n=None
+):
+    """``herding_init`` on ``mesh`` (arguments validated by the caller).
+
+    Returns ``(state, xs)``: the state (N-vectors of length ``n``) and ``x`` as placed on the
+    mesh; ``n`` as in ``sharded_kcenter_init``."""
+    from .herding import HerdingState
+
+    n = x.shape[0] if n is None else int(n)
+    if not 0 <= k <= n <= x.shape[0]:
+        raise ValueError(f"need 0 <= k <= n <= rows, got k={k}, n={n}, x of shape {x.shape}")
+    xs = shard_rows(x, mesh)
+    out = _herding_init(
+        xs, mesh=mesh, n=n, k=k, kernel=kernel, length_scale=length_scale, block_size=block_size
+    )
+    mean_kernel, penalty, taken, selected, count = out
+    state = HerdingState(
+        _unpad(mean_kernel, n), _unpad(penalty, n), _unpad(taken, n), selected, count
+    )
+    return state, xs
+
+
+def sharded_herding_run(state, x, max_steps, *, mesh, kernel: str, length_scale: float, xs=None):
+    """``herding_run`` on ``mesh``: pads the state (padding rows taken), runs, unpads."""
+    from .herding import HerdingState
+
+    n = state.mean_kernel.shape[0]
+    if xs is None:
+        xs = shard_rows(x, mesh)
+    mean_kernel = shard_rows(state.mean_kernel, mesh, fill=0.0)
+    penalty = shard_rows(state.penalty, mesh, fill=0.0)
+    taken = shard_rows(state.taken, mesh, fill=True)
+    selected = _replicate(state.selected, mesh)
+    count = state.count if isinstance(state.count, jax.Array) else np.int32(state.count)
+    count = _replicate(count, mesh)
+    steps = _replicate(np.asarray(max_steps, np.int32), mesh)
+    out = _herding_run(
+        mean_kernel,
+        penalty,
+        taken,
+        selected,
+        count,
+        xs,
+        steps,
+        mesh=mesh,
+        kernel=kernel,
+        length_scale=length_scale,
+    )
+    return HerdingState(*(_unpad(a, n) for a in out[:3]), out[3], out[4])

@@ -7,6 +7,8 @@ usage: python _sharded_worker.py DEVICES TASK [ARGS...]  -> prints one JSON line
 Tasks:
   equal                     sharded vs single-device k-center indices over many cases -> failures
   greedy_equal              the same for farthest / closest point
+  kernels_equal             the same for herding, k-means (and its pickers), kNN, ZCore, and
+                            select / split with mesh= -> failures per kernel
   retrace                   compile counts of the sharded programs
   memory N D                compiled per-device temporaries of the sharded run vs x's bytes
   ckpt_save DIR STEPS MESH  runs k-center for STEPS steps (MESH 1: on all devices, 0: no mesh),
@@ -164,6 +166,58 @@ def task_greedy_equal():
     return {"cases": count, "failures": [str(f) for f in failures]}
 
 
+def _duplicates(rng):
+    """36 rows over 8 devices of 5: copy j of point i sits at row 6 j + i, so the copies of a
+    point lie on different shards. Quarter-integers, each row with its negation: column sums are
+    exact in any order."""
+    half = _ints(rng, 3, 3) / 4.0
+    base = np.concatenate([half, -half])
+    return np.concatenate([base] * 6)
+
+
+def _herding_checks(mesh, failures):
+    rng = np.random.default_rng(7)
+    cases = []
+    for n in (37, 64):
+        x = rng.normal(loc=1.0, size=(n, 5)).astype(np.float32)
+        for kernel in ("linear", "rbf"):
+            cases.append((f"float n={n} {kernel}", x, 20, kernel, None))
+    cases.append(("float rbf block 4", x, 30, "rbf", 4))
+    xb = jnp.asarray(rng.normal(size=(45, 6)), jnp.bfloat16)
+    cases += [("bf16 linear", xb, 20, "linear", None), ("bf16 rbf", xb, 20, "rbf", None)]
+    dup = _duplicates(rng)
+    for kernel in ("linear", "rbf"):
+        cases.append((f"duplicates {kernel}", dup, 30, kernel, None))
+    ints = _ints(rng, 43, 3)
+    cases += [("ints rbf", ints, 43, "rbf", 8), ("k=0", ints, 0, "rbf", None)]
+    count = 0
+    for name, x, k, kernel, block in cases:
+        kw = dict(kernel=kernel, length_scale=1.5, block_size=block)
+        want = np.asarray(gk.kernel_herding(x, k, **kw)).tolist()
+        got = np.asarray(gk.kernel_herding(x, k, mesh=mesh, **kw)).tolist()
+        count += 1
+        if got != want:
+            failures.append({"case": f"herding {name}", "want": want, "got": got})
+        if k > 2 and count % 2 == 0:
+            run_kw = dict(kernel=kernel, length_scale=1.5)
+            state = gk.herding_init(x, k, mesh=mesh, **kw)
+            if state.mean_kernel.shape != (x.shape[0],):
+                failures.append({"case": name, "padded state": list(state.mean_kernel.shape)})
+            for chunk in (1, 0, 2):
+                state = gk.herding_run(state, x, max_steps=chunk, mesh=mesh, **run_kw)
+            state = gk.herding_run(state, x, **run_kw)  # finished on one device
+            if np.asarray(state.selected).tolist() != want:
+                failures.append({"case": f"herding {name} chunked", "got": state.selected})
+    return count
+
+
+def task_kernels_equal():
+    mesh = gk.make_mesh()
+    failures = []
+    counts = {"herding": _herding_checks(mesh, failures)}
+    return {"cases": counts, "failures": [str(f) for f in failures]}
+
+
 def task_retrace():
     mesh = gk.make_mesh()
     rng = np.random.default_rng(2)
@@ -254,6 +308,8 @@ if TASK == "equal":
     result = task_equal()
 elif TASK == "greedy_equal":
     result = task_greedy_equal()
+elif TASK == "kernels_equal":
+    result = task_kernels_equal()
 elif TASK == "retrace":
     result = task_retrace()
 elif TASK == "memory":

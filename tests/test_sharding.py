@@ -46,6 +46,24 @@ def test_sharded_farthest_and_closest_point_equal_single_device_exactly():
     assert r["failures"] == []
 
 
+@pytest.fixture(scope="module")
+def kernels_equal():
+    """One worker run for every kernel below (each device count costs a process and compiles)."""
+    return _worker(8, "kernels_equal")
+
+
+def _failures(result, prefix):
+    return [f for f in result["failures"] if f.startswith("{'case': '" + prefix)]
+
+
+def test_sharded_herding_equals_single_device_exactly(kernels_equal):
+    """Linear and RBF kernels, n = 37 / 45 / 64 / 43 over 8 devices (padding), float32 and
+    bfloat16, duplicates on different shards (ties to the lowest global index), a small block,
+    k = 0 and k = n; chunked init/run through the public functions, finished on one device."""
+    assert kernels_equal["cases"]["herding"] >= 10
+    assert _failures(kernels_equal, "herding") == []
+
+
 def test_sharded_programs_compile_once_per_shape():
     r = _worker(8, "retrace")
     assert r == {"init": 1, "run": 1, "greedy_init": 1, "greedy_run": 2}, r
