@@ -41,6 +41,7 @@ from .kmeans import (
     typical_points,
     typicality,
 )
+from .knn import knn, knn_block, merge_knn
 from .reduce import (
     PCAState,
     gaussian_projection_matrix,
@@ -96,6 +97,9 @@ __all__ = [
     "kmeans_run",
     "typical_points",
     "typicality",
+    "knn",
+    "knn_block",
+    "merge_knn",
     "PCAState",
     "gaussian_projection_matrix",
     "pca_fit",
