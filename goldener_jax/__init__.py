@@ -16,6 +16,7 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(
     __path__.append(_os.path.join(_here, _os.pardir))  # noqa: F821 (package __path__)
 
 from goldener_jax import kernels
+from goldener_jax.curate import LabelIssues, NearDuplicates, label_issues, near_duplicates
 from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpointer
     ArraySource,
     Checkpointer,
@@ -66,6 +67,10 @@ __all__ = [
     "capture",
     "flatten_vectors",
     "kernels",
+    "LabelIssues",
+    "NearDuplicates",
+    "label_issues",
+    "near_duplicates",
     "METHODS",
     "Selection",
     "SelectionMethod",

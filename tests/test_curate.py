@@ -1,0 +1,232 @@
+"""Label issues and near duplicates against NumPy brute force, and on planted problems."""
+
+import json
+
+import numpy as np
+import pytest
+from _reference import distances
+
+import goldener_jax as gj
+from goldener_jax import curate
+
+
+def flip_labels(y, fraction, seed, num_classes):
+    """A copy of ``y`` with ``fraction`` of the labels moved to another class at random."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.choice(len(y), int(round(fraction * len(y))), replace=False)
+    y = y.copy()
+    y[flipped] = (y[flipped] + rng.integers(1, num_classes, len(flipped))) % num_classes
+    return y, flipped
+
+
+def label_issues_ref(x, y, k, metric, weighting):
+    """Full distance matrix, stable sort per row, weighted votes, ranking by the documented keys."""
+    n = len(x)
+    d = distances(x, x, metric)
+    np.fill_diagonal(d, np.inf)
+    nbr = np.array([np.lexsort((np.arange(n), row))[:k] for row in d])
+    nd = np.take_along_axis(d, nbr, 1)
+    if weighting == "uniform":
+        w = np.ones_like(nd)
+    else:
+        w = 1.0 / (nd + 0.01 * np.median(nd[:, -1]))
+    c = y.max() + 1
+    p = np.zeros((n, c))
+    for i in range(n):
+        for j in range(k):
+            p[i, y[nbr[i, j]]] += w[i, j]
+    p /= p.sum(1, keepdims=True)
+    conf = p[np.arange(n), y]
+    other = p.copy()
+    other[np.arange(n), y] = -np.inf
+    margin = other.max(1) - conf
+    order = sorted(range(n), key=lambda i: (-(1 - conf[i]), -margin[i], i))
+    return np.array(order), 1 - conf[order], p.argmax(1)[order]
+
+
+@pytest.mark.parametrize(("metric", "weighting"), [("euclidean", "distance"),
+                                                    ("cosine", "uniform"),
+                                                    ("sqeuclidean", "distance")])  # fmt: skip
+def test_label_issues_match_brute_force(metric, weighting):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    y = rng.integers(0, 4, 120)
+    got = curate.label_issues(x, y, k=7, metric=metric, weighting=weighting, block_size=16)
+    order, score, suggested = label_issues_ref(x, y, 7, metric, weighting)
+    np.testing.assert_allclose(got.scores, score, atol=1e-5)
+    np.testing.assert_array_equal(got.suggested, suggested)
+    np.testing.assert_array_equal(got.given, y[got.indices])
+    # the order may differ only between samples with equal scores and margins (to rounding)
+    np.testing.assert_array_equal(np.sort(got.indices), np.arange(120))
+    same = got.indices == order
+    assert same.mean() > 0.9
+    np.testing.assert_allclose(got.scores[~same], score[~same], atol=1e-5)
+
+
+def test_planted_flips_on_a_gaussian_mixture_rank_first():
+    rng = np.random.default_rng(1)
+    centers = rng.normal(scale=6.0, size=(6, 10))
+    y = rng.integers(0, 6, 900)
+    x = (centers[y] + rng.normal(size=(900, 10))).astype(np.float32)
+    noisy, flipped = flip_labels(y, 0.05, seed=2, num_classes=6)
+    res = curate.label_issues(x, noisy, k=10)
+    top = res.indices[: len(flipped)]
+    precision = np.isin(top, flipped).mean()
+    assert precision > 0.9, precision  # flip rate 0.05
+    # the suggestion recovers the true label of the flipped samples found
+    suggested = dict(zip(res.indices.tolist(), res.suggested.tolist(), strict=True))
+    found = top[np.isin(top, flipped)]
+    assert np.mean([suggested[i] == y[i] for i in found]) > 0.95
+    # below the top 2 x #flips, every sample's own label gets most of its neighbours' vote
+    assert res.scores[len(flipped) * 2 :].max() < 0.5
+
+
+def test_planted_flips_on_digits():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x, y = digits.data.astype(np.float32), digits.target
+    noisy, flipped = flip_labels(y, 0.05, seed=0, num_classes=10)
+    for metric in ("euclidean", "cosine"):
+        res = curate.label_issues(x, noisy, k=10, metric=metric)
+        precision = np.isin(res.indices[: len(flipped)], flipped).mean()
+        assert precision > 0.8, (metric, precision)  # vs a flip rate of 0.05
+    # no flips: the ranking's top is mostly genuinely ambiguous samples, and the scores are low
+    clean = curate.label_issues(x, y, k=10)
+    assert clean.num_disagreeing < 0.03 * len(y)
+
+
+def test_label_issues_result_json():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    y = rng.integers(0, 3, 50)
+    res = gj.label_issues(x, y, k=5, weighting="uniform")
+    assert len(res) == 50
+    j = json.loads(json.dumps(res.to_json(limit=4)))
+    assert j["num_samples"] == 50 and len(j["ranking"]) == 4
+    assert j["config"]["k"] == 5 and j["config"]["weighting"] == "uniform"
+    assert j["ranking"][0] == {
+        "index": int(res.indices[0]),
+        "score": float(res.scores[0]),
+        "given": int(res.given[0]),
+        "suggested": int(res.suggested[0]),
+    }
+    assert j["num_disagreeing"] == int(np.sum(res.suggested != res.given))
+    assert np.all(np.diff(res.scores) <= 0)  # ranked by score
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"labels": None}, ValueError, r"labels are required"),
+        ({"labels": np.zeros(9, int)}, ValueError, r"labels must have shape \[10\].*\(9,\)"),
+        ({"labels": np.zeros(10)}, TypeError, r"labels must be integers.*float64"),
+        ({"labels": np.r_[np.zeros(9, int), -1]}, ValueError, r"labels must be >= 0, got -1 at "),
+        ({"k": 10}, ValueError, r"k must be in \[1, n - 1\] = \[1, 9\], got k=10"),
+        ({"k": 0}, ValueError, r"got k=0"),
+        ({"weighting": "gauss"}, ValueError, r"weighting must be one of"),
+        ({"metric": "l1"}, ValueError, r"metric must be one of"),
+        ({"num_classes": 1}, ValueError, r"num_classes=1 but labels go up to 1"),
+    ],
+)
+def test_label_issues_bad_arguments(kwargs, error, match):
+    x = np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32)
+    args = {"labels": np.arange(10) % 2, **kwargs}
+    labels = args.pop("labels")
+    with pytest.raises(error, match=match):
+        curate.label_issues(x, labels, **args)
+
+
+# --------------------------------------------------------------------------- near duplicates
+
+
+def near_duplicates_ref(x, threshold, metric):
+    d = distances(x, x, metric)
+    n = len(x)
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if d[i, j] <= threshold]
+    for i, j in pairs:
+        parent[find(i)] = find(j)
+    groups = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    groups = sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    return pairs, groups, d
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean", "cosine"])
+def test_near_duplicates_match_brute_force(metric):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(150, 6)).astype(np.float32)
+    x[100] = x[3]  # exact
+    x[101] = x[3] + 0.01  # near
+    x[120] = x[50] * 3.0  # same direction (a cosine duplicate only)
+    x[140] = x[101] + 0.01  # chain: 3 - 101 - 140
+    threshold = {"euclidean": 0.1, "sqeuclidean": 0.01, "cosine": 1e-4}[metric]
+    got = curate.near_duplicates(x, threshold=threshold, metric=metric, block_size=16)
+    pairs, groups, d = near_duplicates_ref(x, threshold, metric)
+    assert [tuple(p) for p in got.pairs.tolist()] == pairs
+    assert [g.tolist() for g in got.groups] == groups
+    np.testing.assert_allclose(got.distances, [d[i, j] for i, j in pairs], atol=1e-9)
+    assert [3, 100, 101, 140] in [g.tolist() for g in got.groups]
+    assert ([50, 120] in [g.tolist() for g in got.groups]) == (metric == "cosine")
+
+
+def test_exact_duplicates_far_from_the_origin_at_threshold_zero():
+    # |x|^2 ~ 1e8: the matrix-product form alone rounds duplicates to distances far above 0.
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(300, 32)) + 1e4).astype(np.float32)
+    dup_of = {10: 250, 11: 251, 12: 252}
+    for a, b in dup_of.items():
+        x[b] = x[a]
+    x[253] = x[252]  # a group of three
+    for metric in ("euclidean", "sqeuclidean", "cosine"):
+        got = curate.near_duplicates(x, threshold=0.0, metric=metric, block_size=64)
+        assert [g.tolist() for g in got.groups] == [[10, 250], [11, 251], [12, 252, 253]], metric
+        assert (got.distances == 0).all()
+    np.testing.assert_array_equal(got.to_drop(), [250, 251, 252, 253])
+    j = json.loads(json.dumps(got.to_json()))
+    assert j["num_groups"] == 3 and j["rows_in_groups"] == 7 and j["num_pairs"] == 5
+
+
+def test_near_duplicates_of_digits():
+    from sklearn.datasets import load_digits
+
+    x = load_digits().data.astype(np.float32)
+    rng = np.random.default_rng(6)
+    clean = curate.near_duplicates(x, threshold=0.0)
+    src = rng.choice(len(x), 20, replace=False)
+    noisy = x[src] + rng.normal(scale=0.05, size=(20, 64)).astype(np.float32)
+    xx = np.concatenate([x, x[src[:10]], noisy[10:]])  # 10 exact copies, 10 perturbed copies
+    got = gj.near_duplicates(xx, threshold=1.0)
+    planted = [sorted([int(s), len(x) + i]) for i, s in enumerate(src)]
+    grouped = [g.tolist() for g in got.groups]
+    for pair in planted:
+        assert any(set(pair) <= set(g) for g in grouped), pair
+    # nothing else is grouped, except digits that were already duplicates in the dataset
+    already = {i for g in clean.groups for i in g.tolist()}
+    extra = {i for g in grouped for i in g} - {i for p in planted for i in p} - already
+    assert not extra, extra
+
+
+def test_near_duplicates_edge_cases_and_errors():
+    x = np.random.default_rng(7).normal(size=(20, 3)).astype(np.float32)
+    none = curate.near_duplicates(x, threshold=1e-6)
+    assert len(none) == 0 and none.pairs.shape == (0, 2) and len(none.to_drop()) == 0
+    assert len(curate.near_duplicates(x[:1], threshold=1.0)) == 0
+    with pytest.raises(ValueError, match=r"more than 10 pairs within threshold=100.0"):
+        curate.near_duplicates(x, threshold=100.0, max_pairs=10)
+    with pytest.raises(ValueError, match=r"threshold must be a finite distance >= 0, got -1.0"):
+        curate.near_duplicates(x, threshold=-1.0)
+    with pytest.raises(TypeError, match=r"threshold must be a number"):
+        curate.near_duplicates(x, threshold="0.1")
+    with pytest.raises(ValueError, match=r"metric must be one of"):
+        curate.near_duplicates(x, threshold=0.1, metric="l1")
+    with pytest.raises(ValueError, match=r"x must be 2-D"):
+        curate.near_duplicates(x[0], threshold=0.1)
