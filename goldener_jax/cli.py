@@ -29,6 +29,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="small run: 2 budgets, 2 seeds")
 
     _add_select_split(sub)
+    _add_curate(sub)
 
     bench = sub.add_parser("bench", help="benchmarks (baselines measured in the same run)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -83,6 +84,85 @@ def _add_select_split(sub) -> None:
         help="a set and its ratio or count, in order (repeat: train=0.8 val=0.2)",
     )
     spl.add_argument("--leakage-threshold", type=float, default=None)
+
+
+def _add_curate(sub) -> None:
+    cur = sub.add_parser(
+        "curate", help="rank likely label errors, group near duplicates (writes JSON + .npy)"
+    )
+    cur.add_argument("source", help="a .npy of vectors [N, d], or a feature store directory")
+    cur.add_argument("--labels", default=None, help=".npy of int labels [N] (default: store's)")
+    cur.add_argument("--k", type=int, default=10, help="neighbours that vote (10)")
+    metrics = ["euclidean", "sqeuclidean", "cosine"]
+    cur.add_argument("--metric", default="euclidean", choices=metrics)
+    cur.add_argument("--weighting", default="distance", choices=["distance", "uniform"])
+    cur.add_argument("--top", type=int, default=20, help="suspects printed (20)")
+    cur.add_argument(
+        "--duplicate-threshold",
+        type=float,
+        default=None,
+        help="also group rows within this distance (near duplicates)",
+    )
+    cur.add_argument("--out", required=True, help="output directory (JSON + .npy)")
+
+
+def _run_curate(args) -> int:
+    import os
+    import time
+
+    import numpy as np
+
+    from goldener_jax.curate import label_issues, near_duplicates
+
+    labels = None if args.labels is None else np.load(args.labels)
+    if args.source.endswith(".npy"):
+        x = np.asarray(np.load(args.source, mmap_mode="r"))
+    else:
+        from goldener_jax.store import FeatureStore
+
+        store = FeatureStore.open(args.source)
+        if store.rows_per_sample != 1:
+            raise ValueError(
+                f"curate needs one vector per sample; store {args.source!r} has "
+                f"{store.rows_per_sample} rows per sample"
+            )
+        x, _ = store.read_vectors()
+        if labels is None:
+            labels = store.read_labels()
+    if labels is None and args.duplicate_threshold is None:
+        raise ValueError("nothing to do: give --labels (label issues) or --duplicate-threshold")
+    os.makedirs(args.out, exist_ok=True)
+    if labels is not None:
+        t0 = time.perf_counter()
+        res = label_issues(x, labels, k=args.k, metric=args.metric, weighting=args.weighting)
+        seconds = time.perf_counter() - t0
+        np.save(os.path.join(args.out, "label_issues.npy"), res.indices)
+        with open(os.path.join(args.out, "label_issues.json"), "w") as f:
+            json.dump({**res.to_json(), "seconds": seconds}, f, indent=1)
+        print(
+            f"label issues over {len(res)} samples (k={args.k}, {args.metric}) in {seconds:.2f} s:"
+            f" {res.num_disagreeing} whose neighbours suggest another label"
+        )
+        rows = [
+            (r + 1, t["index"], f"{t['score']:.3f}", t["given"], t["suggested"])
+            for r, t in enumerate(res.top(args.top))
+        ]
+        print(_table(rows, ("rank", "index", "score", "given", "suggested")))
+        print(f"wrote {os.path.join(args.out, 'label_issues.json')} and label_issues.npy")
+    if args.duplicate_threshold is not None:
+        t0 = time.perf_counter()
+        dup = near_duplicates(x, threshold=args.duplicate_threshold, metric=args.metric)
+        seconds = time.perf_counter() - t0
+        with open(os.path.join(args.out, "near_duplicates.json"), "w") as f:
+            json.dump({**dup.to_json(), "seconds": seconds}, f, indent=1)
+        print(
+            f"near duplicates (distance <= {args.duplicate_threshold:g}): {len(dup)} groups, "
+            f"{len(dup.pairs)} pairs, {len(dup.to_drop())} rows to drop to keep one per group"
+        )
+        for g in dup.groups[: args.top]:
+            print("  " + " ".join(map(str, g.tolist())))
+        print(f"wrote {os.path.join(args.out, 'near_duplicates.json')}")
+    return 0
 
 
 def _option_value(text: str):
@@ -212,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_select(args)
     if args.command == "split":
         return _run_split(args)
+    if args.command == "curate":
+        return _run_curate(args)
     if args.command == "bench":
         from goldener_jax import benchmarks
 

@@ -230,3 +230,37 @@ def test_near_duplicates_edge_cases_and_errors():
         curate.near_duplicates(x, threshold=0.1, metric="l1")
     with pytest.raises(ValueError, match=r"x must be 2-D"):
         curate.near_duplicates(x[0], threshold=0.1)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_curate_prints_suspects_and_writes_json(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from goldener_jax import cli
+
+    digits = load_digits()
+    x = np.concatenate([digits.data, digits.data[:3]]).astype(np.float32)  # 3 exact duplicates
+    y = np.concatenate([digits.target, digits.target[:3]])
+    noisy, flipped = flip_labels(y, 0.05, seed=1, num_classes=10)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", noisy)
+    out = tmp_path / "out"
+    args = ["curate", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"), "--top", "5"]
+    assert cli.main([*args, "--duplicate-threshold", "0", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "rank" in text and "suggested" in text and "near duplicates" in text
+    report = json.loads((out / "label_issues.json").read_text())
+    ranked = np.load(out / "label_issues.npy")
+    assert [r["index"] for r in report["ranking"]] == ranked.tolist()
+    assert len(ranked) == len(x)
+    assert np.isin(ranked[: len(flipped)], flipped).mean() > 0.8
+    first = report["ranking"][0]
+    assert f"{first['index']}" in text.split("suggested")[1].splitlines()[2]
+    groups = json.loads((out / "near_duplicates.json").read_text())["groups"]
+    n = len(digits.data)
+    for i in range(3):
+        assert any({i, n + i} <= set(g) for g in groups)
+    with pytest.raises(ValueError, match=r"nothing to do: give --labels"):
+        cli.main(["curate", str(tmp_path / "x.npy"), "--out", str(out)])
