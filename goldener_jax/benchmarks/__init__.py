@@ -17,6 +17,7 @@ BENCHMARKS = {
     "zcore": "zcore",
     "split": "split",
     "quality": "quality",
+    "split-quality": "split_quality",
 }
 
 
