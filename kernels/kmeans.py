@@ -131,12 +131,17 @@ def _plusplus(x, key, *, k):
     return seeds
 
 
-def kmeans_plusplus(x, n_clusters: int, key) -> jax.Array:
+def kmeans_plusplus(x, n_clusters: int, key, *, mesh=None) -> jax.Array:
     """k-means++ seeds: int32 ``[n_clusters]`` distinct row indices of ``x``, deterministic for
-    ``key``."""
+    ``key``. With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
+    and the same uniforms are drawn (``kernels.sharding``)."""
     _check_key(key)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
+    if mesh is not None:
+        from .sharding import sharded_kmeans_seeds
+
+        return sharded_kmeans_seeds(x, k, key, mesh=mesh)[0]
     return _plusplus(x, key, k=k)
 
 
@@ -219,7 +224,13 @@ def _final_assign(x, centroids, *, block_size):
 
 
 def kmeans_init(
-    x, n_clusters: int, key, *, metric: str = "euclidean", block_size: int | None = None
+    x,
+    n_clusters: int,
+    key,
+    *,
+    metric: str = "euclidean",
+    block_size: int | None = None,
+    mesh=None,
 ) -> KMeansState:
     """Initial state: k-means++ seeds from ``key`` as centroids, no assignment yet.
 
@@ -229,12 +240,27 @@ def kmeans_init(
       key: a ``jax.random.key``.
       metric: ``"euclidean"`` or ``"sqeuclidean"`` (same clusters).
       block_size: accepted for symmetry with ``kmeans_run``.
+      mesh: optional 1-D ``jax.sharding.Mesh``: the seeds are drawn over rows sharded on its
+        devices (the same seeds as on one device, ``kernels.sharding``).
+
+    Returns:
+      A ``KMeansState``.
     """
     _check_metric(metric)
     _check_key(key)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
+    if mesh is not None:
+        from .sharding import sharded_kmeans_seeds
+
+        centroids = sharded_kmeans_seeds(x, k, key, mesh=mesh)[1]
+        return KMeansState(
+            centroids,
+            jnp.full((x.shape[0],), -1, jnp.int32),
+            jnp.zeros((), jnp.int32),
+            jnp.ones((), bool),
+        )
     return _init(x, key, k=k, block_size=block_size)
 
 
@@ -245,9 +271,12 @@ def kmeans_run(
     num_iters: int = 100,
     max_steps: int | None = None,
     block_size: int | None = None,
+    mesh=None,
 ) -> KMeansState:
     """Continues ``state`` for at most ``max_steps`` more Lloyd iterations (traced: chunked runs
-    do not recompile and equal one run exactly), up to ``num_iters`` in all or convergence."""
+    do not recompile and equal one run exactly), up to ``num_iters`` in all or convergence.
+    With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and the
+    per-cluster sums are ``psum``ed; a state from any device count (or none) continues."""
     x = as_float_matrix(x, "x")
     num_iters = _check_iters(num_iters)
     block_size = check_block_size(block_size)
@@ -260,6 +289,10 @@ def kmeans_run(
         max_steps = num_iters
     if isinstance(max_steps, int) and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
+    if mesh is not None:
+        from .sharding import sharded_kmeans_run
+
+        return sharded_kmeans_run(state, x, max_steps, num_iters, mesh=mesh, block_size=block_size)
     return _run(
         state,
         x,
@@ -269,14 +302,20 @@ def kmeans_run(
     )
 
 
-def kmeans_assign(x, centroids, *, block_size: int | None = None) -> jax.Array:
+def kmeans_assign(x, centroids, *, block_size: int | None = None, mesh=None) -> jax.Array:
     """Nearest centroid of each row (lowest index on ties): int32 ``[n]``, ``[block, k]`` at a
-    time."""
+    time (on each device of ``mesh`` if given: no communication)."""
     x = as_float_matrix(x, "x")
     centroids = as_float_matrix(centroids, "centroids")
     if centroids.shape[1] != x.shape[1] or centroids.shape[0] < 1:
         raise ValueError(
             f"centroids must be [k >= 1, {x.shape[1]}], got shape {tuple(centroids.shape)}"
+        )
+    if mesh is not None:
+        from .sharding import sharded_kmeans_assign
+
+        return sharded_kmeans_assign(
+            x, centroids, mesh=mesh, block_size=check_block_size(block_size)
         )
     return _final_assign(x, centroids, block_size=check_block_size(block_size))[0]
 
@@ -289,6 +328,7 @@ def kmeans(
     num_iters: int = 100,
     metric: str = "euclidean",
     block_size: int | None = None,
+    mesh=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact k-means (Lloyd) from k-means++ seeds drawn from ``key``.
 
@@ -300,11 +340,20 @@ def kmeans(
       metric: ``"euclidean"`` or ``"sqeuclidean"``.
       block_size: rows assigned at once (``[block_size, n_clusters]`` distances); ``None`` picks
         blocks of at most 16M values.
+      mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are sharded
+        over its devices; assignments are local, the per-cluster sums and counts ``psum``ed
+        (``kernels.sharding``). The seeds and assignments equal the single-device ones; the
+        centroids may differ in their last bits (another order of the additions).
 
     Returns:
       ``(centroids float32 [n_clusters, d], assignment int32 [n])``; the assignment is to the
       nearest returned centroid (lowest index on ties).
     """
+    if mesh is not None:
+        state = kmeans_init(x, n_clusters, key, metric=metric, block_size=block_size, mesh=mesh)
+        state = kmeans_run(state, x, num_iters=num_iters, block_size=block_size, mesh=mesh)
+        assignment = kmeans_assign(x, state.centroids, block_size=block_size, mesh=mesh)
+        return state.centroids, assignment
     state = kmeans_init(x, n_clusters, key, metric=metric, block_size=block_size)
     x = jnp.asarray(x)
     state = kmeans_run(state, x, num_iters=num_iters, block_size=block_size)
@@ -381,7 +430,13 @@ def _medoids(x, centroids, assignment, *, num_picks, min_cluster_size):
 
 
 def kmeans_medoids(
-    x, centroids, assignment, *, num_picks: int | None = None, min_cluster_size: int = 1
+    x,
+    centroids,
+    assignment,
+    *,
+    num_picks: int | None = None,
+    min_cluster_size: int = 1,
+    mesh=None,
 ) -> jax.Array:
     """The point nearest each centroid: int32 ``[num_picks]`` distinct indices.
 
@@ -390,10 +445,23 @@ def kmeans_medoids(
     picks an empty cluster (or a cluster smaller than ``min_cluster_size``) would get
     go, in TypiClust's order (see ``typical_points``), to the next-nearest members of the
     largest clusters. ``min_cluster_size > 1`` keeps singleton clusters (outliers) out.
+    With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and each
+    pick is a global reduction (``kernels.sharding``).
     """
     x, centroids, assignment, num_picks = _check_clustering(
         x, centroids, assignment, num_picks, min_cluster_size
     )
+    if mesh is not None:
+        from .sharding import sharded_kmeans_medoids
+
+        return sharded_kmeans_medoids(
+            x,
+            centroids,
+            assignment,
+            mesh=mesh,
+            num_picks=num_picks,
+            min_cluster_size=min_cluster_size,
+        )
     return _medoids(
         x, centroids, assignment, num_picks=num_picks, min_cluster_size=min_cluster_size
     )
@@ -425,11 +493,12 @@ def _typicality(x, assignment, *, num_neighbors, block_size):
     return fold_row_blocks(fold, x, block, jnp.zeros((n,), jnp.float32))
 
 
-def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None = None):
+def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None = None, mesh=None):
     """TypiClust typicality: ``1 / mean Euclidean distance to the num_neighbors nearest other
     points of the same cluster`` (fewer when the cluster is smaller; ``inf`` for a point with no
     other member or only duplicates of itself). float32 ``[n]``; ``[block_size, n]`` distances
-    at a time (``O(n^2 d)`` work, never an ``n x n`` matrix)."""
+    at a time (``O(n^2 d)`` work, never an ``n x n`` matrix). With ``mesh`` the rows are sharded
+    and travel round a ring of its devices (``kernels.sharding``)."""
     x = as_float_matrix(x, "x")
     assignment = jnp.asarray(assignment)
     if assignment.shape != (x.shape[0],) or not jnp.issubdtype(assignment.dtype, jnp.integer):
@@ -437,6 +506,16 @@ def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None
     if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
         raise ValueError(f"num_neighbors must be an int >= 1, got {num_neighbors!r}")
     block_size = check_block_size(block_size)
+    if mesh is not None:
+        from .sharding import sharded_typicality
+
+        return sharded_typicality(
+            x,
+            assignment.astype(jnp.int32),
+            mesh=mesh,
+            num_neighbors=num_neighbors,
+            block_size=block_size,
+        )
     return _typicality(
         x, assignment.astype(jnp.int32), num_neighbors=num_neighbors, block_size=block_size
     )
@@ -456,17 +535,33 @@ def typical_points(
     num_picks: int | None = None,
     min_cluster_size: int = 1,
     block_size: int | None = None,
+    mesh=None,
 ) -> jax.Array:
     """The most typical points of the clusters (TypiClust): int32 ``[num_picks]`` distinct indices.
 
     Each pick goes to the cluster with members left that has at least ``min_cluster_size`` points
     (if any is left), the fewest picks so far, the most points, the lowest index — in that order —
     and takes its unpicked member of highest :func:`typicality` (lowest index on ties). By default
-    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first.
+    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first. With
+    ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
+    (``kernels.sharding``).
     """
     x, centroids, assignment, num_picks = _check_clustering(
         x, centroids, assignment, num_picks, min_cluster_size
     )
+    if mesh is not None:
+        from .sharding import sharded_typical_points
+
+        return sharded_typical_points(
+            x,
+            assignment,
+            mesh=mesh,
+            num_clusters=centroids.shape[0],
+            num_neighbors=num_neighbors,
+            num_picks=num_picks,
+            min_cluster_size=min_cluster_size,
+            block_size=check_block_size(block_size),
+        )
     typ = typicality(x, assignment, num_neighbors=num_neighbors, block_size=block_size)
     return _typical(
         assignment,

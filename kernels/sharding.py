@@ -738,3 +738,348 @@ def sharded_herding_run(state, x, max_steps, *, mesh, kernel: str, length_scale:
         length_scale=length_scale,
     )
     return HerdingState(*(_unpad(a, n) for a in out[:3]), out[3], out[4])
+
+
+# --- k-means -----------------------------------------------------------------------------------
+#
+# Rows (and the assignment) are row-sharded; centroids are replicated. k-means++ seeding draws
+# the same uniforms as on one device; the cumulative sum of the weights is the local cumsum plus
+# the sum of the lower devices' totals (an `all_gather` of P scalars), the drawn index a global
+# minimum (`pmin`), the drawn row fetched with one `psum`. A Lloyd iteration assigns locally (no
+# communication) and `psum`s the per-cluster sums and counts (O(k d)). The TypiClust / medoid
+# picker is a loop of global reductions: per pick a `psum` of k counts and a (value, lowest global
+# index) reduction. Typicality needs each point's nearest same-cluster neighbours over all rows:
+# the row blocks go round a ring and each device keeps a running top-m of its own rows.
+#
+# Exactness: the assignment step and the per-point scores are local and computed as on one
+# device; what differs is the order of the additions in the global sums (mean row of the seeding
+# distances, cumsum of the weights, centroid sums). The centroids can therefore differ from one
+# device's in their last bits (compare them with a tolerance); the seeds, assignments and picked
+# indices are equal unless a draw, a point or a score falls within that rounding of a boundary.
+# Where the sums are exact (tests: quarter-integer data symmetric about 0) everything is
+# bit-identical, centroids included.
+
+
+def _fetch_rows(x: jax.Array, ids: jax.Array, index: jax.Array, axis: str) -> jax.Array:
+    """Rows ``index`` (global, ``[r]``) of the sharded ``x`` on every device: one ``psum``."""
+    m = x.shape[0]
+    local = jnp.clip(index - ids[0], 0, m - 1)
+    owner = (index >= ids[0]) & (index < ids[0] + m)
+    rows = x[local]
+    return jax.lax.psum(jnp.where(owner[:, None], rows, jnp.zeros_like(rows)), axis)
+
+
+def _local_plusplus(x, key, ids, n, k, axis, p):
+    """``kmeans._plusplus`` on the local rows: the seeds (global indices), replicated."""
+    acc = accum_dtype(x.dtype)
+    big = p * x.shape[0]
+    stats = _local_stats(x, n, "euclidean", axis)
+    me = jax.lax.axis_index(axis)
+    first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, n).astype(jnp.int32)
+    row = _fetch_row(x, ids, first, axis)
+    min_d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
+    min_d = jnp.where(ids == first, 0.0, min_d)
+    taken = (ids == first) | (ids >= n)
+    seeds = jnp.full((k,), -1, jnp.int32).at[0].set(first)
+
+    def body(t, carry):
+        seeds, min_d, taken = carry
+        w = jnp.where(taken, 0.0, min_d)
+        cums = jnp.cumsum(jax.lax.all_gather(jnp.sum(w), axis))  # [P], the same on every device
+        total = cums[-1]
+        cum = jnp.where(me > 0, cums[jnp.maximum(me - 1, 0)], 0.0) + jnp.cumsum(w)
+        u = jax.random.uniform(jax.random.fold_in(key, t), (), acc)
+        hit = (cum > u * total) & ~taken
+        hit = jnp.where(total > 0, hit, ~taken)
+        idx = jax.lax.pmin(jnp.min(jnp.where(hit, ids, big)), axis).astype(jnp.int32)
+        idx = jnp.minimum(idx, n - 1)
+        d = point_rank_distances(x, stats, _fetch_row(x, ids, idx, axis), "euclidean")
+        return (
+            seeds.at[t].set(idx),
+            jnp.where(ids == idx, 0.0, jnp.minimum(min_d, d.astype(acc))),
+            taken | (ids == idx),
+        )
+
+    return jax.lax.fori_loop(1, k, body, (seeds, min_d, taken))[0]
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k"))
+def _kmeans_seed(xs, key, *, mesh, n, k):
+    axis, p = mesh_axis(mesh)
+
+    def local(x, key):
+        ids = _local_ids(x.shape[0], axis)
+        seeds = _local_plusplus(x, key, ids, n, k, axis, p)
+        return seeds, _fetch_rows(x, ids, seeds, axis).astype(accum_dtype(x.dtype))
+
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(axis, None), P()), out_specs=(P(), P()), check_vma=False
+    )
+    return fn(xs, key)
+
+
+def _local_assign(x, centroids, valid, block):
+    from .kmeans import _assign
+
+    a, _ = _assign(x, centroids, block)
+    return jnp.where(valid, a, -1)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
+def _kmeans_run(
+    centroids, assignment, iteration, changed, xs, max_steps, num_iters, *, mesh, n, block_size
+):
+    axis, _ = mesh_axis(mesh)
+    k, d = centroids.shape
+
+    def local(centroids, assignment, iteration, changed, x, max_steps, num_iters):
+        m = x.shape[0]
+        valid = _local_ids(m, axis) < n
+        block = auto_block(k, m, block_size)
+        acc = centroids.dtype
+        stop = jnp.minimum(num_iters, iteration + max_steps)
+
+        def sums_counts(a):
+            def fold(rows, start, fresh_from, carry):
+                sums, counts = carry
+                fresh = (start + jnp.arange(block)) >= fresh_from
+                rows_a = jax.lax.dynamic_slice_in_dim(a, start, block)
+                onehot = ((rows_a[:, None] == jnp.arange(k)[None, :]) & fresh[:, None]).astype(acc)
+                sums = sums + jnp.dot(
+                    onehot.T, rows.astype(acc), precision=jax.lax.Precision.HIGHEST
+                )
+                return sums, counts + jnp.sum(onehot, axis=0)
+
+            init = (jnp.zeros((k, d), acc), jnp.zeros((k,), acc))
+            return jax.lax.psum(fold_row_blocks(fold, x, block, init), axis)
+
+        # `x` is closed over, not carried.
+        def body(s):
+            cent, old, it, _ = s
+            a = _local_assign(x, cent, valid, block)
+            changed = jax.lax.psum(jnp.any(a != old).astype(jnp.int32), axis) > 0
+            sums, counts = sums_counts(a)
+            safe = jnp.where(counts > 0, counts, 1.0)
+            cent = jnp.where(counts[:, None] > 0, sums / safe[:, None], cent)
+            return cent, a, it + 1, changed
+
+        init = (centroids, assignment, iteration, changed)
+        return jax.lax.while_loop(lambda s: (s[2] < stop) & s[3], body, init)
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(), P(axis), P(), P(), P(axis, None), P(), P()),
+        out_specs=(P(), P(axis), P(), P()),
+        check_vma=False,
+    )
+    return fn(centroids, assignment, iteration, changed, xs, max_steps, num_iters)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
+def _kmeans_assign(xs, centroids, *, mesh, n, block_size):
+    axis, _ = mesh_axis(mesh)
+
+    def local(x, centroids):
+        m = x.shape[0]
+        block = auto_block(centroids.shape[0], m, block_size)
+        return _local_assign(x, centroids, _local_ids(m, axis) < n, block)
+
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(axis, None), P()), out_specs=P(axis), check_vma=False
+    )
+    return fn(xs, centroids)
+
+
+def sharded_kmeans_seeds(x, k: int, key, *, mesh):
+    """``(seeds [k], their rows as float32 [k, d])`` on ``mesh`` (arguments validated)."""
+    return _kmeans_seed(shard_rows(x, mesh), _replicate(key, mesh), mesh=mesh, n=x.shape[0], k=k)
+
+
+def sharded_kmeans_run(state, x, max_steps, num_iters, *, mesh, block_size=None):
+    """``kmeans_run`` on ``mesh``: pads the assignment with ``-1``, runs, unpads."""
+    from .kmeans import KMeansState
+
+    n = state.assignment.shape[0]
+    out = _kmeans_run(
+        _replicate(state.centroids, mesh),
+        shard_rows(state.assignment, mesh, fill=-1),
+        _replicate(jnp.asarray(state.iteration, jnp.int32), mesh),
+        _replicate(jnp.asarray(state.changed, bool), mesh),
+        shard_rows(x, mesh),
+        _replicate(np.asarray(max_steps, np.int32), mesh),
+        _replicate(np.asarray(num_iters, np.int32), mesh),
+        mesh=mesh,
+        n=n,
+        block_size=block_size,
+    )
+    return KMeansState(out[0], _unpad(out[1], n), out[2], out[3])
+
+
+def sharded_kmeans_assign(x, centroids, *, mesh, block_size=None):
+    """``kmeans_assign`` on ``mesh``: int32 ``[n]``."""
+    n = x.shape[0]
+    a = _kmeans_assign(
+        shard_rows(x, mesh), _replicate(centroids, mesh), mesh=mesh, n=n, block_size=block_size
+    )
+    return _unpad(a, n)
+
+
+def _local_round_robin(assignment, score, valid, ids, k, num_picks, min_cluster_size, axis, big):
+    """``kmeans._round_robin`` with the per-cluster counts ``psum``ed and each pick a global
+    (highest score, lowest global index) reduction."""
+    a = jnp.where(valid, assignment, 0)
+    cids = jnp.arange(k, dtype=jnp.int32)
+    size = jax.lax.psum(jax.ops.segment_sum(valid.astype(jnp.int32), a, num_segments=k), axis)
+    small = size < min_cluster_size
+    total = jax.lax.psum(jnp.sum(valid, dtype=jnp.int32), axis)
+
+    def body(t, carry):
+        picks, taken, got = carry
+        left = jax.ops.segment_sum((~taken).astype(jnp.int32), a, num_segments=k)
+        ok = jax.lax.psum(left, axis) > 0
+        ok = ok & (small == jnp.min(jnp.where(ok, small, True)))
+        ok = ok & (got == jnp.min(jnp.where(ok, got, total + 1)))
+        ok = ok & (size == jnp.max(jnp.where(ok, size, -1)))
+        c = jnp.min(jnp.where(ok, cids, k))
+        member = (a == c) & ~taken
+        i = _global_first_argmax(jnp.where(member, score, -jnp.inf), ids, big, axis)
+        return picks.at[t].set(i), taken | (ids == i), got.at[c].add(1)
+
+    init = (jnp.full((num_picks,), -1, jnp.int32), ~valid, jnp.zeros((k,), jnp.int32))
+    return jax.lax.fori_loop(0, num_picks, body, init)[0]
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_picks", "min_cluster_size"))
+def _medoids(xs, centroids, assignment, *, mesh, n, num_picks, min_cluster_size):
+    axis, _ = mesh_axis(mesh)
+    big = xs.shape[0]
+    k = centroids.shape[0]
+
+    def local(x, centroids, assignment):
+        ids = _local_ids(x.shape[0], axis)
+        valid = ids < n
+        c = centroids.astype(accum_dtype(x.dtype))
+        diff = x.astype(c.dtype) - c[jnp.where(valid, assignment, 0)]
+        score = -jnp.sum(diff * diff, axis=1)
+        return _local_round_robin(
+            assignment, score, valid, ids, k, num_picks, min_cluster_size, axis, big
+        )
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis, None), P(), P(axis)),
+        out_specs=P(),
+        check_vma=False,
+    )
+    return fn(xs, centroids, assignment)
+
+
+def sharded_kmeans_medoids(x, centroids, assignment, *, mesh, num_picks, min_cluster_size):
+    """``kmeans_medoids`` on ``mesh`` (arguments validated by the caller)."""
+    return _medoids(
+        shard_rows(x, mesh),
+        _replicate(centroids, mesh),
+        shard_rows(assignment, mesh, fill=0),
+        mesh=mesh,
+        n=x.shape[0],
+        num_picks=num_picks,
+        min_cluster_size=min_cluster_size,
+    )
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_neighbors", "block_size"))
+def _typicality(xs, assignment, *, mesh, n, num_neighbors, block_size):
+    axis, p = mesh_axis(mesh)
+    mm = min(num_neighbors, n - 1)
+
+    def local(x, assignment):
+        m = x.shape[0]
+        ids = _local_ids(m, axis)
+        block = auto_block(m + mm, m, block_size)
+        aux = row_aux(x, "euclidean")
+        everyone = jax.lax.all_gather(assignment, axis, tiled=True)  # [P m] int32, O(N) ints
+
+        def fold(rows, start, fresh_from, other, other_ids, other_ok, near):
+            raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
+            a = jax.lax.dynamic_slice_in_dim(assignment, start, block)
+            other_a = jax.lax.dynamic_slice_in_dim(everyone, other_ids[0], m)
+            row_ids = ids[0] + start + jnp.arange(block, dtype=jnp.int32)
+            sq = block_rank_distances(rows, raux, other, row_aux(other, "euclidean"), "euclidean")
+            same = (a[:, None] == other_a[None, :]) & (row_ids[:, None] != other_ids[None, :])
+            d = jnp.where(same & other_ok[None, :], jnp.sqrt(sq), jnp.inf)
+            old = jax.lax.dynamic_slice_in_dim(near, start, block)
+            best = -jax.lax.top_k(-jnp.concatenate([old, d], axis=1), mm)[0]
+            return jax.lax.dynamic_update_slice_in_dim(near, best, start, axis=0)
+
+        near = _ring_fold(x, n, axis, p, block, fold, jnp.full((m, mm), jnp.inf, jnp.float32))
+        valid = jnp.isfinite(near)
+        cnt = jnp.sum(valid, axis=1)
+        mean = jnp.sum(jnp.where(valid, near, 0.0), axis=1) / jnp.maximum(cnt, 1)
+        return jnp.where(mean > 0, 1.0 / jnp.where(mean > 0, mean, 1.0), jnp.inf)
+
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(axis, None), P(axis)), out_specs=P(axis), check_vma=False
+    )
+    return fn(xs, assignment)
+
+
+def sharded_typicality(x, assignment, *, mesh, num_neighbors, block_size=None):
+    """``typicality`` on ``mesh``: float32 ``[n]`` (arguments validated by the caller)."""
+    n = x.shape[0]
+    if n == 1:
+        return jnp.full((1,), jnp.inf, jnp.float32)
+    typ = _typicality(
+        shard_rows(x, mesh),
+        shard_rows(assignment, mesh, fill=-1),
+        mesh=mesh,
+        n=n,
+        num_neighbors=num_neighbors,
+        block_size=block_size,
+    )
+    return _unpad(typ, n)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_clusters", "num_picks", "min_cluster_size"))
+def _typical(assignment, typ, *, mesh, n, num_clusters, num_picks, min_cluster_size):
+    axis, _ = mesh_axis(mesh)
+    big = assignment.shape[0]
+
+    def local(assignment, typ):
+        ids = _local_ids(assignment.shape[0], axis)
+        return _local_round_robin(
+            assignment, typ, ids < n, ids, num_clusters, num_picks, min_cluster_size, axis, big
+        )
+
+    fn = jax.shard_map(
+        local, mesh=mesh, in_specs=(P(axis), P(axis)), out_specs=P(), check_vma=False
+    )
+    return fn(assignment, typ)
+
+
+def sharded_typical_points(
+    x,
+    assignment,
+    *,
+    mesh,
+    num_clusters,
+    num_neighbors,
+    num_picks,
+    min_cluster_size,
+    block_size=None,
+):
+    """``typical_points`` on ``mesh`` (arguments validated by the caller)."""
+    n = x.shape[0]
+    typ = sharded_typicality(
+        x, assignment, mesh=mesh, num_neighbors=num_neighbors, block_size=block_size
+    )
+    return _typical(
+        shard_rows(assignment, mesh, fill=0),
+        shard_rows(typ, mesh, fill=-jnp.inf),
+        mesh=mesh,
+        n=n,
+        num_clusters=num_clusters,
+        num_picks=num_picks,
+        min_cluster_size=min_cluster_size,
+    )

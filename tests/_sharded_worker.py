@@ -211,10 +211,65 @@ def _herding_checks(mesh, failures):
     return count
 
 
+def _kmeans_checks(mesh, failures):
+    """Seeds, assignments, medoids, typical points equal; centroids and typicality within float32
+    rounding (the global sums add in another order), bit-equal where the sums are exact."""
+    rng = np.random.default_rng(8)
+    key = jax.random.key(11)
+    dup = _duplicates(rng)
+    cases = [
+        ("float n=37", rng.normal(loc=1.0, size=(37, 5)).astype(np.float32), 6, False),
+        ("float n=64", rng.normal(size=(64, 5)).astype(np.float32), 12, False),
+        ("bf16 n=45", jnp.asarray(rng.normal(size=(45, 6)), jnp.bfloat16), 5, False),
+        ("duplicates", dup, 4, True),
+        ("symmetric ints", np.concatenate([h := _ints(rng, 29, 3) / 4.0, -h]), 7, True),
+    ]
+    for name, x, k, exact in cases:
+        c1, a1 = gk.kmeans(x, k, key)
+        c8, a8 = gk.kmeans(x, k, key, mesh=mesh)
+        checks = {
+            "seeds": (gk.kmeans_plusplus(x, k, key), gk.kmeans_plusplus(x, k, key, mesh=mesh)),
+            "assignment": (a1, a8),
+            "medoids": (
+                gk.kmeans_medoids(x, c1, a1, num_picks=k + 3),
+                gk.kmeans_medoids(x, c8, a8, num_picks=k + 3, mesh=mesh),
+            ),
+            "typical points": (
+                gk.typical_points(x, c1, a1, num_neighbors=5, min_cluster_size=2),
+                gk.typical_points(x, c1, a1, num_neighbors=5, min_cluster_size=2, mesh=mesh),
+            ),
+        }
+        t1 = np.asarray(gk.typicality(x, a1, num_neighbors=5, block_size=8))
+        t8 = np.asarray(gk.typicality(x, a1, num_neighbors=5, block_size=8, mesh=mesh))
+        if exact:
+            checks["centroids bits"] = (c1, c8)
+            checks["typicality bits"] = (t1, t8)
+        for what, (want, got) in checks.items():
+            if np.asarray(want).tolist() != np.asarray(got).tolist():
+                failures.append({"case": f"kmeans {name} {what}", "want": want, "got": got})
+        if not np.allclose(np.asarray(c1), np.asarray(c8), rtol=1e-5, atol=1e-6):
+            failures.append({"case": f"kmeans {name} centroids", "want": c1, "got": c8})
+        if not np.allclose(t1, t8, rtol=1e-5, atol=0) or not np.array_equal(
+            np.isinf(t1), np.isinf(t8)
+        ):
+            failures.append({"case": f"kmeans {name} typicality", "want": t1, "got": t8})
+    # Chunked Lloyd: seeded on 8 devices, one iteration there, the rest on one device.
+    x = cases[0][1]
+    state = gk.kmeans_init(x, 6, key, mesh=mesh)
+    state = gk.kmeans_run(state, x, max_steps=1, mesh=mesh)
+    state = gk.kmeans_run(state, x, max_steps=0, mesh=mesh)
+    state = gk.kmeans_run(state, x)
+    want = gk.kmeans_assign(x, gk.kmeans(x, 6, key)[0])
+    got = gk.kmeans_assign(x, state.centroids, mesh=mesh)
+    if np.asarray(want).tolist() != np.asarray(got).tolist():
+        failures.append({"case": "kmeans chunked", "want": want, "got": got})
+    return len(cases) + 1
+
+
 def task_kernels_equal():
     mesh = gk.make_mesh()
     failures = []
-    counts = {"herding": _herding_checks(mesh, failures)}
+    counts = {"herding": _herding_checks(mesh, failures), "kmeans": _kmeans_checks(mesh, failures)}
     return {"cases": counts, "failures": [str(f) for f in failures]}
 
 
