@@ -125,6 +125,7 @@ def knn(
     metric: str = "euclidean",
     block_size: int | None = None,
     exclude_self: bool = True,
+    mesh=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact k nearest neighbours of each query among the rows of ``x``.
 
@@ -139,6 +140,9 @@ def knn(
       exclude_self: with ``queries=None``, row ``i`` is not its own neighbour (a duplicate row
         still is). Without it, the Euclidean distance of a row to itself is exactly 0. Ignored
         when ``queries`` is given (queries are not identified with rows of ``x``).
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` and the queries are sharded over
+        its devices, the rows travel round a ring and each device merges P x k candidates per
+        query (``kernels.sharding``); ties still go to the lowest global index.
 
     Returns:
       ``(distances [m, k], indices [m, k] int32)``: the metric's distances, nearest first; equal
@@ -162,4 +166,11 @@ def knn(
     if not 1 <= k <= limit:
         what = "n - 1 (a row is not its own neighbour)" if self_query == "exclude" else "n"
         raise ValueError(f"k must be in [1, {what}] = [1, {limit}] for n={n} rows, got k={k}")
+    if mesh is not None:
+        from .sharding import sharded_knn
+
+        return sharded_knn(
+            x, k, mesh=mesh, queries=q, metric=metric, block_size=block_size,
+            self_query=self_query,
+        )  # fmt: skip
     return _knn(q, x, k=k, metric=metric, block_size=block_size, self_query=self_query)

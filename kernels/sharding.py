@@ -56,6 +56,7 @@ from .distance import (
     fold_row_blocks,
     point_rank_distances,
     row_aux,
+    to_metric,
 )
 from .kcenter import KCenterState
 
@@ -561,10 +562,11 @@ def sharded_greedy_select(
 # different candidates' scores are within rounding of each other.
 
 
-def _ring_fold(x, n, axis, p, block, fn, init, *, ordered=False):
+def _ring_fold(x, n, axis, p, block, fn, init, *, ordered=False, local=None):
     """Folds ``fn(rows, start, fresh_from, other, other_ids, other_ok, carry)`` over every (local
     row block, visiting block) pair, so each device sees every row of ``x`` once and holds at most
-    two blocks of rows.
+    two blocks of rows. ``rows`` are blocks of ``local`` (default: the device's own rows of
+    ``x``), ``other`` the visiting rows of ``x``.
 
     By default the devices' row blocks go round a ring (``ppermute``, P - 1 hops): device ``q``
     sees the blocks in the order ``q, q - 1, ...``, so ``fn`` must not depend on that order (a
@@ -589,7 +591,7 @@ def _ring_fold(x, n, axis, p, block, fn, init, *, ordered=False):
         def fold(rows, start, fresh_from, acc):
             return fn(rows, start, fresh_from, other, other_ids, other_ok, acc)
 
-        acc = fold_row_blocks(fold, x, block, acc)
+        acc = fold_row_blocks(fold, x if local is None else local, block, acc)
         if not ordered:
             other = jax.lax.ppermute(other, axis, perm)
         return acc, other
@@ -1083,3 +1085,96 @@ def sharded_typical_points(
         num_picks=num_picks,
         min_cluster_size=min_cluster_size,
     )
+
+
+# --- exact kNN ---------------------------------------------------------------------------------
+#
+# Rows of `x` and the queries (the rows of `x` themselves by default) are both row-sharded. The
+# row blocks of `x` go round a ring (`ppermute`, P - 1 hops); each device keeps, for each of its
+# queries, a running top-k that it merges with the visiting block's local top-k (`merge_knn`,
+# ordered by (distance, global index)). After P visits each query has merged P x k candidates:
+# its k nearest over all rows, ties to the lowest global index as on one device. Per device:
+# O(n/P x k) state, one visiting block, `[block, n/P]` distances at a time.
+#
+# Exactness: the distances are the block form of `knn`, so the indices equal the single-device
+# ones where the distances are exact (tested on integer data, duplicates on different shards) and
+# elsewhere up to the rounding noted in kernels/knn.py (a matrix product of another shape can
+# round its last bit differently).
+
+
+def _knn_candidates(q, q_aux, q_ids, x, x_aux, x_ids, x_ok, k, metric, self_query):
+    """``knn_block`` for a visiting block of rows, padding rows (``~x_ok``) excluded."""
+    d = block_rank_distances(q, q_aux, x, x_aux, metric)
+    if self_query is not None:
+        same = q_ids[:, None] == x_ids[None, :]
+        if self_query == "exclude":
+            d = jnp.where(same, jnp.inf, d)
+        elif metric != "cosine":
+            d = jnp.where(same, 0.0, d)
+    d = jnp.where(x_ok[None, :], d, jnp.inf)
+    neg, pos = jax.lax.top_k(-d, min(k, x.shape[0]))
+    dist = -neg
+    return dist, jnp.where(jnp.isfinite(dist), x_ids[pos], -1)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "metric", "block_size", "self_query"))
+def _knn(qs, xs, *, mesh, n, k, metric, block_size, self_query):
+    from .knn import merge_knn
+
+    axis, p = mesh_axis(mesh)
+    acc = accum_dtype(jnp.promote_types(qs.dtype, xs.dtype))
+
+    def local(q, x):
+        mq, mx = q.shape[0], x.shape[0]
+        q_ids = _local_ids(mq, axis)
+        q_aux = row_aux(q, metric)
+        block = auto_block(mx + k, mq, block_size)
+
+        def fold(rows, start, fresh_from, other, other_ids, other_ok, carry):
+            best_d, best_i = carry
+            aux = jax.lax.dynamic_slice_in_dim(q_aux, start, block)
+            ids = q_ids[0] + start + jnp.arange(block, dtype=jnp.int32)
+            d, i = _knn_candidates(
+                rows, aux, ids, other, row_aux(other, metric), other_ids, other_ok, k, metric,
+                self_query,
+            )  # fmt: skip
+            old_d = jax.lax.dynamic_slice_in_dim(best_d, start, block)
+            old_i = jax.lax.dynamic_slice_in_dim(best_i, start, block)
+            # Rows of the last block seen by the previous one already hold this visit's
+            # candidates: merging them again would repeat indices.
+            fresh = ((start + jnp.arange(block)) >= fresh_from)[:, None]
+            new_d, new_i = merge_knn(old_d, old_i, d.astype(acc), i, k)
+            new_d, new_i = jnp.where(fresh, new_d, old_d), jnp.where(fresh, new_i, old_i)
+            best_d = jax.lax.dynamic_update_slice_in_dim(best_d, new_d, start, axis=0)
+            best_i = jax.lax.dynamic_update_slice_in_dim(best_i, new_i, start, axis=0)
+            return best_d, best_i
+
+        init = (jnp.full((mq, k), jnp.inf, acc), jnp.full((mq, k), -1, jnp.int32))
+        return _ring_fold(x, n, axis, p, block, fold, init, local=q)
+
+    fn = jax.shard_map(
+        local,
+        mesh=mesh,
+        in_specs=(P(axis, None), P(axis, None)),
+        out_specs=(P(axis, None), P(axis, None)),
+        check_vma=False,
+    )
+    dist, idx = fn(qs, xs)
+    return to_metric(dist, metric), idx
+
+
+def sharded_knn(
+    x, k: int, *, mesh, queries=None, metric="euclidean", block_size=None, self_query=None
+):
+    """``knn`` on ``mesh`` (arguments validated by the caller): ``(distances [m, k], indices
+    [m, k])``, rows of ``x`` and of the queries sharded. ``self_query``: ``"exclude"`` /
+    ``"keep"`` when the queries are the rows of ``x`` (then ``queries`` is ignored), ``None``
+    otherwise."""
+    xs = shard_rows(x, mesh)
+    qs = xs if self_query is not None else shard_rows(queries, mesh)
+    m = x.shape[0] if self_query is not None else queries.shape[0]
+    dist, idx = _knn(
+        qs, xs, mesh=mesh, n=x.shape[0], k=k, metric=metric, block_size=block_size,
+        self_query=self_query,
+    )  # fmt: skip
+    return _unpad(dist, m), _unpad(idx, m)

@@ -266,10 +266,40 @@ def _kmeans_checks(mesh, failures):
     return len(cases) + 1
 
 
+def _knn_checks(mesh, failures):
+    """Indices and distances equal: integer data (exact distances, many ties), duplicates on
+    different shards, queries given, every row (k = n - 1), random floats."""
+    rng = np.random.default_rng(9)
+    ints = _ints(rng, 37, 3)
+    dup = _duplicates(rng)
+    floats = rng.normal(size=(45, 6)).astype(np.float32)
+    cases = [
+        ("ints euclidean", ints, 9, dict(metric="euclidean")),
+        ("ints sqeuclidean keep self", ints, 9, dict(metric="sqeuclidean", exclude_self=False)),
+        ("ints cosine queries", ints, 9, dict(metric="cosine", queries=_ints(rng, 11, 3))),
+        ("duplicates block 4", dup, 8, dict(block_size=4)),
+        ("duplicates cosine k = n - 1", dup, 35, dict(metric="cosine")),
+        ("floats", floats, 6, dict()),
+    ]
+    for name, x, k, kw in cases:
+        d1, i1 = (np.asarray(a) for a in gk.knn(x, k, **kw))
+        d8, i8 = (np.asarray(a) for a in gk.knn(x, k, mesh=mesh, **kw))
+        # Float data: a product of another shape can round the last bit of a distance
+        # differently (kernels/knn.py); integer data: every distance exact, so bit-equal.
+        same_d = np.allclose(d1, d8, rtol=1e-6) if name == "floats" else np.array_equal(d1, d8)
+        if not (same_d and np.array_equal(i1, i8)):
+            failures.append({"case": f"knn {name}", "want": (d1, i1), "got": (d8, i8)})
+    return len(cases)
+
+
 def task_kernels_equal():
     mesh = gk.make_mesh()
     failures = []
-    counts = {"herding": _herding_checks(mesh, failures), "kmeans": _kmeans_checks(mesh, failures)}
+    counts = {
+        "herding": _herding_checks(mesh, failures),
+        "kmeans": _kmeans_checks(mesh, failures),
+        "knn": _knn_checks(mesh, failures),
+    }
     return {"cases": counts, "failures": [str(f) for f in failures]}
 
 

@@ -74,6 +74,14 @@ def test_sharded_kmeans_family_equals_single_device(kernels_equal):
     assert _failures(kernels_equal, "kmeans") == []
 
 
+def test_sharded_knn_equals_single_device_exactly(kernels_equal):
+    """Neighbours and distances: integer data with many ties, every metric, own row excluded or
+    kept, queries given, duplicates on different shards (ties to the lowest global index), a
+    small block, k = n - 1, random floats."""
+    assert kernels_equal["cases"]["knn"] >= 6
+    assert _failures(kernels_equal, "knn") == []
+
+
 def test_sharded_programs_compile_once_per_shape():
     r = _worker(8, "retrace")
     assert r == {"init": 1, "run": 1, "greedy_init": 1, "greedy_run": 2}, r
