@@ -8,8 +8,12 @@
    ``kcenter``, ``zcore`` and ``auto``, against random subsets of the same size (several seeds); a
    logistic regression trained on each subset's embeddings is scored on a held-out test part.
 4. Smart split: ``gj.split`` 70/15/15 stratified by label against random stratified splits: set
-   sizes, class balance, coverage radius of each set, energy distance of each set to the whole,
-   and how far validation accuracy is from test accuracy.
+   sizes, class balance, coverage radius of each set, energy distance and RBF MMD of each set to
+   the whole, and how far validation accuracy is from test accuracy.
+5. Curation: on a copy of the pool's labels with 5% of them flipped to another class,
+   ``gj.label_issues`` ranks the samples; the report gives the share of planted flips among the
+   top-#flips suspects (precision; a random ranking would score the flip rate), and
+   ``gj.near_duplicates`` counts exact duplicates among the described images.
 
 Everything lands in ``--out``: the store, the selections and splits (``.npy`` + JSON manifests),
 ``report.md`` and PNG plots. A rerun reuses the CNN weights, the store, the selections and the
@@ -27,7 +31,7 @@ import time
 
 import numpy as np
 
-from goldener_jax.evaluate import downstream_accuracy
+from goldener_jax.evaluate import downstream_accuracy, mmd
 
 DEFAULT_BUDGETS = (0.02, 0.05, 0.1, 0.2)
 SMART_METHODS = ("kcenter", "zcore", "auto")
@@ -38,6 +42,8 @@ SPLIT_SETS = {"train": 0.7, "val": 0.15, "test": 0.15}
 LAYERS = ("Conv_0", "Conv_1", "Dense_0")
 PRETRAIN_FRACTION = 0.2  # of all digits: trains the CNN, never selected or split
 TEST_FRACTION = 0.3  # of the rest: held out to score the classifiers trained on the selections
+FLIP_RATE = 0.05  # share of the pool's labels flipped to plant label issues
+LABEL_ISSUE_K = 10
 
 
 def _check(budgets, seeds) -> None:
@@ -160,6 +166,44 @@ def _cached_indices(path: str, compute) -> tuple[np.ndarray, bool]:
     return idx, False
 
 
+def _flip_labels(labels, rate: float, seed: int, num_classes: int):
+    """A copy of ``labels`` with ``round(rate * n)`` of them moved to another class at random;
+    returns ``(noisy, flipped_indices)``."""
+    rng = np.random.default_rng(seed)
+    flipped = np.sort(rng.choice(len(labels), int(round(rate * len(labels))), replace=False))
+    noisy = np.array(labels, copy=True)
+    noisy[flipped] = (noisy[flipped] + rng.integers(1, num_classes, len(flipped))) % num_classes
+    return noisy, flipped
+
+
+def _curation(pool_x, pool_y, out: str) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Label issues on a copy of the pool with planted flips; writes ``curation/*.json``."""
+    import goldener_jax as gj
+
+    noisy, flipped = _flip_labels(pool_y, FLIP_RATE, seed=0, num_classes=10)
+    res = gj.label_issues(pool_x, noisy, k=LABEL_ISSUE_K)
+    n_flip = len(flipped)
+    is_flip = np.isin(res.indices, flipped)
+    found = res.indices[:n_flip][is_flip[:n_flip]]
+    suggested = dict(zip(res.indices.tolist(), res.suggested.tolist(), strict=True))
+    info = {
+        "flip_rate": FLIP_RATE,
+        "flipped": n_flip,
+        "k": LABEL_ISSUE_K,
+        "precision_at_flips": float(is_flip[:n_flip].mean()),
+        "recall_at_2x_flips": float(is_flip[: 2 * n_flip].sum() / n_flip),
+        "suggested_is_true_label": float(
+            np.mean([suggested[int(i)] == pool_y[i] for i in found]) if len(found) else 0.0
+        ),
+        "disagreeing": res.num_disagreeing,
+    }
+    os.makedirs(os.path.join(out, "curation"), exist_ok=True)
+    with open(os.path.join(out, "curation", "label_issues.json"), "w") as f:
+        rec = {**res.to_json(limit=100), "summary": info, "planted_flips": flipped.tolist()}
+        json.dump(rec, f, indent=1)  # indices: rows of the pool
+    return info, res.indices, flipped
+
+
 def _random_stratified_split(labels, seed):
     from sklearn.model_selection import train_test_split
 
@@ -202,6 +246,7 @@ def run(
 
     import goldener_jax as gj
     from goldener_jax import FeatureStore
+    from goldener_jax import kernels as gk
     from goldener_jax import report as rep
 
     if budgets is None:
@@ -302,6 +347,7 @@ def run(
     os.makedirs(split_dir, exist_ok=True)
     split_rows = {"smart": [], "random": []}
     split_examples = {}
+    length_scale = gk.median_length_scale(feats)  # one RBF bandwidth for every set's MMD
     for kind, s in tqdm(
         # the smart split uses kcenter: deterministic, one run stands for every seed
         [("smart", 0)] + [("random", s) for s in range(split_seeds)],
@@ -342,6 +388,7 @@ def run(
                 },
                 "radius": {n: _coverage_radius(feats, np.asarray(v)) for n, v in sets.items()},
                 "energy": {n: _energy_distance(feats[v], feats) for n, v in sets.items()},
+                "mmd": {n: mmd(feats, v, length_scale=length_scale) for n, v in sets.items()},
                 "val_acc": val_acc,
                 "test_acc": test_acc,
                 "gap": abs(val_acc - test_acc),
@@ -349,7 +396,15 @@ def run(
         )
     timings["split + classify"] = time.perf_counter() - t0
 
-    # 5. summary, report, plots
+    # 5. curation: planted label flips in a copy of the pool; exact duplicates among the images
+    t0 = time.perf_counter()
+    curation, issue_ranking, flipped = _curation(pool_x, pool_y, out)
+    dups = gj.near_duplicates(feats, threshold=0.0)
+    curation["duplicate_groups"] = len(dups)
+    curation["duplicate_rows"] = int(sum(len(g) for g in dups.groups))
+    timings["curate"] = time.perf_counter() - t0
+
+    # 6. summary, report, plots
     t0 = time.perf_counter()
     summary = {
         "out": out,
@@ -370,6 +425,7 @@ def run(
         "full_pool_accuracy": full_acc,
         "auto_resolved": resolved,
         "split": split_rows,
+        "curation": curation,
         "reused_selections_and_splits": reused,
     }
     plots = rep.write_plots(
@@ -381,6 +437,8 @@ def run(
         picks=picks,
         split_examples=split_examples,
         labels=labels,
+        issue_ranking=issue_ranking,
+        flipped=flipped,
     )
     timings["report + plots"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start

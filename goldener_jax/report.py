@@ -43,24 +43,47 @@ def sampling_rows(summary) -> tuple[list, list, list]:
 
 def split_rows(summary) -> tuple[list, list]:
     header = ["split", "sizes", "coverage radius (train/val/test)", "energy dist. to all (t/v/t)",
-              "val acc", "test acc", "|val - test|"]  # fmt: skip
+              "MMD² to all (t/v/t)", "val acc", "test acc", "|val - test|"]  # fmt: skip
     rows = []
     for kind, runs in summary["split"].items():
         sizes = "/".join(str(v) for v in runs[0]["sizes"].values())
         rad = "/".join(f"{np.mean([r['radius'][n] for r in runs]):.2f}" for n in runs[0]["radius"])
         en = "/".join(f"{np.mean([r['energy'][n] for r in runs]):.3f}" for n in runs[0]["energy"])
+        mm = "/".join(f"{np.mean([r['mmd'][n] for r in runs]):.4f}" for n in runs[0]["mmd"])
         rows.append(
             [
                 f"{kind} (mean of {len(runs)})",
                 sizes,
                 rad,
                 en,
+                mm,
                 _ms([r["val_acc"] for r in runs]),
                 _ms([r["test_acc"] for r in runs]),
                 _ms([r["gap"] for r in runs]),
             ]
         )
     return header, rows
+
+
+def curation_lines(summary) -> list[str]:
+    cu = summary.get("curation")
+    if not cu:
+        return []
+    found = round(cu["precision_at_flips"] * cu["flipped"])
+    lines = [
+        f"Label issues: {cu['flip_rate']:.0%} of the pool's labels flipped ({cu['flipped']} "
+        f"samples); gj.label_issues (k={cu['k']} neighbours) puts {found} of them among its top "
+        f"{cu['flipped']} suspects: precision {cu['precision_at_flips']:.2f} vs "
+        f"{cu['flip_rate']:.2f} for a random ranking; {cu['recall_at_2x_flips']:.0%} of the flips "
+        f"within the top {2 * cu['flipped']}; the suggested label is the true one for "
+        f"{cu['suggested_is_true_label']:.0%} of the flips found.",
+    ]
+    if "duplicate_groups" in cu:
+        lines.append(
+            f"Identical embeddings among the described images: {cu['duplicate_groups']} groups "
+            f"({cu['duplicate_rows']} images)."
+        )
+    return lines
 
 
 def summary_text(summary) -> str:
@@ -100,6 +123,7 @@ def summary_text(summary) -> str:
         f" validation predicts test {'better' if gap_s < gap_r else 'no better'} than with random "
         f"splits here (|val - test| {gap_s:.3f} vs {gap_r:.3f}).",
     ]
+    lines += ["", *curation_lines(summary)]
     t = summary.get("timings_s", {})
     lines += [
         "",
@@ -130,15 +154,31 @@ def write_report(out: str, summary, text: str) -> str:
         for n, counts in runs[0]["class_counts"].items():
             crow.append([kind, n, *counts])
     lines += [*_table(["split", "set", *map(str, range(10))], crow), ""]
+    if summary.get("curation"):
+        lines += ["## Curation (planted label flips)", "", *curation_lines(summary), ""]
+        lines += ["Ranking and planted flips: `curation/label_issues.json`.", ""]
     lines += ["## Plots", ""]
     lines += [f"![{os.path.splitext(p)[0]}]({p})" for p in summary.get("plots", [])]
-    lines += ["", "Manifests: `selections/*.json|npy`, `splits/*.json|npy`, `summary.json`.", ""]
+    lines += ["", "Manifests: `selections/*.json|npy`, `splits/*.json|npy`, `curation/*.json`, "
+              "`summary.json`.", ""]  # fmt: skip
     with open(path, "w") as f:
         f.write("\n".join(lines))
     return path
 
 
-def write_plots(out, summary, *, feats, pool, pool_y, picks, split_examples, labels) -> list[str]:
+def write_plots(
+    out,
+    summary,
+    *,
+    feats,
+    pool,
+    pool_y,
+    picks,
+    split_examples,
+    labels,
+    issue_ranking=None,
+    flipped=None,
+) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -217,4 +257,24 @@ def write_plots(out, summary, *, feats, pool, pool_y, picks, split_examples, lab
     names.append("class_balance.png")
     fig.savefig(os.path.join(out, names[-1]))
     plt.close(fig)
+
+    # label issues: planted flips found vs samples inspected in ranking order
+    if issue_ranking is not None and flipped is not None and len(flipped):
+        hits = np.cumsum(np.isin(issue_ranking, flipped)) / len(flipped)
+        inspected = np.arange(1, len(issue_ranking) + 1)
+        fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=100)
+        ax.plot(inspected, hits, label="gj.label_issues ranking")
+        ax.plot(inspected, inspected / len(issue_ranking), "--", label="random order")
+        ax.axvline(len(flipped), color="gray", lw=0.8, label=f"#flips = {len(flipped)}")
+        ax.set_xlim(0, min(len(issue_ranking), 6 * len(flipped)))
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("samples inspected, most suspicious first")
+        ax.set_ylabel("share of the planted flips found")
+        ax.set_title(f"Label issues: {len(flipped)} flips planted in {len(issue_ranking)} labels")
+        ax.legend(loc="lower right")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        names.append("label_issues.png")
+        fig.savefig(os.path.join(out, names[-1]))
+        plt.close(fig)
     return names

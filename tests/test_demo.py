@@ -1,7 +1,13 @@
-"""The demo end to end on a reduced setting: report, plots, manifests, and a rerun that reuses."""
+"""The demo end to end on a reduced setting: report, plots, manifests, a rerun that reuses, and a
+run killed partway then resumed."""
 
+import glob
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -35,13 +41,38 @@ def test_demo_writes_report_and_manifests(demo_out):
     assert len(sel["indices"]) == 51 == len(set(sel["digits_indices"]))
     assert os.path.exists(os.path.join(out, "splits", "smart_seed0.json"))
     assert json.load(open(os.path.join(out, "summary.json")))["describe"]["dim"] == 112
+    for kind in ("smart", "random"):
+        mmd = summary["split"][kind][0]["mmd"]
+        assert set(mmd) == {"train", "val", "test"} and all(0 <= v < 0.1 for v in mmd.values())
+    assert "MMD² to all (t/v/t)" in text
+
+
+def test_demo_label_issue_ranking_finds_planted_flips(demo_out):
+    out, summary = demo_out
+    cu = summary["curation"]
+    assert cu["flipped"] == round(0.05 * 1006) and cu["k"] == 10
+    # far above what a random ranking gets (the flip rate)
+    assert cu["precision_at_flips"] > 10 * cu["flip_rate"]
+    rec = json.load(open(os.path.join(out, "curation", "label_issues.json")))
+    flipped = set(rec["planted_flips"])
+    assert len(flipped) == cu["flipped"]
+    top = [r["index"] for r in rec["ranking"][: cu["flipped"]]]
+    assert sum(i in flipped for i in top) / len(top) == cu["precision_at_flips"]
+    text = open(os.path.join(out, "report.md")).read()
+    assert "## Curation (planted label flips)" in text
+    assert f"precision {cu['precision_at_flips']:.2f} vs 0.05 for a random ranking" in text
 
 
 def test_demo_plots_are_not_blank(demo_out):
     import matplotlib.image
 
     out, summary = demo_out
-    assert summary["plots"] == ["accuracy_vs_budget.png", "projection.png", "class_balance.png"]
+    assert summary["plots"] == [
+        "accuracy_vs_budget.png",
+        "projection.png",
+        "class_balance.png",
+        "label_issues.png",
+    ]
     for name in summary["plots"]:
         path = os.path.join(out, name)
         assert os.path.getsize(path) > 10_000, name
@@ -66,3 +97,51 @@ def test_demo_rerun_reuses_store_and_selections(demo_out):
 def test_demo_rejects_bad_budget(tmp_path):
     with pytest.raises(ValueError, match=r"budget must be a fraction in \(0, 1\], got 1.5"):
         demo.main(budgets=[1.5], out=str(tmp_path))
+
+
+def _saved_arrays(out: str) -> dict:
+    paths = glob.glob(os.path.join(out, "selections", "*.npy"))
+    paths += glob.glob(os.path.join(out, "splits", "*.npy"))
+    return {os.path.relpath(p, out): np.load(p) for p in paths if ".tmp" not in p}
+
+
+def test_demo_killed_during_selection_resumes_to_the_same_result(demo_out, tmp_path):
+    """SIGKILL a quick demo once the store is written and selections are being cached; the rerun
+    completes, reuses what the killed run finished, and ends with the uninterrupted selections."""
+    ref_out, ref = demo_out
+    out = str(tmp_path / "killed")
+    # no empty / repository-root entry first on sys.path: -P, and PYTHONPATH without empties
+    python_path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
+    cmd = [sys.executable, "-P", "-m", "goldener_jax.cli", "demo", "--quick", "--out", out]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    try:
+        while not _saved_arrays(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the demo ended before it could be killed"
+    done_at_kill = set(_saved_arrays(out))
+    assert done_at_kill, "killed before any selection was cached"
+    assert not os.path.exists(os.path.join(out, "summary.json"))  # it was mid-run
+    expected = _saved_arrays(ref_out)
+    assert done_at_kill < set(expected)
+
+    again = demo.main(quick=True, out=out, progress=False, verbose=False)
+    assert again["cnn"]["reused"]
+    assert again["describe"]["batches_reused"] == again["describe"]["batches"]
+    cached_selections = sum(name.startswith("selections") for name in done_at_kill)
+    cached_splits = sum(
+        all(f"{stem}_{n}.npy" in done_at_kill for n in ("train", "val", "test"))
+        for stem in {name.rsplit("_", 1)[0] for name in done_at_kill if name.startswith("splits")}
+    )
+    assert again["reused_selections_and_splits"] == cached_selections + cached_splits
+    got = _saved_arrays(out)
+    assert set(got) == set(expected)
+    for name, idx in expected.items():
+        np.testing.assert_array_equal(got[name], idx, err_msg=name)
+    assert again["accuracy"] == ref["accuracy"]
+    assert again["split"] == ref["split"]
+    assert again["curation"] == ref["curation"]
