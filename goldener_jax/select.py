@@ -64,6 +64,8 @@ class SelectionMethod:
       uses_anchors: whether ``anchors`` influence the choice.
       prepare: optional ``(x, options) -> options`` run once per task before ``init`` (e.g. a
         data-dependent bandwidth), so that ``init`` can be traced abstractly.
+      shardable: whether ``init`` / ``run`` pass ``options["mesh"]`` (set by ``select(...,
+        mesh=)``, ``None`` otherwise) to sharded kernels; ``select`` refuses a mesh otherwise.
     """
 
     name: str
@@ -74,6 +76,7 @@ class SelectionMethod:
     num_steps: Callable
     uses_anchors: bool = True
     prepare: Callable | None = None
+    shardable: bool = False
 
 
 METHODS: dict[str, SelectionMethod] = {}
@@ -135,11 +138,16 @@ def register_method(method: SelectionMethod, *, replace: bool = False) -> None:
 
 def _kcenter_method() -> SelectionMethod:
     def init(x, k, anchors, key, options):
-        return gk.kcenter_init(x, k, metric=options.get("metric", "euclidean"), anchors=anchors)
+        metric, mesh = options.get("metric", "euclidean"), options.get("mesh")
+        return gk.kcenter_init(x, k, metric=metric, anchors=anchors, mesh=mesh)
 
     def run(state, x, max_steps, options):
         return gk.kcenter_run(
-            state, x, metric=options.get("metric", "euclidean"), max_steps=max_steps
+            state,
+            x,
+            metric=options.get("metric", "euclidean"),
+            max_steps=max_steps,
+            mesh=options.get("mesh"),
         )
 
     return SelectionMethod(
@@ -149,6 +157,7 @@ def _kcenter_method() -> SelectionMethod:
         finished=_all_selected,
         picks=_selected,
         num_steps=_k_steps,
+        shardable=True,
     )
 
 
@@ -163,11 +172,18 @@ def _herding_method() -> SelectionMethod:
 
     def init(x, k, anchors, key, options):
         kernel, scale = _opts(options)
-        return gk.herding_init(x, k, kernel=kernel, length_scale=scale)
+        return gk.herding_init(x, k, kernel=kernel, length_scale=scale, mesh=options.get("mesh"))
 
     def run(state, x, max_steps, options):
         kernel, scale = _opts(options)
-        return gk.herding_run(state, x, kernel=kernel, length_scale=scale, max_steps=max_steps)
+        return gk.herding_run(
+            state,
+            x,
+            kernel=kernel,
+            length_scale=scale,
+            max_steps=max_steps,
+            mesh=options.get("mesh"),
+        )
 
     return SelectionMethod(
         name="herding",
@@ -178,6 +194,7 @@ def _herding_method() -> SelectionMethod:
         num_steps=_k_steps,
         uses_anchors=False,
         prepare=prepare,
+        shardable=True,
     )
 
 
@@ -238,6 +255,7 @@ def _random_method() -> SelectionMethod:
         picks=lambda s: np.asarray(s["picks"]),
         num_steps=lambda n, k, options: 1,
         uses_anchors=False,
+        shardable=True,  # a host-side draw: nothing to shard
     )
 
 
@@ -259,17 +277,23 @@ def _representative_method(name: str, pick) -> SelectionMethod:
         return int(options.get("num_iters", 100))
 
     def init(x, k, anchors, key, options):
-        km = gk.kmeans_init(_kmeans_x(x, options), k, key)
+        km = gk.kmeans_init(_kmeans_x(x, options), k, key, mesh=options.get("mesh"))
         return {"km": km, "picks": jnp.full((k,), -1, jnp.int32)}
 
     def run(state, x, max_steps, options):
         xk = _kmeans_x(x, options)
         km = state["km"]
         if not _km_done(km, options):
-            km = gk.kmeans_run(km, xk, num_iters=_iters(options), max_steps=int(max_steps))
+            km = gk.kmeans_run(
+                km,
+                xk,
+                num_iters=_iters(options),
+                max_steps=int(max_steps),
+                mesh=options.get("mesh"),
+            )
         picks = state["picks"]
         if _km_done(km, options) and int(picks[0]) < 0:
-            assignment = gk.kmeans_assign(xk, km.centroids)
+            assignment = gk.kmeans_assign(xk, km.centroids, mesh=options.get("mesh"))
             picks = pick(xk, km.centroids, assignment, options)
         return {"km": km, "picks": picks}
 
@@ -284,6 +308,7 @@ def _representative_method(name: str, pick) -> SelectionMethod:
         picks=lambda s: np.asarray(s["picks"]),
         num_steps=lambda n, k, options: _iters(options) + 1,
         uses_anchors=False,
+        shardable=True,
     )
 
 
@@ -291,7 +316,11 @@ def _kmeans_medoids_method() -> SelectionMethod:
     return _representative_method(
         "kmeans_medoids",
         lambda x, c, a, options: gk.kmeans_medoids(
-            x, c, a, min_cluster_size=int(options.get("min_cluster_size", 5))
+            x,
+            c,
+            a,
+            min_cluster_size=int(options.get("min_cluster_size", 5)),
+            mesh=options.get("mesh"),
         ),
     )
 
@@ -304,6 +333,7 @@ def _typiclust_method() -> SelectionMethod:
             a,
             num_neighbors=int(options.get("num_neighbors", 20)),
             min_cluster_size=int(options.get("min_cluster_size", 5)),
+            mesh=options.get("mesh"),
         )
 
     return _representative_method("typiclust", pick)
@@ -622,8 +652,10 @@ class _Engine:
         count: int,
         ratio: Fraction,
         on_task: Callable | None = None,
+        mesh=None,
     ):
         self.d = data
+        self.mesh = mesh
         self.method = method
         self.options = options
         self.key = key
@@ -746,6 +778,8 @@ class _Engine:
         options = self.options
         if self.method.prepare is not None:
             options = self.method.prepare(x, options)
+        if self.mesh is not None:  # not part of the config: a checkpoint moves across meshes
+            options = {**options, "mesh": self.mesh}
         ckpt = self.progress.inflight(
             {"task": t, "n": int(x.shape[0]), "k": int(k), "method": self.method.name}
         )
@@ -895,11 +929,11 @@ class _Engine:
 # --------------------------------------------------------------------------- public
 
 
-def _coverage(data: _Data, selected_vecs, candidate_vecs, metric) -> float | None:
+def _coverage(data: _Data, selected_vecs, candidate_vecs, metric, mesh=None) -> float | None:
     if selected_vecs.size == 0 or candidate_vecs.size == 0:
         return None
     state = gk.kcenter_init(
-        data.rows(candidate_vecs), 0, metric=metric, anchors=data.rows(selected_vecs)
+        data.rows(candidate_vecs), 0, metric=metric, anchors=data.rows(selected_vecs), mesh=mesh
     )
     return float(gk.kcenter_coverage_radius(state, metric=metric))
 
@@ -929,6 +963,7 @@ def _select(
     base_config: dict,
     coverage: bool | None,
     on_task=None,
+    mesh=None,
 ) -> Selection:
     num_alive = int(np.count_nonzero(alive))
     if num_alive == 0:
@@ -937,6 +972,14 @@ def _select(
     total = num_alive if ratio_total is None else ratio_total
     ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, total)
     m = _resolve_method(method, data.x.shape[0], count, options)
+    if mesh is not None:
+        gk.sharding.mesh_axis(mesh)  # a clear error for anything but a 1-D Mesh
+        if not m.shardable:
+            sharded = sorted(name for name, meth in METHODS.items() if meth.shardable)
+            raise ValueError(
+                f"method {m.name!r} has no sharded kernel, so it cannot run with mesh=; "
+                f"use one of {sharded} or mesh=None"
+            )
     anchor_vectors = np.flatnonzero(np.isin(data.vec_sample, anchor_samples))
     config = {
         **base_config,
@@ -964,6 +1007,7 @@ def _select(
             count=count,
             ratio=ratio,
             on_task=on_task,
+            mesh=mesh,
         )
         engine.run()
     finally:
@@ -986,7 +1030,7 @@ def _select(
             np.isin(data.vec_sample, np.concatenate([chosen, anchor_samples]))
         )
         cand_vecs = np.flatnonzero((alive | (rank >= 0))[data.vec_sample])
-        radius = _coverage(data, sel_vecs, cand_vecs, options.get("metric", "euclidean"))
+        radius = _coverage(data, sel_vecs, cand_vecs, options.get("metric", "euclidean"), mesh)
     return Selection(
         indices=data.sample_ids[chosen].astype(np.int64),
         label_counts=label_counts,
@@ -1038,6 +1082,7 @@ def select(
     checkpoint_every: int = 100,
     method_options: Mapping | None = None,
     coverage: bool | None = None,
+    mesh=None,
 ) -> Selection:
     """Chooses ``size`` samples to label / keep, from the vectors describing them.
 
@@ -1068,6 +1113,10 @@ def select(
         ``{"kernel": "rbf", "length_scale": 1.0}`` for herding).
       coverage: compute the coverage radius (a blocked pass over candidates x selected vectors);
         ``None`` (default): only when that is at most 1e10 pairs.
+      mesh: optional 1-D ``jax.sharding.Mesh`` (``goldener_jax.kernels.make_mesh()``): each
+        task's rows are sharded over its devices (``kernels.sharding``), with the same result
+        as without. Methods with a sharded kernel: ``kcenter``, ``herding``,
+        ``kmeans_medoids``, ``typiclust``, ``random`` (others raise ``ValueError``).
 
     Returns:
       A :class:`Selection`.
@@ -1100,6 +1149,7 @@ def select(
         options=options,
         base_config={"reduce": red, "kind": "select"},
         coverage=coverage,
+        mesh=mesh,
     )
 
 

@@ -183,6 +183,7 @@ def split(
     method_options: Mapping | None = None,
     manifest_path=None,
     leakage_threshold: float | None = None,
+    mesh=None,
 ) -> Split:
     """Splits the samples into named sets.
 
@@ -207,6 +208,9 @@ def split(
       manifest_path: where to write the manifest; default ``<store path>.split.json`` next to a
         store, none for an array. ``False`` writes nothing.
       leakage_threshold: report vector pairs in different sets closer than this (O(N^2 d)).
+      mesh: optional 1-D ``jax.sharding.Mesh``: each set is selected with the rows sharded
+        over its devices, as :func:`~goldener_jax.select` does (same sets as without);
+        ``method="auto"`` has no sharded version.
 
     Returns:
       A :class:`Split` (``dict`` of set name -> sample indices).
@@ -231,6 +235,11 @@ def split(
     result = Split()
     names = list(wanted)
     construction = None
+    if mesh is not None and method == "auto":
+        raise ValueError(
+            "split(method='auto') has no sharded version: pass mesh=None, or a selection "
+            "method with a sharded kernel (e.g. method='kcenter')"
+        )
     if method == "auto":
         assignment, construction = _representative_assignment(
             data, [counts[n] for n in names], key, options
@@ -274,6 +283,7 @@ def split(
                     "taken_before": int(num_samples - np.count_nonzero(alive)),
                 },
                 coverage=False,
+                mesh=mesh,
             )
             pos = np.searchsorted(data.sample_ids, sel.indices)
             chosen = pos

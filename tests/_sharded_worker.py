@@ -292,6 +292,54 @@ def _knn_checks(mesh, failures):
     return len(cases)
 
 
+def _select_checks(mesh, failures):
+    """select / split with mesh= equal the same calls without (labels, chunks, groups)."""
+    import dataclasses
+
+    from goldener_jax import select, split
+    from goldener_jax.select import METHODS, register_method
+
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, size=90)
+    key = jax.random.key(5)
+    calls = [
+        ("kcenter labels chunks", dict(method="kcenter", labels=labels, chunk_size=40), 0.2),
+        ("herding", dict(method="herding"), 12),
+        ("kmeans_medoids", dict(method="kmeans_medoids", metric="cosine"), 7),
+        ("typiclust", dict(method="typiclust", method_options={"num_neighbors": 5}), 6),
+        ("random", dict(method="random"), 9),
+    ]
+    for name, kw, size in calls:
+        want = select(x, size, key=key, **kw)
+        got = select(x, size, key=key, mesh=mesh, **kw)
+        if want.indices.tolist() != got.indices.tolist() or want.config != got.config:
+            failures.append({"case": f"select {name}", "want": want.indices, "got": got.indices})
+        if name == "kcenter labels chunks" and want.coverage_radius != got.coverage_radius:
+            failures.append({"case": "select coverage", "want": want.coverage_radius})
+    groups = np.arange(90) // 3
+    sets = {"train": 0.6, "val": 0.2, "test": 0.2}
+    want = split(x, sets, key=key, groups=groups, labels=labels, manifest_path=False)
+    got = split(x, sets, key=key, groups=groups, labels=labels, manifest_path=False, mesh=mesh)
+    if {k: v.tolist() for k, v in want.items()} != {k: v.tolist() for k, v in got.items()}:
+        failures.append({"case": "select split kcenter groups", "want": want, "got": got})
+    # Clear errors: a method without a sharded kernel, split(method="auto").
+    plain = dataclasses.replace(METHODS["kcenter"], name="plain_kcenter", shardable=False)
+    register_method(plain)
+    for fn, args, match in (
+        (select, (x, 5), "has no sharded kernel"),
+        (split, (x, sets), "no sharded version"),
+    ):
+        method = "plain_kcenter" if fn is select else "auto"
+        try:
+            fn(*args, key=key, method=method, mesh=mesh)
+            failures.append({"case": f"select error {match}", "got": "no error"})
+        except ValueError as e:
+            if match not in str(e):
+                failures.append({"case": f"select error {match}", "got": str(e)})
+    return len(calls) + 3
+
+
 def task_kernels_equal():
     mesh = gk.make_mesh()
     failures = []
@@ -299,6 +347,7 @@ def task_kernels_equal():
         "herding": _herding_checks(mesh, failures),
         "kmeans": _kmeans_checks(mesh, failures),
         "knn": _knn_checks(mesh, failures),
+        "select": _select_checks(mesh, failures),
     }
     return {"cases": counts, "failures": [str(f) for f in failures]}
 

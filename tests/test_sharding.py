@@ -18,12 +18,12 @@ from goldener_jax import kernels as gk
 WORKER = Path(__file__).with_name("_sharded_worker.py")
 
 
-def _worker(devices: int, *args) -> dict:
+def _worker(devices: int, *args, timeout: int = 300) -> dict:
     out = subprocess.run(
         [sys.executable, str(WORKER), str(devices), *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -49,7 +49,7 @@ def test_sharded_farthest_and_closest_point_equal_single_device_exactly():
 @pytest.fixture(scope="module")
 def kernels_equal():
     """One worker run for every kernel below (each device count costs a process and compiles)."""
-    return _worker(8, "kernels_equal")
+    return _worker(8, "kernels_equal", timeout=1200)
 
 
 def _failures(result, prefix):
@@ -80,6 +80,15 @@ def test_sharded_knn_equals_single_device_exactly(kernels_equal):
     small block, k = n - 1, random floats."""
     assert kernels_equal["cases"]["knn"] >= 6
     assert _failures(kernels_equal, "knn") == []
+
+
+def test_select_and_split_with_mesh_equal_without(kernels_equal):
+    """select with mesh= (kcenter with labels and chunks, herding, kmeans_medoids on cosine,
+    typiclust, random) returns the same indices, config and coverage radius as without;
+    split(kcenter, groups, labels) the same sets; a method without a sharded kernel and
+    split(method="auto") raise a clear ValueError."""
+    assert kernels_equal["cases"]["select"] >= 8
+    assert _failures(kernels_equal, "select") == []
 
 
 def test_sharded_programs_compile_once_per_shape():
