@@ -339,6 +339,66 @@ def _typiclust_method() -> SelectionMethod:
     return _representative_method("typiclust", pick)
 
 
+def _probcover_method() -> SelectionMethod:
+    """ProbCover over the task's rows. ``radius`` (``delta``) from the options, else
+    :func:`~goldener_jax.kernels.probcover_radius` with ``num_neighbors`` (default
+    ``ceil(n / k)``: a median ball holds about as many points as one pick must stand for) and
+    ``quantile`` (0.5). The radius lives in the state, so a resumed run keeps it."""
+
+    def init(x, k, anchors, key, options):
+        xk = _kmeans_x(x, options)
+        radius = options.get("radius")
+        if radius is None:
+            n = xk.shape[0]
+            m = int(options.get("num_neighbors") or -(-n // max(1, k)))
+            m = max(1, min(m, n - 1))
+            quantile = float(options.get("quantile", 0.5))
+            radius = gk.probcover_radius(xk, m, quantile=quantile) if n > 1 else 1.0
+        if anchors is not None:
+            anchors = _kmeans_x(anchors, options)
+        return gk.probcover_init(xk, k, float(radius), anchors=anchors)
+
+    def run(state, x, max_steps, options):
+        return gk.probcover_run(state, _kmeans_x(x, options), max_steps=max_steps)
+
+    return SelectionMethod(
+        name="probcover",
+        init=init,
+        run=run,
+        finished=_all_selected,
+        picks=_selected,
+        num_steps=_k_steps,
+    )
+
+
+def _typical_kcenter_method() -> SelectionMethod:
+    """Typicality-weighted k-center (options ``num_neighbors`` 20, ``power`` 1.0)."""
+
+    def init(x, k, anchors, key, options):
+        xk = _kmeans_x(x, options)
+        if anchors is not None:
+            anchors = _kmeans_x(anchors, options)
+        return gk.typical_kcenter_init(
+            xk,
+            k,
+            anchors=anchors,
+            num_neighbors=min(int(options.get("num_neighbors", 20)), max(1, xk.shape[0] - 1)),
+            power=float(options.get("power", 1.0)),
+        )
+
+    def run(state, x, max_steps, options):
+        return gk.typical_kcenter_run(state, _kmeans_x(x, options), max_steps=max_steps)
+
+    return SelectionMethod(
+        name="typical_kcenter",
+        init=init,
+        run=run,
+        finished=_all_selected,
+        picks=_selected,
+        num_steps=_k_steps,
+    )
+
+
 for _factory in (
     _kcenter_method,
     _herding_method,
@@ -346,6 +406,8 @@ for _factory in (
     _random_method,
     _kmeans_medoids_method,
     _typiclust_method,
+    _probcover_method,
+    _typical_kcenter_method,
 ):
     register_method(_factory())
 

@@ -42,6 +42,14 @@ from .kmeans import (
     typicality,
 )
 from .knn import knn, knn_block, merge_knn
+from .probcover import (
+    ProbCoverState,
+    probcover,
+    probcover_init,
+    probcover_radius,
+    probcover_run,
+    probcover_step,
+)
 from .reduce import (
     PCAState,
     gaussian_projection_matrix,
@@ -51,6 +59,13 @@ from .reduce import (
 )
 from .sharding import make_mesh, shard_rows
 from .subset import random_subset
+from .typical_kcenter import (
+    TypicalKCenterState,
+    typical_kcenter,
+    typical_kcenter_init,
+    typical_kcenter_run,
+    typicality_weights,
+)
 from .zcore import (
     ZCORE_VARIANTS,
     ZCoreState,
@@ -100,6 +115,17 @@ __all__ = [
     "knn",
     "knn_block",
     "merge_knn",
+    "ProbCoverState",
+    "probcover",
+    "probcover_init",
+    "probcover_radius",
+    "probcover_run",
+    "probcover_step",
+    "TypicalKCenterState",
+    "typical_kcenter",
+    "typical_kcenter_init",
+    "typical_kcenter_run",
+    "typicality_weights",
     "PCAState",
     "gaussian_projection_matrix",
     "pca_fit",

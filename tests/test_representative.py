@@ -1,4 +1,5 @@
-"""Representative selection in ``select`` (k-means medoids, TypiClust) and the budget-aware auto."""
+"""Representative selection in ``select`` (k-means medoids, TypiClust, ProbCover,
+typicality-weighted k-center) and the budget-aware auto."""
 
 import jax
 import numpy as np
@@ -62,9 +63,17 @@ def test_coverage_methods_include_a_planted_rare_cluster():
     for k in (5, 10):
         sel = gj.select(x, k, key=KEY, method="kcenter", coverage=False)
         assert is_rare[sel.indices].any()
+        # ProbCover at a radius that lets a few balls cover each main cluster: once they are
+        # covered, the rare cluster's ball is the one covering the most new points.
+        sel = gj.select(
+            x, k, key=KEY, method="probcover", coverage=False, method_options={"radius": 4.0}
+        )
+        assert is_rare[sel.indices].any()
 
 
-@pytest.mark.parametrize("method", REPRESENTATIVE + ["herding"])
+@pytest.mark.parametrize(
+    "method", REPRESENTATIVE + ["herding", "probcover", "typical_kcenter", "auto"]
+)
 def test_representative_methods_avoid_planted_outliers(method):
     _, x = _mixture()
     rng = np.random.default_rng(7)
@@ -90,6 +99,98 @@ def test_budget_auto_rule_and_hook():
     with with_budget_auto():
         assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
     assert _AUTO == before
+
+
+# --------------------------------------------------------------------------- ProbCover
+
+
+def _ref_probcover(x, k, r, anchors=None):
+    """NumPy brute force: greedy max coverage of the full ball graph (float64)."""
+    xd = x.astype(np.float64)
+    ball = np.sqrt(((xd[:, None] - xd[None]) ** 2).sum(-1)) <= r
+    covered = np.zeros(len(x), bool)
+    if anchors is not None:
+        ad = anchors.astype(np.float64)
+        covered |= (np.sqrt(((ad[:, None] - xd[None]) ** 2).sum(-1)) <= r).any(0)
+    size = ball.sum(1)
+    taken = np.zeros(len(x), bool)
+    out = []
+    for _ in range(k):
+        degree = (ball & ~covered[None]).sum(1)
+        free = np.flatnonzero(~taken)
+        best = max(free, key=lambda i: (degree[i], size[i], -i))
+        out.append(best)
+        taken[best] = True
+        covered |= ball[best]
+    return np.asarray(out)
+
+
+def test_probcover_matches_numpy_greedy_max_coverage():
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(150, 4)).astype(np.float32)
+    r = gk.probcover_radius(x, 8)
+    for k in (20, 150):  # 150: past full coverage, the densest remaining points
+        got = gk.probcover(x, k, r, block_size=7)  # chunks of 7 newly covered points
+        np.testing.assert_array_equal(np.asarray(got), _ref_probcover(x, k, r))
+    anchors = rng.normal(size=(4, 4)).astype(np.float32)
+    got = gk.probcover(x, 15, r, anchors=anchors)
+    np.testing.assert_array_equal(np.asarray(got), _ref_probcover(x, 15, r, anchors))
+    # Chunked runs equal one run.
+    state = gk.probcover_init(x, 20, r)
+    state = gk.probcover_run(state, x, max_steps=7)
+    state = gk.probcover_run(gk.probcover_step(state, x), x)
+    np.testing.assert_array_equal(np.asarray(state.selected), _ref_probcover(x, 20, r))
+    with pytest.raises(ValueError, match="radius"):
+        gk.probcover(x, 3, 0.0)
+
+
+def test_probcover_radius_is_a_quantile_of_kth_neighbour_distances():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(90, 3)).astype(np.float32)
+    d = np.sqrt(((x[:, None].astype(np.float64) - x[None]) ** 2).sum(-1))
+    kth = np.sort(d, axis=1)[:, 5]  # column 0 is the point itself
+    for q in (0.5, 0.9):
+        assert gk.probcover_radius(x, 5, quantile=q, block_size=16) == pytest.approx(
+            np.quantile(kth, q), rel=1e-4
+        )
+
+
+def test_probcover_in_select_uses_the_kernel():
+    _, x = _mixture(120)
+    sel = gj.select(x, 10, key=KEY, method="probcover", coverage=False)
+    r = gk.probcover_radius(x, 12)  # default num_neighbors = ceil(n / k)
+    np.testing.assert_array_equal(sel.indices, np.asarray(gk.probcover(x, 10, r)))
+
+
+# --------------------------------------------------------------------------- typical k-center
+
+
+def _ref_typical_kcenter(x, k, num_neighbors, power):
+    xd = x.astype(np.float64)
+    d = np.sqrt(((xd[:, None] - xd[None]) ** 2).sum(-1))
+    near = np.sort(d + np.diag(np.full(len(x), np.inf)), axis=1)[:, :num_neighbors]
+    typ = 1.0 / near.mean(1)
+    w = (typ / typ.max()) ** power
+    out = [int(np.argmax(w))]
+    min_d = d[out[0]].copy()
+    for _ in range(k - 1):
+        score = np.where(np.isin(np.arange(len(x)), out), -np.inf, w * min_d)
+        out.append(int(np.argmax(score)))
+        min_d = np.minimum(min_d, d[out[-1]])
+    return np.asarray(out)
+
+
+def test_typical_kcenter_matches_numpy():
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(120, 3)).astype(np.float32)
+    for power in (1.0, 2.0):
+        got = gk.typical_kcenter(x, 15, num_neighbors=10, power=power)
+        np.testing.assert_array_equal(np.asarray(got), _ref_typical_kcenter(x, 15, 10, power))
+    # power 0: plain k-center after the most typical point.
+    got = np.asarray(gk.typical_kcenter(x, 10, num_neighbors=10, power=0.0))
+    np.testing.assert_array_equal(got, _ref_typical_kcenter(x, 10, 10, 0.0))
+    sel = gj.select(x, 15, key=KEY, method="typical_kcenter", coverage=False)
+    np.testing.assert_array_equal(sel.indices, _ref_typical_kcenter(x, 15, 20, 1.0))
 
 
 # --------------------------------------------------------------------------- evaluate

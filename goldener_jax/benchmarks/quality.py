@@ -13,6 +13,7 @@ to random's mean in points of accuracy. ``auto`` is ``select(method="auto")`` wi
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -20,7 +21,9 @@ import numpy as np
 
 from goldener_jax.evaluate import downstream_accuracy
 
-DEFAULT_METHODS = "random,kcenter,herding,zcore,kmeans_medoids,typiclust,auto"
+DEFAULT_METHODS = (
+    "random,kcenter,herding,zcore,kmeans_medoids,typiclust,probcover,typical_kcenter,auto"
+)
 
 
 def add_arguments(parser) -> None:
@@ -29,6 +32,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--no-stratified", action="store_true", help="skip the labels= runs")
     parser.add_argument("--zcore-samples", type=int, default=20_000)
+    parser.add_argument(
+        "--features",
+        choices=["raw", "cnn"],
+        default="raw",
+        help="raw pixels, or the demo's Flax CNN features (trained on a held-out 20%%)",
+    )
+    parser.add_argument("--cnn-dir", default=None, help="CNN weights / store cache (cnn)")
 
 
 def _split(seed):
@@ -44,6 +54,45 @@ def _split(seed):
     return (pool_x - mean) / 16.0, pool_y, (test_x - mean) / 16.0, test_y
 
 
+def cnn_features(cache_dir: str | None = None, *, train_steps: int = 300):
+    """The demo's pipeline up to the features: its Flax CNN trained on the pretrain part of the
+    digits (20%, never selected), ``describe``d from the same 3 layers for the other images,
+    each feature standardised over them. Returns ``(features [n, d], labels [n])``."""
+    import tempfile
+
+    import goldener_jax as gj
+    from goldener_jax import demo
+
+    images, y, pre_idx, rest_idx, _, _ = demo._data()
+    model = demo._cnn()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = cache_dir or tmp
+        variables, _ = demo._train_cnn(
+            model, images[pre_idx], y[pre_idx], os.path.join(out, "cnn.msgpack"), train_steps
+        )
+        extractor = gj.FeatureExtractor(model=model, variables=variables, layers=list(demo.LAYERS))
+        store = gj.describe(
+            images[rest_idx],
+            extractor,
+            os.path.abspath(os.path.join(out, "store")),
+            batch_size=256,
+            labels=y[rest_idx],
+            progress=False,
+        )
+        vectors, _ = store.read_vectors()
+        labels = np.asarray(store.read_labels())
+    feats = (vectors - vectors.mean(0)) / (vectors.std(0) + 1e-6)
+    return np.asarray(feats, np.float32), labels
+
+
+def _cnn_split(feats, labels, seed):
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(labels))
+    pool, test = train_test_split(idx, test_size=0.3, random_state=seed, stratify=labels)
+    return feats[pool], labels[pool], feats[test], labels[test]
+
+
 def run(args) -> dict:
     from goldener_jax.select import select, with_budget_auto
 
@@ -54,9 +103,15 @@ def run(args) -> dict:
     resolved = {}  # (stratified, budget) -> what auto chose
     seconds = {}
     t_all = time.perf_counter()
+    features = getattr(args, "features", "raw")
+    if features == "cnn":
+        feats, flabels = cnn_features(getattr(args, "cnn_dir", None))
     with with_budget_auto():
         for seed in range(args.seeds):
-            pool_x, pool_y, test_x, test_y = _split(seed)
+            if features == "cnn":
+                pool_x, pool_y, test_x, test_y = _cnn_split(feats, flabels, seed)
+            else:
+                pool_x, pool_y, test_x, test_y = _split(seed)
             key = jax.random.key(seed)
             for strat in variants:
                 for budget in budgets:
@@ -99,7 +154,11 @@ def run(args) -> dict:
             rows.append(row)
     out = {
         "benchmark": "quality",
-        "data": "sklearn digits, raw pixels centred / 16, 30% stratified test split per seed",
+        "data": "sklearn digits, raw pixels centred / 16, 30% stratified test split per seed"
+        if features == "raw"
+        else "sklearn digits minus the CNN's 20% pretrain part, demo CNN features (3 layers, "
+        "standardised), 30% stratified test split per seed",
+        "features": features,
         "seeds": args.seeds,
         "budgets": budgets,
         "auto_resolved": {f"{'strat' if s else 'plain'}@{b}": m for (s, b), m in resolved.items()},
