@@ -141,6 +141,16 @@ def _coverage_radius(x: np.ndarray, chosen: np.ndarray) -> float:
     return float(np.sqrt(max(d2.min(1).max(), 0.0)))
 
 
+def _median_distance(x: np.ndarray) -> float:
+    """Median pairwise Euclidean distance (the median-heuristic RBF bandwidth that
+    ``evaluate.mmd`` uses by default), in NumPy: the demo's few thousand rows fit one matrix."""
+    a = x.astype(np.float64)
+    sq = (a * a).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * a @ a.T
+    iu = np.triu_indices(len(a), 1)
+    return float(np.sqrt(max(np.median(d2[iu]), 0.0))) or 1.0
+
+
 def _energy_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Energy distance 2E|A-B| - E|A-A'| - E|B-B'| (0 when the sets are alike; small sets)."""
 
@@ -246,7 +256,6 @@ def run(
 
     import goldener_jax as gj
     from goldener_jax import FeatureStore
-    from goldener_jax import kernels as gk
     from goldener_jax import report as rep
 
     if budgets is None:
@@ -347,7 +356,7 @@ def run(
     os.makedirs(split_dir, exist_ok=True)
     split_rows = {"smart": [], "random": []}
     split_examples = {}
-    length_scale = gk.median_length_scale(feats)  # one RBF bandwidth for every set's MMD
+    length_scale = _median_distance(feats)  # one RBF bandwidth for every set's MMD
     for kind, s in tqdm(
         # the smart split uses kcenter: deterministic, one run stands for every seed
         [("smart", 0)] + [("random", s) for s in range(split_seeds)],
