@@ -182,9 +182,12 @@ def describe(
         batch_size: Samples per batch; fixed for the life of the store (it is the chunk size and
             decides which samples share a compiled call). Default: the store's, else 64.
         dtype: ``"float32"`` or ``"bfloat16"`` for the stored vectors.
-        data_key, label_key, group_key, mask_key: Keys of the model input, integer (or multi-hot)
-            labels, integer groups and an optional mask (passed as ``mask=``) in the batches.
-        labels, groups: Per-sample arrays given next to array data.
+        data_key: Key of the model input in the batches.
+        label_key: Key of integer (or multi-hot) labels in the batches.
+        group_key: Key of integer group ids in the batches.
+        mask_key: Key of an optional mask in the batches (passed to the extractor as ``mask=``).
+        labels: Per-sample labels given next to array data.
+        groups: Per-sample group ids given next to array data.
         key: Optional ``jax.random.key`` for extractors that draw (``Vectorizer(random=n)``):
             the extractor gets one key per sample, ``fold_in(key, sample_index)``, so draws do
             not depend on the batch size or on resume points.

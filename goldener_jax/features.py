@@ -827,9 +827,11 @@ class FeatureExtractor:
     ``jax.jit(ex.__call__)`` also works (the weights become constants); so does passing it as a
     static argument (``__hash__``/``__eq__`` use the fingerprint).
 
+    ``model``, ``variables``, ``layers``, ``fusion``, ``group_fusion``, ``method``,
+    ``channel_axis``, ``resize_method`` and ``apply_kwargs`` are as in ``capture``. For NNX,
+    ``variables=None`` takes the module's state.
+
     Attributes:
-      model, variables, layers, fusion, group_fusion, method, channel_axis, resize_method,
-        apply_kwargs: as in ``capture``. For NNX, ``variables=None`` takes the module's state.
       vectorizer: a ``Vectorizer`` or ``None`` (mean-pool to one vector per sample).
       preprocess: optional ``x -> x`` applied (inside jit) before the model.
     """

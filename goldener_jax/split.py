@@ -201,9 +201,17 @@ def split(
         units of a cell are near twins. Blocked (no N x N matrix), deterministic for ``key``.
         On digits it halves each set's MMD to the whole against stratified random splits
         (``goldener-jax bench split-quality``, docs/benchmarks.md).
-      key, labels, groups, exclude_labels, sample_idx, metric, chunk_size, max_anchors,
-        reduce, method_options: as :func:`~goldener_jax.select` (groups: a group never spans two
-        sets; with ``"auto"`` a group is stratified by its rarest label).
+      key: as :func:`~goldener_jax.select`.
+      labels: as :func:`~goldener_jax.select`.
+      groups: as :func:`~goldener_jax.select`; a group never spans two sets (with ``"auto"`` a
+        group is stratified by its rarest label).
+      exclude_labels: as :func:`~goldener_jax.select`.
+      sample_idx: as :func:`~goldener_jax.select`.
+      metric: as :func:`~goldener_jax.select`.
+      chunk_size: as :func:`~goldener_jax.select`.
+      max_anchors: as :func:`~goldener_jax.select`.
+      reduce: as :func:`~goldener_jax.select`.
+      method_options: as :func:`~goldener_jax.select`.
       checkpoint_dir: resumable progress, one sub-directory per set.
       manifest_path: where to write the manifest; default ``<store path>.split.json`` next to a
         store, none for an array. ``False`` writes nothing.

@@ -494,7 +494,8 @@ class FeatureStore:
             b: Batch index.
             vectors: Array ``[n_b * R, D]`` (or ``[n_b, R, D]``) of the store's dtype.
             valid: Bool array ``[n_b * R]`` (or ``[n_b, R]``).
-            labels, groups: Per-sample arrays ``[n_b, ...]`` when the store has them.
+            labels: Per-sample labels ``[n_b, ...]`` when the store has them.
+            groups: Per-sample group ids ``[n_b]`` when the store has them.
 
         Raises:
             OSError: A write failed (full disk, permissions...); the batch is not marked done.

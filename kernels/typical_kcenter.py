@@ -107,7 +107,9 @@ def typical_kcenter_init(
       k: points to choose, ``0 <= k <= n`` (static).
       weight: optional float ``[n]`` weights; default :func:`typicality_weights`.
       anchors: optional ``[m, d]`` points already chosen.
-      num_neighbors, power, block_size: of :func:`typicality_weights`.
+      num_neighbors: of :func:`typicality_weights`.
+      power: of :func:`typicality_weights`.
+      block_size: of :func:`typicality_weights`.
 
     Returns:
       A :class:`TypicalKCenterState`.
