@@ -374,6 +374,7 @@ def run(
                     gj.split(
                         feats,
                         SPLIT_SETS,
+                        method="kcenter",
                         key=jax.random.key(s),
                         labels=labels,
                         manifest_path=stem + ".json",

@@ -123,6 +123,22 @@ def summary_text(summary) -> str:
         f" validation predicts test {'better' if gap_s < gap_r else 'no better'} than with random "
         f"splits here (|val - test| {gap_s:.3f} vs {gap_r:.3f}).",
     ]
+    if "mmd" in sm[0]:
+        held = lambda r: (r["mmd"]["val"] + r["mmd"]["test"]) / 2  # noqa: E731
+        mmd_s, mmd_r = mean(sm, held), mean(rn, held)
+        lines += [
+            f"Its validation and test sets are {'closer to' if mmd_s < mmd_r else 'farther from'} "
+            f"the distribution of all samples than random ones (mean MMD² {mmd_s:.4f} vs "
+            f"{mmd_r:.4f}; RBF kernel, median-distance bandwidth; 0 = same distribution).",
+        ]
+    acc_s = mean(sm, lambda r: r["test_acc"])
+    acc_r = mean(rn, lambda r: r["test_acc"])
+    if acc_s > acc_r and rad_s < rad_r:
+        lines += [
+            f"Its higher test accuracy ({acc_s:.3f} vs {acc_r:.3f}) measures held-out samples that "
+            "lie close to training samples (the k-center train set takes the outlying ones), "
+            "not a better classifier: read it as an easier test set.",
+        ]
     lines += ["", *curation_lines(summary)]
     t = summary.get("timings_s", {})
     lines += [
