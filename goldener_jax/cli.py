@@ -30,6 +30,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_select_split(sub)
     _add_curate(sub)
+    _add_evaluate(sub)
 
     bench = sub.add_parser("bench", help="benchmarks (baselines measured in the same run)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -281,6 +282,75 @@ def _run_split(args) -> int:
     return 0
 
 
+def _add_evaluate(sub) -> None:
+    ev = sub.add_parser(
+        "evaluate", help="a saved selection against random subsets (accuracy with 95% CI, MMD)"
+    )
+    ev.add_argument("vectors", help=".npy of the pool's vectors [N, d]")
+    ev.add_argument("--labels", required=True, help=".npy of the pool's labels [N]")
+    ev.add_argument("--selection", required=True, help=".npy of selected sample indices")
+    ev.add_argument("--test-vectors", default=None, help=".npy of held-out vectors [M, d]")
+    ev.add_argument("--test-labels", default=None, help=".npy of held-out labels [M]")
+    ev.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.3,
+        help="without --test-vectors: score on this stratified random part of the unselected "
+        "samples, drawn from --seed (default 0.3); random subsets come from the rest",
+    )
+    ev.add_argument("--seeds", type=int, default=10, help="random subsets (default 10)")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key")
+    ev.add_argument("--no-measures", action="store_true", help="accuracy only (no MMD etc.)")
+    ev.add_argument("--json", dest="json_out", default=None, help="also write results here")
+
+
+def _run_evaluate(args) -> int:
+    import jax
+    import numpy as np
+
+    from goldener_jax.evaluate import compare_to_random, comparison_table
+
+    x = np.asarray(np.load(args.vectors), np.float32)
+    labels = np.load(args.labels)
+    sel = np.load(args.selection).astype(np.int64)
+    if (args.test_vectors is None) != (args.test_labels is None):
+        raise ValueError("give both --test-vectors and --test-labels, or neither")
+    if args.test_vectors is not None:
+        test_x = np.asarray(np.load(args.test_vectors), np.float32)
+        test_y = np.load(args.test_labels)
+        pool = np.arange(x.shape[0])
+    else:
+        from sklearn.model_selection import train_test_split
+
+        if not 0 < args.test_fraction < 1:
+            raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+        rest = np.setdiff1d(np.arange(x.shape[0]), sel)
+        counts = np.unique(labels[rest], return_counts=True)[1]
+        strat = labels[rest] if counts.min() >= 2 else None
+        _, test = train_test_split(
+            rest, test_size=args.test_fraction, random_state=args.seed, stratify=strat
+        )
+        test_x, test_y = x[test], labels[test]
+        pool = np.setdiff1d(np.arange(x.shape[0]), test)
+        sel = np.searchsorted(pool, sel)
+    result = compare_to_random(
+        x[pool],
+        labels[pool],
+        sel,
+        test_x=test_x,
+        test_y=test_y,
+        key=jax.random.key(args.seed),
+        seeds=args.seeds,
+        measures=not args.no_measures,
+    )
+    print(f"{len(sel)} selected of {len(pool)}; {len(test_y)} test samples; {args.seeds} seeds")
+    print(comparison_table(result))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     if args.command == "demo":
@@ -294,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_split(args)
     if args.command == "curate":
         return _run_curate(args)
+    if args.command == "evaluate":
+        return _run_evaluate(args)
     if args.command == "bench":
         from goldener_jax import benchmarks
 

@@ -14,7 +14,10 @@ distance):
 * ``class_balance``: per-label counts and shares in the selection and in the data, and the total
   variation distance between the two label distributions.
 
-``report`` gathers them in a JSON-able dict.
+``report`` gathers them in a JSON-able dict. ``compare_to_random`` puts a selection against
+random subsets of the same size: downstream accuracy (a classifier trained on the subset, scored
+on a test set) over several seeds with mean, std and a 95% confidence interval, and the same
+distribution measures for both.
 """
 
 from __future__ import annotations
@@ -36,11 +39,14 @@ from goldener_jax.kernels.distance import (
 
 __all__ = [
     "class_balance",
+    "compare_to_random",
+    "comparison_table",
     "coverage_radius",
     "downstream_accuracy",
     "energy_distance",
     "mmd",
     "report",
+    "t_interval",
 ]
 
 
@@ -158,3 +164,150 @@ def report(x, indices, *, labels=None, metric: str = "euclidean") -> dict:
     if labels is not None:
         out["class_balance"] = class_balance(labels, indices)
     return out
+
+
+def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
+    """Confidence interval of the mean of ``values`` (Student's t; a point for one value)."""
+    from scipy import stats
+
+    v = np.asarray(values, np.float64)
+    if v.size < 2:
+        m = float(v.mean()) if v.size else float("nan")
+        return m, m
+    half = stats.t.ppf(0.5 + confidence / 2, v.size - 1) * v.std(ddof=1) / np.sqrt(v.size)
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+def _summary(values) -> dict:
+    v = np.asarray(values, np.float64)
+    lo, hi = t_interval(v)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std(ddof=1)) if v.size > 1 else 0.0,
+        "ci95": [lo, hi],
+        "values": [float(a) for a in v],
+    }
+
+
+def compare_to_random(
+    x,
+    labels,
+    indices,
+    *,
+    test_x,
+    test_y,
+    key,
+    train_fn=None,
+    seeds: int = 10,
+    measures: bool = True,
+) -> dict:
+    """Downstream accuracy and distribution measures of a selection against random subsets.
+
+    For each of ``seeds`` random subsets of ``x`` with the selection's size (drawn with
+    ``kernels.random_subset(fold_in(key, seed), ...)``), ``train_fn`` is trained on the subset
+    and scored on ``(test_x, test_y)``; the selection is scored once the same way.
+
+    Args:
+      x: the pool's vectors ``[n, d]``.
+      labels: the pool's labels ``[n]`` (what ``train_fn`` learns).
+      indices: the selection, 1-D sample indices into ``x``.
+      test_x, test_y: held-out vectors and labels the accuracy is measured on.
+      key: a ``jax.random.key`` for the random subsets.
+      train_fn: ``(train_x, train_y, test_x, test_y) -> accuracy``; default
+        :func:`downstream_accuracy` (logistic regression).
+      seeds: random subsets (>= 2 for a confidence interval).
+      measures: also compute coverage radius, MMD and energy distance to ``x`` of the selection
+        and of each random subset (``O(n^2 d)`` each), and the selection's class balance.
+
+    Returns:
+      A JSON-able dict: ``count``, ``n``, ``selection`` (``accuracy`` and the measures),
+      ``random`` (per quantity ``mean``, ``std``, ``ci95`` (t-distribution), ``values``), and
+      ``difference``: the selection's accuracy minus random's mean, with the 95% interval of
+      that difference, and ``beats``: in how many seeds the selection is at least as accurate.
+    """
+    import jax
+
+    from goldener_jax.kernels.subset import random_subset
+
+    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
+        raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds must be an int >= 1, got {seeds!r}")
+    x_np = np.asarray(x)
+    if x_np.ndim != 2:
+        raise ValueError(f"x must be 2-D [n, d], got shape {x_np.shape}")
+    n = x_np.shape[0]
+    labels = np.asarray(labels)
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape [{n}], got {labels.shape}")
+    idx = _indices(indices, n)
+    if np.unique(idx).size != idx.size:
+        raise ValueError("indices must be distinct")
+    test_x, test_y = np.asarray(test_x), np.asarray(test_y)
+    if test_x.ndim != 2 or test_x.shape[1] != x_np.shape[1] or test_y.shape != (test_x.shape[0],):
+        raise ValueError(
+            f"test_x must be [m, {x_np.shape[1]}] and test_y [m], got {test_x.shape} and "
+            f"{test_y.shape}"
+        )
+    train = downstream_accuracy if train_fn is None else train_fn
+
+    def measure(sub) -> dict:
+        out = {"accuracy": float(train(x_np[sub], labels[sub], test_x, test_y))}
+        if measures:
+            out["coverage_radius"] = coverage_radius(x_np, sub)
+            out["mmd"] = mmd(x_np, sub)
+            out["energy_distance"] = energy_distance(x_np, sub)
+        return out
+
+    chosen = measure(idx)
+    if measures:
+        chosen["class_balance"] = class_balance(labels, idx)
+    runs = [
+        measure(np.asarray(random_subset(jax.random.fold_in(key, s), n, idx.size)))
+        for s in range(seeds)
+    ]
+    rand = {q: _summary([r[q] for r in runs]) for q in runs[0]}
+    rand_acc = np.asarray(rand["accuracy"]["values"])
+    lo, hi = rand["accuracy"]["ci95"]
+    return {
+        "count": int(idx.size),
+        "n": int(n),
+        "seeds": seeds,
+        "selection": chosen,
+        "random": rand,
+        "difference": {
+            "accuracy": chosen["accuracy"] - rand["accuracy"]["mean"],
+            "ci95": [chosen["accuracy"] - hi, chosen["accuracy"] - lo],
+            "beats": int(np.sum(chosen["accuracy"] >= rand_acc)),
+        },
+    }
+
+
+def comparison_table(result: dict) -> str:
+    """A plain-text table of :func:`compare_to_random`'s result."""
+    rows = [("measure", "selection", "random mean ± std", "random 95% CI")]
+    for q in ("accuracy", "coverage_radius", "mmd", "energy_distance"):
+        if q not in result["random"]:
+            continue
+        r = result["random"][q]
+        rows.append(
+            (
+                q,
+                f"{result['selection'][q]:.4g}",
+                f"{r['mean']:.4g} ± {r['std']:.2g}",
+                f"[{r['ci95'][0]:.4g}, {r['ci95'][1]:.4g}]",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    d = result["difference"]
+    lines.append(
+        f"selection - random accuracy: {100 * d['accuracy']:+.2f} points "
+        f"(95% CI [{100 * d['ci95'][0]:+.2f}, {100 * d['ci95'][1]:+.2f}]), at least as accurate "
+        f"as {d['beats']} of {result['seeds']} random subsets of {result['count']}"
+    )
+    bal = result["selection"].get("class_balance")
+    if bal is not None:
+        lines.append(f"class balance: total variation to the data {bal['total_variation']:.3f}")
+    return "\n".join(lines)
