@@ -2,9 +2,11 @@
 
 The fake devices (``--xla_force_host_platform_device_count``) share this machine's cores and
 memory, so the sharded run cannot be faster here: what it shows is the cost of the shard_map
-program and of its per-step collectives (two scalar reductions and one ``d``-vector ``psum``)
-next to the single-device kernel, measured in the same process on the same data, and that both
-return the same indices. When the current process has fewer devices than ``--devices`` (JAX fixes
+program and of its collectives (per greedy step two scalar reductions and one ``d``-vector
+``psum``; per Lloyd iteration a ``[k, d]`` ``psum``; for the all-pairs parts, row blocks round a
+ring of devices) next to the single-device kernel, measured in the same process on the same
+data, and whether both return the same indices (k-means: the same assignment; kNN: the same
+neighbours). When the current process has fewer devices than ``--devices`` (JAX fixes
 the count when it starts), the benchmark re-runs itself in a subprocess with the flag set.
 """
 
@@ -26,12 +28,34 @@ from goldener_jax.benchmarks._machine import machine_summary, timeit
 DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
+def _herding(x, k, metric, mesh):
+    # RBF with a bandwidth of the order of the distances between standard normal rows.
+    scale = float(np.sqrt(2.0 * x.shape[1]))
+    return gk.kernel_herding(x, k, kernel="rbf", length_scale=scale, mesh=mesh)
+
+
+# name -> (x, k, metric, mesh) -> the array compared with the single-device result; whether the
+# kernel's time is k greedy steps (then a time per step is reported).
+KERNELS = {
+    "kcenter": (lambda x, k, metric, mesh: gk.greedy_k_center(x, k, metric=metric, mesh=mesh), 1),
+    "farthest": (lambda x, k, metric, mesh: gk.farthest_point(x, k, metric=metric, mesh=mesh), 1),
+    "closest": (lambda x, k, metric, mesh: gk.closest_point(x, k, metric=metric, mesh=mesh), 1),
+    "herding": (_herding, 1),
+    "kmeans": (
+        lambda x, k, metric, mesh: gk.kmeans(x, k, jax.random.key(0), num_iters=10, mesh=mesh)[1],
+        0,
+    ),
+    "knn": (lambda x, k, metric, mesh: gk.knn(x, k, metric=metric, mesh=mesh)[1], 0),
+}
+
+
 def add_arguments(parser) -> None:
     parser.add_argument(
         "--kernel",
-        choices=["kcenter", "farthest", "closest"],
+        choices=sorted(KERNELS),
         default="kcenter",
-        help="greedy k-center, or farthest / closest point (O(N^2 d): use a smaller --n)",
+        help="greedy k-center; farthest / closest point, RBF herding, kNN (O(N^2 d): use a "
+        "smaller --n); k-means (--k clusters, 10 Lloyd iterations)",
     )
     parser.add_argument("--n", type=int, default=200_000, help="points")
     parser.add_argument("--d", type=int, default=128, help="dimensions")
@@ -81,14 +105,11 @@ def _measure(args) -> dict:
     x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32).astype(dtype)
     x = jax.device_put(x, jax.devices()[0]).block_until_ready()
 
-    kernel = {
-        "kcenter": gk.greedy_k_center,
-        "farthest": gk.farthest_point,
-        "closest": gk.closest_point,
-    }[args.kernel]
+    kernel, stepwise = KERNELS[args.kernel]
+    steps = max(1, k) if stepwise else 1
 
     def single():
-        return kernel(x, k, metric=args.metric).block_until_ready()
+        return kernel(x, k, args.metric, None).block_until_ready()
 
     t0 = time.perf_counter()
     want = np.asarray(single())
@@ -102,7 +123,7 @@ def _measure(args) -> dict:
         xs.block_until_ready()
 
         def sharded(xs=xs, mesh=mesh):
-            return kernel(xs, k, metric=args.metric, mesh=mesh).block_until_ready()
+            return kernel(xs, k, args.metric, mesh).block_until_ready()
 
         t0 = time.perf_counter()
         got = np.asarray(sharded())
@@ -113,7 +134,7 @@ def _measure(args) -> dict:
                 "devices": size,
                 "first_call_s": first,
                 "steady_s": steady,
-                "per_step_s": steady / max(1, k),
+                "per_step_s": steady / steps if stepwise else None,
                 "ratio_vs_single": steady / single_steady,
                 "same_indices": bool(np.array_equal(got, want)),
             }
@@ -130,7 +151,7 @@ def _measure(args) -> dict:
         "fake_devices": jax.device_count(),
         "single_first_call_s": single_first,
         "single_steady_s": single_steady,
-        "single_per_step_s": single_steady / max(1, k),
+        "single_per_step_s": single_steady / steps if stepwise else None,
         "sharded": rows,
         "machine": machine_summary(),
     }
@@ -146,15 +167,19 @@ def _print(r: dict) -> None:
         f"  machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, "
         f"jax {m['jax']} on {m['backend']} (fake devices share these cores)"
     )
+
+    def step(per_step):
+        return "" if per_step is None else f"{per_step * 1e3:.2f} ms/step; "
+
     print(
-        f"  single device: {r['single_steady_s']:.3f} s  ({r['single_per_step_s'] * 1e3:.2f} "
-        f"ms/step; first call {r['single_first_call_s']:.2f} s)"
+        f"  single device: {r['single_steady_s']:.3f} s  ({step(r['single_per_step_s'])}"
+        f"first call {r['single_first_call_s']:.2f} s)"
     )
     for row in r["sharded"]:
         print(
-            f"  mesh of {row['devices']}: {row['steady_s']:.3f} s  "
-            f"({row['per_step_s'] * 1e3:.2f} ms/step; first call {row['first_call_s']:.2f} s)  "
-            f"= {row['ratio_vs_single']:.2f}x single; same indices: {row['same_indices']}"
+            f"  mesh of {row['devices']}: {row['steady_s']:.3f} s  ({step(row['per_step_s'])}"
+            f"first call {row['first_call_s']:.2f} s)  = {row['ratio_vs_single']:.2f}x single; "
+            f"same indices: {row['same_indices']}"
         )
 
 
