@@ -211,7 +211,8 @@ def compare_to_random(
       x: the pool's vectors ``[n, d]``.
       labels: the pool's labels ``[n]`` (what ``train_fn`` learns).
       indices: the selection, 1-D sample indices into ``x``.
-      test_x, test_y: held-out vectors and labels the accuracy is measured on.
+      test_x: held-out vectors the accuracy is measured on.
+      test_y: their labels.
       key: a ``jax.random.key`` for the random subsets.
       train_fn: ``(train_x, train_y, test_x, test_y) -> accuracy``; default
         :func:`downstream_accuracy` (logistic regression).

@@ -121,3 +121,89 @@ def test_split_resumes_from_its_checkpoints(tmp_path):
     for name in SETS:
         np.testing.assert_array_equal(first[name], again[name])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["set-0", "set-1"]
+
+
+# --------------------------------------------------------------------------- method="auto"
+
+
+def _blobs(n=240, seed=0):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    centres = rng.normal(scale=4.0, size=(6, 3))
+    mode = labels * 2 + rng.integers(0, 2, n)  # two modes per label
+    return (centres[mode] + rng.normal(size=(n, 3))).astype(np.float32), labels
+
+
+def test_auto_split_exact_sizes_strata_and_determinism():
+    from goldener_jax._allocation import set_counts
+
+    x, labels = _blobs()
+    sets = {"train": 0.6, "val": 0.2, "test": 0.2}
+    a = gj.split(x, sets, method="auto", key=KEY, labels=labels)
+    assert {k: len(v) for k, v in a.items()} == set_counts(sets, 240)
+    assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(240))
+    # Stratified: each label's share of each set within 1 of its proportional share.
+    for idx in a.values():
+        for lab in range(3):
+            share = np.count_nonzero(labels == lab) * len(idx) / 240
+            assert abs(np.count_nonzero(labels[idx] == lab) - share) <= 1.0 + 1e-9
+    assert a.manifest["method"] == "auto"
+    assert a.manifest["construction"]["name"] == "kmeans-cells-deal"
+    b = gj.split(x, sets, method="auto", key=KEY, labels=labels)
+    c = gj.split(x, sets, method="auto", key=jax.random.key(1), labels=labels)
+    for name in a:
+        np.testing.assert_array_equal(np.sort(a[name]), np.sort(b[name]))
+    assert any(set(a[n].tolist()) != set(c[n].tolist()) for n in a)
+
+
+def test_auto_split_keeps_groups_whole_with_exact_sizes():
+    x, labels = _blobs(200, seed=1)
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(100), rng.integers(1, 4, 100))[:200]  # groups of 1 to 3
+    labels = labels[groups]  # one label per group, as patients with one diagnosis
+    result = gj.split(
+        x,
+        {"train": 150, "val": 25, "test": 25},
+        method="auto",
+        key=KEY,
+        labels=labels,
+        groups=groups,
+    )
+    assert {k: len(v) for k, v in result.items()} == {"train": 150, "val": 25, "test": 25}
+    owner = {}
+    for name, idx in result.items():
+        for g in groups[idx].tolist():
+            assert owner.setdefault(g, name) == name
+
+
+def test_auto_split_sets_match_the_whole():
+    from goldener_jax.evaluate import mmd
+
+    x, labels = _blobs(300, seed=3)
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    auto = gj.split(x, sets, method="auto", key=KEY, labels=labels)
+    # A deliberately biased split: sorted along the first coordinate.
+    order = np.argsort(x[:, 0])
+    counts = [len(auto[n]) for n in sets]
+    biased = np.split(order, np.cumsum(counts)[:-1])
+    rand = [
+        gj.split(x, sets, method="random", key=jax.random.key(s), labels=labels) for s in (1, 2)
+    ]
+    for i, name in enumerate(sets):
+        m_auto = mmd(x, auto[name])
+        assert m_auto < mmd(x, biased[i])
+        assert m_auto < np.mean([mmd(x, r[name]) for r in rand])
+
+
+def test_deal_shares_every_prefix_in_proportion():
+    from goldener_jax.split import _deal
+
+    counts = [13, 5, 4]
+    order = np.random.default_rng(0).permutation(22)
+    owner = _deal(order, np.ones(22, np.int64), counts)
+    seq = owner[order]
+    for t in range(1, 23):
+        for i, c in enumerate(counts):
+            assert abs(np.count_nonzero(seq[:t] == i) - c * t / 22) < 1.0 + 1e-9
+    with pytest.raises(ValueError, match="groups cannot satisfy"):
+        _deal(np.arange(2), np.array([3, 3]), [4, 2])
