@@ -32,6 +32,7 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
     describe,
     resumable_loop,
 )
+from goldener_jax.evaluate import compare_to_random
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
 from goldener_jax.split import (  # select, split and the selection method registry
     METHODS,
@@ -65,6 +66,7 @@ __all__ = [
     "Vectorizer",
     "__version__",
     "capture",
+    "compare_to_random",
     "flatten_vectors",
     "kernels",
     "LabelIssues",
