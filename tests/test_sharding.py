@@ -136,6 +136,11 @@ def test_one_device_mesh_in_process_and_clear_errors():
     mesh = gk.make_mesh()
     assert gk.greedy_k_center(x, 7, mesh=mesh).tolist() == gk.greedy_k_center(x, 7).tolist()
     assert gk.farthest_point(x, 7, mesh=mesh).tolist() == gk.farthest_point(x, 7).tolist()
+    herd = gk.kernel_herding(x, 7, kernel="linear", mesh=mesh)
+    assert herd.tolist() == gk.kernel_herding(x, 7, kernel="linear").tolist()
+    key = jax.random.key(0)
+    assert gk.kmeans(x, 3, key, mesh=mesh)[1].tolist() == gk.kmeans(x, 3, key)[1].tolist()
+    assert gk.knn(x, 4, mesh=mesh)[1].tolist() == gk.knn(x, 4)[1].tolist()
     state = gk.kcenter_init(x, 7, mesh=mesh, anchors=x[:2] + 0.5)
     assert state.min_dist.shape == (21,)
     with pytest.raises(TypeError, match="jax.sharding.Mesh"):
