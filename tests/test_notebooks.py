@@ -19,7 +19,7 @@ def _check_multi_device(text, out):
     # k-center / farthest point / resumed / store-read runs equal the single-device indices.
     assert "8 devices" in text
     assert "shape (225, 112)" in text  # 1797 rows padded to 1800, 225 per device
-    assert text.count("same indices: True") == 4 and "same indices: False" not in text
+    assert text.count("same indices: True") == 5 and "same indices: False" not in text
 
 
 def _check_resumable(text, out):
