@@ -137,6 +137,7 @@ def _measure(args) -> dict:
                 "per_step_s": steady / steps if stepwise else None,
                 "ratio_vs_single": steady / single_steady,
                 "same_indices": bool(np.array_equal(got, want)),
+                "mismatches": int(np.count_nonzero(got != want)) if got.shape == want.shape else -1,
             }
         )
         del xs
