@@ -453,6 +453,8 @@ def run(
     timings["report + plots"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_start
     summary["timings_s"] = timings
+    if hasattr(os, "getloadavg"):  # other work on the machine stretches the times above
+        summary["machine"] = {"cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0]}
     summary["plots"] = plots
     text = rep.summary_text(summary)
     rep.write_report(out, summary, text)

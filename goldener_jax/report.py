@@ -65,6 +65,13 @@ def split_rows(summary) -> tuple[list, list]:
     return header, rows
 
 
+def _load(summary) -> str:
+    m = summary.get("machine")
+    if not m:
+        return ""
+    return f" (on {m['cpus']} CPUs, load average {m['load_average_1min']:.1f} at the end)"
+
+
 def curation_lines(summary) -> list[str]:
     cu = summary.get("curation")
     if not cu:
@@ -143,7 +150,7 @@ def summary_text(summary) -> str:
     t = summary.get("timings_s", {})
     lines += [
         "",
-        "Times: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()),
+        "Times: " + ", ".join(f"{k} {v:.1f} s" for k, v in t.items()) + _load(summary),
         f"Reused from a previous run: {summary['reused_selections_and_splits']} selections/splits."
         f" Report, plots and manifests in {summary['out']}/",
     ]
