@@ -342,8 +342,9 @@ def kmeans(
         blocks of at most 16M values.
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are sharded
         over its devices; assignments are local, the per-cluster sums and counts ``psum``ed
-        (``kernels.sharding``). The seeds and assignments equal the single-device ones; the
-        centroids may differ in their last bits (another order of the additions).
+        (``kernels.sharding``). The seeds equal the single-device ones; the centroids may
+        differ in their last bits (another order of the additions), so a point within rounding
+        of a boundary between two clusters can be assigned differently.
 
     Returns:
       ``(centroids float32 [n_clusters, d], assignment int32 [n])``; the assignment is to the
