@@ -118,18 +118,12 @@ def _run_curate(args) -> int:
     labels = None if args.labels is None else np.load(args.labels)
     if args.source.endswith(".npy"):
         x = np.asarray(np.load(args.source, mmap_mode="r"))
-    else:
+    else:  # a store: its vectors (one per sample) and, without --labels, its labels
         from goldener_jax.store import FeatureStore
 
-        store = FeatureStore.open(args.source)
-        if store.rows_per_sample != 1:
-            raise ValueError(
-                f"curate needs one vector per sample; store {args.source!r} has "
-                f"{store.rows_per_sample} rows per sample"
-            )
-        x, _ = store.read_vectors()
+        x = FeatureStore.open(args.source)
         if labels is None:
-            labels = store.read_labels()
+            labels = x.read_labels()
     if labels is None and args.duplicate_threshold is None:
         raise ValueError("nothing to do: give --labels (label issues) or --duplicate-threshold")
     os.makedirs(args.out, exist_ok=True)

@@ -16,6 +16,7 @@ Both return small dataclasses with ``to_json``.
 from __future__ import annotations
 
 import dataclasses
+import os
 from functools import partial
 
 import jax
@@ -29,6 +30,38 @@ from goldener_jax.kernels.distance import auto_block, block_rank_distances, row_
 __all__ = ["LabelIssues", "NearDuplicates", "label_issues", "near_duplicates"]
 
 WEIGHTINGS = ("distance", "uniform")
+
+
+def _load(store_or_array, labels=None) -> tuple:
+    """``(x, labels, sample_ids)``: a store (or its path) gives its vectors, its labels when
+    ``labels`` is None (``labels`` given are per sample id) and the sample id of each vector; an
+    array gives itself, ``labels`` and ``None``."""
+    from goldener_jax.store import FeatureStore
+
+    if isinstance(store_or_array, (str, os.PathLike)):
+        store_or_array = FeatureStore.open(store_or_array)
+    if not isinstance(store_or_array, FeatureStore):
+        return store_or_array, labels, None
+    store = store_or_array
+    x, sidx = store.read_vectors()
+    sidx = np.asarray(sidx, np.int64)
+    if len(np.unique(sidx)) != len(sidx):
+        raise ValueError(
+            f"curation needs one vector per sample; store {str(store.path)!r} has {len(sidx)} "
+            f"vectors for {len(np.unique(sidx))} samples: fuse each sample's rows into one "
+            "vector first (e.g. Vectorizer row fusion)"
+        )
+    if labels is None:
+        labels = store.read_labels()
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.ndim != 1 or labels.shape[0] < int(sidx.max(initial=-1)) + 1:
+            raise ValueError(
+                f"labels must have one entry per sample id of the store "
+                f"({store.num_samples}), got shape {labels.shape}"
+            )
+        labels = labels[sidx]
+    return x, labels, sidx
 
 
 # --------------------------------------------------------------------------- label issues
@@ -120,7 +153,7 @@ def _class_probabilities(nbr_labels, weights, num_classes, rows):
 
 def label_issues(
     x,
-    labels,
+    labels=None,
     *,
     k: int = 10,
     metric: str = "euclidean",
@@ -131,8 +164,9 @@ def label_issues(
     """Ranks samples by how strongly their ``k`` nearest neighbours disagree with their label.
 
     Args:
-      x: ``[n, d]`` embeddings (floating).
-      labels: ``[n]`` int class ids ``>= 0``.
+      x: ``[n, d]`` embeddings (floating), or a ``FeatureStore`` (or its path) with one vector per
+        sample; indices are then the store's sample ids.
+      labels: ``[n]`` int class ids ``>= 0`` (for a store: per sample id, default its labels).
       k: neighbours that vote, ``1 <= k < n`` (the sample itself never votes).
       metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
       weighting: ``"distance"``: a neighbour at distance ``d`` weighs ``1 / (d + eps)`` with
@@ -148,6 +182,7 @@ def label_issues(
     block_size = check_block_size(block_size)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    x, labels, sample_ids = _load(x, labels)
     x = as_float_matrix(x, "x")
     n = x.shape[0]
     y, num_classes = _check_labels(labels, n, num_classes)
@@ -190,7 +225,7 @@ def label_issues(
         "score": "1 - weighted kNN probability of the given label",
     }
     return LabelIssues(
-        indices=order.astype(np.int64),
+        indices=(order if sample_ids is None else sample_ids[order]).astype(np.int64),
         scores=score[order],
         given=y[order],
         suggested=suggested[order],
@@ -297,7 +332,8 @@ def near_duplicates(
     """Groups of near-duplicate rows: pairs at distance ``<= threshold``, joined transitively.
 
     Args:
-      x: ``[n, d]`` embeddings (floating).
+      x: ``[n, d]`` embeddings (floating), or a ``FeatureStore`` (or its path) with one vector per
+        sample; indices are then the store's sample ids.
       threshold: largest distance (in the metric's units) of a near-duplicate pair, ``>= 0``;
         ``0`` finds exact duplicates (cosine: same direction).
       metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
@@ -315,6 +351,7 @@ def near_duplicates(
     threshold = float(threshold)
     if not (np.isfinite(threshold) and threshold >= 0):
         raise ValueError(f"threshold must be a finite distance >= 0, got {threshold}")
+    x, _, sample_ids = _load(x)
     x = as_float_matrix(x, "x")
     host = np.asarray(x)
     n = x.shape[0]
@@ -366,7 +403,11 @@ def near_duplicates(
         )
     order = np.lexsort((b, a))
     a, b, dists = a[order], b[order], np.concatenate(found_d)[order]
-    return NearDuplicates(_groups(n, a, b), np.stack([a, b], 1), dists, config)
+    groups = _groups(n, a, b)
+    if sample_ids is not None:  # rows -> sample ids (ascending, as the store's rows are)
+        a, b = sample_ids[a], sample_ids[b]
+        groups = sorted((np.sort(sample_ids[g]) for g in groups), key=lambda g: int(g[0]))
+    return NearDuplicates(groups, np.stack([a, b], 1), dists, config)
 
 
 def _groups(n: int, a: np.ndarray, b: np.ndarray) -> list:

@@ -264,3 +264,53 @@ def test_cli_curate_prints_suspects_and_writes_json(tmp_path, capsys):
         assert any({i, n + i} <= set(g) for g in groups)
     with pytest.raises(ValueError, match=r"nothing to do: give --labels"):
         cli.main(["curate", str(tmp_path / "x.npy"), "--out", str(out)])
+
+
+def _store(path, x, labels, rows_per_sample=1):
+    from goldener_jax.store import FeatureStore
+
+    n = len(x) // rows_per_sample
+    manifest = FeatureStore.build_manifest(
+        extractor_fingerprint="f",
+        extractor_config={},
+        source={"n": n},
+        num_samples=n,
+        rows_per_sample=rows_per_sample,
+        dim=x.shape[1],
+        dtype="float32",
+        batch_size=n // 2,
+        labels=((), "int64"),
+    )
+    store = gj.FeatureStore.create(path, manifest)
+    half = n // 2
+    for b in range(2):
+        rows = x[b * half * rows_per_sample : (b + 1) * half * rows_per_sample]
+        store.write_batch(
+            b,
+            rows.reshape(half, rows_per_sample, x.shape[1]),
+            np.ones((half, rows_per_sample), bool),
+            labels=labels[b * half : (b + 1) * half],
+        )
+    return store
+
+
+def test_curation_over_a_store(tmp_path):
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    x[41] = x[7]
+    y = rng.integers(0, 3, 60)
+    _store(tmp_path / "store", x, y)
+    from_store = gj.label_issues(str(tmp_path / "store"), k=5)
+    from_array = gj.label_issues(x, y, k=5)
+    np.testing.assert_array_equal(from_store.indices, from_array.indices)
+    np.testing.assert_array_equal(from_store.suggested, from_array.suggested)
+    dups = gj.near_duplicates(gj.FeatureStore.open(tmp_path / "store"), threshold=0.0)
+    assert [g.tolist() for g in dups.groups] == [[7, 41]]
+    from goldener_jax import cli
+
+    out = tmp_path / "cli"
+    assert cli.main(["curate", str(tmp_path / "store"), "--k", "5", "--out", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out / "label_issues.npy"), from_store.indices)
+    _store(tmp_path / "two", np.concatenate([x, x]), y[:60], rows_per_sample=2)
+    with pytest.raises(ValueError, match=r"one vector per sample; .* 120 vectors for 60 samples"):
+        gj.label_issues(tmp_path / "two")
