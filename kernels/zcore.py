@@ -94,6 +94,19 @@ def _triangular(u, lo, mode, hi):
     return jnp.where(width > 0, jnp.where(u < split, left, right), lo)
 
 
+def _top_indices(u, k: int):
+    """``lax.top_k(u, k)[1]`` (largest first, lowest index on ties) of values in ``[0, 1)``; for a
+    small ``k`` by repeated argmax, which XLA's CPU backend runs much faster than its top_k."""
+    if k > 4:
+        return jax.lax.top_k(u, k)[1]
+    out = []
+    for _ in range(k):
+        i = jnp.argmax(u)
+        out.append(i)
+        u = u.at[i].set(-1.0)
+    return jnp.stack(out).astype(jnp.int32)
+
+
 def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
     """Dimensions ``int32 [count, num_dims]`` and anchors ``[count, num_dims]`` of samples
     ``start .. start + count - 1``."""
@@ -104,7 +117,7 @@ def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
         k = jax.random.fold_in(key, s)
         k_dims, k_anchor = jax.random.split(k)
         # Gumbel-top-k: num_dims distinct dimensions in O(d), not a permutation of d.
-        _, dims = jax.lax.top_k(jax.random.uniform(k_dims, (d,)), num_dims)
+        dims = _top_indices(jax.random.uniform(k_dims, (d,)), num_dims)
         u = jax.random.uniform(k_anchor, (num_dims,))
         return dims.astype(jnp.int32), _triangular(u, lo[dims], med[dims], hi[dims])
 
@@ -166,6 +179,361 @@ def _chunk_update(
     w = ((near[:, :1] + _EPS) / (near + _EPS)) ** exponent
     w = w / jnp.sum(w, axis=1, keepdims=True) * live[:, None]
     return scores.at[idx.reshape(-1)].add(-w.reshape(-1))
+
+
+# --- Window search (num_dims == 2) ------------------------------------------------------------
+#
+# Per dimension, the points sorted by value (``order``) and the sorted values (``svals``), computed
+# once per run. A sample searches a window of ``W_0`` consecutive ranks in its first dimension's
+# order and ``W_1 = width - W_0`` in its second's (the split that proves the most, per sample). A
+# point in neither window differs from the query by at least ``g_0`` in the first coordinate and
+# ``g_1`` in the second (the gaps to the windows' edges), so its distance is at least ``g_0 + g_1``
+# (L1) or ``sqrt(g_0^2 + g_1^2)`` (L2), computed with the same float operations, which are
+# monotone. When the answer found in the windows is strictly below that bound it is the exact
+# answer (ties included: any point outside is strictly farther); otherwise the sample is redone by
+# brute force over all ``n`` points.
+
+
+class _Tables(NamedTuple):
+    order: jax.Array  # int32 [d * (n + 2 pad)]: per dimension, point indices by value (stable)
+    svals: jax.Array  # float32 [d * (n + 2 pad)]: the sorted values, -inf / +inf in the padding
+
+
+@partial(jax.jit, static_argnames=("pad",))
+def _tables(xt, pad: int) -> _Tables:
+    d = xt.shape[0]
+    # Stable: equal values (-0.0 == 0.0 included) in index order, the order IEEE comparisons and the
+    # lexicographic (value, index) test in _window_candidates agree with.
+    order = jnp.argsort(xt, axis=1, stable=True).astype(jnp.int32)
+    svals = jnp.take_along_axis(xt, order, axis=1)
+    order = jnp.pad(order, ((0, 0), (pad, pad)))
+    svals = jnp.concatenate(
+        [jnp.full((d, pad), -jnp.inf, xt.dtype), svals, jnp.full((d, pad), jnp.inf, xt.dtype)], 1
+    )
+    return _Tables(order.reshape(-1), svals.reshape(-1))
+
+
+def _combine(g0, g1, metric: str, root: bool):
+    """The distance bound from the two gaps, with the distance's own float operations."""
+    if metric == "l1":
+        return g0 + g1
+    sq = g0 * g0 + g1 * g1
+    return jnp.sqrt(sq) if root else sq
+
+
+def _best_window(svals, row, q, width, n: int):
+    """For windows of ``width`` consecutive ranks in the sorted row starting at flat offset
+    ``row`` (``width`` may be 0): the start maximising the gap ``min(q - v[s - 1], v[s + width] -
+    q)`` and that gap (clamped at 0). Binary search: the left gap falls and the right one grows
+    with ``s``."""
+    lo = jnp.zeros(jnp.broadcast_shapes(row.shape, width.shape), jnp.int32)
+    hi = n - width + lo
+
+    def left(s):
+        return q - svals[row + s - 1]
+
+    def right(s):
+        return svals[row + s + width] - q
+
+    def halve(_, bounds):
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        ok = right(mid) >= left(mid)
+        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
+
+    lo, hi = jax.lax.fori_loop(0, max(1, int(n).bit_length()), halve, (lo, hi))
+    g1 = jnp.minimum(left(lo), right(lo))
+    g0 = jnp.where(lo > 0, jnp.minimum(left(lo - 1), right(lo - 1)), -jnp.inf)
+    start = jnp.where(g0 > g1, lo - 1, lo)
+    return start, jnp.maximum(jnp.maximum(g0, g1), 0.0)
+
+
+def _plan(svals, dims, query, width: int, n: int, pad: int, metric: str, root: bool):
+    """Per sample: ranks in the first dimension's window ``[s0, s0 + w0)``, the second's
+    ``[s1, s1 + width - w0)``, and the bound proven for points outside both."""
+    stride = n + 2 * pad
+    splits = sorted({min(n, max(width - n, round(m * width / 4))) for m in range(5)})
+    w0 = jnp.asarray(splits, jnp.int32)[None, :]
+    w1 = width - w0
+    row0 = (dims[:, 0] * stride + pad)[:, None]
+    row1 = (dims[:, 1] * stride + pad)[:, None]
+    s0, g0 = _best_window(svals, row0, query[:, :1], w0, n)
+    s1, g1 = _best_window(svals, row1, query[:, 1:], w1, n)
+    bound = _combine(g0, g1, metric, root)
+    best = jnp.argmax(bound, axis=1)[:, None]
+    pick = lambda a: jnp.take_along_axis(jnp.broadcast_to(a, bound.shape), best, 1)[:, 0]  # noqa: E731
+    return pick(s0), pick(s1), pick(w0), pick(bound)
+
+
+def _window_candidates(tables, xt, dims, s0, s1, w0, width: int, pad: int):
+    """Candidate points ``int32 [c, width]`` of the windows and their two coordinates: slots
+    ``k < w0`` hold ranks ``s0 + k`` of the first dimension, the others ranks ``s1 - w0 + k`` of
+    the second (both contiguous slices of the padded tables)."""
+    n = xt.shape[1]
+    stride = n + 2 * pad
+    k = jnp.arange(width, dtype=jnp.int32)[None, :]
+    first = k < w0[:, None]
+    start0 = dims[:, 0] * stride + pad + s0
+    start1 = dims[:, 1] * stride + pad + s1 - w0
+    cut = jax.vmap(lambda flat, s: jax.lax.dynamic_slice(flat, (s,), (width,)), (None, 0))
+    idx = jnp.where(first, cut(tables.order, start0), cut(tables.order, start1))
+    own = jnp.where(first, cut(tables.svals, start0), cut(tables.svals, start1))
+    other_dim = jnp.where(first, dims[:, 1:], dims[:, :1])
+    other = xt.reshape(-1)[other_dim * n + idx]
+    x0 = jnp.where(first, own, other)
+    x1 = jnp.where(first, other, own)
+    return idx, x0, x1, first
+
+
+def _pair_distance(x0, x1, point, metric: str):
+    """Same float operations as ``_subspace_distance`` (first dimension's term first)."""
+    d0 = x0 - point[:, 0, None]
+    d1 = x1 - point[:, 1, None]
+    if metric == "l1":
+        return jnp.abs(d0) + jnp.abs(d1)
+    return d0 * d0 + d1 * d1
+
+
+def _count(mask):
+    """Row counts of a boolean ``[R, M]`` as int32 (a mat-vec: XLA's CPU integer sums are slow;
+    exact while ``M < 2**24``)."""
+    if mask.shape[1] >= 2**24:
+        return jnp.sum(mask, axis=1, dtype=jnp.int32)
+    ones = jnp.ones((mask.shape[1],), jnp.float32)
+    return jnp.dot(mask.astype(jnp.float32), ones).astype(jnp.int32)
+
+
+def _select(dist, idx, r: int, n: int):
+    """Exact ``r`` smallest of each row of ``dist`` (``inf``: not a candidate), ties to the lowest
+    ``idx``, without sorting: the ``r``-th value by counting passes (pivots interpolated on the
+    square root of the count, as counts in two dimensions grow with the area; every other pass a
+    bisection of the float bits once past the first six, so the number of passes is bounded),
+    then the lowest indices among the tied values by bisection.
+
+    Returns ``(selected bool [R, M], r-th value [R])``; the value is ``inf`` for a row with fewer
+    than ``r`` candidates (then nothing is selected).
+    """
+    inf = jnp.float32(jnp.inf)
+    valid = dist < inf
+    count = _count(valid)
+    enough = count >= r
+    dmin = jnp.min(dist, axis=1)
+    hi = jnp.max(jnp.where(valid, dist, -inf), axis=1)
+    # Invariants: #(dist <= hi) = c_hi >= r, hi a value of the row; #(dist < b_lo) = c_lo < r,
+    # b_lo a value of the row. Done when b_lo == hi: hi is the r-th value.
+    state = (jnp.zeros_like(count), dmin, hi, count, ~enough | (dmin >= hi), jnp.int32(0))
+    target = jnp.sqrt(jnp.float32(r) - 0.5)
+
+    def cond(s):
+        return ~jnp.all(s[4])
+
+    def body(s):
+        c_lo, b_lo, hi, c_hi, done, it = s
+        rlo = jnp.sqrt(c_lo.astype(jnp.float32))
+        f = (target - rlo) / (jnp.sqrt(c_hi.astype(jnp.float32)) - rlo)
+        t_interp = b_lo + (hi - b_lo) * f
+        bl = jax.lax.bitcast_convert_type(jnp.where(done, 0.0, b_lo), jnp.int32)
+        bh = jax.lax.bitcast_convert_type(jnp.where(done, 0.0, hi), jnp.int32)
+        t_bits = jax.lax.bitcast_convert_type(bl + (bh - bl) // 2, jnp.float32)
+        t = jnp.where((it < 6) | (it % 2 == 0), t_interp, t_bits)
+        t = jnp.clip(t, b_lo, jnp.nextafter(hi, -inf))
+        le = dist <= t[:, None]
+        c = _count(le)
+        below = jnp.max(jnp.where(le, dist, -inf), axis=1)
+        above = jnp.min(jnp.where(le, inf, dist), axis=1)
+        up = (c >= r) & ~done
+        down = (c < r) & ~done
+        hi = jnp.where(up, below, hi)
+        c_hi = jnp.where(up, c, c_hi)
+        b_lo = jnp.where(down, above, b_lo)
+        c_lo = jnp.where(down, c, c_lo)
+        return c_lo, b_lo, hi, c_hi, done | (b_lo >= hi), it + 1
+
+    _, _, value, c_le, _, _ = jax.lax.while_loop(cond, body, state)
+    value = jnp.where(enough, value, inf)
+    less = dist < value[:, None]
+    need = r - _count(less)
+    excess = enough & (c_le > r)
+    tied = dist == value[:, None]
+
+    def cut_ties(_):
+        # Smallest index bound I with #(tied & idx <= I) >= need.
+        lo = jnp.zeros_like(need)
+        hi = jnp.full_like(need, n - 1)
+        for _ in range(max(1, int(n - 1).bit_length())):
+            mid = (lo + hi) // 2
+            ok = _count(tied & (idx <= mid[:, None])) >= need
+            hi = jnp.where(ok, mid, hi)
+            lo = jnp.where(ok, lo, mid + 1)
+        return jnp.where(excess, lo, n)
+
+    limit = jax.lax.cond(jnp.any(excess), cut_ties, lambda _: jnp.full_like(need, n), None)
+    selected = valid & (less | (tied & (idx <= limit[:, None])))
+    return selected, value
+
+
+def _power(q, exponent: float):
+    """``q ** exponent``; integer exponents by multiplication (a float ``pow`` is an exp / log)."""
+    e = int(exponent)
+    if e != exponent or not 1 <= e <= 16:
+        return q**exponent
+    out, base = None, q
+    while e:
+        if e & 1:
+            out = base if out is None else out * base
+        e >>= 1
+        if e:
+            base = base * base
+    return out
+
+
+def _penalty(dist, selected, exponent: float):
+    """Each selected neighbour's share of the redundancy penalty (rows sum to 1)."""
+    d0 = jnp.min(dist, axis=1, keepdims=True)
+    # (d0 + eps) / (d + eps) <= 1: the same normalised weights without overflow for duplicates.
+    w = jnp.where(selected, _power((d0 + _EPS) / (dist + _EPS), exponent), 0.0)
+    return w / jnp.sum(w, axis=1, keepdims=True)
+
+
+def _first_true(mask, size: int):
+    """Indices of the first ``size`` true entries of ``mask`` and which of them exist."""
+    ids = jnp.nonzero(mask, size=size, fill_value=0)[0].astype(jnp.int32)
+    return ids, jnp.arange(size) < jnp.sum(mask)
+
+
+def _window_nearest(xt, tables, dims, anchors, width: int, pad: int, metric: str):
+    """Nearest point to each anchor among the windows' candidates, and whether the window proves
+    it is the nearest of all ``n`` points (lowest index on ties)."""
+    n = xt.shape[1]
+    s0, s1, w0, bound = _plan(tables.svals, dims, anchors, width, n, pad, metric, False)
+    idx, x0, x1, _ = _window_candidates(tables, xt, dims, s0, s1, w0, width, pad)
+    # Materialise the gathered candidates once (XLA would otherwise redo the gathers in every
+    # fusion that reads them).
+    idx, x0, x1 = jax.lax.optimization_barrier((idx, x0, x1))
+    dist = _pair_distance(x0, x1, anchors, metric)
+    best = jnp.min(dist, axis=1)
+    nearest = jnp.min(jnp.where(dist == best[:, None], idx, n), axis=1)
+    return nearest, best < bound
+
+
+def _window_neighbours(xt, tables, dims, nearest, r: int, width: int, pad: int, metric: str):
+    """Each chosen point's ``r`` nearest neighbours among the windows' candidates (itself
+    excluded, lowest index on ties): candidate indices ``[c, width]``, their distances (``inf``
+    for a point already in the first window, or the point itself), which are selected, and
+    whether the window proves that these are the ``r`` nearest of all ``n`` points."""
+    n = xt.shape[1]
+    centre = xt[dims, nearest[:, None]]
+    s0, s1, w0, bound = _plan(tables.svals, dims, centre, width, n, pad, metric, True)
+    idx, x0, x1, first = _window_candidates(tables, xt, dims, s0, s1, w0, width, pad)
+    idx, x0, x1 = jax.lax.optimization_barrier((idx, x0, x1))
+    dist = _pair_distance(x0, x1, centre, metric)
+    if metric == "l2":
+        dist = jnp.sqrt(dist)
+    # A slot of the second window whose point is also in the first one: (value, index) between
+    # the first window's ends, in the tables' (stable) order.
+    stride = n + 2 * pad
+    end0 = dims[:, 0] * stride + pad + s0
+    end1 = end0 + w0 - 1
+    v_lo, i_lo = tables.svals[end0][:, None], tables.order[end0][:, None]
+    v_hi, i_hi = tables.svals[end1][:, None], tables.order[end1][:, None]
+    inside = ((x0 > v_lo) | ((x0 == v_lo) & (idx >= i_lo))) & (
+        (x0 < v_hi) | ((x0 == v_hi) & (idx <= i_hi))
+    )
+    twice = ~first & (w0[:, None] > 0) & inside
+    dist = jnp.where(twice | (idx == nearest[:, None]), jnp.inf, dist)
+    dist = jax.lax.optimization_barrier(dist)
+    selected, value = _select(dist, idx, r, n)
+    return idx, dist, selected, value < bound
+
+
+def _brute_neighbours(xt, dims, nearest, r: int, metric: str):
+    """Distances ``[c, n]`` from each chosen point (``inf`` for itself) and its ``r`` nearest
+    neighbours (lowest index on ties), over all points."""
+    n = xt.shape[1]
+    centre = xt[dims, nearest[:, None]]
+    d = _subspace_distance(xt, dims, centre, metric)
+    if metric == "l2":
+        d = jnp.sqrt(d)
+    everyone = jnp.arange(n, dtype=jnp.int32)[None, :]
+    d = jnp.where(everyone == nearest[:, None], jnp.inf, d)
+    selected, _ = _select(d, everyone, r, n)
+    return d, selected
+
+
+@partial(
+    jax.jit,
+    static_argnames=(
+        "chunk",
+        "num_redundancy",
+        "metric",
+        "exponent",
+        "width_anchor",
+        "width_redundancy",
+        "pad",
+        "fallback",
+    ),
+)
+def _chunk_update_windows(
+    scores,
+    xt,
+    tables,
+    key_data,
+    start,
+    count,
+    lo,
+    med,
+    hi,
+    *,
+    chunk,
+    num_redundancy,
+    metric,
+    exponent,
+    width_anchor,
+    width_redundancy,
+    pad,
+    fallback,
+):
+    """``_chunk_update`` (num_dims == 2) by window search; the samples a window cannot prove are
+    redone by brute force, ``fallback`` at a time. Also returns how many were redone."""
+    n = xt.shape[1]
+    dims, anchors = _draw(key_data, start, chunk, lo, med, hi, 2)
+    live = jnp.arange(chunk) < count
+
+    nearest, proven = _window_nearest(xt, tables, dims, anchors, width_anchor, pad, metric)
+    miss_anchor = live & ~proven
+
+    def brute_nearest(carry):
+        nearest, todo = carry
+        ids, real = _first_true(todo, fallback)
+        d = _subspace_distance(xt, dims[ids], anchors[ids], metric)
+        found = jnp.argmin(d, axis=1).astype(jnp.int32)  # lowest index on ties
+        drop = jnp.where(real, ids, chunk)
+        nearest = nearest.at[drop].set(found, mode="drop")
+        return nearest, todo.at[drop].set(False, mode="drop")
+
+    nearest, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), brute_nearest, (nearest, miss_anchor))
+    scores = scores.at[nearest].add(live.astype(jnp.float32))
+    r = min(num_redundancy, n - 1)
+    if r <= 0:
+        return scores, jnp.sum(miss_anchor), jnp.int32(0)
+
+    idx, dist, selected, proven = _window_neighbours(
+        xt, tables, dims, nearest, r, width_redundancy, pad, metric
+    )
+    hit = live & proven
+    share = _penalty(dist, selected, exponent) * hit[:, None]
+    scores = scores.at[idx.reshape(-1)].add(-share.reshape(-1))
+    miss = live & ~proven
+
+    def brute(carry):
+        scores, todo = carry
+        ids, real = _first_true(todo, fallback)
+        d, sel = _brute_neighbours(xt, dims[ids], nearest[ids], r, metric)
+        scores = scores - jnp.sum(_penalty(d, sel, exponent) * real[:, None], axis=0)
+        return scores, todo.at[jnp.where(real, ids, chunk)].set(False, mode="drop")
+
+    scores, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), brute, (scores, miss))
+    return scores, jnp.sum(miss_anchor), jnp.sum(miss)
 
 
 def _stats(x):
@@ -234,27 +602,65 @@ def zcore_step(
     return _run(state, x.T, chunk, chunk, num_dims, num_redundancy, metric, exponent)
 
 
-def _run(state, xt, num_samples, chunk, num_dims, num_redundancy, metric, exponent):
+def _default_widths(n: int, num_dims: int, num_redundancy: int):
+    """Window widths (anchor, redundancy) of the window search, or None for brute force."""
+    r = min(num_redundancy, n - 1)
+    widths = (512, max(1024, 10 * r))
+    if num_dims != 2 or 2 * max(widths) > n:
+        return None  # small n: brute force is as cheap as the windows
+    return widths
+
+
+def _run(
+    state,
+    xt,
+    num_samples,
+    chunk,
+    num_dims,
+    num_redundancy,
+    metric,
+    exponent,
+    widths="auto",
+    fallback: int = 8,
+    stats: dict | None = None,
+):
+    """``widths``: ``(anchor, redundancy)`` window widths, ``"auto"``, or None (brute force).
+    ``stats``, when given, receives the number of samples redone by brute force."""
     scores, done = state.scores, int(state.done)
+    n = xt.shape[1]
+    if isinstance(widths, str):
+        widths = _default_widths(n, num_dims, num_redundancy)
+    if widths is not None and (num_dims != 2 or max(widths) > n or min(widths) < 1):
+        raise ValueError(f"widths {widths} need num_dims == 2 and 1 <= width <= n = {n}")
     stop = done + num_samples
+    misses = [0, 0]
+    if widths is not None and num_samples > 0:
+        pad = max(widths)
+        tables = _tables(xt.astype(jnp.float32), pad)
     while done < stop:
         size = min(chunk, stop - done)
-        scores = _chunk_update(
-            scores,
-            xt,
-            state.key,
-            jnp.int32(done),
-            jnp.int32(size),
-            state.lo,
-            state.med,
-            state.hi,
-            chunk=chunk,
-            num_dims=num_dims,
-            num_redundancy=num_redundancy,
-            metric=metric,
-            exponent=exponent,
-        )
+        common = dict(chunk=chunk, num_redundancy=num_redundancy, metric=metric, exponent=exponent)
+        args = (state.key, jnp.int32(done), jnp.int32(size), state.lo, state.med, state.hi)
+        if widths is None:
+            scores = _chunk_update(scores, xt, *args, num_dims=num_dims, **common)
+        else:
+            scores, miss_a, miss_r = _chunk_update_windows(
+                scores,
+                xt.astype(jnp.float32),
+                tables,
+                *args,
+                width_anchor=widths[0],
+                width_redundancy=widths[1],
+                pad=pad,
+                fallback=fallback,
+                **common,
+            )
+            if stats is not None:
+                misses[0] += int(miss_a)
+                misses[1] += int(miss_r)
         done += size
+    if stats is not None:
+        stats.update(anchor_fallbacks=misses[0], redundancy_fallbacks=misses[1])
     return state._replace(scores=scores, done=jnp.asarray(done, jnp.int32))
 
 
@@ -310,7 +716,8 @@ def zcore_scores(
       variant: ``"paper"`` or ``"goldener"`` (see the module docstring).
       num_dims: dimensions per subspace (default 2).
       num_redundancy: neighbours penalised per sample (default 1000).
-      metric / exponent: override the variant's ``"l1"`` / ``"l2"`` distance and exponent.
+      metric: override the variant's distance, ``"l1"`` or ``"l2"``.
+      exponent: override the variant's exponent.
       chunk: samples processed at once (``[chunk, n]`` temporaries).
 
     Returns:

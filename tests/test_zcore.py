@@ -101,3 +101,103 @@ def test_bad_input():
         gk.zcore_scores(np.full((4, 2), np.nan, np.float32), key)
     with pytest.raises(ValueError, match="k=11 is larger"):
         gk.zcore_select(jnp.zeros(10), 11)
+
+
+# --- Window search (num_dims == 2): exact against brute force -------------------------------
+
+
+def _tie_heavy(kind, n=400, d=5):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    if kind == "relu":  # many exact zeros: ties in every dimension and at distance 0
+        x = np.maximum(x, 0.0)
+    elif kind == "duplicates":  # coarse grid values and every row twice
+        x = np.round(x * 2) / 2
+        x[n // 2 :] = x[: n // 2]
+    return x
+
+
+def _numpy_distance(sub, point, metric):
+    diff = sub - point  # float32, the kernel's operations
+    if metric == "l1":
+        return np.abs(diff[:, 0]) + np.abs(diff[:, 1])
+    return diff[:, 0] * diff[:, 0] + diff[:, 1] * diff[:, 1]
+
+
+@pytest.mark.parametrize("metric", ["l1", "l2"])
+@pytest.mark.parametrize("kind", ["normal", "relu", "duplicates"])
+def test_window_search_finds_the_brute_force_points(metric, kind):
+    from goldener_jax.kernels import zcore as zc
+
+    x = _tie_heavy(kind)
+    r, samples = 20, 300
+    state = gk.zcore_init(x, jax.random.key(2))
+    dims, anchors = gk.zcore_draws(state, 0, samples, 2)
+    xt = jnp.asarray(x).T
+    tables = zc._tables(xt, 64)
+    np_dims = np.asarray(dims)
+
+    want_nearest = np.array(
+        [
+            np.argmin(_numpy_distance(x[:, np_dims[s]], np.asarray(anchors)[s], metric))
+            for s in range(samples)
+        ]
+    )
+    nearest, proven = zc._window_nearest(xt, tables, dims, anchors, 16, 64, metric)
+    nearest, proven = np.asarray(nearest), np.asarray(proven)
+    assert 0 < proven.sum() < samples  # a 16-point window proves some samples, not all
+    np.testing.assert_array_equal(nearest[proven], want_nearest[proven])
+
+    chosen = jnp.asarray(want_nearest, jnp.int32)
+    idx, _, selected, proven = map(
+        np.asarray, zc._window_neighbours(xt, tables, dims, chosen, r, 64, 64, metric)
+    )
+    _, brute_selected = zc._brute_neighbours(xt, dims, chosen, r, metric)
+    brute_selected = np.asarray(brute_selected)
+    assert 0 < proven.sum() < samples
+    for s in range(samples):
+        sub = x[:, np_dims[s]]
+        dist = _numpy_distance(sub, sub[want_nearest[s]], metric)
+        if metric == "l2":
+            dist = np.sqrt(dist)
+        dist[want_nearest[s]] = np.inf
+        want = set(np.argsort(dist, kind="stable")[:r].tolist())
+        assert set(np.flatnonzero(brute_selected[s]).tolist()) == want
+        if proven[s]:
+            got = idx[s][selected[s]]
+            assert len(got) == r and set(got.tolist()) == want
+
+
+@pytest.mark.parametrize("variant", ["paper", "goldener"])
+def test_forced_fallbacks_give_the_reference_scores(variant):
+    """Windows too small to prove most samples: the brute-force redo gives the same scores."""
+    from goldener_jax.kernels import zcore as zc
+
+    spec = gk.ZCORE_VARIANTS[variant]
+    x = _tie_heavy("relu", n=300, d=4)
+    key = jax.random.key(4)
+    state = gk.zcore_init(x, key, variant=variant)
+    xt = jnp.asarray(x).T
+    opts = (200, 64, 2, 15, spec["metric"], spec["exponent"])
+    stats = {}
+    fast = zc._run(state, xt, *opts, widths=(8, 40), fallback=4, stats=stats)
+    assert stats["anchor_fallbacks"] > 0 and stats["redundancy_fallbacks"] > 0
+    brute = zc._run(state, xt, *opts, widths=None)
+    np.testing.assert_allclose(np.asarray(fast.scores), np.asarray(brute.scores), atol=1e-5)
+    want = _reference_scores(x, key, 200, variant, 15)
+    np.testing.assert_allclose(np.asarray(fast.scores), want, atol=2e-4)
+
+
+def test_default_window_search_matches_the_reference_and_resumes():
+    from goldener_jax.kernels import zcore as zc
+
+    x = np.random.default_rng(5).normal(size=(2100, 4)).astype(np.float32)
+    assert zc._default_widths(2100, 2, 20) is not None  # this size takes the window path
+    key = jax.random.key(9)
+    got = gk.zcore_scores(x, key, num_samples=200, num_redundancy=20, chunk=64)
+    want = _reference_scores(x, key, 200, "paper", 20)
+    np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
+    state = gk.zcore_init(x, key)
+    for _ in range(2):
+        state = gk.zcore_run(state, x, 100, num_redundancy=20, chunk=64)
+    np.testing.assert_allclose(np.asarray(state.scores), np.asarray(got), atol=1e-5)
