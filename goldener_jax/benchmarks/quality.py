@@ -9,6 +9,11 @@ pool labels (per-class allocation, ``labels=``). Random is the same ``select`` p
 ``method="random"``; every row is reported as mean +- std over seeds and as the mean difference
 to random's mean in points of accuracy. ``auto`` is ``select(method="auto")`` with
 :func:`goldener_jax.select.budget_auto` as the rule.
+
+``--features cnn`` replaces the raw pixels by the demo's features: its Flax CNN trained on a 20%
+pretrain part of the digits (never selected; ``goldener_jax.demo``'s data split, model and
+training, imported), ``describe``d from the same three layers for the other images, each feature
+standardised; per seed a stratified 70/30 pool / test split of those images.
 """
 
 from __future__ import annotations
