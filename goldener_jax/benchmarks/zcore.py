@@ -1,8 +1,13 @@
-"""ZCore scores: subspace samples per second, vs NumPy (same run) and goldener 7.0.0's tool.
+"""ZCore scores: subspace samples per second, window search vs brute force (same run), vs NumPy
+(same run) and goldener 7.0.0's tool.
 
-The kernel runs ``--measure-samples`` subspace samples over ``[n, d]`` (after one compiling
-chunk) and its time is extrapolated linearly to ``--samples`` when fewer were measured (every
-chunk does the same work, so time is linear in samples; the extrapolation is labelled as such).
+The kernel (``zcore_run``: window search in per-dimension sorted order for 2-dimensional
+subspaces) runs ``--measure-samples`` subspace samples over ``[n, d]`` after one compiling chunk;
+its time is the build of the sorted tables (once per ``zcore_run`` call) plus the per-sample time
+extrapolated linearly to ``--samples`` when fewer were measured (labelled as such). The samples a
+window cannot prove and that are redone by brute force are counted. The brute-force path (one
+``[chunk, n]`` pass per sample and ``top_k`` over ``n``, the kernel before the window search)
+runs ``--old-samples`` samples in the same process for the ratio.
 The NumPy baseline is the authors' loop (one full argsort per sample) on ``--numpy-samples``
 samples of the same data, timed in this process. With ``--gold-python`` goldener's
 ``GoldZCoreSelectionTool`` runs (its own venv, a fresh process) on a size it can finish
@@ -23,6 +28,7 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax.benchmarks._machine import machine_summary, peak_rss_bytes, reset_peak_rss
+from goldener_jax.kernels import zcore as zc
 
 
 def add_arguments(parser) -> None:
@@ -31,6 +37,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--samples", type=int, default=1_000_000, help="subspace samples")
     parser.add_argument(
         "--measure-samples", type=int, default=8192, help="samples actually timed (0: all)"
+    )
+    parser.add_argument(
+        "--old-samples", type=int, default=1024, help="brute-force path samples (0: skip)"
     )
     parser.add_argument("--redundancy", type=int, default=1000, help="neighbours penalised")
     parser.add_argument("--variant", choices=["paper", "goldener"], default="paper")
@@ -64,17 +73,40 @@ def _numpy_zcore_seconds(x: np.ndarray, samples: int, redundancy: int, rng) -> f
     return (time.perf_counter() - t0) / max(1, samples)
 
 
-def _time_kernel(x, samples: int, args) -> tuple[float, float, jax.Array]:
-    opts = dict(chunk=args.chunk, variant=args.variant, num_redundancy=args.redundancy, num_dims=2)
+def _time_kernel(x, samples: int, args, widths="auto") -> dict:
+    """Times ``samples`` subspace samples after a compiling chunk; ``widths=None``: brute force."""
+    opts = (args.chunk, 2, args.redundancy) + _metric(args.variant)
     state = gk.zcore_init(x, jax.random.key(args.seed), variant=args.variant)
+    xt = jnp.asarray(x).T
     t0 = time.perf_counter()
-    state = gk.zcore_run(state, x, args.chunk, **opts)  # compiles
+    state = zc._run(state, xt, args.chunk, *opts, widths=widths)  # compiles
     state.scores.block_until_ready()
     first = time.perf_counter() - t0
+    tables = 0.0
+    if widths is not None and zc._default_widths(x.shape[0], 2, args.redundancy) is not None:
+        t0 = time.perf_counter()
+        jax.block_until_ready(
+            zc._tables(xt, max(zc._default_widths(x.shape[0], 2, args.redundancy)))
+        )
+        tables = time.perf_counter() - t0
+    stats: dict = {}
     t0 = time.perf_counter()
-    state = gk.zcore_run(state, x, samples, **opts)
+    state = zc._run(state, xt, samples, *opts, widths=widths, stats=stats)
     state.scores.block_until_ready()
-    return first, time.perf_counter() - t0, state.scores
+    seconds = time.perf_counter() - t0 - tables  # the tables are built again inside _run
+    return {
+        "first_chunk_s": first,
+        "tables_s": tables,
+        "measured_s": seconds,
+        "per_sample_s": seconds / samples,
+        "fallbacks": stats,
+        "scores": state.scores,
+    }
+
+
+def _metric(variant: str) -> tuple:
+    spec = gk.ZCORE_VARIANTS[variant]
+    return spec["metric"], spec["exponent"]
 
 
 def run(args) -> dict:
@@ -82,9 +114,10 @@ def run(args) -> dict:
     x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32)
     measure = args.samples if args.measure_samples <= 0 else min(args.samples, args.measure_samples)
     reset_peak_rss()
-    first, seconds, scores = _time_kernel(x, measure, args)
+    new = _time_kernel(x, measure, args)
     peak = peak_rss_bytes()
-    per_sample = seconds / measure
+    per_sample = new["per_sample_s"]
+    fb = new["fallbacks"]
     result = {
         "benchmark": "zcore",
         "n": n,
@@ -95,15 +128,24 @@ def run(args) -> dict:
         "redundancy": args.redundancy,
         "variant": args.variant,
         "chunk": args.chunk,
-        "first_chunk_s": first,
-        "measured_s": seconds,
+        "widths": zc._default_widths(n, 2, args.redundancy),
+        "first_chunk_s": new["first_chunk_s"],
+        "tables_s": new["tables_s"],
+        "measured_s": new["measured_s"],
         "per_sample_s": per_sample,
-        "total_s": per_sample * args.samples,
+        "total_s": new["tables_s"] + per_sample * args.samples,
         "samples_per_s": 1.0 / per_sample,
+        "anchor_fallbacks": fb.get("anchor_fallbacks", 0),
+        "redundancy_fallbacks": fb.get("redundancy_fallbacks", 0),
         "peak_rss_bytes": peak,
-        "finite_scores": bool(np.isfinite(np.asarray(scores)).all()),
+        "finite_scores": bool(np.isfinite(np.asarray(new["scores"])).all()),
         "machine": machine_summary(),
     }
+    if args.old_samples > 0:
+        old = _time_kernel(x, args.old_samples, args, widths=None)
+        result["old_per_sample_s"] = old["per_sample_s"]
+        result["old_total_s"] = old["per_sample_s"] * args.samples
+        result["speedup_vs_old"] = result["old_total_s"] / result["total_s"]
     if args.numpy_samples > 0:
         x_np = np.asarray(x)
         np_per = _numpy_zcore_seconds(
@@ -147,7 +189,8 @@ def _vs_goldener(args) -> dict:
 
     a = _A()
     a.__dict__.update(vars(args))
-    _, ours, _ = _time_kernel(jnp.asarray(x), args.gold_samples, a)
+    ours = _time_kernel(jnp.asarray(x), args.gold_samples, a)
+    ours = ours["tables_s"] + ours["measured_s"]
     return {
         "n": args.gold_n,
         "d": args.gold_d,
@@ -173,9 +216,22 @@ def _print(r: dict) -> None:
         else "measured"
     )
     print(
-        f"  {r['samples']:,} samples: {r['total_s']:.1f} s ({how}); "
-        f"{r['samples_per_s']:,.0f} samples/s; peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
+        f"  {r['samples']:,} samples: {r['total_s']:.1f} s ({how}; sorted tables "
+        f"{r['tables_s']:.1f} s); {r['samples_per_s']:,.0f} samples/s; "
+        f"peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
     )
+    m = r["measured_samples"]
+    print(
+        f"  window widths {r['widths']}: redone by brute force {r['anchor_fallbacks']} / {m} "
+        f"nearest points ({r['anchor_fallbacks'] / m:.2%}), {r['redundancy_fallbacks']} / {m} "
+        f"neighbour sets ({r['redundancy_fallbacks'] / m:.2%})"
+    )
+    if "old_per_sample_s" in r:
+        print(
+            f"  brute-force path (before the window search): {r['old_per_sample_s'] * 1e3:.2f} "
+            f"ms/sample -> {r['old_total_s']:.0f} s; "
+            f"window search {r['speedup_vs_old']:.2f}x faster"
+        )
     if "numpy_per_sample_s" in r:
         print(
             f"  NumPy loop (authors' algorithm): {r['numpy_per_sample_s'] * 1e3:.2f} ms/sample "
