@@ -207,3 +207,21 @@ def test_deal_shares_every_prefix_in_proportion():
             assert abs(np.count_nonzero(seq[:t] == i) - c * t / 22) < 1.0 + 1e-9
     with pytest.raises(ValueError, match="groups cannot satisfy"):
         _deal(np.arange(2), np.array([3, 3]), [4, 2])
+
+
+def test_bench_split_quality_runs_small(capsys):
+    import argparse
+
+    from goldener_jax.benchmarks import BENCHMARKS, load
+
+    assert BENCHMARKS["split-quality"] == "split_quality"
+    mod = load("split-quality")
+    parser = argparse.ArgumentParser()
+    mod.add_arguments(parser)
+    out = mod.run(parser.parse_args(["--seeds", "1", "--no-mmd"]))
+    assert out["sizes"] == {"train": 1258, "val": 270, "test": 269}
+    for kind in ("auto", "random"):
+        s = out["summary"][kind]
+        assert 0.8 < s["test_acc"]["mean"] <= 1.0
+        assert s["gap"]["mean"] == pytest.approx(abs(s["val_acc"]["mean"] - s["test_acc"]["mean"]))
+    assert "| auto |" in capsys.readouterr().out
