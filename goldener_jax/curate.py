@@ -261,6 +261,7 @@ class NearDuplicates:
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
     def to_json(self) -> dict:
+        """JSON-able dict: config, counts, the groups and every pair with its distance."""
         return {
             "config": dict(self.config),
             "num_groups": len(self.groups),
