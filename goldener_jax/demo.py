@@ -358,8 +358,8 @@ def run(
     split_examples = {}
     length_scale = _median_distance(feats)  # one RBF bandwidth for every set's MMD
     for kind, s in tqdm(
-        # the smart split uses kcenter: deterministic, one run stands for every seed
-        [("smart", 0)] + [("random", s) for s in range(split_seeds)],
+        # the smart split (method="auto", representative sets) and random ones, seed for seed
+        [(kind, s) for kind in ("smart", "random") for s in range(split_seeds)],
         desc="split + classify",
         disable=not progress,
         unit="split",
@@ -374,7 +374,7 @@ def run(
                     gj.split(
                         feats,
                         SPLIT_SETS,
-                        method="kcenter",
+                        method="auto",
                         key=jax.random.key(s),
                         labels=labels,
                         manifest_path=stem + ".json",
