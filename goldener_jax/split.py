@@ -4,7 +4,7 @@ Sets are filled in the order given; each set is a :func:`~goldener_jax.select` o
 no earlier set took (stratified by label, groups kept whole); the last set takes what remains.
 Set sizes are exact: ratios by largest remainder (no set short-changed), or counts summing to N.
 ``method="auto"`` builds representative sets instead (each set a stratified sample of the whole,
-at the resolution of k-means cells: see :func:`_representative_assignment`); the objective it
+at the resolution of k-means cells, see ``split``'s ``method``); the objective it
 serves is a small per-set MMD to the whole data, with the same exact sizes and whole groups.
 A manifest (JSON) records the request, the counts and the per-set label counts; an optional
 leakage check reports near-duplicate pairs that straddle two sets.
