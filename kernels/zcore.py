@@ -493,12 +493,61 @@ def _chunk_update_windows(
     pad,
     fallback,
 ):
-    """``_chunk_update`` (num_dims == 2) by window search; the samples a window cannot prove are
-    redone by brute force, ``fallback`` at a time. Also returns how many were redone."""
-    n = xt.shape[1]
+    """``_chunk_update`` (num_dims == 2) by window search, ``_GROUP`` samples at a time (the
+    ``[group, width]`` temporaries stay in cache); the samples a window cannot prove are redone
+    by brute force, ``fallback`` at a time. Also returns how many were redone."""
     dims, anchors = _draw(key_data, start, chunk, lo, med, hi, 2)
     live = jnp.arange(chunk) < count
+    group = min(chunk, _GROUP)
+    groups = -(-chunk // group)
+    extra = groups * group - chunk
+    if extra:
+        dims = jnp.pad(dims, ((0, extra), (0, 0)), mode="edge")
+        anchors = jnp.pad(anchors, ((0, extra), (0, 0)), mode="edge")
+        live = jnp.pad(live, (0, extra))
+    dims = dims.reshape(groups, group, 2)
+    anchors = anchors.reshape(groups, group, 2)
+    live = live.reshape(groups, group)
+    opts = dict(
+        num_redundancy=num_redundancy,
+        metric=metric,
+        exponent=exponent,
+        width_anchor=width_anchor,
+        width_redundancy=width_redundancy,
+        pad=pad,
+        fallback=fallback,
+    )
 
+    def one(g, carry):
+        scores, miss_a, miss_r = carry
+        scores, a, r = _group_update(scores, xt, tables, dims[g], anchors[g], live[g], **opts)
+        return scores, miss_a + a, miss_r + r
+
+    zero = jnp.zeros((), jnp.int32)
+    return jax.lax.fori_loop(0, groups, one, (scores, zero, zero))
+
+
+_GROUP = 32
+
+
+def _group_update(
+    scores,
+    xt,
+    tables,
+    dims,
+    anchors,
+    live,
+    *,
+    num_redundancy,
+    metric,
+    exponent,
+    width_anchor,
+    width_redundancy,
+    pad,
+    fallback,
+):
+    n = xt.shape[1]
+    size = dims.shape[0]
     nearest, proven = _window_nearest(xt, tables, dims, anchors, width_anchor, pad, metric)
     miss_anchor = live & ~proven
 
@@ -507,7 +556,7 @@ def _chunk_update_windows(
         ids, real = _first_true(todo, fallback)
         d = _subspace_distance(xt, dims[ids], anchors[ids], metric)
         found = jnp.argmin(d, axis=1).astype(jnp.int32)  # lowest index on ties
-        drop = jnp.where(real, ids, chunk)
+        drop = jnp.where(real, ids, size)
         nearest = nearest.at[drop].set(found, mode="drop")
         return nearest, todo.at[drop].set(False, mode="drop")
 
@@ -515,7 +564,7 @@ def _chunk_update_windows(
     scores = scores.at[nearest].add(live.astype(jnp.float32))
     r = min(num_redundancy, n - 1)
     if r <= 0:
-        return scores, jnp.sum(miss_anchor), jnp.int32(0)
+        return scores, jnp.sum(miss_anchor, dtype=jnp.int32), jnp.int32(0)
 
     idx, dist, selected, proven = _window_neighbours(
         xt, tables, dims, nearest, r, width_redundancy, pad, metric
@@ -530,10 +579,10 @@ def _chunk_update_windows(
         ids, real = _first_true(todo, fallback)
         d, sel = _brute_neighbours(xt, dims[ids], nearest[ids], r, metric)
         scores = scores - jnp.sum(_penalty(d, sel, exponent) * real[:, None], axis=0)
-        return scores, todo.at[jnp.where(real, ids, chunk)].set(False, mode="drop")
+        return scores, todo.at[jnp.where(real, ids, size)].set(False, mode="drop")
 
     scores, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), brute, (scores, miss))
-    return scores, jnp.sum(miss_anchor), jnp.sum(miss)
+    return scores, jnp.sum(miss_anchor, dtype=jnp.int32), jnp.sum(miss, dtype=jnp.int32)
 
 
 def _stats(x):
