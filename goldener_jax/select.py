@@ -233,7 +233,8 @@ def _zcore_method() -> SelectionMethod:
         return int(options.get("num_samples", 100_000))
 
     def init(x, k, anchors, key, options):
-        state = gk.zcore_init(x, key, variant=options.get("variant", "paper"))
+        variant = options.get("variant", "paper")
+        state = gk.zcore_init(x, key, variant=variant, mesh=options.get("mesh"))
         return {
             "zcore": state,
             "k": jnp.asarray(k, jnp.int32),
@@ -243,7 +244,9 @@ def _zcore_method() -> SelectionMethod:
     def run(state, x, max_steps, options):
         z = state["zcore"]
         todo = min(_total(options) - int(z.done), int(max_steps) * _chunk(options))
-        z = gk.zcore_run(z, x, max(todo, 0), chunk=_chunk(options), **_kw(options))
+        z = gk.zcore_run(
+            z, x, max(todo, 0), chunk=_chunk(options), mesh=options.get("mesh"), **_kw(options)
+        )
         return {**state, "zcore": z}
 
     def picks(state):
@@ -257,6 +260,7 @@ def _zcore_method() -> SelectionMethod:
         picks=picks,
         num_steps=lambda n, k, options: -(-_total(options) // _chunk(options)),
         uses_anchors=False,
+        shardable=True,
     )
 
 
@@ -1196,7 +1200,7 @@ def select(
         ``None`` (default): only when that is at most 1e10 pairs.
       mesh: optional 1-D ``jax.sharding.Mesh`` (``goldener_jax.kernels.make_mesh()``): each
         task's rows are sharded over its devices (``kernels.sharding``), with the same result
-        as without. Methods with a sharded kernel: ``kcenter``, ``herding``,
+        as without. Methods with a sharded kernel: ``kcenter``, ``herding``, ``zcore``,
         ``kmeans_medoids``, ``typiclust``, ``random`` (others raise ``ValueError``).
 
     Returns:

@@ -32,8 +32,12 @@ an artefact of rounding either way).
 
 Public entry points are the ordinary kernels with ``mesh=``: ``greedy_k_center(x, k,
 mesh=mesh)``, ``kcenter_init(..., mesh=mesh)``, ``kcenter_run(..., mesh=mesh)``,
-``farthest_point(x, k, mesh=mesh)`` and ``closest_point(x, k, mesh=mesh)`` (see the section on
-them below for their exactness).
+``farthest_point(x, k, mesh=mesh)`` and ``closest_point(x, k, mesh=mesh)``; kernel herding
+(``kernel_herding``, ``herding_init`` / ``herding_run``), k-means (``kmeans``,
+``kmeans_plusplus``, ``kmeans_init`` / ``kmeans_run``, ``kmeans_assign``, ``kmeans_medoids``,
+``typicality``, ``typical_points``), exact kNN (``knn``) and ZCore (``zcore_init`` /
+``zcore_run`` / ``zcore_scores``); and ``select`` / ``split`` with ``mesh=``. Each section below
+says how exact its kernel is.
 """
 
 from __future__ import annotations

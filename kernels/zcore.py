@@ -594,19 +594,29 @@ def _stats(x):
     return lo, med, hi
 
 
-def zcore_init(x, key, *, variant: str = "paper") -> ZCoreState:
+def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
     """Initial state: per-dimension statistics and the variant's initial scores.
 
     Args:
       x: Array of shape ``[n, d]``, floating.
       key: a ``jax.random.key``; the same key gives the same scores.
       variant: ``"paper"`` (random ``U(0, 1)`` initial scores) or ``"goldener"`` (zeros).
+      mesh: optional 1-D ``jax.sharding.Mesh``: the statistics are reduced over rows sharded
+        on its devices (the same values, ``kernels.sharding``).
+
+    Returns:
+      A ``ZCoreState``.
     """
     spec = _check_variant(variant)
     x = as_float_matrix(x, "x")
     sample_key, init_key = jax.random.split(jax.random.wrap_key_data(_key_data(key)))
     key_data = jax.random.key_data(sample_key)
-    lo, med, hi = jax.jit(_stats)(x)
+    if mesh is not None:
+        from .sharding import sharded_zcore_stats
+
+        lo, med, hi = sharded_zcore_stats(x, mesh=mesh)
+    else:
+        lo, med, hi = jax.jit(_stats)(x)
     n = x.shape[0]
     if spec["random_init"]:
         scores = jax.random.uniform(init_key, (n,), jnp.float32)
@@ -644,8 +654,14 @@ def zcore_step(
     num_redundancy: int = 1000,
     metric: str | None = None,
     exponent: float | None = None,
+    mesh=None,
 ) -> ZCoreState:
     """Processes the next ``chunk`` subspace samples (``x`` as ``[n, d]``)."""
+    if mesh is not None:
+        return zcore_run(
+            state, x, chunk, chunk=chunk, variant=variant, num_dims=num_dims,
+            num_redundancy=num_redundancy, metric=metric, exponent=exponent, mesh=mesh,
+        )  # fmt: skip
     x = as_float_matrix(x, "x")
     metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
     return _run(state, x.T, chunk, chunk, num_dims, num_redundancy, metric, exponent)
@@ -724,12 +740,17 @@ def zcore_run(
     num_redundancy: int = 1000,
     metric: str | None = None,
     exponent: float | None = None,
+    mesh=None,
 ) -> ZCoreState:
     """Processes ``num_samples`` more subspace samples, ``chunk`` at a time.
 
     Sample ``s`` always draws from the same key: resuming a saved state draws exactly the
     samples an uninterrupted run would. Scores are sums of float32 updates, so a different
-    ``chunk`` may change their last bits (not the draws).
+    ``chunk`` may change their last bits (not the draws). With ``mesh`` (a 1-D
+    ``jax.sharding.Mesh``) the rows and scores are sharded over its devices: each sample's
+    nearest point is a global first argmin and its neighbours the merge of every device's top
+    ``num_redundancy`` (``kernels.sharding``): the same points as on one device, the scores
+    equal up to float32 rounding; a state from any device count (or none) continues.
     """
     x = as_float_matrix(x, "x")
     metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
@@ -741,6 +762,13 @@ def zcore_run(
         raise ValueError(
             f"state was made for {state.scores.shape[0]} points but x has shape {tuple(x.shape)}"
         )
+    if mesh is not None:
+        from .sharding import sharded_zcore_run
+
+        return sharded_zcore_run(
+            state, x, num_samples, mesh=mesh, chunk=chunk, num_dims=num_dims,
+            num_redundancy=num_redundancy, metric=metric, exponent=exponent,
+        )  # fmt: skip
     return _run(state, x.T, num_samples, chunk, num_dims, num_redundancy, metric, exponent)
 
 
@@ -755,6 +783,7 @@ def zcore_scores(
     metric: str | None = None,
     exponent: float | None = None,
     chunk: int = 256,
+    mesh=None,
 ) -> jax.Array:
     """ZCore scores of every row of ``x`` (higher = keep first).
 
@@ -768,11 +797,13 @@ def zcore_scores(
       metric: override the variant's distance, ``"l1"`` or ``"l2"``.
       exponent: override the variant's exponent.
       chunk: samples processed at once (``[chunk, n]`` temporaries).
+      mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are
+        sharded over its devices (see :func:`zcore_run`).
 
     Returns:
       float32 array of shape ``[n]``.
     """
-    state = zcore_init(x, key, variant=variant)
+    state = zcore_init(x, key, variant=variant, mesh=mesh)
     state = zcore_run(
         state,
         x,
@@ -783,6 +814,7 @@ def zcore_scores(
         num_redundancy=num_redundancy,
         metric=metric,
         exponent=exponent,
+        mesh=mesh,
     )
     return state.scores
 

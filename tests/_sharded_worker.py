@@ -306,6 +306,7 @@ def _select_checks(mesh, failures):
     calls = [
         ("kcenter labels chunks", dict(method="kcenter", labels=labels, chunk_size=40), 0.2),
         ("herding", dict(method="herding"), 12),
+        ("zcore", dict(method="zcore", method_options={"num_samples": 300, "chunk": 64}), 10),
         ("kmeans_medoids", dict(method="kmeans_medoids", metric="cosine"), 7),
         ("typiclust", dict(method="typiclust", method_options={"num_neighbors": 5}), 6),
         ("random", dict(method="random"), 9),
@@ -340,6 +341,75 @@ def _select_checks(mesh, failures):
     return len(calls) + 3
 
 
+def _zcore_reference_picks(x, dims, anchors, r, metric):
+    """Nearest point and top-r neighbours per sample, NumPy float32 (exact on integer data)."""
+    xt = np.asarray(x, np.float32).T
+
+    def dist(sub, point):
+        total = np.zeros(xt.shape[1], np.float32)
+        for j, dim in enumerate(sub):
+            diff = xt[dim] - np.float32(point[j])
+            total = total + (np.abs(diff) if metric == "l1" else diff * diff)
+        return total
+
+    nearest, neighbours = [], []
+    for sub, anchor in zip(dims, anchors, strict=True):
+        i = int(np.argmin(dist(sub, anchor)))
+        d = dist(sub, xt[sub, i])
+        d = np.sqrt(d) if metric == "l2" else d
+        d[i] = np.inf
+        nearest.append(i)
+        neighbours.append(np.argsort(d, kind="stable")[:r].tolist())
+    return nearest, neighbours
+
+
+def _zcore_checks(mesh, failures):
+    """Statistics bit-equal, scores equal up to float32 rounding, the same selection; the nearest
+    points and neighbours of a chunk equal a NumPy reference on integer data (ties, duplicates
+    on different shards)."""
+    from goldener_jax.kernels.sharding import _replicate, _zcore_chunk_picks
+
+    rng = np.random.default_rng(12)
+    floats = rng.normal(size=(53, 5)).astype(np.float32)
+    cases = [
+        ("ints paper", _ints(rng, 45, 4), "paper", 6),
+        ("duplicates goldener", _duplicates(rng), "goldener", 40),
+        # n > 2 x the window widths: one device runs its window search, the mesh brute force.
+        ("ints n=2500 windows", _ints(rng, 2500, 3), "paper", 6),
+        ("floats paper", floats, "paper", 1000),
+        ("floats goldener r=0", floats, "goldener", 0),
+    ]
+    key = jax.random.key(2)
+    for name, x, variant, r in cases:
+        s1 = gk.zcore_init(x, key, variant=variant)
+        s8 = gk.zcore_init(x, key, variant=variant, mesh=mesh)
+        for field in ("scores", "lo", "med", "hi", "key"):
+            if not np.array_equal(np.asarray(getattr(s1, field)), np.asarray(getattr(s8, field))):
+                failures.append({"case": f"zcore {name} init {field}"})
+        kw = dict(chunk=64, variant=variant, num_redundancy=r)
+        a = gk.zcore_run(s1, x, 300, **kw)
+        b = gk.zcore_run(s8, x, 200, mesh=mesh, **kw)
+        b = gk.zcore_run(b, x, 100, mesh=mesh, **kw)
+        if int(b.done) != 300 or not np.allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5):
+            failures.append({"case": f"zcore {name} scores", "want": a.scores, "got": b.scores})
+        if gk.zcore_select(a.scores, 12).tolist() != gk.zcore_select(b.scores, 12).tolist():
+            failures.append({"case": f"zcore {name} select"})
+        if name.startswith("floats"):
+            continue
+        metric = gk.ZCORE_VARIANTS[variant]["metric"]
+        dims, anchors = (np.asarray(v) for v in gk.zcore_draws(s1, 64, 64, 2))
+        want = _zcore_reference_picks(x, dims, anchors, min(r, len(x) - 1), metric)
+        rep = [_replicate(v, mesh) for v in (s1.key, np.int32(64), s1.lo, s1.med, s1.hi)]
+        nearest, nbrs = _zcore_chunk_picks(
+            gk.shard_rows(x, mesh), *rep, mesh=mesh, n=len(x), chunk=64, num_dims=2,
+            num_redundancy=r, metric=metric,
+        )  # fmt: skip
+        got = (np.asarray(nearest).tolist(), np.asarray(nbrs).tolist())
+        if got != (want[0], want[1]):
+            failures.append({"case": f"zcore {name} picks", "want": want, "got": got})
+    return len(cases)
+
+
 def task_kernels_equal():
     mesh = gk.make_mesh()
     failures = []
@@ -347,6 +417,7 @@ def task_kernels_equal():
         "herding": _herding_checks(mesh, failures),
         "kmeans": _kmeans_checks(mesh, failures),
         "knn": _knn_checks(mesh, failures),
+        "zcore": _zcore_checks(mesh, failures),
         "select": _select_checks(mesh, failures),
     }
     return {"cases": counts, "failures": [str(f) for f in failures]}
