@@ -1297,8 +1297,11 @@ def _zcore_picks_local(x, ids, n, dims, anchors, r, metric, axis):
     cand_i = jax.lax.all_gather(
         jnp.where(jnp.isfinite(-neg), ids[li], big), axis, axis=1, tiled=True
     )
-    cand_d, cand_i = jax.lax.sort((cand_d, cand_i), dimension=1, num_keys=2)
-    return nearest, cand_d[:, :r], cand_i[:, :r]
+    # The candidates are in device order, each device's in (distance, index) order: among equal
+    # distances, position order is global index order, so top_k's lowest-position rule gives the
+    # lowest global index (a full two-key sort of the P x r candidates costs far more).
+    neg, pos = jax.lax.top_k(-cand_d, r)
+    return nearest, -neg, jnp.take_along_axis(cand_i, pos, axis=1)
 
 
 def _add_owned(scores, ids, index, values):
