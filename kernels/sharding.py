@@ -111,6 +111,12 @@ def shard_rows(x, mesh, fill=0):
     anything sliceable by rows (a ``FeatureStore``'s TensorStore ``vectors``, a NumPy memmap),
     each process reads only the rows of its own devices (``jax.make_array_from_callback``): every
     process passes the same ``x`` (e.g. the same store path), and none holds all of it.
+
+    The padding rows are ordinary rows to anyone who does not know ``n``: give the result to the
+    ``sharded_*`` functions with ``n=`` (they never select a padding row), and give the kernels'
+    ``mesh=`` entry points (``greedy_k_center(x, k, mesh=...)``, ``select(..., mesh=...)``) the
+    unpadded ``x``: they pad it themselves. When ``n`` is a multiple of the mesh size, nothing is
+    padded and both uses are the same.
     """
     axis, _ = mesh_axis(mesh)
     ndim = len(x.shape)
