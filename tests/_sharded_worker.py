@@ -410,17 +410,20 @@ def _zcore_checks(mesh, failures):
     return len(cases)
 
 
-def task_kernels_equal():
+KERNEL_CHECKS = {
+    "herding": _herding_checks,
+    "kmeans": _kmeans_checks,
+    "knn": _knn_checks,
+    "zcore": _zcore_checks,
+    "select": _select_checks,
+}
+
+
+def task_kernels_equal(family):
     mesh = gk.make_mesh()
     failures = []
-    counts = {
-        "herding": _herding_checks(mesh, failures),
-        "kmeans": _kmeans_checks(mesh, failures),
-        "knn": _knn_checks(mesh, failures),
-        "zcore": _zcore_checks(mesh, failures),
-        "select": _select_checks(mesh, failures),
-    }
-    return {"cases": counts, "failures": [str(f) for f in failures]}
+    count = KERNEL_CHECKS[family](mesh, failures)
+    return {"cases": count, "failures": [str(f) for f in failures]}
 
 
 def task_retrace():
@@ -514,7 +517,7 @@ if TASK == "equal":
 elif TASK == "greedy_equal":
     result = task_greedy_equal()
 elif TASK == "kernels_equal":
-    result = task_kernels_equal()
+    result = task_kernels_equal(sys.argv[3])
 elif TASK == "retrace":
     result = task_retrace()
 elif TASK == "memory":

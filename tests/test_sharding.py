@@ -46,59 +46,59 @@ def test_sharded_farthest_and_closest_point_equal_single_device_exactly():
     assert r["failures"] == []
 
 
-@pytest.fixture(scope="module")
-def kernels_equal():
-    """One worker run for every kernel below (each device count costs a process and compiles)."""
-    return _worker(8, "kernels_equal", timeout=1200)
+def kernels_equal(family: str) -> dict:
+    """One worker run per kernel family, so pytest-xdist spreads them over its workers."""
+    return _worker(8, "kernels_equal", family, timeout=900)
 
 
-def _failures(result, prefix):
-    return [f for f in result["failures"] if f.startswith("{'case': '" + prefix)]
-
-
-def test_sharded_herding_equals_single_device_exactly(kernels_equal):
+def test_sharded_herding_equals_single_device_exactly():
     """Linear and RBF kernels, n = 37 / 45 / 64 / 43 over 8 devices (padding), float32 and
     bfloat16, duplicates on different shards (ties to the lowest global index), a small block,
     k = 0 and k = n; chunked init/run through the public functions, finished on one device."""
-    assert kernels_equal["cases"]["herding"] >= 10
-    assert _failures(kernels_equal, "herding") == []
+    r = kernels_equal("herding")
+    assert r["cases"] >= 10
+    assert r["failures"] == []
 
 
-def test_sharded_kmeans_family_equals_single_device(kernels_equal):
+def test_sharded_kmeans_family_equals_single_device():
     """k-means++ seeds, Lloyd assignments, medoids and TypiClust picks equal the single-device
     ones (n = 37 / 45 / 64 / 36 / 58, float32, bfloat16, duplicates on different shards); the
     centroids and typicality agree within float32 rounding (their global sums add in another
     order) and bit for bit on data whose sums are exact; a Lloyd run seeded and started on 8
     devices and finished on one converges to the same clusters."""
-    assert kernels_equal["cases"]["kmeans"] >= 6
-    assert _failures(kernels_equal, "kmeans") == []
+    r = kernels_equal("kmeans")
+    assert r["cases"] >= 6
+    assert r["failures"] == []
 
 
-def test_sharded_knn_equals_single_device_exactly(kernels_equal):
+def test_sharded_knn_equals_single_device_exactly():
     """Neighbours and distances: integer data with many ties, every metric, own row excluded or
     kept, queries given, duplicates on different shards (ties to the lowest global index), a
     small block, k = n - 1, random floats."""
-    assert kernels_equal["cases"]["knn"] >= 6
-    assert _failures(kernels_equal, "knn") == []
+    r = kernels_equal("knn")
+    assert r["cases"] >= 6
+    assert r["failures"] == []
 
 
-def test_sharded_zcore_equals_single_device(kernels_equal):
+def test_sharded_zcore_equals_single_device():
     """Statistics (min, lower median, max) bit-equal; scores after 300 samples (run in two
     pieces on the mesh) equal up to float32 rounding and the same top 12; the nearest points and
     neighbour indices of a chunk equal a NumPy reference on integer data with ties and
     duplicates on different shards, including n = 2500 where one device uses its window search
     and the mesh a brute force over each shard."""
-    assert kernels_equal["cases"]["zcore"] >= 5
-    assert _failures(kernels_equal, "zcore") == []
+    r = kernels_equal("zcore")
+    assert r["cases"] >= 5
+    assert r["failures"] == []
 
 
-def test_select_and_split_with_mesh_equal_without(kernels_equal):
+def test_select_and_split_with_mesh_equal_without():
     """select with mesh= (kcenter with labels and chunks, herding, zcore, kmeans_medoids on cosine,
     typiclust, random) returns the same indices, config and coverage radius as without;
     split(kcenter, groups, labels) the same sets; a method without a sharded kernel and
     split(method="auto") raise a clear ValueError."""
-    assert kernels_equal["cases"]["select"] >= 9
-    assert _failures(kernels_equal, "select") == []
+    r = kernels_equal("select")
+    assert r["cases"] >= 9
+    assert r["failures"] == []
 
 
 def test_sharded_programs_compile_once_per_shape():
