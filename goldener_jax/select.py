@@ -95,6 +95,19 @@ def _k_steps(n: int, k: int, options) -> int:
     return k
 
 
+def _stepwise_method(name: str, init, run, **flags) -> SelectionMethod:
+    """A method whose state has ``selected`` / ``count`` and takes one pick per step."""
+    return SelectionMethod(
+        name=name,
+        init=init,
+        run=run,
+        finished=_all_selected,
+        picks=_selected,
+        num_steps=_k_steps,
+        **flags,
+    )
+
+
 _COVERAGE_PAIRS = 10**10
 
 
@@ -169,15 +182,7 @@ def _kcenter_method() -> SelectionMethod:
             mesh=options.get("mesh"),
         )
 
-    return SelectionMethod(
-        name="kcenter",
-        init=init,
-        run=run,
-        finished=_all_selected,
-        picks=_selected,
-        num_steps=_k_steps,
-        shardable=True,
-    )
+    return _stepwise_method("kcenter", init, run, shardable=True)
 
 
 def _herding_method() -> SelectionMethod:
@@ -204,16 +209,8 @@ def _herding_method() -> SelectionMethod:
             mesh=options.get("mesh"),
         )
 
-    return SelectionMethod(
-        name="herding",
-        init=init,
-        run=run,
-        finished=_all_selected,
-        picks=_selected,
-        num_steps=_k_steps,
-        uses_anchors=False,
-        prepare=prepare,
-        shardable=True,
+    return _stepwise_method(
+        "herding", init, run, uses_anchors=False, prepare=prepare, shardable=True
     )
 
 
@@ -384,14 +381,7 @@ def _probcover_method() -> SelectionMethod:
     def run(state, x, max_steps, options):
         return gk.probcover_run(state, _kmeans_x(x, options), max_steps=max_steps)
 
-    return SelectionMethod(
-        name="probcover",
-        init=init,
-        run=run,
-        finished=_all_selected,
-        picks=_selected,
-        num_steps=_k_steps,
-    )
+    return _stepwise_method("probcover", init, run)
 
 
 def _typical_kcenter_method() -> SelectionMethod:
@@ -412,14 +402,7 @@ def _typical_kcenter_method() -> SelectionMethod:
     def run(state, x, max_steps, options):
         return gk.typical_kcenter_run(state, _kmeans_x(x, options), max_steps=max_steps)
 
-    return SelectionMethod(
-        name="typical_kcenter",
-        init=init,
-        run=run,
-        finished=_all_selected,
-        picks=_selected,
-        num_steps=_k_steps,
-    )
+    return _stepwise_method("typical_kcenter", init, run)
 
 
 for _factory in (
