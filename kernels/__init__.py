@@ -76,6 +76,7 @@ from .zcore import (
     zcore_select,
     zcore_step,
 )
+from .zcore import native_status as zcore_native_status
 
 __all__ = [
     "METRICS",
@@ -139,4 +140,5 @@ __all__ = [
     "zcore_scores",
     "zcore_select",
     "zcore_step",
+    "zcore_native_status",
 ]

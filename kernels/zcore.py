@@ -35,6 +35,7 @@ import numpy as np
 from ._checks import as_float_matrix, check_k
 
 __all__ = [
+    "IMPLS",
     "ZCORE_VARIANTS",
     "ZCoreState",
     "zcore_draws",
@@ -43,6 +44,7 @@ __all__ = [
     "zcore_scores",
     "zcore_select",
     "zcore_step",
+    "native_status",
 ]
 
 ZCORE_VARIANTS = {
@@ -94,17 +96,20 @@ def _triangular(u, lo, mode, hi):
     return jnp.where(width > 0, jnp.where(u < split, left, right), lo)
 
 
-def _top_indices(u, k: int):
-    """``lax.top_k(u, k)[1]`` (largest first, lowest index on ties) of values in ``[0, 1)``; for a
-    small ``k`` by repeated argmax, which XLA's CPU backend runs much faster than its top_k."""
-    if k > 4:
-        return jax.lax.top_k(u, k)[1]
-    out = []
-    for _ in range(k):
-        i = jnp.argmax(u)
-        out.append(i)
-        u = u.at[i].set(-1.0)
-    return jnp.stack(out).astype(jnp.int32)
+def _distinct_dims(key, d: int, k: int):
+    """``k`` distinct dimensions of ``d``, uniformly at random and in draw order (the first
+    uniform over all ``d``, the next over the rest, ...): one ``randint`` each, O(k^2), instead of
+    ranking ``d`` random numbers. Draw ``t`` picks a slot among the ``d - t`` dimensions still
+    free and moves past the taken ones in increasing order."""
+    keys = jax.random.split(key, k)
+    taken = []
+    for t in range(k):  # k (num_dims) is small and static
+        v = jax.random.randint(keys[t], (), 0, d - t, dtype=jnp.int32)
+        if taken:
+            for c in jnp.sort(jnp.stack(taken)):
+                v = v + (v >= c).astype(jnp.int32)
+        taken.append(v)
+    return jnp.stack(taken)
 
 
 def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
@@ -116,8 +121,7 @@ def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
     def one(s):
         k = jax.random.fold_in(key, s)
         k_dims, k_anchor = jax.random.split(k)
-        # Gumbel-top-k: num_dims distinct dimensions in O(d), not a permutation of d.
-        dims = _top_indices(jax.random.uniform(k_dims, (d,)), num_dims)
+        dims = _distinct_dims(k_dims, d, num_dims)
         u = jax.random.uniform(k_anchor, (num_dims,))
         return dims.astype(jnp.int32), _triangular(u, lo[dims], med[dims], hi[dims])
 
@@ -655,16 +659,13 @@ def zcore_step(
     metric: str | None = None,
     exponent: float | None = None,
     mesh=None,
+    impl: str = "auto",
 ) -> ZCoreState:
     """Processes the next ``chunk`` subspace samples (``x`` as ``[n, d]``)."""
-    if mesh is not None:
-        return zcore_run(
-            state, x, chunk, chunk=chunk, variant=variant, num_dims=num_dims,
-            num_redundancy=num_redundancy, metric=metric, exponent=exponent, mesh=mesh,
-        )  # fmt: skip
-    x = as_float_matrix(x, "x")
-    metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
-    return _run(state, x.T, chunk, chunk, num_dims, num_redundancy, metric, exponent)
+    return zcore_run(
+        state, x, chunk, chunk=chunk, variant=variant, num_dims=num_dims,
+        num_redundancy=num_redundancy, metric=metric, exponent=exponent, mesh=mesh, impl=impl,
+    )  # fmt: skip
 
 
 def _default_widths(n: int, num_dims: int, num_redundancy: int):
@@ -674,6 +675,65 @@ def _default_widths(n: int, num_dims: int, num_redundancy: int):
     if num_dims != 2 or 2 * max(widths) > n:
         return None  # small n: brute force is as cheap as the windows
     return widths
+
+
+_draw_jit = jax.jit(_draw, static_argnames=("count", "num_dims"))
+
+IMPLS = ("auto", "native", "xla")
+
+
+def native_status() -> tuple[bool, str]:
+    """Whether ZCore's compiled CPU path (``_zcore_cpu.cpp``) is available, and if not, why."""
+    from . import _zcore_native
+
+    return _zcore_native.status()
+
+
+def _resolve_impl(impl: str, num_dims: int, x, mesh) -> str:
+    """``"native"`` (the compiled CPU walk) or ``"xla"`` for ``impl`` in ``IMPLS``."""
+    if not isinstance(impl, str) or impl not in IMPLS:
+        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    if impl == "xla":
+        return "xla"
+    on_cpu = all(dev.platform == "cpu" for dev in x.devices())
+    ok, reason = native_status()
+    if impl == "native":
+        if num_dims != 2:
+            raise ValueError(f"impl='native' needs num_dims == 2, got {num_dims}")
+        if mesh is not None:
+            raise ValueError("impl='native' runs on this host's CPU; it does not take a mesh")
+        if not ok:
+            raise RuntimeError(f"impl='native' is unavailable: {reason}")
+        if x.shape[0] >= 2**31:
+            raise ValueError(f"impl='native' indexes points with int32; n = {x.shape[0]}")
+        return "native"
+    if num_dims == 2 and mesh is None and on_cpu and ok and x.shape[0] < 2**31:
+        return "native"
+    return "xla"
+
+
+def _run_native(state, xt, num_samples, num_redundancy, metric, exponent, threads=None):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import _zcore_native
+
+    done = int(state.done)
+    if num_samples == 0:
+        return state
+    n = xt.shape[1]
+    with ThreadPoolExecutor(_zcore_native.default_threads()) as pool:
+        tables = _zcore_native.Tables(np.asarray(xt, np.float32), pool)
+
+    def draw(first, count):
+        return _draw_jit(state.key, jnp.int32(first), count, state.lo, state.med, state.hi, 2)
+
+    scores = _zcore_native.run(
+        np.asarray(state.scores, np.float32), tables, draw, done, num_samples, metric, exponent,
+        min(num_redundancy, n - 1), threads=threads,
+    )  # fmt: skip
+    return state._replace(
+        scores=jnp.asarray(scores), done=jnp.asarray(done + num_samples, jnp.int32)
+    )
 
 
 def _run(
@@ -688,9 +748,16 @@ def _run(
     widths="auto",
     fallback: int = 8,
     stats: dict | None = None,
+    impl: str = "xla",
+    threads: int | None = None,
 ):
     """``widths``: ``(anchor, redundancy)`` window widths, ``"auto"``, or None (brute force).
-    ``stats``, when given, receives the number of samples redone by brute force."""
+    ``stats``, when given, receives the number of samples redone by brute force. ``impl``:
+    ``"xla"`` or ``"native"`` (resolved by ``_resolve_impl``; ``widths`` is then unused)."""
+    if impl == "native":
+        if stats is not None:
+            stats.update(anchor_fallbacks=0, redundancy_fallbacks=0)
+        return _run_native(state, xt, num_samples, num_redundancy, metric, exponent, threads)
     scores, done = state.scores, int(state.done)
     n = xt.shape[1]
     if isinstance(widths, str):
@@ -741,6 +808,7 @@ def zcore_run(
     metric: str | None = None,
     exponent: float | None = None,
     mesh=None,
+    impl: str = "auto",
 ) -> ZCoreState:
     """Processes ``num_samples`` more subspace samples, ``chunk`` at a time.
 
@@ -751,6 +819,13 @@ def zcore_run(
     nearest point is a global first argmin and its neighbours the merge of every device's top
     ``num_redundancy`` (``kernels.sharding``): the same points as on one device, the scores
     equal up to float32 rounding; a state from any device count (or none) continues.
+
+    ``impl``: ``"auto"`` (default) takes the compiled CPU walk (``native_status()``) when
+    ``num_dims == 2``, there is no ``mesh`` and ``x`` lives on the CPU, and the XLA kernel
+    otherwise; ``"native"`` or ``"xla"`` force one (``"native"`` raises if it cannot run). Both
+    score the same draws and find the same points (exact, ties to the lowest index); the scores
+    differ by float rounding only (the CPU walk sums each chunk's changes in float64), so
+    continue a run with the ``impl`` it started with when the last bits matter.
     """
     x = as_float_matrix(x, "x")
     metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
@@ -762,6 +837,7 @@ def zcore_run(
         raise ValueError(
             f"state was made for {state.scores.shape[0]} points but x has shape {tuple(x.shape)}"
         )
+    impl = _resolve_impl(impl, num_dims, x, mesh)
     if mesh is not None:
         from .sharding import sharded_zcore_run
 
@@ -769,7 +845,9 @@ def zcore_run(
             state, x, num_samples, mesh=mesh, chunk=chunk, num_dims=num_dims,
             num_redundancy=num_redundancy, metric=metric, exponent=exponent,
         )  # fmt: skip
-    return _run(state, x.T, num_samples, chunk, num_dims, num_redundancy, metric, exponent)
+    return _run(
+        state, x.T, num_samples, chunk, num_dims, num_redundancy, metric, exponent, impl=impl
+    )
 
 
 def zcore_scores(
@@ -784,6 +862,7 @@ def zcore_scores(
     exponent: float | None = None,
     chunk: int = 256,
     mesh=None,
+    impl: str = "auto",
 ) -> jax.Array:
     """ZCore scores of every row of ``x`` (higher = keep first).
 
@@ -799,6 +878,8 @@ def zcore_scores(
       chunk: samples processed at once (``[chunk, n]`` temporaries).
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are
         sharded over its devices (see :func:`zcore_run`).
+      impl: ``"auto"``, ``"native"`` (the compiled CPU walk) or ``"xla"`` (see
+        :func:`zcore_run`).
 
     Returns:
       float32 array of shape ``[n]``.
@@ -815,6 +896,7 @@ def zcore_scores(
         metric=metric,
         exponent=exponent,
         mesh=mesh,
+        impl=impl,
     )
     return state.scores
 

@@ -22,14 +22,16 @@ def _reference_scores(x, key, num_samples, variant, num_redundancy, num_dims=2):
     )
 
 
+@pytest.mark.parametrize("impl", ["xla", "native"])
 @pytest.mark.parametrize(
     ("variant", "num_redundancy"), [("paper", 100), ("paper", 0), ("goldener", 5)]
 )
-def test_matches_numpy_reference(variant, num_redundancy):
+def test_matches_numpy_reference(variant, num_redundancy, impl):
     x = np.random.default_rng(3).normal(size=(60, 5)).astype(np.float32)
     key = jax.random.key(11)
     got = gk.zcore_scores(
-        x, key, num_samples=300, variant=variant, num_redundancy=num_redundancy, chunk=64
+        x, key, num_samples=300, variant=variant, num_redundancy=num_redundancy, chunk=64,
+        impl=impl,
     )
     want = _reference_scores(x, key, 300, variant, num_redundancy)
     np.testing.assert_allclose(np.asarray(got), want, atol=2e-4)
@@ -65,15 +67,35 @@ def test_same_key_same_scores_and_chunking_keeps_the_draws():
     np.testing.assert_allclose(np.asarray(a), np.asarray(d), atol=1e-5)
 
 
-def test_resumed_state_equals_one_run():
-    x = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
-    opts = dict(num_redundancy=8, chunk=16, variant="goldener")
-    one = gk.zcore_run(gk.zcore_init(x, jax.random.key(1), variant="goldener"), x, 96, **opts)
+def _split_run(x, parts, impl):
+    opts = dict(num_redundancy=8, chunk=16, variant="goldener", impl=impl)
     state = gk.zcore_init(x, jax.random.key(1), variant="goldener")
-    for _ in range(6):
-        state = gk.zcore_run(state, x, 16, **opts)
+    for size in parts:
+        state = gk.zcore_run(state, x, size, **opts)
+    return state
+
+
+def test_resumed_state_equals_one_run():
+    """XLA: float32 sums per chunk, so a run resumed at chunk boundaries is the same run."""
+    x = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
+    one = _split_run(x, [96], "xla")
+    state = _split_run(x, [16] * 6, "xla")
     assert int(state.done) == 96
     np.testing.assert_array_equal(np.asarray(one.scores), np.asarray(state.scores))
+
+
+def test_native_resume_rounds_once_per_call():
+    """The CPU path sums a call's changes exactly (fixed point) and rounds to float32 once per
+    call: the same calls give the same scores, a different split differs by float32 rounding."""
+    x = np.random.default_rng(2).normal(size=(50, 3)).astype(np.float32)
+    split = _split_run(x, [16, 32, 48], "native")
+    again = _split_run(x, [16, 32, 48], "native")
+    assert int(split.done) == 96
+    np.testing.assert_array_equal(np.asarray(split.scores), np.asarray(again.scores))
+    one = _split_run(x, [96], "native")
+    np.testing.assert_allclose(np.asarray(one.scores), np.asarray(split.scores), atol=2e-6)
+    xla = _split_run(x, [96], "xla")
+    np.testing.assert_allclose(np.asarray(one.scores), np.asarray(xla.scores), atol=2e-6)
 
 
 def test_duplicates_take_the_penalty():
@@ -101,6 +123,10 @@ def test_bad_input():
         gk.zcore_scores(np.full((4, 2), np.nan, np.float32), key)
     with pytest.raises(ValueError, match="k=11 is larger"):
         gk.zcore_select(jnp.zeros(10), 11)
+    with pytest.raises(ValueError, match="impl must be one of"):
+        gk.zcore_scores(x, key, impl="cuda")
+    with pytest.raises(ValueError, match="impl='native' needs num_dims == 2"):
+        gk.zcore_scores(x, key, num_dims=3, impl="native")
 
 
 # --- Window search (num_dims == 2): exact against brute force -------------------------------
