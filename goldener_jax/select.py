@@ -215,7 +215,7 @@ def _herding_method() -> SelectionMethod:
 
 
 def _zcore_method() -> SelectionMethod:
-    keys = ("variant", "num_dims", "num_redundancy", "exponent")
+    keys = ("variant", "num_dims", "num_redundancy", "exponent", "impl")
 
     def _kw(options):
         kw = {k: options[k] for k in keys if k in options}
@@ -1177,7 +1177,8 @@ def select(
       checkpoint_dir: where to save progress; a rerun resumes it (see the module docstring).
         Asking again for the same size is a no-op, for more extends the saved selection.
       checkpoint_every: kernel steps between in-flight checkpoints.
-      method_options: options of the method (e.g. ``{"num_samples": 100000}`` for zcore,
+      method_options: options of the method (e.g. ``{"num_samples": 100000}`` for zcore, with
+        ``"impl"`` choosing its compiled CPU walk or XLA kernel as in ``kernels.zcore_run``;
         ``{"kernel": "rbf", "length_scale": 1.0}`` for herding).
       coverage: compute the coverage radius (a blocked pass over candidates x selected vectors);
         ``None`` (default): only when that is at most 1e10 pairs.

@@ -598,6 +598,14 @@ def _stats(x):
     return lo, med, hi
 
 
+def _stats_host(x: np.ndarray):
+    """``_stats`` on the host: the same values (min, max and the lower median is an order
+    statistic), from a partition instead of XLA's CPU sort (0.2 s instead of 7 s at 50k x 256)."""
+    k = (x.shape[0] - 1) // 2
+    med = np.partition(x.T, k, axis=1)[:, k]
+    return jnp.asarray(x.min(0)), jnp.asarray(med), jnp.asarray(x.max(0))
+
+
 def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
     """Initial state: per-dimension statistics and the variant's initial scores.
 
@@ -619,6 +627,8 @@ def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
         from .sharding import sharded_zcore_stats
 
         lo, med, hi = sharded_zcore_stats(x, mesh=mesh)
+    elif all(dev.platform == "cpu" for dev in x.devices()):
+        lo, med, hi = _stats_host(np.asarray(x, np.float32))
     else:
         lo, med, hi = jax.jit(_stats)(x)
     n = x.shape[0]
@@ -678,6 +688,7 @@ def _default_widths(n: int, num_dims: int, num_redundancy: int):
 
 
 _draw_jit = jax.jit(_draw, static_argnames=("count", "num_dims"))
+_DRAW_BLOCK = 16384  # samples per draw call of the CPU path
 
 IMPLS = ("auto", "native", "xla")
 
@@ -725,7 +736,14 @@ def _run_native(state, xt, num_samples, num_redundancy, metric, exponent, thread
         tables = _zcore_native.Tables(np.asarray(xt, np.float32), pool)
 
     def draw(first, count):
-        return _draw_jit(state.key, jnp.int32(first), count, state.lo, state.med, state.hi, 2)
+        # Fixed-size blocks: one compilation per process whatever the run's size.
+        parts = [
+            _draw_jit(state.key, jnp.int32(first + at), _DRAW_BLOCK, state.lo, state.med,
+                      state.hi, 2)  # fmt: skip
+            for at in range(0, count, _DRAW_BLOCK)
+        ]
+        dims, anchors = (jnp.concatenate(p)[:count] for p in zip(*parts, strict=True))
+        return dims, anchors
 
     scores = _zcore_native.run(
         np.asarray(state.scores, np.float32), tables, draw, done, num_samples, metric, exponent,

@@ -387,13 +387,17 @@ def _zcore_checks(mesh, failures):
             if not np.array_equal(np.asarray(getattr(s1, field)), np.asarray(getattr(s8, field))):
                 failures.append({"case": f"zcore {name} init {field}"})
         kw = dict(chunk=64, variant=variant, num_redundancy=r)
-        a = gk.zcore_run(s1, x, 300, **kw)
         b = gk.zcore_run(s8, x, 200, mesh=mesh, **kw)
         b = gk.zcore_run(b, x, 100, mesh=mesh, **kw)
-        if int(b.done) != 300 or not np.allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5):
-            failures.append({"case": f"zcore {name} scores", "want": a.scores, "got": b.scores})
-        if gk.zcore_select(a.scores, 12).tolist() != gk.zcore_select(b.scores, 12).tolist():
-            failures.append({"case": f"zcore {name} select"})
+        # One device: the XLA kernel and the compiled CPU walk (impl="native").
+        for impl in ("xla", "native"):
+            a = gk.zcore_run(s1, x, 300, impl=impl, **kw)
+            if int(b.done) != 300 or not np.allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5):
+                failures.append(
+                    {"case": f"zcore {name} {impl} scores", "want": a.scores, "got": b.scores}
+                )
+            if gk.zcore_select(a.scores, 12).tolist() != gk.zcore_select(b.scores, 12).tolist():
+                failures.append({"case": f"zcore {name} {impl} select"})
         if name.startswith("floats"):
             continue
         metric = gk.ZCORE_VARIANTS[variant]["metric"]

@@ -1,13 +1,15 @@
-"""ZCore scores: subspace samples per second, window search vs brute force (same run), vs NumPy
-(same run) and goldener 7.0.0's tool.
+"""ZCore scores: subspace samples per second; the compiled CPU walk vs the XLA window search vs
+the XLA brute force (same run), vs NumPy (same run) and goldener 7.0.0's tool.
 
-The kernel (``zcore_run``: window search in per-dimension sorted order for 2-dimensional
-subspaces) runs ``--measure-samples`` subspace samples over ``[n, d]`` after one compiling chunk;
-its time is the build of the sorted tables (once per ``zcore_run`` call) plus the per-sample time
-extrapolated linearly to ``--samples`` when fewer were measured (labelled as such). The samples a
-window cannot prove and that are redone by brute force are counted. The brute-force path (one
-``[chunk, n]`` pass per sample and ``top_k`` over ``n``, the kernel before the window search)
-runs ``--old-samples`` samples in the same process for the ratio.
+``--impl native`` (the default where the extension is built): ``zcore_run(impl="native")`` runs
+all ``--samples`` subspace samples over ``[n, d]`` and its wall time is measured whole (sorted
+tables, draws, grids and walks). ``--impl xla``: the window search in per-dimension sorted order
+runs ``--measure-samples`` samples after one compiling chunk; its time is the build of the sorted
+tables plus the per-sample time extrapolated linearly to ``--samples`` (labelled as such), and the
+samples a window cannot prove (redone by brute force) are counted. With the native path, the XLA
+window search also runs ``--xla-samples`` samples in the same process for the ratio. The
+brute-force path (one ``[chunk, n]`` pass per sample and ``top_k`` over ``n``) runs
+``--old-samples`` samples in the same process.
 The NumPy baseline is the authors' loop (one full argsort per sample) on ``--numpy-samples``
 samples of the same data, timed in this process. With ``--gold-python`` goldener's
 ``GoldZCoreSelectionTool`` runs (its own venv, a fresh process) on a size it can finish
@@ -36,8 +38,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--d", type=int, default=256, help="dimensions")
     parser.add_argument("--samples", type=int, default=1_000_000, help="subspace samples")
     parser.add_argument(
-        "--measure-samples", type=int, default=8192, help="samples actually timed (0: all)"
-    )
+        "--impl", choices=["auto", "native", "xla"], default="auto",
+        help="the kernel timed: native (compiled CPU walk; auto where built) or xla",
+    )  # fmt: skip
+    parser.add_argument(
+        "--measure-samples", type=int, default=None,
+        help="samples actually timed (0: all; default all for native, 8192 for xla)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--xla-samples", type=int, default=4096,
+        help="with --impl native: XLA window-search samples timed for the ratio (0: skip)",
+    )  # fmt: skip
     parser.add_argument(
         "--old-samples", type=int, default=1024, help="brute-force path samples (0: skip)"
     )
@@ -104,6 +115,37 @@ def _time_kernel(x, samples: int, args, widths="auto") -> dict:
     }
 
 
+def _time_native(x, samples: int, args) -> dict:
+    """Wall time of ``zcore_run(impl="native")`` over ``samples`` samples, everything included
+    (sorted tables, draws, grids, walks), after a first call of ``chunk`` samples that compiles
+    the draws (as the XLA path's first chunk)."""
+    state = gk.zcore_init(x, jax.random.key(args.seed), variant=args.variant)
+    opts = dict(
+        chunk=args.chunk, variant=args.variant, num_redundancy=args.redundancy, impl="native"
+    )
+    t0 = time.perf_counter()
+    gk.zcore_run(state, x, args.chunk, **opts).scores.block_until_ready()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = gk.zcore_run(state, x, samples, **opts)
+    state.scores.block_until_ready()
+    seconds = time.perf_counter() - t0
+    return {
+        "first_chunk_s": first,
+        "tables_s": 0.0,
+        "measured_s": seconds,
+        "per_sample_s": seconds / samples,
+        "fallbacks": {},
+        "scores": state.scores,
+    }
+
+
+def _impl(args) -> str:
+    if args.impl == "auto":
+        return "native" if zc.native_status()[0] else "xla"
+    return args.impl
+
+
 def _metric(variant: str) -> tuple:
     spec = gk.ZCORE_VARIANTS[variant]
     return spec["metric"], spec["exponent"]
@@ -112,9 +154,13 @@ def _metric(variant: str) -> tuple:
 def run(args) -> dict:
     n, d = args.n, args.d
     x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32)
-    measure = args.samples if args.measure_samples <= 0 else min(args.samples, args.measure_samples)
+    impl = _impl(args)
+    wanted = args.measure_samples
+    if wanted is None:
+        wanted = 0 if impl == "native" else 8192
+    measure = args.samples if wanted <= 0 else min(args.samples, wanted)
     reset_peak_rss()
-    new = _time_kernel(x, measure, args)
+    new = _time_native(x, measure, args) if impl == "native" else _time_kernel(x, measure, args)
     peak = peak_rss_bytes()
     per_sample = new["per_sample_s"]
     fb = new["fallbacks"]
@@ -127,6 +173,7 @@ def run(args) -> dict:
         "extrapolated": measure < args.samples,
         "redundancy": args.redundancy,
         "variant": args.variant,
+        "impl": impl,
         "chunk": args.chunk,
         "widths": zc._default_widths(n, 2, args.redundancy),
         "first_chunk_s": new["first_chunk_s"],
@@ -141,6 +188,13 @@ def run(args) -> dict:
         "finite_scores": bool(np.isfinite(np.asarray(new["scores"])).all()),
         "machine": machine_summary(),
     }
+    if impl == "native" and args.xla_samples > 0:
+        xla = _time_kernel(x, min(args.samples, args.xla_samples), args)
+        result["xla_per_sample_s"] = xla["per_sample_s"]
+        result["xla_tables_s"] = xla["tables_s"]
+        result["xla_total_s"] = xla["tables_s"] + xla["per_sample_s"] * args.samples
+        result["xla_measured_samples"] = min(args.samples, args.xla_samples)
+        result["speedup_vs_xla"] = result["xla_total_s"] / result["total_s"]
     if args.old_samples > 0:
         old = _time_kernel(x, args.old_samples, args, widths=None)
         result["old_per_sample_s"] = old["per_sample_s"]
@@ -189,7 +243,8 @@ def _vs_goldener(args) -> dict:
 
     a = _A()
     a.__dict__.update(vars(args))
-    ours = _time_kernel(jnp.asarray(x), args.gold_samples, a)
+    timer = _time_native if _impl(args) == "native" else _time_kernel
+    ours = timer(jnp.asarray(x), args.gold_samples, a)
     ours = ours["tables_s"] + ours["measured_s"]
     return {
         "n": args.gold_n,
@@ -206,31 +261,47 @@ def _print(r: dict) -> None:
     m = r["machine"]
     print(
         f"ZCore  n={r['n']:,} d={r['d']} samples={r['samples']:,} redundancy={r['redundancy']} "
-        f"variant={r['variant']} chunk={r['chunk']}"
+        f"variant={r['variant']} impl={r['impl']} chunk={r['chunk']}"
     )
     print(f"  machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}")
-    print(f"  first chunk (compile + run): {r['first_chunk_s']:.2f} s")
     how = (
         f"extrapolated from {r['measured_samples']:,} measured samples"
         if r["extrapolated"]
         else "measured"
     )
-    print(
-        f"  {r['samples']:,} samples: {r['total_s']:.1f} s ({how}; sorted tables "
-        f"{r['tables_s']:.1f} s); {r['samples_per_s']:,.0f} samples/s; "
-        f"peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
-    )
-    m = r["measured_samples"]
-    print(
-        f"  window widths {r['widths']}: redone by brute force {r['anchor_fallbacks']} / {m} "
-        f"nearest points ({r['anchor_fallbacks'] / m:.2%}), {r['redundancy_fallbacks']} / {m} "
-        f"neighbour sets ({r['redundancy_fallbacks'] / m:.2%})"
-    )
+    if r["impl"] == "native":
+        first = r["first_chunk_s"]
+        print(f"  first call ({r['chunk']} samples, compiles the draws): {first:.2f} s")
+        print(
+            f"  compiled CPU walk: {r['samples']:,} samples in {r['total_s']:.1f} s ({how}, "
+            f"wall time of zcore_run: sorted tables, draws, grids, walks); "
+            f"{r['samples_per_s']:,.0f} samples/s; peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
+        )
+        if "xla_total_s" in r:
+            print(
+                f"  XLA window search: {r['xla_total_s']:.0f} s (extrapolated from "
+                f"{r['xla_measured_samples']:,} samples) -> compiled walk "
+                f"{r['speedup_vs_xla']:.1f}x faster"
+            )
+    else:
+        print(f"  first chunk (compile + run): {r['first_chunk_s']:.2f} s")
+        print(
+            f"  {r['samples']:,} samples: {r['total_s']:.1f} s ({how}; sorted tables "
+            f"{r['tables_s']:.1f} s); {r['samples_per_s']:,.0f} samples/s; "
+            f"peak RSS {r['peak_rss_bytes'] / 1e9:.2f} GB"
+        )
+        m = r["measured_samples"]
+        print(
+            f"  window widths {r['widths']}: redone by brute force {r['anchor_fallbacks']} / "
+            f"{m} nearest points ({r['anchor_fallbacks'] / m:.2%}), "
+            f"{r['redundancy_fallbacks']} / {m} neighbour sets "
+            f"({r['redundancy_fallbacks'] / m:.2%})"
+        )
     if "old_per_sample_s" in r:
         print(
             f"  brute-force path (before the window search): {r['old_per_sample_s'] * 1e3:.2f} "
             f"ms/sample -> {r['old_total_s']:.0f} s; "
-            f"window search {r['speedup_vs_old']:.2f}x faster"
+            f"{r['impl']} {r['speedup_vs_old']:.1f}x faster"
         )
     if "numpy_per_sample_s" in r:
         print(
