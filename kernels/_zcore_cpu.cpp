@@ -286,10 +286,14 @@ void neighbours(const Grid& g, int32_t p, int64_t r, int mode, uint64_t* keys, i
   int32_t ptr = 0;           // buckets < ptr are wholly below the bound; `below` counts them
   int32_t limit = kBuckets;  // points in later buckets are never among the r nearest
   int64_t upto = 0;          // kept points in buckets <= limit, once m reached r
-  auto first_limit = [&]() {  // the first bucket where the count reaches r (below < r counts
-    limit = ptr;               // the buckets before ptr)
-    upto = below + hist[ptr];
+  auto lower_limit = [&]() {  // back to the first bucket where the count reaches r
+    while (upto - hist[limit] >= r) upto -= hist[limit--];
+  };
+  auto first_limit = [&]() {  // `below` counts the buckets before ptr
+    limit = std::min(ptr, kBuckets);
+    upto = below + hist[limit];
     while (upto < r) upto += hist[++limit];
+    lower_limit();  // below may already have reached r
   };
   float dist[kRun];
   int32_t runb[kRun];
@@ -334,11 +338,12 @@ void neighbours(const Grid& g, int32_t p, int64_t r, int mode, uint64_t* keys, i
         first_limit();
       } else {
         ++upto;
-        while (upto - hist[limit] >= r) upto -= hist[limit--];
+        lower_limit();
       }
     }
   }
-  // Buckets before `limit` hold fewer than r points; the rest come from bucket `limit`.
+  // Buckets before `limit` hold fewer than r points (it is the first bucket where the count
+  // reaches r); the rest come from bucket `limit`.
   uint64_t* ties = keys + g.n;
   int64_t taken = 0, tied = 0;
   for (int64_t j = 0; j < m; ++j) {

@@ -63,7 +63,7 @@ def test_search_finds_the_brute_force_points(metric, kind, min_shift):
     state = gk.zcore_init(x, jax.random.key(2))
     dims, anchors = map(np.asarray, gk.zcore_draws(state, 0, 150, 2))
     tables = native.Tables(x.T, min_shift=min_shift)
-    for r in (1, 25, 599):  # 599: every other point
+    for r in (1, 2, 3, 25, 599):  # 599: every other point
         nearest, nbrs = native.search(tables, dims, anchors, metric, r)
         want_nearest, want_nbrs = _brute(x, dims, anchors, metric, r)
         np.testing.assert_array_equal(nearest, want_nearest)
