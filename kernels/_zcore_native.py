@@ -1,16 +1,16 @@
-"""ZCore's CPU path: the compiled walk of ``_zcore_cpu.cpp``, driven from Python threads.
+"""ZCore's CPU path: the compiled grid walk of ``_zcore_cpu.cpp``, driven from Python threads.
 
 XLA's CPU backend runs the window search of ``zcore.py`` in fixed-shape batches, and most of its
-time goes to gathering candidates that a sample never needed. The compiled walk visits the
-per-dimension sorted order outward from each query and stops as soon as the answer is proven
-(the same exactness argument as the windows, see the ``.cpp``), so each sample costs what its
-neighbourhood needs. The draws still come from ``zcore._draw`` (JAX), so both paths score the
-same subspace samples; the scores agree up to float rounding (float64 sums per group of
-``chunk`` samples here, float32 scatter-adds there).
+time goes to gathering candidates that a sample never needed. The compiled walk builds a grid
+per subspace (strips of ranks in one dimension, sorted by the other) and walks it outward from
+each query until a distance bound proves the answer (see the ``.cpp``), so each sample costs what
+its neighbourhood needs. The draws still come from ``zcore._draw`` (JAX), so both paths score
+the same subspace samples and find the same points.
 
-Threads: groups of ``chunk`` samples run in parallel (ctypes releases the GIL), each thread with
-its own scratch, and their score changes are added in group order: the result does not depend on
-the number of threads.
+Here: the per-dimension tables (``Tables``), then per batch of samples the draws, the samples
+grouped by subspace and split between threads (ctypes releases the GIL), each thread with its own
+scratch and int64 fixed-point accumulator (2^-32). Integer sums are exact, so the scores depend
+neither on the threads nor on batches or order; the float32 scores are rounded once per call.
 """
 
 from __future__ import annotations
@@ -149,7 +149,6 @@ def run(
     r: int,
     threads: int | None = None,
     batch: int = 1 << 20,
-    progress=None,
 ) -> np.ndarray:
     """Adds samples ``start .. start + num_samples - 1`` to ``scores`` (float32 ``[n]``) and
     returns the new scores.
@@ -181,7 +180,6 @@ def run(
         )  # fmt: skip
         if code < 0:
             raise ValueError("the CPU ZCore kernel rejected its arguments")
-        return samples.shape[0]
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         pending = draw(firsts[0], min(batch, stop - firsts[0])) if firsts else None
@@ -200,9 +198,7 @@ def run(
             )
             by_pair = np.argsort(pair, kind="stable").astype(np.int64)
             parts = np.array_split(by_pair, max(1, min(count, 8 * threads)))
-            for done in pool.map(functools.partial(walk, dims, anchors), parts):
-                if progress is not None:
-                    progress(done)
+            list(pool.map(functools.partial(walk, dims, anchors), parts))
     total = np.zeros(n, np.int64)
     for acc in accs:
         total += acc
