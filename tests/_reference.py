@@ -185,3 +185,19 @@ def herding(x, k, kernel="rbf", length_scale=1.0):
         chosen.append(i)
         penalty += gram[:, i]
     return chosen
+
+
+def tie_heavy(kind: str, n: int, d: int, seed: int = 7) -> np.ndarray:
+    """float32 test data where exact ties are common: ``"normal"``; ``"relu"`` (many exact zeros:
+    ties in every dimension and at distance 0); ``"duplicates"`` (coarse grid values and every row
+    twice); ``"heavy"`` (Student-t tails: neighbourhoods far wider than typical)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    if kind == "relu":
+        x = np.maximum(x, 0.0)
+    elif kind == "duplicates":
+        x = np.round(x * 2) / 2
+        x[n // 2 :] = x[: n // 2]
+    elif kind == "heavy":
+        x = rng.standard_t(1.5, size=(n, d)).astype(np.float32)
+    return x

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _reference import tie_heavy
 from _reference import zcore as zcore_reference
 
 from goldener_jax import kernels as gk
@@ -132,17 +133,6 @@ def test_bad_input():
 # --- Window search (num_dims == 2): exact against brute force -------------------------------
 
 
-def _tie_heavy(kind, n=400, d=5):
-    rng = np.random.default_rng(7)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    if kind == "relu":  # many exact zeros: ties in every dimension and at distance 0
-        x = np.maximum(x, 0.0)
-    elif kind == "duplicates":  # coarse grid values and every row twice
-        x = np.round(x * 2) / 2
-        x[n // 2 :] = x[: n // 2]
-    return x
-
-
 def _numpy_distance(sub, point, metric):
     diff = sub - point  # float32, the kernel's operations
     if metric == "l1":
@@ -155,7 +145,7 @@ def _numpy_distance(sub, point, metric):
 def test_window_search_finds_the_brute_force_points(metric, kind):
     from goldener_jax.kernels import zcore as zc
 
-    x = _tie_heavy(kind)
+    x = tie_heavy(kind, 400, 5)
     r, samples = 20, 300
     state = gk.zcore_init(x, jax.random.key(2))
     dims, anchors = gk.zcore_draws(state, 0, samples, 2)
@@ -200,7 +190,7 @@ def test_forced_fallbacks_give_the_reference_scores(variant):
     from goldener_jax.kernels import zcore as zc
 
     spec = gk.ZCORE_VARIANTS[variant]
-    x = _tie_heavy("relu", n=300, d=4)
+    x = tie_heavy("relu", 300, 4)
     key = jax.random.key(4)
     state = gk.zcore_init(x, key, variant=variant)
     xt = jnp.asarray(x).T

@@ -6,6 +6,7 @@ import shutil
 import jax
 import numpy as np
 import pytest
+from _reference import tie_heavy
 from _reference import zcore as zcore_reference
 from goldener_jax.kernels import _zcore_native as native
 from goldener_jax.kernels import zcore as zc
@@ -18,19 +19,6 @@ def test_the_extension_is_built():
     if not ok and not any(shutil.which(c) for c in ("c++", "g++", "clang++", "cl")):
         pytest.skip(f"no C++ compiler on this machine, so no compiled path: {reason}")
     assert ok, reason
-
-
-def _data(kind, n, d=4, seed=7):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d)).astype(np.float32)
-    if kind == "relu":  # many exact zeros: ties in every dimension and at distance 0
-        x = np.maximum(x, 0.0)
-    elif kind == "duplicates":  # coarse grid values and every row twice
-        x = np.round(x * 2) / 2
-        x[n // 2 :] = x[: n // 2]
-    elif kind == "heavy":  # heavy tails: neighbourhoods far wider than the bucket estimate
-        x = (rng.standard_t(1.5, size=(n, d))).astype(np.float32)
-    return x
 
 
 def _brute(x, dims, anchors, metric, r):
@@ -59,7 +47,7 @@ def _brute(x, dims, anchors, metric, r):
 @pytest.mark.parametrize("kind", ["normal", "relu", "duplicates", "heavy"])
 @pytest.mark.parametrize("min_shift", [4, 9])  # 38 strips of 16 ranks; 2 strips of 512
 def test_search_finds_the_brute_force_points(metric, kind, min_shift):
-    x = _data(kind, 600)
+    x = tie_heavy(kind, 600, 4)
     state = gk.zcore_init(x, jax.random.key(2))
     dims, anchors = map(np.asarray, gk.zcore_draws(state, 0, 150, 2))
     tables = native.Tables(x.T, min_shift=min_shift)
@@ -72,7 +60,7 @@ def test_search_finds_the_brute_force_points(metric, kind, min_shift):
 
 def test_search_on_more_points_than_strips_can_hold():
     """n large enough for the automatic strip width (64 strips) and the bucket rescaling."""
-    x = _data("heavy", 20_000, d=3, seed=1)
+    x = tie_heavy("heavy", 20_000, 3, seed=1)
     state = gk.zcore_init(x, jax.random.key(3))
     dims, anchors = map(np.asarray, gk.zcore_draws(state, 0, 40, 2))
     tables = native.Tables(x.T)
@@ -86,7 +74,7 @@ def test_search_on_more_points_than_strips_can_hold():
 @pytest.mark.parametrize("variant", ["paper", "goldener"])
 def test_scores_match_the_numpy_reference_on_tie_heavy_data(variant):
     spec = gk.ZCORE_VARIANTS[variant]
-    x = _data("relu", 300, d=4)
+    x = tie_heavy("relu", 300, 4)
     key = jax.random.key(4)
     got = gk.zcore_scores(x, key, num_samples=400, variant=variant, num_redundancy=15,
                           impl="native")  # fmt: skip
@@ -100,7 +88,7 @@ def test_scores_match_the_numpy_reference_on_tie_heavy_data(variant):
 
 
 def test_threads_batches_and_sample_order_do_not_change_the_scores():
-    x = _data("normal", 3000, d=6)
+    x = tie_heavy("normal", 3000, 6)
     state = gk.zcore_init(x, jax.random.key(5))
     tables = native.Tables(np.asarray(x.T))
 
@@ -119,7 +107,7 @@ def test_threads_batches_and_sample_order_do_not_change_the_scores():
 
 
 def test_auto_falls_back_to_xla_when_the_extension_is_missing(monkeypatch):
-    x = _data("normal", 80, d=3)
+    x = tie_heavy("normal", 80, 3)
     key = jax.random.key(6)
     want = gk.zcore_scores(x, key, num_samples=64, num_redundancy=5, impl="xla")
     monkeypatch.setattr(native, "status", lambda: (False, "not built (test)"))
