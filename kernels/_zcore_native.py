@@ -19,6 +19,7 @@ import ctypes
 import functools
 import os
 import threading
+import types
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -123,16 +124,28 @@ def _grid_buffers(n: int):
     return np.empty(2 * n, np.float32), np.empty(n, np.int32)
 
 
-class _Scratch(threading.local):
-    """One thread's buffers; ``accs`` collects every thread's fixed-point accumulator."""
+class _Scratch:
+    """One thread's buffers, made on its first call (not in the thread that creates this, which
+    only waits); ``accs`` collects every thread's fixed-point accumulator."""
 
-    def __init__(self, n: int, r: int, accs: list, lock: threading.Lock):
-        self.keys = np.empty(2 * n, np.uint64)
-        self.weights = np.empty(max(r, 1), np.float32)
-        self.ab, self.id = _grid_buffers(n)
-        self.acc = np.zeros(n, np.int64)
-        with lock:
-            accs.append(self.acc)
+    def __init__(self, n: int, r: int):
+        self.n, self.r = n, r
+        self.accs: list[np.ndarray] = []
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def get(self):
+        mine = getattr(self._local, "buffers", None)
+        if mine is None:
+            ab, ids = _grid_buffers(self.n)
+            mine = types.SimpleNamespace(
+                keys=np.empty(2 * self.n, np.uint64), weights=np.empty(max(self.r, 1), np.float32),
+                ab=ab, id=ids, acc=np.zeros(self.n, np.int64),
+            )  # fmt: skip
+            with self._lock:
+                self.accs.append(mine.acc)
+            self._local.buffers = mine
+        return mine
 
 
 _ONE = 2.0**32  # fixed point: score changes in units of 2^-32
@@ -165,14 +178,13 @@ def run(
         raise RuntimeError(f"ZCore's CPU path is unavailable: {reason}")
     n, d = tables.n, tables.xt.shape[0]
     threads = default_threads() if threads is None else int(threads)
-    accs: list[np.ndarray] = []
-    scratch = _Scratch(n, r, accs, threading.Lock())
+    scratch = _Scratch(n, r)
     metric_code = 0 if metric == "l1" else 1
     stop = start + num_samples
     firsts = list(range(start, stop, batch))
 
     def walk(dims, anchors, samples):
-        s = scratch
+        s = scratch.get()
         code = lib.gjz_zcore_samples(
             _ptr(tables.xt), _ptr(tables.order), _ptr(tables.sorted), _ptr(tables.strip), n,
             _ptr(dims), _ptr(anchors), _ptr(samples), samples.shape[0], metric_code, exponent, r,
@@ -200,7 +212,7 @@ def run(
             parts = np.array_split(by_pair, max(1, min(count, 8 * threads)))
             list(pool.map(functools.partial(walk, dims, anchors), parts))
     total = np.zeros(n, np.int64)
-    for acc in accs:
+    for acc in scratch.accs:
         total += acc
     return (scores.astype(np.float64) + total / _ONE).astype(np.float32)
 
