@@ -157,6 +157,56 @@ def _replicate(a, mesh):
     return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
+ROWS = "rows"
+"""Spec marker for ``on_mesh``: the argument / result is row-sharded over the mesh axis."""
+ALL = "all"
+"""Spec marker for ``on_mesh``: the argument / result is the same on every device."""
+
+
+def _spec(marker, axis):
+    if marker == ROWS:
+        return P(axis)
+    if marker == ALL:
+        return P()
+    raise ValueError(f"on_mesh specs are ROWS or ALL, got {marker!r}")
+
+
+def on_mesh(body, mesh, in_specs, out_specs):
+    """``body(*args, axis=...)`` as a function of ``args``: one body, one device or a mesh.
+
+    Without a mesh, ``body`` runs on the arrays as they are with ``axis=None`` (the collectives
+    of ``kernels.collective`` are then plain array operations). With a 1-D mesh it runs under
+    ``jax.shard_map`` with ``axis`` the mesh axis name: arguments and results marked ``ROWS`` are
+    row-sharded (pad them first, ``shard_rows``), those marked ``ALL`` replicated. ``in_specs``
+    and ``out_specs`` are pytrees of markers matching the arguments (a tuple) and the results.
+    Call it inside the caller's ``jax.jit`` (with ``mesh`` static).
+    """
+    if mesh is None:
+        return lambda *args: body(*args, axis=None)
+    axis, _ = mesh_axis(mesh)
+    to_spec = lambda tree: jax.tree.map(lambda m: _spec(m, axis), tree)  # noqa: E731
+    return jax.shard_map(
+        partial(body, axis=axis),
+        mesh=mesh,
+        in_specs=to_spec(tuple(in_specs)),
+        out_specs=to_spec(out_specs),
+        check_vma=False,
+    )
+
+
+def replicate(a, mesh):
+    """``a`` on every device of ``mesh`` (every process passes the same value); ``a`` as it is
+    without a mesh."""
+    if mesh is None:
+        return a
+    return _replicate(a, mesh)
+
+
+def unpad(a, n: int):
+    """The first ``n`` rows of ``a`` (drops the padding ``shard_rows`` added)."""
+    return a if a.shape[0] == n else a[:n]
+
+
 # --- inside shard_map: helpers on the local block ----------------------------------------------
 
 
