@@ -19,10 +19,17 @@ Example::
 
 or simply ``resumable_loop(step_fn, init_state, num_steps, path, config=..., every_steps=100)``.
 PRNG keys in the state should be raw ``jax.random.key_data`` arrays (uint32), not typed keys.
+
+One writer per directory: a :class:`Checkpointer` holds an OS file lock on the directory (local
+paths) from its creation to :meth:`Checkpointer.close`; a second one on the same directory raises
+``goldener_jax._locks.LockedError`` naming the holder. A killed process's lock goes with it.
+A checkpoint that cannot be read raises :class:`CheckpointCorruptError` saying which one and what
+to do; a save that fails for a full disk raises an ``OSError`` saying so.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -34,11 +41,63 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-__all__ = ["CheckpointMismatchError", "Checkpointer", "resumable_loop"]
+from goldener_jax import _locks
+from goldener_jax._locks import LockedError as LockedError
+
+__all__ = [
+    "CheckpointCorruptError",
+    "CheckpointMismatchError",
+    "Checkpointer",
+    "LockedError",
+    "resumable_loop",
+]
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoints at a path were written with another loop config."""
+
+
+class CheckpointCorruptError(ValueError):
+    """A checkpoint's files are damaged (changed, truncated or missing) and cannot be restored."""
+
+
+# TensorStore status codes and parse errors that mean damaged files, not a structure mismatch.
+_DAMAGE_TOKENS = (
+    "DATA_LOSS",
+    "OUT_OF_RANGE",
+    "NOT_FOUND",
+    "FAILED_PRECONDITION",
+    "Error reading",
+    "Error opening",
+    "JSON",
+    "decode",
+)
+
+
+def _state_digest(state) -> str:
+    """BLAKE2b of every leaf of ``state`` (dtype, shape, bytes) in tree order."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for leaf in jax.tree.leaves(state):
+        if isinstance(leaf, jax.Array) and jax.numpy.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        value = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{value.dtype.str}|{value.shape}|".encode())
+        h.update(value.tobytes())
+    return h.hexdigest()
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            return True
+        if "No space left on device" in str(e) or "RESOURCE_EXHAUSTED" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _json_config(config: Any) -> Any:
@@ -97,7 +156,10 @@ class Checkpointer:
             raise TypeError(f"path must be a directory path or URL (str), got {path!r}")
         if "://" not in path:
             if os.path.exists(path) and not os.path.isdir(path):
-                raise ValueError(f"path {path!r} is an existing file; checkpoints need a directory")
+                raise ValueError(
+                    f"checkpoint directory {path!r} is an existing file; checkpoints need a "
+                    "directory (give a new or existing directory path)"
+                )
             path = os.path.abspath(path)
         self.path = path
         self.config = _json_config(config)
@@ -108,13 +170,31 @@ class Checkpointer:
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an int >= 1, got {keep!r}")
         self._clock = clock
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        self._manager = None
+        # One writer per directory (process 0 of a multi-process run holds it for all).
+        self._lock = (
+            _locks.lock_directory(path, "checkpoint directory")
+            if jax.process_index() == 0
+            else None
         )
-        self._manager = ocp.CheckpointManager(path, options=options, item_names=("state", "config"))
-        self._check_config(overwrite)
+        try:
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+            )
+            self._manager = ocp.CheckpointManager(
+                path, options=options, item_names=("state", "config", "integrity")
+            )
+            self._check_config(overwrite)
+        except BaseException:
+            self._release()
+            raise
         self._last_step = self._manager.latest_step()
         self._last_time = clock()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _check_config(self, overwrite: bool) -> None:
         for step in self._manager.all_steps():
@@ -127,7 +207,8 @@ class Checkpointer:
                 # old step past `keep` (it removes files one by one): not a checkpoint to resume
                 # from. Dropping it costs at most the steps since the previous checkpoint.
                 warnings.warn(
-                    f"checkpoint {step} in {self.path!r} is incomplete ({e}); removing it",
+                    f"checkpoint {step} in {self.path!r} is incomplete or corrupt ({e}); removing "
+                    "it, resuming from the previous checkpoint",
                     RuntimeWarning,
                     stacklevel=3,
                 )
@@ -164,16 +245,70 @@ class Checkpointer:
             restored = self._manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
             ).state
-        except ValueError as e:
-            raise ValueError(
-                f"checkpoint {step} in {self.path!r} does not match the structure of `like`: {e}"
+        except Exception as e:  # Orbax / TensorStore raise many types for damaged files
+            text = str(e).split("[tensorstore_spec=")[0].strip().splitlines()
+            text = (text[0] if text else "")[:300]
+            damaged = not isinstance(e, ValueError) or isinstance(
+                e, (UnicodeDecodeError, json.JSONDecodeError)
+            )
+            damaged = damaged or any(token in str(e) for token in _DAMAGE_TOKENS)
+            if not damaged:
+                raise ValueError(
+                    f"checkpoint {step} in {self.path!r} does not match the structure of "
+                    f"`like`: {text}"
+                ) from e
+            raise self._corrupt(
+                step, f"its files cannot be read ({type(e).__name__}: {text})"
             ) from e
+        expected = self._saved_digest(step)
+        if expected == "":
+            raise self._corrupt(step, "its integrity record (the saved state's digest) is damaged")
+        if expected is not None and _state_digest(restored) != expected:
+            raise self._corrupt(step, "its arrays differ from what was saved (digest mismatch)")
         treedef = jax.tree.structure(like)
+        for r, lk in zip(jax.tree.leaves(restored), jax.tree.leaves(like), strict=True):
+            if tuple(np.shape(r)) != tuple(np.shape(lk)):
+                raise ValueError(
+                    f"checkpoint {step} in {self.path!r} does not match the structure of `like`: "
+                    f"an array of shape {tuple(np.shape(r))} was saved where `like` has "
+                    f"{tuple(np.shape(lk))}; use the same config (put shapes in it) or another "
+                    "directory"
+                )
         leaves = [
             jax.numpy.asarray(r) if isinstance(lk, jax.Array) else r
             for r, lk in zip(jax.tree.leaves(restored), jax.tree.leaves(like), strict=True)
         ]
         return jax.tree.unflatten(treedef, leaves), int(step)
+
+    def _corrupt(self, step: int, what: str) -> CheckpointCorruptError:
+        older = [s for s in self._manager.all_steps() if s < step]
+        fix = (
+            f"delete {os.path.join(str(self.path), str(step))!r} to resume from checkpoint "
+            f"{max(older)}, or pass overwrite=True / use another directory to start over"
+            if older
+            else "delete the directory (or pass overwrite=True) to start over"
+        )
+        return CheckpointCorruptError(
+            f"checkpoint {step} in {self.path!r} is corrupt: {what}; {fix}"
+        )
+
+    def _saved_digest(self, step: int) -> str | None:
+        """The state digest saved with checkpoint ``step`` (None for checkpoints saved before
+        digests were recorded: they restore unchecked)."""
+        try:
+            saved = self._manager.restore(
+                step, args=ocp.args.Composite(integrity=ocp.args.JsonRestore())
+            ).integrity
+        except Exception:  # noqa: BLE001 - no integrity item (older checkpoint) or unreadable
+            return None if not self._has_item(step, "integrity") else ""
+        if not isinstance(saved, dict) or not isinstance(saved.get("state_digest"), str):
+            return ""  # present but damaged: never equal to a digest
+        return saved["state_digest"]
+
+    def _has_item(self, step: int, item: str) -> bool:
+        if "://" in str(self.path):
+            return True
+        return os.path.exists(os.path.join(str(self.path), str(step), item))
 
     def should_save(self, step: int) -> bool:
         last = self._last_step if self._last_step is not None else 0
@@ -198,21 +333,61 @@ class Checkpointer:
         if step in self._manager.all_steps():
             self._last_step, self._last_time = step, self._clock()
             return
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(self.config)
-            ),
-            force=True,
-        )
+        with self._saving(step):
+            self._manager.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state),
+                    config=ocp.args.JsonSave(self.config),
+                    # Orbax stores arrays without checksums: a flipped byte would restore as a
+                    # silently different state. The digest makes restore() refuse it.
+                    integrity=ocp.args.JsonSave(
+                        {"format": 1, "state_digest": _state_digest(state)}
+                    ),
+                ),
+                force=True,
+            )
         self._last_step, self._last_time = step, self._clock()
 
+    def _saving(self, step):
+        """Turns a full disk, however Orbax / TensorStore report it, into one clear OSError."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def guard():
+            try:
+                yield
+            except Exception as e:
+                if not _is_disk_full(e):
+                    raise
+                latest = self._last_step
+                resume = (
+                    f"a rerun resumes from checkpoint {latest}"
+                    if latest is not None
+                    else "a rerun starts over"
+                )
+                which = f"checkpoint {step}" if step is not None else "a checkpoint"
+                raise OSError(
+                    errno.ENOSPC,
+                    f"goldener-jax: no space left on device while saving {which} to "
+                    f"{self.path!r}; free space or give another checkpoint directory, then run "
+                    f"the same call again ({resume})",
+                ) from e
+
+        return guard()
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        with self._saving(None):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            if self._manager is not None:
+                with self._saving(None):
+                    self._manager.wait_until_finished()
+                self._manager.close()
+        finally:
+            self._release()
 
     def __enter__(self) -> Checkpointer:
         return self

@@ -1,20 +1,62 @@
-"""The ``goldener-jax`` command."""
+"""The ``goldener-jax`` command.
+
+User errors (bad arguments, missing files, a store that does not fit, a locked directory) print
+one line on stderr and exit with status 2; ``--debug`` shows the traceback instead. ``verify``
+exits with 1 when a store is damaged (or cannot be checked). ``--quiet`` turns progress bars off.
+Every file a command writes goes under its ``--out`` directory.
+"""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
+import re
 import sys
+
+# Options that may appear anywhere on the command line (taken out before parsing).
+_GLOBAL_FLAGS = {"--debug": "debug", "--quiet": "quiet", "-q": "quiet"}
+
+
+class _UsageError(ValueError):
+    """A command-line value that does not have the expected form."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _escape_percent(parser: argparse.ArgumentParser) -> None:
+    """argparse %-formats help strings: a bare ``%`` ("95% CI") crashes ``--help``."""
+    lone = re.compile(r"%(?!%|\()")
+    for action in parser._actions:
+        if isinstance(action.help, str):
+            action.help = lone.sub("%%", action.help.replace("%%", "\0")).replace("\0", "%%")
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                if isinstance(choice.help, str):
+                    choice.help = lone.sub("%%", choice.help.replace("%%", "\0")).replace(
+                        "\0", "%%"
+                    )
+            for sub in action.choices.values():
+                _escape_percent(sub)
 
 
 def _build_parser() -> argparse.ArgumentParser:
     from goldener_jax import benchmarks
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="goldener-jax",
         description="Decide which data to label, train on, validate on and watch.",
+        epilog="Anywhere on the line: --quiet / -q (no progress bars), --debug (tracebacks).",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     demo = sub.add_parser("demo", help="run the end-to-end demo on scikit-learn's bundled digits")
     demo.add_argument(
@@ -31,6 +73,15 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_select_split(sub)
     _add_curate(sub)
     _add_evaluate(sub)
+    ver = sub.add_parser(
+        "verify",
+        help="check every chunk of a feature store (exit 1 when damaged)",
+        description="Reads every chunk of every done batch of a feature store and checks its "
+        "checksum and presence. Exit status 0: intact; 1: damaged (or a store written "
+        "before checksums, which cannot be checked); 2: not a store.",
+    )
+    ver.add_argument("store", help="feature store directory (or kvstore URL)")
+    ver.add_argument("--json", dest="json_out", default=None, help="also write the report here")
 
     bench = sub.add_parser("bench", help="benchmarks (baselines measured in the same run)")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -39,12 +90,38 @@ def _build_parser() -> argparse.ArgumentParser:
         p = bench_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         p.add_argument("--json", dest="json_out", default=None, help="also write results here")
         module.add_arguments(p)
+    _escape_percent(parser)
     return parser
 
 
+_SIZE_FORM = "a ratio in (0, 1] (0.1 or 10%) or a count (100)"
+
+
+def _parse_size(text: str):
+    """``0.1`` or ``10%`` -> ratio, ``100`` -> count; None when ``text`` is neither."""
+    text = text.strip()
+    try:
+        if text.endswith("%"):
+            return float(text[:-1]) / 100.0
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return None
+
+
 def _size(text: str):
-    """``0.1`` -> ratio, ``100`` -> count."""
-    return float(text) if any(c in text for c in ".eE") else int(text)
+    value = _parse_size(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected {_SIZE_FORM}, got {text!r}")
+    return value
+
+
+def _reduce(text: str) -> str:
+    name, sep, comps = text.partition(":")
+    if name not in ("pca", "random") or not sep or not comps.isdigit() or int(comps) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected pca:C or random:C with C a number of components >= 1 (pca:32), got {text!r}"
+        )
+    return text
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,7 +134,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exclude-label", action="append", type=int, default=None)
     p.add_argument("--metric", default="euclidean", choices=["euclidean", "sqeuclidean", "cosine"])
     p.add_argument("--chunk-size", type=int, default=None, help="vectors per random chunk")
-    p.add_argument("--reduce", default=None, help="pca:C or random:C")
+    p.add_argument("--reduce", type=_reduce, default=None, help="pca:C or random:C")
     p.add_argument("--checkpoint-dir", default=None, help="resumable progress here")
     p.add_argument(
         "--option",
@@ -107,16 +184,40 @@ def _add_curate(sub) -> None:
     cur.add_argument("--out", required=True, help="output directory (JSON + .npy)")
 
 
+def _load(path: str | None, what: str):
+    """A .npy file, with a one-line error naming the option when it cannot be read."""
+    import numpy as np
+
+    if path is None:
+        return None
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what}: no such file {path!r}")
+    try:
+        return np.load(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{what}: {path!r} is not a readable .npy file ({e})") from e
+
+
+def _progress_kw(fn, quiet: bool) -> dict:
+    """``progress=False`` for functions that take it (the library's long operations)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"progress": not quiet} if "progress" in params else {}
+
+
 def _run_curate(args) -> int:
-    import os
     import time
 
     import numpy as np
 
     from goldener_jax.curate import label_issues, near_duplicates
 
-    labels = None if args.labels is None else np.load(args.labels)
+    labels = _load(args.labels, "--labels")
     if args.source.endswith(".npy"):
+        if not os.path.isfile(args.source):
+            raise FileNotFoundError(f"source: no such file {args.source!r}")
         x = np.asarray(np.load(args.source, mmap_mode="r"))
     else:  # a store: its vectors (one per sample) and, without --labels, its labels
         from goldener_jax.store import FeatureStore
@@ -129,7 +230,14 @@ def _run_curate(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     if labels is not None:
         t0 = time.perf_counter()
-        res = label_issues(x, labels, k=args.k, metric=args.metric, weighting=args.weighting)
+        res = label_issues(
+            x,
+            labels,
+            k=args.k,
+            metric=args.metric,
+            weighting=args.weighting,
+            **_progress_kw(label_issues, args.quiet),
+        )
         seconds = time.perf_counter() - t0
         np.save(os.path.join(args.out, "label_issues.npy"), res.indices)
         with open(os.path.join(args.out, "label_issues.json"), "w") as f:
@@ -146,7 +254,12 @@ def _run_curate(args) -> int:
         print(f"wrote {os.path.join(args.out, 'label_issues.json')} and label_issues.npy")
     if args.duplicate_threshold is not None:
         t0 = time.perf_counter()
-        dup = near_duplicates(x, threshold=args.duplicate_threshold, metric=args.metric)
+        dup = near_duplicates(
+            x,
+            threshold=args.duplicate_threshold,
+            metric=args.metric,
+            **_progress_kw(near_duplicates, args.quiet),
+        )
         seconds = time.perf_counter() - t0
         with open(os.path.join(args.out, "near_duplicates.json"), "w") as f:
             json.dump({**dup.to_json(), "seconds": seconds}, f, indent=1)
@@ -174,20 +287,21 @@ def _inputs(args) -> tuple:
 
     source = args.source
     if source.endswith(".npy"):
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"source: no such file {source!r}")
         source = np.load(source, mmap_mode="r")
         source = np.asarray(source)
-    load = lambda p: None if p is None else np.load(p)  # noqa: E731
     options = {}
     for item in args.option:
         name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--option must be NAME=VALUE, got {item!r}")
+        if not sep or not name:
+            raise _UsageError(f"--option expects NAME=VALUE (num_samples=1000), got {item!r}")
         options[name] = _option_value(value)
     kw = dict(
         method=args.method,
-        labels=load(args.labels),
-        groups=load(args.groups),
-        sample_idx=load(args.sample_idx),
+        labels=_load(args.labels, "--labels"),
+        groups=_load(args.groups, "--groups"),
+        sample_idx=_load(args.sample_idx, "--sample-idx"),
         exclude_labels=args.exclude_label,
         metric=args.metric,
         chunk_size=args.chunk_size,
@@ -205,17 +319,22 @@ def _table(rows: list[tuple], header: tuple) -> str:
 
 
 def _run_select(args) -> int:
-    import os
-
     import jax
     import numpy as np
 
     from goldener_jax.select import select
 
     source, kw = _inputs(args)
-    anchors = None if args.anchors is None else np.load(args.anchors)
+    anchors = _load(args.anchors, "--anchors")
     t0 = __import__("time").perf_counter()
-    sel = select(source, args.size, key=jax.random.key(args.seed), anchors=anchors, **kw)
+    sel = select(
+        source,
+        args.size,
+        key=jax.random.key(args.seed),
+        anchors=anchors,
+        **kw,
+        **_progress_kw(select, args.quiet),
+    )
     seconds = __import__("time").perf_counter() - t0
     os.makedirs(args.out, exist_ok=True)
     np.save(os.path.join(args.out, "selection.npy"), sel.indices)
@@ -231,22 +350,23 @@ def _run_select(args) -> int:
 
 
 def _run_split(args) -> int:
-    import os
-
     import jax
     import numpy as np
 
     from goldener_jax.split import split
 
-    source, kw = _inputs(args)
     sets = {}
     for item in args.sets:
         name, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set must be NAME=SIZE, got {item!r}")
+        if not sep or not name:
+            raise _UsageError(f"--set expects NAME=SIZE (train=0.8 or train=80%), got {item!r}")
         if name in sets:
-            raise ValueError(f"set names must be unique, got {name!r} twice")
-        sets[name] = _size(value)
+            raise _UsageError(f"--set names must be unique, got {name!r} twice")
+        size = _parse_size(value)
+        if size is None:
+            raise _UsageError(f"--set {item!r}: SIZE must be {_SIZE_FORM}, got {value!r}")
+        sets[name] = size
+    source, kw = _inputs(args)
     os.makedirs(args.out, exist_ok=True)
     t0 = __import__("time").perf_counter()
     result = split(
@@ -256,6 +376,7 @@ def _run_split(args) -> int:
         leakage_threshold=args.leakage_threshold,
         manifest_path=os.path.join(args.out, "split.json"),
         **kw,
+        **_progress_kw(split, args.quiet),
     )
     seconds = __import__("time").perf_counter() - t0
     for name, idx in result.items():
@@ -280,9 +401,15 @@ def _add_evaluate(sub) -> None:
     ev = sub.add_parser(
         "evaluate", help="a saved selection against random subsets (accuracy with 95% CI, MMD)"
     )
-    ev.add_argument("vectors", help=".npy of the pool's vectors [N, d]")
-    ev.add_argument("--labels", required=True, help=".npy of the pool's labels [N]")
-    ev.add_argument("--selection", required=True, help=".npy of selected sample indices")
+    ev.add_argument(
+        "source", help="the pool: a feature store directory, or a .npy of vectors [N, d]"
+    )
+    ev.add_argument(
+        "--labels", default=None, help=".npy of the pool's labels [N] (default: the store's)"
+    )
+    ev.add_argument(
+        "--selection", required=True, help=".npy of selected sample indices (0 <= i < N)"
+    )
     ev.add_argument("--test-vectors", default=None, help=".npy of held-out vectors [M, d]")
     ev.add_argument("--test-labels", default=None, help=".npy of held-out labels [M]")
     ev.add_argument(
@@ -295,7 +422,62 @@ def _add_evaluate(sub) -> None:
     ev.add_argument("--seeds", type=int, default=10, help="random subsets (default 10)")
     ev.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key")
     ev.add_argument("--no-measures", action="store_true", help="accuracy only (no MMD etc.)")
+    ev.add_argument("--out", default=None, help="output directory (writes evaluate.json)")
     ev.add_argument("--json", dest="json_out", default=None, help="also write results here")
+
+
+def _pool(source: str, labels_path: str | None):
+    """(vectors [N, d] float32, labels [N]) from a .npy or a store (one vector per sample)."""
+    import numpy as np
+
+    labels = _load(labels_path, "--labels")
+    if source.endswith(".npy"):
+        x = _load(source, "source")
+    else:
+        from goldener_jax.store import FeatureStore
+
+        store = FeatureStore.open(source)
+        x, sample_idx = store.read_vectors()
+        if x.shape[0] != store.num_samples or not np.array_equal(
+            sample_idx, np.arange(store.num_samples)
+        ):
+            raise ValueError(
+                f"source {source!r} has {store.rows_per_sample} rows per sample; evaluate needs "
+                "one vector per sample (describe with the default vectorizer)"
+            )
+        if labels is None:
+            labels = store.read_labels()
+    if labels is None:
+        raise _UsageError(f"give --labels: the source {source!r} has no labels")
+    x = np.asarray(x, np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"source {source!r}: vectors must be [N, d], got shape {x.shape}")
+    labels = np.asarray(labels)
+    if labels.shape != (x.shape[0],):
+        raise ValueError(
+            f"--labels must have one label per sample ([{x.shape[0]}]), got shape {labels.shape}"
+        )
+    return x, labels
+
+
+def _selection(path: str, n: int):
+    import numpy as np
+
+    sel = _load(path, "--selection")
+    if sel.ndim != 1 or not (np.issubdtype(sel.dtype, np.integer) or sel.size == 0):
+        raise ValueError(
+            f"--selection must be a 1-D array of int sample indices, got {sel.dtype} {sel.shape}"
+        )
+    sel = sel.astype(np.int64)
+    bad = sel[(sel < 0) | (sel >= n)]
+    if bad.size:
+        raise ValueError(
+            f"--selection indices must be in [0, {n}) (the pool's samples), got {int(bad[0])}"
+            f"{' (negative indices are not accepted)' if bad[0] < 0 else ''}"
+        )
+    if np.unique(sel).size != sel.size:
+        raise ValueError("--selection has repeated indices; each sample is selected once")
+    return sel
 
 
 def _run_evaluate(args) -> int:
@@ -304,20 +486,19 @@ def _run_evaluate(args) -> int:
 
     from goldener_jax.evaluate import compare_to_random, comparison_table
 
-    x = np.asarray(np.load(args.vectors), np.float32)
-    labels = np.load(args.labels)
-    sel = np.load(args.selection).astype(np.int64)
+    x, labels = _pool(args.source, args.labels)
+    sel = _selection(args.selection, x.shape[0])
     if (args.test_vectors is None) != (args.test_labels is None):
-        raise ValueError("give both --test-vectors and --test-labels, or neither")
+        raise _UsageError("give both --test-vectors and --test-labels, or neither")
     if args.test_vectors is not None:
-        test_x = np.asarray(np.load(args.test_vectors), np.float32)
-        test_y = np.load(args.test_labels)
+        test_x = np.asarray(_load(args.test_vectors, "--test-vectors"), np.float32)
+        test_y = _load(args.test_labels, "--test-labels")
         pool = np.arange(x.shape[0])
     else:
         from sklearn.model_selection import train_test_split
 
         if not 0 < args.test_fraction < 1:
-            raise ValueError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
+            raise _UsageError(f"--test-fraction must be in (0, 1), got {args.test_fraction}")
         rest = np.setdiff1d(np.arange(x.shape[0]), sel)
         counts = np.unique(labels[rest], return_counts=True)[1]
         strat = labels[rest] if counts.min() >= 2 else None
@@ -326,7 +507,9 @@ def _run_evaluate(args) -> int:
         )
         test_x, test_y = x[test], labels[test]
         pool = np.setdiff1d(np.arange(x.shape[0]), test)
+        # Selected samples are never in `test`: their positions in `pool` are exact.
         sel = np.searchsorted(pool, sel)
+    kw = _progress_kw(compare_to_random, args.quiet)
     result = compare_to_random(
         x[pool],
         labels[pool],
@@ -336,17 +519,44 @@ def _run_evaluate(args) -> int:
         key=jax.random.key(args.seed),
         seeds=args.seeds,
         measures=not args.no_measures,
+        **kw,
     )
     print(f"{len(sel)} selected of {len(pool)}; {len(test_y)} test samples; {args.seeds} seeds")
     print(comparison_table(result))
-    if args.json_out:
-        with open(args.json_out, "w") as f:
+    outputs = [args.json_out] if args.json_out else []
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        outputs.append(os.path.join(args.out, "evaluate.json"))
+    for path in outputs:
+        with open(path, "w") as f:
             json.dump(result, f, indent=1)
+        print(f"wrote {path}")
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _build_parser().parse_args(argv)
+def _run_verify(args) -> int:
+    from goldener_jax.store import FeatureStore
+
+    report = FeatureStore.open(args.store).verify()
+    print(f"{args.store}: {report.summary()}")
+    for b, problems in list(report.damaged.items())[:20]:
+        print(f"  batch {b}: " + "; ".join(problems))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(
+                {
+                    "checked": report.checked,
+                    "reason": report.reason,
+                    "batches_checked": report.batches_checked,
+                    "damaged": {str(b): p for b, p in report.damaged.items()},
+                },
+                f,
+                indent=1,
+            )
+    return 0 if report.ok else 1
+
+
+def _run(args) -> int:
     if args.command == "demo":
         from goldener_jax import demo
 
@@ -360,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_curate(args)
     if args.command == "evaluate":
         return _run_evaluate(args)
+    if args.command == "verify":
+        return _run_verify(args)
     if args.command == "bench":
         from goldener_jax import benchmarks
 
@@ -369,6 +581,79 @@ def main(argv: list[str] | None = None) -> int:
                 json.dump(result, f, indent=2)
         return 0
     return 2
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) if str(e) else type(e).__name__
+    if isinstance(e, OSError) and e.strerror and e.filename and str(e.filename) not in text:
+        text = f"{e.strerror}: {e.filename!r}"
+    if isinstance(e, KeyError):
+        text = f"missing key {text}"
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command; returns the exit status (0 ok, 1 damaged / failed, 2 user error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    flags = {name: False for name in _GLOBAL_FLAGS.values()}
+    rest = []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest += argv[i:]
+            break
+        if arg in _GLOBAL_FLAGS:
+            flags[_GLOBAL_FLAGS[arg]] = True
+        else:
+            rest.append(arg)
+    args = _build_parser().parse_args(rest)
+    args.debug, args.quiet = flags["debug"] or args.debug, flags["quiet"] or args.quiet
+    with _no_progress_bars(args.quiet):
+        return _guarded(args)
+
+
+def _no_progress_bars(quiet: bool):
+    """With ``--quiet``, tqdm bars default to ``disable=True`` for the command's duration (bars
+    of callees that take no ``progress`` argument too); restored afterwards."""
+    import contextlib
+    import functools
+
+    if not quiet:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def patched():
+        import tqdm.std
+
+        original = tqdm.std.tqdm.__init__
+        tqdm.std.tqdm.__init__ = functools.partialmethod(original, disable=True)
+        try:
+            yield
+        finally:
+            tqdm.std.tqdm.__init__ = original
+
+    return patched()
+
+
+def _guarded(args) -> int:
+    if args.debug:
+        return _run(args)
+    from goldener_jax._locks import LockedError
+
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        print("goldener-jax: interrupted (run the same command again to resume)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, KeyError, OSError, LockedError) as e:
+        print(f"goldener-jax {args.command}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug, not a user error: say how to get the details
+        print(
+            f"goldener-jax {args.command}: internal error: {type(e).__name__}: {_one_line(e)} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

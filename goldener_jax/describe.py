@@ -14,11 +14,18 @@ has a mask key / ``describe`` is given a key (then ``key`` is an array of ``B`` 
 sample). An optional ``config()`` method returning a JSON-able
 dict is recorded in the manifest and used to name what differs when a store is reopened with
 another extractor.
+
+Integrity on resume: the run holds the store's lock (one writer per store, see
+``goldener_jax._locks``), re-does the done batches whose chunks are damaged
+(:meth:`FeatureStore.verify`), and compares each done batch's source digest with the source it
+is given now: changed samples are refused (:class:`SourceChangedError`) unless
+``redescribe_changed=True``.
 """
 
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from goldener_jax import _digest, _locks
 from goldener_jax.checkpoint import Checkpointer as Checkpointer
 from goldener_jax.checkpoint import CheckpointMismatchError as CheckpointMismatchError
 from goldener_jax.checkpoint import resumable_loop as resumable_loop
@@ -39,6 +47,11 @@ from goldener_jax.store import FeatureStore
 from goldener_jax.store import StoreCorruptError as StoreCorruptError
 from goldener_jax.store import StoreMismatchError as StoreMismatchError
 
+
+class SourceChangedError(StoreMismatchError):
+    """Samples a store already describes differ from the source given to a resumed describe."""
+
+
 # describe() is the entry point of this layer; the store, source and checkpoint names are
 # re-exported here so that `goldener_jax/__init__.py` imports them in one statement.
 __all__ = [
@@ -49,6 +62,7 @@ __all__ = [
     "IterableSource",
     "RandomAccessSource",
     "Source",
+    "SourceChangedError",
     "StoreCorruptError",
     "StoreMismatchError",
     "TFDSSource",
@@ -151,6 +165,58 @@ def _check_batch_keys(batch, src: Source, b: int) -> None:
             )
 
 
+def _input_spec(batch: dict, key: str) -> tuple[tuple[int, ...], str]:
+    value = np.asarray(batch[key])
+    return tuple(int(s) for s in value.shape[1:]), str(value.dtype)
+
+
+def _check_input(batch: dict, key: str, expected, b: int, where: str) -> None:
+    """Refuses a batch whose model input has another per-sample shape than ``expected`` before
+    it reaches the model (a Flax shape error deep in a trace names neither)."""
+    if expected is None:
+        return
+    got = tuple(np.shape(batch[key])[1:])
+    if got != tuple(expected):
+        raise ValueError(
+            f"batch {b}: {key!r} has per-sample shape {got}, expected {tuple(expected)} "
+            f"({where}); give inputs of one shape (resize or pad them in the source)"
+        )
+
+
+def _run_first(jstep, args, key: str, x) -> tuple:
+    try:
+        return jstep(*args)
+    except Exception as e:
+        # goldener-jax's own errors (unknown layer, bad mask, the input-shape error of
+        # features.py) are already clear: only a foreign error gets the input named.
+        tb, origin = e.__traceback__, ""
+        while tb is not None:
+            origin, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+        if f"{os.sep}goldener_jax{os.sep}" in origin:
+            raise
+        raise ValueError(
+            f"the extractor failed on batch 0, {key!r} of shape {tuple(np.shape(x))} and dtype "
+            f"{np.asarray(x).dtype}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            "; check that the inputs have the shape and dtype the model was built for"
+        ) from e
+
+
+def _changed_batches(src: Source, store: FeatureStore, batches: list[int], batch_size: int, where):
+    """Done batches whose source content differs from the digest recorded when they were
+    described (batches recorded without a digest are not checked)."""
+    stored = store.read_source_digests()
+    if stored is None or not batches:
+        return []
+    known = [b for b in batches if stored[b].any()]
+    changed = []
+    for b, batch in src.iter_batches(batch_size, known):
+        _check_batch_keys(batch, src, b)
+        _check_input(batch, src.data_key, store.layout.get("input_shape"), b, where)
+        if _digest.batch_digest(batch, src.keys) != stored[b].tobytes():
+            changed.append(b)
+    return changed
+
+
 def describe(
     source,
     extractor,
@@ -168,6 +234,8 @@ def describe(
     overwrite: bool = False,
     progress: bool = True,
     max_in_flight: int = 2,
+    check_source: bool = True,
+    redescribe_changed: bool = False,
 ) -> FeatureStore:
     """Describes every sample of ``source`` with ``extractor`` into the store at ``path``.
 
@@ -194,6 +262,11 @@ def describe(
         overwrite: Start over when ``path`` holds a store written with another configuration.
         progress: Show a tqdm bar (done / total batches, rows/s, skipped batches).
         max_in_flight: Batches computed but not yet written that may be queued (bounds memory).
+        check_source: On resume, read the source's already-described batches again and compare
+            them with the digests recorded when they were described (costs one read of those
+            batches, no model call). False trusts the source.
+        redescribe_changed: Re-describe the batches whose source changed instead of raising
+            :class:`SourceChangedError`.
 
     Returns:
         The :class:`FeatureStore`.
@@ -201,6 +274,8 @@ def describe(
     Raises:
         StoreMismatchError: ``path`` holds a store from another extractor / source / layout.
         StoreCorruptError: The manifest at ``path`` is unreadable.
+        SourceChangedError: Resuming, already-described samples differ from ``source``.
+        goldener_jax._locks.LockedError: Another run is writing to ``path``.
         OSError: A write failed (the batch in question is not marked done).
     """
     src = as_source(
@@ -220,8 +295,28 @@ def describe(
     n = len(src)
     if n == 0:
         raise ValueError(f"source {src.name!r} is empty; nothing to describe")
-
+    proc, nproc = jax.process_index(), jax.process_count()
     existing = None if overwrite else FeatureStore.peek_manifest(path)
+    # One writer per store: process 0 of a run holds the lock until describe returns (the other
+    # processes of the same run write their own batches under it).
+    lock = _locks.lock_directory(path, "feature store") if proc == 0 else None
+    try:
+        return _describe(
+            src, extractor, path, fingerprint, config, existing,
+            batch_size=batch_size, dtype=dtype, key=key, overwrite=overwrite,
+            progress=progress, max_in_flight=max_in_flight, check_source=check_source,
+            redescribe_changed=redescribe_changed, proc=proc, nproc=nproc,
+        )  # fmt: skip
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _describe(
+    src, extractor, path, fingerprint, config, existing, *, batch_size, dtype, key, overwrite,
+    progress, max_in_flight, check_source, redescribe_changed, proc, nproc,
+) -> FeatureStore:  # fmt: skip
+    n = len(src)
     if batch_size is None:
         batch_size = existing["layout"]["batch_size"] if existing else _DEFAULT_BATCH_SIZE
     if (
@@ -233,7 +328,6 @@ def describe(
     batch_size = int(batch_size)
     num_batches = src.num_batches(batch_size)
     source_fp = src.fingerprint()
-    proc, nproc = jax.process_index(), jax.process_count()
 
     jstep = _jitted_step(extractor, dtype)
 
@@ -249,7 +343,7 @@ def describe(
         _check_batch_keys(first, src, b0)
         # Computing batch 0 gives the output shape (dispatch is asynchronous) and is not
         # wasted: a new store needs it.
-        out = jstep(*inputs(b0, first))
+        out = _run_first(jstep, inputs(b0, first), src.data_key, first[src.data_key])
         _, rows_per_sample, dim = out[0].shape
         manifest = FeatureStore.build_manifest(
             extractor_fingerprint=fingerprint,
@@ -262,6 +356,7 @@ def describe(
             batch_size=batch_size,
             labels=_label_spec(first, src.label_key, "labels"),
             groups=_label_spec(first, src.group_key, "groups"),
+            input_spec=_input_spec(first, src.data_key),
         )
         probe = (b0, first, out)
     store = None
@@ -286,8 +381,45 @@ def describe(
 
     done = store.done_batches()
     mine = [b for b in range(num_batches) if b % nproc == proc]
+    redo: list[int] = []
+    if existing is not None:
+        import warnings
+
+        done_mine = [b for b in mine if done[b]]
+        report = store.verify(done_mine)
+        if report.damaged:
+            warnings.warn(
+                f"store {path!r}: re-describing {len(report.damaged)} damaged batches "
+                f"({report.summary()})",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            redo += list(report.damaged)
+        if check_source:
+            intact = [b for b in done_mine if b not in report.damaged]
+            where = f"the shape store {path!r} was described from"
+            changed = _changed_batches(src, store, intact, batch_size, where)
+            if changed and not redescribe_changed:
+                s0, s1 = store.batch_samples(changed[0])
+                raise SourceChangedError(
+                    f"the source differs from the one store {path!r} was described from: "
+                    f"{len(changed)} described batches changed (first: batch {changed[0]}, "
+                    f"samples {s0}..{s1 - 1}); pass redescribe_changed=True to describe them "
+                    "again, overwrite=True to start over, or give the original data"
+                )
+            redo += changed
+        if redo:
+            # Flags first: a run killed while rewriting never leaves these batches done.
+            store.discard_batches(redo)
+            done = store.done_batches()
     pending = [b for b in mine if not done[b]]
     skipped = len(mine) - len(pending)
+    layout_input = store.layout.get("input_shape")
+    where = (
+        f"the shape store {path!r} was described from"
+        if existing is not None
+        else "the shape of batch 0"
+    )
     r = store.rows_per_sample
 
     bar = None
@@ -296,10 +428,10 @@ def describe(
 
         bar = tqdm(total=len(mine), initial=skipped, desc="describe", unit="batch")
         bar.set_postfix(rows_s="-", skipped=skipped)
-    lock = threading.Lock()
+    stats_lock = threading.Lock()
     stats = {"rows": 0, "t0": time.perf_counter()}
 
-    def write(b: int, out, n_b: int, lab, grp) -> None:
+    def write(b: int, out, n_b: int, lab, grp, digest) -> None:
         vectors, valid = (np.asarray(a) for a in out)  # waits for the device
         vectors, valid = vectors[:n_b], valid[:n_b]
         if vectors.shape[1:] != (r, store.dim):
@@ -315,9 +447,14 @@ def describe(
                 f"{b * batch_size + bad}); check the input data and preprocessing"
             )
         store.write_batch(
-            b, vectors.reshape(n_b * r, -1), valid.reshape(-1), labels=lab, groups=grp
+            b,
+            vectors.reshape(n_b * r, -1),
+            valid.reshape(-1),
+            labels=lab,
+            groups=grp,
+            source_digest=digest,
         )
-        with lock:
+        with stats_lock:
             stats["rows"] += n_b * r
             if bar is not None:
                 rate = stats["rows"] / max(time.perf_counter() - stats["t0"], 1e-9)
@@ -345,9 +482,11 @@ def describe(
                 )
             lab = None if src.label_key is None else batch[src.label_key]
             grp = None if src.group_key is None else batch[src.group_key]
+            _check_input(batch, src.data_key, layout_input, b, where)
+            digest = _digest.batch_digest(batch, src.keys)
             if out is None:
                 out = jstep(*inputs(b, batch))  # asynchronous dispatch
-            inflight.append(writer.submit(write, b, out, n_b, lab, grp))
+            inflight.append(writer.submit(write, b, out, n_b, lab, grp, digest))
             while len(inflight) > max_in_flight:
                 inflight.popleft().result()
         while inflight:

@@ -197,6 +197,27 @@ def _train_mode_error(e: Exception) -> ValueError:
     )
 
 
+def _input_shape_error(e: Exception, x) -> ValueError | None:
+    """A clear error for a model run on inputs of another shape than it was built for (Flax
+    reports it deep inside a layer, as a parameter shape or a dot_general / conv mismatch)."""
+    import flax.errors
+
+    text = str(e)
+    shape_words = ("shape", "dimension", "contracting", "incompatible")
+    if not (
+        isinstance(e, flax.errors.ScopeParamShapeError)
+        or (isinstance(e, (TypeError, ValueError)) and any(w in text for w in shape_words))
+    ):
+        return None
+    first = text.splitlines()[0] if text else type(e).__name__
+    return ValueError(
+        f"the model cannot run on input x of shape {tuple(x.shape)} (dtype {x.dtype}): the "
+        f"input does not have the shape the model was built for ({type(e).__name__}: {first}); "
+        "give inputs of the shape used at model.init (resize, crop or pad them, or fix the "
+        "channel axis)"
+    )
+
+
 def _run_linen(model, variables, x, targets, method, apply_kwargs):
     import flax.errors
     import flax.linen as nn
@@ -222,6 +243,11 @@ def _run_linen(model, variables, x, targets, method, apply_kwargs):
             model.apply(variables, x, **kwargs)
     except (flax.errors.ModifyScopeVariableError, flax.errors.InvalidRngError) as e:
         raise _train_mode_error(e) from e
+    except (flax.errors.ScopeParamShapeError, TypeError, ValueError) as e:
+        clear = _input_shape_error(e, x)
+        if clear is None:
+            raise
+        raise clear from e
     return records
 
 
@@ -288,6 +314,11 @@ def _run_nnx(model, variables, x, targets, method, apply_kwargs):
         # Inside nnx.capture (collecting nothing) the model's own `sow` calls are dropped
         # instead of being stored on the module.
         nnx.capture(forward)(private, x)
+    except (TypeError, ValueError) as e:
+        clear = _input_shape_error(e, x)
+        if clear is None:
+            raise
+        raise clear from e
     finally:
         _NNX_ACTIVE.reset(token)
     records.called = set(modules)

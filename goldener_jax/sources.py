@@ -11,7 +11,8 @@ Kinds of source:
 * :class:`ArraySource` -- a NumPy array or a dict of arrays (random access).
 * :class:`RandomAccessSource` -- anything with ``__len__`` and ``__getitem__(i) -> dict`` (one
   sample), e.g. ``tfds.data_source(...)`` or a grain ``MapDataset``. Random access means a resumed
-  run reads only the batches still missing.
+  run computes only the batches still missing (it reads the done ones once more, without
+  computing them, to check their source digests unless ``describe(check_source=False)``).
 * :class:`TFDSSource` -- a TFDS dataset by name / split / data_dir through ``tfds.data_source``.
 * :class:`IterableSource` -- any *re-iterable* of batches (``dict[str, np.ndarray]`` of any batch
   sizes). Iterating twice must give the same samples in the same order; the source re-batches
@@ -100,7 +101,8 @@ class Source:
 
     @property
     def random_access(self) -> bool:
-        """True when batches can be read in any order (a resumed run reads only what is missing)."""
+        """True when batches can be read in any order (a resumed run computes only what is
+        missing)."""
         return True
 
     def fingerprint(self) -> dict:

@@ -10,6 +10,8 @@ Layout under ``path`` (a local directory or any TensorStore kvstore URL: ``file:
     labels/         zarr v3 [N] int or [N, L] multi-hot  (only when the source has labels)
     groups/         zarr v3 [N] int                      (only when the source has groups)
     done/           zarr v3 [num_batches] uint8          -- 1 once a batch is fully written
+    source_digest/  zarr v3 [num_batches, 16] uint8      -- BLAKE2b of the source batch described
+    .goldener-jax.lock                                   -- flock of the run writing (describe)
 
 Row layout: every sample owns ``R`` consecutive rows (``R`` = rows per sample of the extractor,
 ``Nv = N * R``); a sample whose mask yields fewer valid rows keeps its slots, the unused ones
@@ -21,25 +23,43 @@ Chunks: one chunk per batch along the row axis (``batch_size * R`` rows, all ``D
 that no other batch touches (no read-modify-write, safe for several processes writing disjoint
 batches). Writes are ordered data-then-flag: a batch's ``done`` flag is written only after all
 its data writes are committed, so a killed run never leaves a batch marked done with missing data.
+
+Integrity: every array has zarr v3's ``crc32c`` codec (a checksum in each chunk file) and chunks
+equal to the fill value are stored too, so a done batch ``b`` has written exactly chunk ``b`` (along
+the first axis) of every array, recorded as the manifest's ``integrity`` section
+(:meth:`FeatureStore.batch_chunk_keys`). A flipped or truncated chunk fails its checksum, a
+deleted one is missing from the listing: :meth:`FeatureStore.verify` reports both per batch, reads
+raise :class:`StoreCorruptError` naming the batch, and ``describe`` re-does the damaged batches.
+Stores written before checksums (no ``integrity`` section) open and read as before, but
+``verify`` says it cannot check them (describe them again with ``overwrite=True`` to add it).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
-from typing import Any
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
 
 import numpy as np
 import tensorstore as ts
 
-__all__ = ["FeatureStore", "StoreMismatchError", "StoreCorruptError"]
+__all__ = ["FeatureStore", "IntegrityReport", "StoreCorruptError", "StoreMismatchError"]
 
 SCHEMA_VERSION = 1
 FORMAT = "goldener-jax.feature-store"
 MANIFEST = "manifest.json"
-_ARRAY_NAMES = ("vectors", "sample_idx", "valid", "labels", "groups", "done")
+_ARRAY_NAMES = ("vectors", "sample_idx", "valid", "labels", "groups", "done", "source_digest")
 _VECTOR_DTYPES = ("float32", "bfloat16")
+_LOCK_NAME = ".goldener-jax.lock"  # goldener_jax._locks.LOCK_NAME (checked by the lock tests)
+SOURCE_DIGEST_BYTES = 16
+_INTEGRITY = {
+    "checksum": "crc32c",
+    "fill_chunks_stored": True,
+    "batch_chunks": "batch b writes chunk b along the first axis of every array",
+}
+_REPAIR = "run describe again: it re-does damaged batches (goldener-jax verify STORE lists them)"
 
 
 class StoreMismatchError(ValueError):
@@ -47,7 +67,56 @@ class StoreMismatchError(ValueError):
 
 
 class StoreCorruptError(ValueError):
-    """The store's manifest or arrays cannot be read as a goldener-jax feature store."""
+    """The store's manifest or arrays cannot be read as a goldener-jax feature store, or a chunk
+    of a done batch is damaged (checksum mismatch, truncated, missing). ``batches`` lists the
+    damaged batches when known."""
+
+    def __init__(self, message: str, batches: Iterable[int] = ()):
+        super().__init__(message)
+        self.batches = sorted(set(int(b) for b in batches))
+
+
+class IntegrityReport(NamedTuple):
+    """What :meth:`FeatureStore.verify` found.
+
+    Attributes:
+      checked: False when the store has no checksums (written before them): nothing was checked.
+      reason: why nothing was checked (empty when ``checked``).
+      batches_checked: number of done batches whose chunks were read.
+      damaged: ``{batch: [problem, ...]}`` for every damaged batch (each problem names the chunk).
+      batches_not_done: batches not written yet (not damage: ``describe`` computes them).
+    """
+
+    checked: bool
+    reason: str
+    batches_checked: int
+    damaged: dict[int, list[str]]
+    batches_not_done: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.checked and not self.damaged
+
+    def summary(self) -> str:
+        """One line: ``ok: ...``, ``damaged: ...`` or ``cannot check: ...``."""
+        if not self.checked:
+            return f"cannot check: {self.reason}"
+        pending = (
+            f"; {self.batches_not_done} batches not done yet (run describe to finish)"
+            if self.batches_not_done
+            else ""
+        )
+        if not self.damaged:
+            return (
+                f"ok: {self.batches_checked} done batches, every chunk present and intact{pending}"
+            )
+        bad = sorted(self.damaged)
+        first = self.damaged[bad[0]][0]
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        return (
+            f"damaged: {len(bad)} of {self.batches_checked} done batches ({shown}; first: "
+            f"{first}); {_REPAIR}"
+        )
 
 
 def _fspath(path):
@@ -85,15 +154,29 @@ def _sub(kvspec: dict, name: str) -> dict:
     return {**kvspec, "path": kvspec.get("path", "") + name + "/"}
 
 
-def _zarr3_metadata(shape, chunk, dtype: str, fill) -> dict:
+def _zarr3_metadata(shape, chunk, dtype: str, fill, checksum: bool = False) -> dict:
+    codecs = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if checksum:
+        codecs.append({"name": "crc32c"})
     return {
         "shape": list(shape),
         "data_type": dtype,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
         "chunk_key_encoding": {"name": "default"},
-        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "codecs": codecs,
         "fill_value": fill,
     }
+
+
+_CHUNK_KEY = re.compile(
+    r"(?:^|/)(vectors|sample_idx|valid|labels|groups|done|source_digest)/c/(\d+)"
+)
+
+
+def _chunk_of_error(e: BaseException) -> tuple[str, int] | None:
+    """(array, chunk index along axis 0) named in a TensorStore error, if any."""
+    m = _CHUNK_KEY.search(str(e))
+    return (m.group(1), int(m.group(2))) if m else None
 
 
 def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -189,6 +272,7 @@ class FeatureStore:
     @classmethod
     def _open_arrays(cls, kvspec, manifest, path, *, create: bool) -> dict:
         futures = {}
+        checksum = bool(manifest.get("integrity"))
         for name, meta in manifest["arrays"].items():
             if meta is None:
                 futures[name] = None
@@ -197,9 +281,13 @@ class FeatureStore:
                 "driver": "zarr3",
                 "kvstore": _sub(kvspec, name),
                 "metadata": _zarr3_metadata(
-                    meta["shape"], meta["chunk_shape"], meta["dtype"], meta["fill_value"]
+                    meta["shape"], meta["chunk_shape"], meta["dtype"], meta["fill_value"], checksum
                 ),
             }
+            if checksum:
+                # A done batch then always has its chunk, even an all-zero one: a missing chunk
+                # is damage, not "equal to the fill value".
+                spec["store_data_equal_to_fill_value"] = True
             futures[name] = ts.open(spec, open=True, create=create)  # opened concurrently
         arrays = {}
         for name, future in futures.items():
@@ -225,8 +313,10 @@ class FeatureStore:
         batch_size: int,
         labels: tuple[tuple[int, ...], str] | None = None,
         groups: tuple[tuple[int, ...], str] | None = None,
+        input_spec: tuple[tuple[int, ...], str] | None = None,
     ) -> dict:
-        """The manifest of a new store; ``labels`` / ``groups`` are (per-sample shape, dtype)."""
+        """The manifest of a new store; ``labels`` / ``groups`` / ``input_spec`` (the model
+        input) are (per-sample shape, dtype)."""
         if dtype not in _VECTOR_DTYPES:
             raise ValueError(f"dtype must be one of {_VECTOR_DTYPES}, got {dtype!r}")
         for name, value in (
@@ -272,6 +362,12 @@ class FeatureStore:
             },
             "labels": None,
             "groups": None,
+            "source_digest": {
+                "shape": [max(num_batches, 0), SOURCE_DIGEST_BYTES],
+                "chunk_shape": [1, SOURCE_DIGEST_BYTES],
+                "dtype": "uint8",
+                "fill_value": 0,
+            },
         }
         for name, spec in (("labels", labels), ("groups", groups)):
             if spec is None:
@@ -288,9 +384,16 @@ class FeatureStore:
             json.dumps(extractor_config)
         except TypeError as e:
             raise TypeError(f"extractor config must be JSON-able: {e}") from e
+        layout_input = {}
+        if input_spec is not None:
+            layout_input = {
+                "input_shape": [int(s) for s in input_spec[0]],
+                "input_dtype": str(input_spec[1]),
+            }
         return {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
+            "integrity": dict(_INTEGRITY),
             "extractor": {"fingerprint": str(extractor_fingerprint), "config": extractor_config},
             "source": dict(source),
             "layout": {
@@ -302,6 +405,7 @@ class FeatureStore:
                 "batch_size": b,
                 "num_batches": num_batches,
                 "row_layout": "fixed: rows [i*R, (i+1)*R) belong to sample i; valid marks padding",
+                **layout_input,
             },
             "arrays": arrays,
         }
@@ -326,7 +430,8 @@ class FeatureStore:
                 path, kvspec, existing, cls._open_arrays(kvspec, existing, path, create=True)
             )
         keys = [k.decode() for k in kv.list().result()]
-        foreign = [k for k in keys if k.split("/", 1)[0] not in (*_ARRAY_NAMES, MANIFEST)]
+        own = (*_ARRAY_NAMES, MANIFEST, _LOCK_NAME)
+        foreign = [k for k in keys if k.split("/", 1)[0] not in own]
         if foreign and not overwrite:
             raise ValueError(
                 f"path {path!r} is not empty and holds no feature store (found e.g. "
@@ -334,7 +439,7 @@ class FeatureStore:
             )
         # Manifest first, arrays after: a run killed in between finds the manifest and creates
         # the missing arrays (open=True, create=True) on the next call.
-        if len(keys) > len(foreign):
+        if len([k for k in keys if k != _LOCK_NAME]) > len(foreign):
             cls._delete(kv)  # leftovers of an interrupted overwrite, if any
         kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
@@ -470,11 +575,47 @@ class FeatureStore:
         start, stop = self.batch_samples(b)
         return start * self.rows_per_sample, stop * self.rows_per_sample
 
+    def _batch_index(self, name: str, b: int):
+        """The slice of array ``name`` that batch ``b`` writes (its chunk ``b``)."""
+        if name in ("vectors", "sample_idx", "valid"):
+            return slice(*self.batch_rows(b))
+        if name in ("labels", "groups"):
+            return slice(*self.batch_samples(b))
+        return slice(b, b + 1)  # done, source_digest: one entry per batch
+
+    def batch_chunk_keys(self, b: int) -> dict[str, str]:
+        """``{array: key}`` of every chunk that batch ``b`` writes, relative to the store root
+        (stores with checksums: each array is chunked so that batch ``b`` owns chunk ``b``)."""
+        self.batch_samples(b)  # range check
+        return {
+            name: f"{name}/c/" + "/".join([str(b)] + ["0"] * (array.rank - 1))
+            for name, array in self._arrays.items()
+            if array is not None
+        }
+
+    @property
+    def has_checksums(self) -> bool:
+        """Whether the chunks carry ``crc32c`` checksums (stores written since they exist)."""
+        return bool(self.manifest.get("integrity"))
+
     def done_batches(self) -> np.ndarray:
-        """Bool array ``[num_batches]``: True where the batch is fully written."""
+        """Bool array ``[num_batches]``: True where the batch is fully written. A done flag whose
+        chunk is damaged counts as not done (describe re-does that batch)."""
         if self.num_batches == 0:
             return np.zeros((0,), bool)
-        return self._arrays["done"].read().result().astype(bool)
+        done = self._arrays["done"]
+        try:
+            return done.read().result().astype(bool)
+        except ValueError:
+            pass
+        futures = [done[b].read() for b in range(self.num_batches)]
+        flags = np.zeros(self.num_batches, bool)
+        for b, future in enumerate(futures):
+            try:
+                flags[b] = bool(future.result())
+            except ValueError:
+                flags[b] = False
+        return flags
 
     def is_complete(self) -> bool:
         return bool(self.done_batches().all())
@@ -487,6 +628,7 @@ class FeatureStore:
         *,
         labels=None,
         groups=None,
+        source_digest=None,
     ) -> None:
         """Writes batch ``b`` (data, then its done flag).
 
@@ -496,14 +638,20 @@ class FeatureStore:
             valid: Bool array ``[n_b * R]`` (or ``[n_b, R]``).
             labels: Per-sample labels ``[n_b, ...]`` when the store has them.
             groups: Per-sample group ids ``[n_b]`` when the store has them.
+            source_digest: 16 bytes identifying the source batch described (``describe``
+                checks them when it resumes); None records "unknown".
 
         Raises:
             OSError: A write failed (full disk, permissions...); the batch is not marked done.
         """
-        self.write_batch_data(b, vectors, valid, labels=labels, groups=groups)
+        self.write_batch_data(
+            b, vectors, valid, labels=labels, groups=groups, source_digest=source_digest
+        )
         self.mark_done(b)
 
-    def write_batch_data(self, b: int, vectors, valid, *, labels=None, groups=None) -> None:
+    def write_batch_data(
+        self, b: int, vectors, valid, *, labels=None, groups=None, source_digest=None
+    ) -> None:
         """Writes the rows of batch ``b`` without marking it done (see :meth:`write_batch`)."""
         r0, r1 = self.batch_rows(b)
         s0, s1 = self.batch_samples(b)
@@ -542,6 +690,18 @@ class FeatureStore:
                     f"batch {b}: {name} must have shape {list(expected)}, got {list(value.shape)}"
                 )
             writes.append((array, slice(s0, s1), value.astype(array.dtype.numpy_dtype)))
+        digest_array = self._arrays.get("source_digest")
+        if digest_array is not None:
+            digest = np.zeros(SOURCE_DIGEST_BYTES, np.uint8)
+            if source_digest is not None:
+                raw = np.frombuffer(bytes(source_digest), np.uint8)
+                if raw.shape != digest.shape:
+                    raise ValueError(
+                        f"batch {b}: source_digest must be {SOURCE_DIGEST_BYTES} bytes, "
+                        f"got {raw.size}"
+                    )
+                digest = raw
+            writes.append((digest_array, slice(b, b + 1), digest[None]))
         try:
             futures = [array[index].write(value) for array, index, value in writes]
             for future in futures:
@@ -562,34 +722,198 @@ class FeatureStore:
                 "written but it will be recomputed by the next run"
             ) from e
 
+    def mark_not_done(self, batches: Iterable[int]) -> None:
+        """Clears the done flags of ``batches`` (before re-describing them: a run killed while
+        rewriting one never leaves it flagged done over damaged or changed data)."""
+        batches = [int(b) for b in batches]
+        for b in batches:
+            self.batch_samples(b)
+        futures = [self._arrays["done"][b].write(np.uint8(0)) for b in batches]
+        for future in futures:
+            future.result()
+
+    def discard_batches(self, batches: Iterable[int]) -> None:
+        """Marks ``batches`` not done, then deletes every chunk they wrote, so that they are
+        written again from scratch (a damaged chunk of a partial last batch would otherwise be
+        read back to merge the new rows into it)."""
+        batches = sorted({int(b) for b in batches})
+        self.mark_not_done(batches)
+        kv = ts.KvStore.open(self._kvspec).result()
+        futures = [
+            kv.delete_range(ts.KvStore.KeyRange(key, key + "\0"))
+            for b in batches
+            for name, key in self.batch_chunk_keys(b).items()
+            if name != "done"
+        ]
+        for future in futures:
+            future.result()
+
+    def read_source_digests(self) -> np.ndarray | None:
+        """``uint8 [num_batches, 16]`` digests of the described source batches (rows of zeros:
+        unknown), or None for stores written before they were recorded."""
+        array = self._arrays.get("source_digest")
+        if array is None:
+            return None
+        return self._result(array.read(), "source_digest")
+
+    # ------------------------------------------------------------------ integrity
+    def _keys(self) -> set[str]:
+        kv = ts.KvStore.open(self._kvspec).result()
+        return {k.decode() for k in kv.list().result()}
+
+    def _corrupt(self, e: BaseException, name: str) -> StoreCorruptError:
+        where = _chunk_of_error(e)
+        text = str(e).split("[tensorstore_spec=")[0].strip()
+        if len(text) > 300:
+            text = text[:300] + "..."
+        if where is None:
+            return StoreCorruptError(
+                f"store {self.path!r} is damaged: reading {name!r} failed ({text}); {_REPAIR}"
+            )
+        array, b = where
+        return StoreCorruptError(
+            f"store {self.path!r} is damaged: the {array!r} chunk of batch {b} cannot be read "
+            f"({text}); {_REPAIR}",
+            batches=[b],
+        )
+
+    def _result(self, future, name: str):
+        try:
+            return future.result()
+        except ValueError as e:
+            raise self._corrupt(e, name) from e
+
+    def _check_present(self, names: Iterable[str]) -> None:
+        """Raises :class:`StoreCorruptError` when a done batch lacks a chunk of ``names``
+        (checksummed stores only: older ones did not store chunks equal to the fill value)."""
+        if not self.has_checksums or self.num_batches == 0:
+            return
+        keys = self._keys()
+        done = np.flatnonzero(self.done_batches())
+        missing = {}
+        for b in done:
+            chunk_keys = self.batch_chunk_keys(int(b))
+            for name in names:
+                if name in chunk_keys and chunk_keys[name] not in keys:
+                    missing.setdefault(int(b), chunk_keys[name])
+        if missing:
+            first = min(missing)
+            raise StoreCorruptError(
+                f"store {self.path!r} is damaged: {len(missing)} done batches have missing "
+                f"chunks (first: batch {first}, {missing[first]!r}); {_REPAIR}",
+                batches=missing,
+            )
+
+    def _check_sample_idx(self, sample_idx: np.ndarray, start: int) -> None:
+        """Rows of done batches must name their own sample (catches chunks swapped or copied
+        between batches, which their checksums cannot)."""
+        expected = (np.arange(start, start + sample_idx.size) // self.rows_per_sample).astype(
+            np.int64
+        )
+        bad = np.flatnonzero(sample_idx != expected)
+        if bad.size:
+            rows_per_batch = self.batch_size * self.rows_per_sample
+            batches = np.unique((start + bad) // rows_per_batch).tolist()
+            raise StoreCorruptError(
+                f"store {self.path!r} is damaged: row {start + int(bad[0])} (batch {batches[0]}) "
+                f"is recorded for sample {int(sample_idx[bad[0]])}, expected "
+                f"{int(expected[bad[0]])} ({len(batches)} batches affected); {_REPAIR}",
+                batches=batches,
+            )
+
+    def verify(self, batches: Iterable[int] | None = None, *, window: int = 32) -> IntegrityReport:
+        """Reads every chunk of every done batch and reports the damaged ones.
+
+        A chunk is damaged when it is missing, truncated or fails its ``crc32c`` checksum, or
+        (``sample_idx``) when it names other samples than its batch's. Batches not done are not
+        checked (``describe`` computes them anyway).
+
+        Args:
+          batches: Batches to check (default: all).
+          window: Batches read concurrently (bounds memory to ``window`` batches of chunks).
+
+        Returns:
+          An :class:`IntegrityReport` (``report.ok``, ``report.damaged``, ``report.summary()``);
+          ``checked=False`` for stores written before checksums.
+        """
+        if not self.has_checksums:
+            return IntegrityReport(
+                False,
+                f"store {self.path!r} was written before goldener-jax stored chunk checksums; "
+                "describe it again with overwrite=True to add them",
+                0,
+                {},
+            )
+        candidates = range(self.num_batches) if batches is None else [int(b) for b in batches]
+        done = self.done_batches()
+        todo = [b for b in candidates if done[b]]
+        damaged: dict[int, list[str]] = {}
+        # A done flag that cannot be read counts as "not done" (re-described), not as damage.
+        keys = self._keys()
+        reads = []
+        for b in todo:
+            for name, key in self.batch_chunk_keys(b).items():
+                if key not in keys:
+                    damaged.setdefault(b, []).append(f"chunk {key!r} is missing")
+                elif name != "done":
+                    reads.append((b, name, key))
+        for i in range(0, len(reads), max(int(window), 1) * 6):
+            part = reads[i : i + max(int(window), 1) * 6]
+            futures = [self._arrays[name][self._batch_index(name, b)].read() for b, name, _ in part]
+            for (b, name, key), future in zip(part, futures, strict=True):
+                try:
+                    value = future.result()
+                except ValueError as e:
+                    reason = str(e).split("[tensorstore_spec=")[0].rsplit(": ", 1)[-1].strip()
+                    damaged.setdefault(b, []).append(f"chunk {key!r} is unreadable ({reason})")
+                    continue
+                if name == "sample_idx":
+                    r0, r1 = self.batch_rows(b)
+                    if not np.array_equal(value, np.arange(r0, r1) // self.rows_per_sample):
+                        damaged.setdefault(b, []).append(
+                            f"chunk {key!r} names other samples than batch {b}'s"
+                        )
+        not_done = sum(1 for b in candidates if not done[b])
+        return IntegrityReport(True, "", len(todo), dict(sorted(damaged.items())), not_done)
+
     # ------------------------------------------------------------------ reading
     def read_rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
-        """Rows ``[start, stop)``: ``{"vectors", "sample_idx", "valid"}`` as NumPy arrays."""
+        """Rows ``[start, stop)``: ``{"vectors", "sample_idx", "valid"}`` as NumPy arrays.
+        Raises :class:`StoreCorruptError` (naming the batch) when a chunk fails its checksum."""
         if not (0 <= start <= stop <= self.num_rows):
             raise IndexError(f"row range [{start}, {stop}) out of [0, {self.num_rows}]")
         futures = {
             name: self._arrays[name][start:stop].read()
             for name in ("vectors", "sample_idx", "valid")
         }
-        return {name: f.result() for name, f in futures.items()}
+        return {name: self._result(f, name) for name, f in futures.items()}
 
     def read_vectors(self, *, valid_only: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """All vectors and their sample indices: ``(vectors [Nv', D], sample_idx [Nv'])``, padding
-        rows dropped when ``valid_only``. Raises ``ValueError`` if the store is incomplete."""
+        rows dropped when ``valid_only``. Raises ``ValueError`` if the store is incomplete and
+        :class:`StoreCorruptError` if a chunk is damaged (missing, truncated, checksum)."""
         missing = np.flatnonzero(~self.done_batches())
         if missing.size:
             raise ValueError(
                 f"store {self.path!r} is incomplete: {missing.size} of {self.num_batches} "
                 f"batches not done (first: {int(missing[0])}); run describe again to finish it"
             )
+        self._check_present(("vectors", "sample_idx", "valid"))
         rows = self.read_rows(0, self.num_rows)
+        self._check_sample_idx(rows["sample_idx"], 0)
         if not valid_only:
             return rows["vectors"], rows["sample_idx"]
         keep = rows["valid"]
         return rows["vectors"][keep], rows["sample_idx"][keep]
 
     def read_labels(self) -> np.ndarray | None:
-        return None if self.labels is None else self.labels.read().result()
+        if self.labels is None:
+            return None
+        self._check_present(("labels",))
+        return self._result(self.labels.read(), "labels")
 
     def read_groups(self) -> np.ndarray | None:
-        return None if self.groups is None else self.groups.read().result()
+        if self.groups is None:
+            return None
+        self._check_present(("groups",))
+        return self._result(self.groups.read(), "groups")

@@ -1,7 +1,7 @@
 """Runs goldener 7.0.0's selection tools on arrays from an .npz file (reference side of parity
 and benchmark checks). Executed with the *reference* venv's python, never imported by the library:
 
-    GOLD_PY=$(../shared/tools/goldener-reference.sh)
+    GOLD_PY=$(bash scripts/goldener_reference_venv.sh)
     $GOLD_PY scripts/goldener_ref.py select IN.npz OUT.json
     $GOLD_PY scripts/goldener_ref.py bench IN.npz OUT.json --k 500 --repeats 2
     $GOLD_PY scripts/goldener_ref.py zcore IN.npz OUT.json --k 100 --samples 2000

@@ -169,7 +169,8 @@ def test_same_allocations_as_goldener(tmp_path):
 
     exe = _goldener_python()
     if exe is None:
-        pytest.skip("goldener 7.0.0 venv not found (../shared/tools/goldener-reference.sh)")
+        pytest.skip("goldener 7.0.0 is not importable: build its venv with "
+            "`bash scripts/goldener_reference_venv.sh` (.ci/run does it) or set GOLDENER_PYTHON")
     rng = np.random.default_rng(0)
     cases = []
     while len(cases) < 150:

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 
 from goldener_jax import cli
@@ -16,9 +17,12 @@ def test_demo_prints_summary(capsys, tmp_path):
     assert (out / "report.md").exists() and (out / "accuracy_vs_budget.png").exists()
 
 
-def test_demo_rejects_bad_budget():
+def test_demo_rejects_bad_budget(capsys):
+    assert cli.main(["demo", "--budget", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "budget must be a fraction in (0, 1], got 1.5" in err
     with pytest.raises(ValueError, match="budget must be a fraction in \\(0, 1\\], got 1.5"):
-        cli.main(["demo", "--budget", "1.5"])
+        cli.main(["demo", "--budget", "1.5", "--debug"])
 
 
 def test_bench_kcenter_reports_ratios(capsys, tmp_path):
@@ -37,3 +41,249 @@ def test_bench_kcenter_reports_ratios(capsys, tmp_path):
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])
+
+
+# ---------------------------------------------------------------- help, errors, outputs
+
+
+def _commands(parser, prefix=()):
+    """Every command path of the parser: (), ("select",), ("bench", "kcenter"), ..."""
+    import argparse
+
+    yield prefix
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*prefix, name))
+
+
+COMMANDS = sorted(_commands(cli._build_parser()))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "top")
+def test_help_works_at_every_level(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main([*command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: goldener-jax") and "--help" in out
+
+
+def test_help_lists_every_command_including_verify(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name in ("demo", "select", "split", "curate", "evaluate", "verify", "bench"):
+        assert name in out
+    assert "95% CI" in out  # the % that used to crash argparse
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Vectors [60, 4] with 3 labels (.npy), a one-vector-per-sample store of the same data."""
+    from goldener_jax.describe import describe
+
+    root = tmp_path_factory.mktemp("cli")
+    rng = np.random.RandomState(0)
+    labels = np.repeat(np.arange(3), 20)
+    x = (rng.randn(60, 4) + labels[:, None] * 3).astype(np.float32)
+    np.save(root / "x.npy", x)
+    np.save(root / "y.npy", labels)
+    np.save(root / "neg.npy", np.array([0, -1, 5]))
+    np.save(root / "sel.npy", np.arange(0, 60, 6))
+    np.save(root / "bad.npy", np.array([[1.5]]))
+
+    class OneRow:
+        fingerprint = "one-row"
+
+        def __call__(self, batch, *, mask=None, key=None):
+            return batch[:, None, :], batch[:, :1] > -1e9
+
+    describe(x, OneRow(), root / "data" / "store", labels=labels, batch_size=16, progress=False)
+    return root
+
+
+def _one_line_error(capsys, argv, *needles):
+    try:
+        status = cli.main(argv)
+    except SystemExit as e:  # argparse's own usage errors exit from parse_args
+        status = e.code
+    assert status == 2, argv
+    captured = capsys.readouterr()
+    err = captured.err
+    assert err.count("\n") == 1, err  # one line
+    assert "Traceback" not in err and "Traceback" not in captured.out
+    for needle in needles:
+        assert needle in err, (needle, err)
+    return err
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["select", "{r}/nope.npy", "--size", "5"], ["no such file", "nope.npy"]),
+        (["select", "{r}/x.npy", "--size", "abc"], ["--size", "expected a ratio", "10%"]),
+        (["select", "{r}/x.npy", "--size", "5%%"], ["--size", "'5%%'"]),
+        (["select", "{r}/x.npy", "--size", "3", "--reduce", "pca:abc"], ["--reduce", "pca:C"]),
+        (["select", "{r}/x.npy", "--size", "3", "--labels", "{r}/missing.npy"], ["--labels"]),
+        (["select", "{r}/x.npy", "--size", "3", "--option", "oops"], ["--option", "NAME=VALUE"]),
+        (["split", "{r}/x.npy", "--set", "a=abc"], ["--set 'a=abc'", "SIZE must be"]),
+        (["split", "{r}/x.npy", "--set", "a=0.5", "--set", "a=0.5"], ["unique"]),
+        (["split", "{r}/x.npy", "--set", "=0.5"], ["--set expects NAME=SIZE"]),
+        (["evaluate", "{r}/x.npy", "--labels", "{r}/y.npy", "--selection", "{r}/neg.npy"],
+         ["--selection indices must be in [0, 60)", "got -1", "negative"]),
+        (["evaluate", "{r}/x.npy", "--labels", "{r}/y.npy", "--selection", "{r}/bad.npy"],
+         ["--selection must be a 1-D array of int"]),
+        (["evaluate", "{r}/x.npy", "--selection", "{r}/sel.npy"], ["give --labels"]),
+        (["verify", "{r}/nowhere"], ["no feature store"]),
+        (["frobnicate"], ["invalid choice", "frobnicate"]),
+    ],
+)  # fmt: skip
+def test_user_errors_are_one_line_with_status_2(files, capsys, tmp_path, argv, needles):
+    argv = [a.replace("{r}", str(files)) for a in argv]
+    if argv[0] in ("select", "split"):
+        argv += ["--out", str(tmp_path / "out")]
+    _one_line_error(capsys, argv, *needles)
+
+
+def test_debug_shows_the_traceback(files, tmp_path):
+    argv = ["select", str(files / "nope.npy"), "--size", "5", "--out", str(tmp_path / "o")]
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        cli.main(["--debug", *argv])
+
+
+def test_size_accepts_percent(files, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["select", str(files / "x.npy"), "--size", "5%", "--method", "random", "--out"]
+    assert cli.main([*argv, str(out)]) == 0
+    assert np.load(out / "selection.npy").size == 3  # 5 % of 60
+    assert cli._parse_size("12.5%") == 0.125 and cli._parse_size("100") == 100
+
+
+def test_split_writes_everything_under_out(files, tmp_path):
+    import shutil
+
+    store = shutil.copytree(files / "data", tmp_path / "data") / "store"
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = tmp_path / "out"
+    argv = ["split", str(store), "--set", "a=50%", "--set", "b=50%", "--method", "random"]
+    assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
+    after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    new = [p for p in after if p not in before]
+    assert new and all(p.parts[0] == "out" for p in new), new
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy", "split.json"]
+    assert len(np.load(out / "a.npy")) == 30 and len(np.load(out / "b.npy")) == 30
+
+
+def test_evaluate_takes_a_store_like_its_vectors(files, tmp_path, capsys):
+    common = ["--selection", str(files / "sel.npy"), "--seeds", "2", "--no-measures"]
+    assert cli.main(["evaluate", str(files / "x.npy"), "--labels", str(files / "y.npy"),
+                     *common, "--out", str(tmp_path / "a")]) == 0  # fmt: skip
+    assert cli.main(["evaluate", str(files / "data" / "store"), *common,
+                     "--out", str(tmp_path / "b")]) == 0  # fmt: skip
+    a = json.loads((tmp_path / "a" / "evaluate.json").read_text())
+    b = json.loads((tmp_path / "b" / "evaluate.json").read_text())
+    assert a == b
+
+
+def test_verify_exit_status_and_summary(files, tmp_path, capsys):
+    import shutil
+
+    from goldener_jax.store import FeatureStore
+
+    store = shutil.copytree(files / "data" / "store", tmp_path / "s")
+    assert cli.main(["verify", str(store)]) == 0
+    assert "ok: 4 done batches" in capsys.readouterr().out
+    chunk = store / FeatureStore.open(store).batch_chunk_keys(2)["vectors"]
+    raw = bytearray(chunk.read_bytes())
+    raw[10] ^= 1
+    chunk.write_bytes(bytes(raw))
+    assert cli.main(["verify", str(store), "--json", str(tmp_path / "r.json")]) == 1
+    first = capsys.readouterr().out.splitlines()[0]
+    assert "damaged: 1 of 4 done batches (2;" in first and "run describe again" in first
+    assert list(json.loads((tmp_path / "r.json").read_text())["damaged"]) == ["2"]
+    # The damage also stops a select on the store, in one line.
+    _one_line_error(
+        capsys,
+        ["select", str(store), "--size", "3", "--out", str(tmp_path / "o")],
+        "damaged",
+        "batch 2",
+    )
+
+
+def test_quiet_turns_progress_off(files, tmp_path, capsys, monkeypatch):
+    """--quiet passes progress=False to the library call and silences every tqdm bar."""
+    import sys
+
+    select_module = sys.modules["goldener_jax.select"]  # the package's `select` is the function
+
+    seen, real_select = {}, select_module.select
+
+    def fake_select(source, size, *, key, anchors=None, progress=True, **kw):
+        from tqdm.auto import tqdm
+
+        seen["progress"] = progress
+        for _ in tqdm(range(3), desc="fake-bar"):
+            pass
+        return real_select(source, size, key=key, anchors=anchors, **kw)
+
+    monkeypatch.setattr(select_module, "select", fake_select)
+    argv = ["select", str(files / "x.npy"), "--size", "3", "--method", "random"]
+    assert cli.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert seen["progress"] is True and "fake-bar" in capsys.readouterr().err
+    assert cli.main([*argv, "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    assert seen["progress"] is False and "fake-bar" not in capsys.readouterr().err
+    assert cli.main([*argv, "--out", str(tmp_path / "c")]) == 0  # restored after --quiet
+    assert "fake-bar" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- fuzz
+
+
+def test_fuzzed_command_line_values_never_give_a_traceback(files, tmp_path_factory):
+    """Random --size / --set / --reduce / --option values: a result (status 0) or a one-line
+    error (status 2), never a traceback or an internal error."""
+    import contextlib
+    import io
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    numbers = st.one_of(
+        st.integers(-5, 200).map(str),
+        st.floats(-2, 3).map(lambda v: f"{v:g}"),
+        st.floats(-50, 150).map(lambda v: f"{v:g}%"),
+        st.sampled_from(["", "%", "1e400", "nan", "inf", "0x10", " 7", "5 %", "1/2"]),
+        st.text(max_size=6),
+    )
+    out = tmp_path_factory.mktemp("fuzz")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(
+        kind=st.sampled_from(["size", "set", "reduce", "option"]),
+        value=numbers,
+        name=st.sampled_from(["train", "a=b", "", "x y"]),
+    )
+    def run(kind, value, name):
+        x = str(files / "x.npy")
+        if kind == "size":
+            argv = ["select", x, "--size", value, "--method", "random"]
+        elif kind == "set":
+            argv = ["split", x, "--set", f"{name}={value}", "--method", "random"]
+        elif kind == "reduce":
+            argv = ["select", x, "--size", "3", "--method", "random", "--reduce", f"pca:{value}"]
+        else:
+            argv = ["select", x, "--size", "3", "--method", "random", "--option", f"{name}={value}"]
+        err = io.StringIO()
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            try:
+                status = cli.main([*argv, "--out", str(out), "--quiet"])
+            except SystemExit as e:
+                status = e.code
+        text = err.getvalue()
+        assert status in (0, 2), (argv, status, text)
+        assert "Traceback" not in text and "internal error" not in text, (argv, text)
+        if status == 2:
+            assert text.count("\n") == 1, (argv, text)
+
+    run()

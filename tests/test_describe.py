@@ -164,7 +164,7 @@ class FailingSource(ArraySource):
             yield b, batch
 
 
-def test_resume_after_exception_reads_only_missing(tmp_path):
+def test_resume_after_exception_reads_only_missing(tmp_path, monkeypatch):
     x, y = _data()
     ref = describe(
         FailingSource(x, y), RowsExtractor(), tmp_path / "ref", batch_size=4, progress=False
@@ -180,10 +180,24 @@ def test_resume_after_exception_reads_only_missing(tmp_path):
     # Batch 0 was read first to size the store, then 1, 2, 3 before the crash: all written.
     partial = FeatureStore.open(tmp_path / "s")
     assert partial.done_batches().tolist() == [1, 1, 1, 1, 0, 0]
-    log = []
+    log, written = [], []
+    original = FeatureStore.write_batch_data
+
+    def logged_write(self, b, *args, **kwargs):
+        written.append(b)
+        return original(self, b, *args, **kwargs)
+
+    monkeypatch.setattr(FeatureStore, "write_batch_data", logged_write)
     store = describe(FailingSource(x, y, log=log), RowsExtractor(), tmp_path / "s", progress=False)
-    assert log == [4, 5]
+    # Done batches 0..3 are read once more to check their source digests, never recomputed.
+    assert log == [0, 1, 2, 3, 4, 5] and written == [4, 5]
     _assert_bit_identical(_arrays(store), _arrays(ref))
+    log.clear(), written.clear()
+    describe(
+        FailingSource(x, y, log=log), RowsExtractor(), tmp_path / "s", progress=False,
+        check_source=False,
+    )  # fmt: skip
+    assert log == [] and written == []
 
 
 def test_resume_after_kill_between_manifest_and_arrays(tmp_path):

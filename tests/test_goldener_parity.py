@@ -1,7 +1,7 @@
 """Index-for-index parity with goldener 7.0.0, run in its own virtual environment.
 
 goldener (PyTorch) is never a dependency: build its venv with
-``../shared/tools/goldener-reference.sh`` (or point ``GOLDENER_PYTHON`` at a python that can
+``bash scripts/goldener_reference_venv.sh`` (or point ``GOLDENER_PYTHON`` at a python that can
 ``import goldener``). Without it these tests skip, saying so.
 """
 
@@ -42,7 +42,8 @@ def reference(tmp_path_factory):
     if exe is None:
         pytest.skip(
             "goldener 7.0.0 is not importable: build its venv with "
-            "../shared/tools/goldener-reference.sh or set GOLDENER_PYTHON"
+            "`bash scripts/goldener_reference_venv.sh` (a few minutes, once; .ci/run does it) "
+            "or set GOLDENER_PYTHON to a python that imports goldener"
         )
     rng = np.random.default_rng(2024)
     cases = {}
