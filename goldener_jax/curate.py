@@ -1,41 +1,50 @@
-"""Curation: samples whose label disagrees with their neighbourhood, and near-duplicate groups.
+"""Curation: samples whose label disagrees with their neighbourhood, near-duplicate groups, and
+near duplicates that leak across the sets of a split.
 
 * ``label_issues``: each labelled sample's ``k`` nearest neighbours (exact, blocked,
   ``kernels.knn``; the sample itself excluded) vote for a class, weighted by ``1 / (distance +
   eps)`` or uniformly. The class probability ``p`` gives the *self-confidence* ``p[given label]``
   and a *suggested label* ``argmax p``. Samples are ranked by the issue score ``1 - p[given]``
   (highest first), then by how far the best other class beats the given one, then by index.
-* ``near_duplicates``: every pair of rows at distance ``<= threshold``, found block by block
-  (``[block, n]`` distances on the device, only the pairs come back), rechecked exactly in
-  float64, then grouped by connected components (union-find): a group is a set of rows linked by
-  such pairs.
+* ``near_duplicates``: every pair of rows at distance ``<= threshold`` (``kernels.pairs_within``:
+  blocked on the device, rechecked in float64), grouped by connected components: a group is a set
+  of rows linked by such pairs.
+* ``leakage_pairs``: the pairs of samples in *different* sets of a split at distance
+  ``<= threshold`` (``kernels.pairs_within`` between every two sets), closest first.
 
-Both return small dataclasses with ``to_json``.
+The pair searches share ``pairs_within``'s edge rule: a pair exactly at the threshold counts.
+
+``label_issues`` and ``near_duplicates`` return small dataclasses with ``to_json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from functools import partial
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax.kernels._checks import as_float_matrix, check_block_size, check_metric
-from goldener_jax.kernels.distance import auto_block, block_rank_distances, row_aux
+from goldener_jax.kernels.pairs import check_threshold
 
-__all__ = ["LabelIssues", "NearDuplicates", "label_issues", "near_duplicates"]
+__all__ = ["LabelIssues", "NearDuplicates", "label_issues", "leakage_pairs", "near_duplicates"]
 
 WEIGHTINGS = ("distance", "uniform")
 
 
 def _load(store_or_array, labels=None) -> tuple:
-    """``(x, labels, sample_ids)``: a store (or its path) gives its vectors, its labels when
-    ``labels`` is None (``labels`` given are per sample id) and the sample id of each vector; an
-    array gives itself, ``labels`` and ``None``."""
+    """``(x, labels, sample_ids)`` under ``select``'s loading rules (one copy of them is to live
+    in ``goldener_jax.pipeline.data``; this function is the one place curation loads data):
+
+    * a ``FeatureStore`` (or its path) gives its vectors, and curation needs one vector per
+      sample; ``sample_ids`` is each row's sample id, and results are indexed by sample id;
+    * labels default to the store's; labels given with a store are per sample: one entry per
+      sample id (``max id + 1``) or one per sample present (in sample-id order). They come back
+      one per row of ``x``;
+    * an array gives itself, ``labels`` as given and ``sample_ids=None``: results are indexed by
+      row.
+    """
     from goldener_jax.store import FeatureStore
 
     if isinstance(store_or_array, (str, os.PathLike)):
@@ -45,22 +54,26 @@ def _load(store_or_array, labels=None) -> tuple:
     store = store_or_array
     x, sidx = store.read_vectors()
     sidx = np.asarray(sidx, np.int64)
-    if len(np.unique(sidx)) != len(sidx):
+    sample_ids, row_sample = np.unique(sidx, return_inverse=True)
+    if len(sample_ids) != len(sidx):
         raise ValueError(
             f"curation needs one vector per sample; store {str(store.path)!r} has {len(sidx)} "
-            f"vectors for {len(np.unique(sidx))} samples: fuse each sample's rows into one "
+            f"vectors for {len(sample_ids)} samples: fuse each sample's rows into one "
             "vector first (e.g. Vectorizer row fusion)"
         )
     if labels is None:
         labels = store.read_labels()
     if labels is not None:
         labels = np.asarray(labels)
-        if labels.ndim != 1 or labels.shape[0] < int(sidx.max(initial=-1)) + 1:
+        by_id = int(sample_ids.max(initial=-1)) + 1
+        if labels.ndim == 0 or labels.shape[0] not in (by_id, len(sample_ids)):
             raise ValueError(
-                f"labels must have one entry per sample id of the store "
-                f"({store.num_samples}), got shape {labels.shape}"
+                f"labels must have one entry per sample ({len(sample_ids)}) or per sample id "
+                f"({by_id}) of the store, got shape {labels.shape}"
             )
-        labels = labels[sidx]
+        if labels.shape[0] != len(sample_ids):
+            labels = labels[sample_ids]
+        labels = labels[row_sample]
     return x, labels, sidx
 
 
@@ -151,6 +164,37 @@ def _class_probabilities(nbr_labels, weights, num_classes, rows):
     return p / p.sum(1, keepdims=True)
 
 
+# Queries per kNN call over a large set: the progress bar advances once per chunk.
+_KNN_CHUNK = 1 << 15
+
+
+def _neighbours(x, k: int, metric: str, block_size, progress: bool):
+    """Each row's ``k`` nearest other rows: ``(float64 distances [n, k], indices [n, k])``.
+
+    Up to ``_KNN_CHUNK`` rows, one ``knn`` call. Above, chunks of queries, each asking for
+    ``k + 1`` neighbours and dropping the row's own entry (or, when ``k + 1`` of its duplicates
+    at lower indices fill the list, the last one): the ``k`` nearest others, in the same order.
+    """
+    n = x.shape[0]
+    if n <= _KNN_CHUNK:
+        dist, idx = gk.knn(x, k, metric=metric, block_size=block_size)
+        return np.asarray(dist, np.float64), np.asarray(idx)
+    from tqdm.auto import tqdm
+
+    dist, idx = np.empty((n, k)), np.empty((n, k), np.int64)
+    with tqdm(total=n, desc="label issues (kNN)", unit="row", disable=not progress) as bar:
+        for start in range(0, n, _KNN_CHUNK):
+            stop = min(n, start + _KNN_CHUNK)
+            d, i = gk.knn(x, k + 1, queries=x[start:stop], metric=metric, block_size=block_size)
+            d, i = np.asarray(d, np.float64), np.asarray(i)
+            own = i == np.arange(start, stop)[:, None]
+            own[~own.any(axis=1), -1] = True
+            dist[start:stop] = d[~own].reshape(stop - start, k)
+            idx[start:stop] = i[~own].reshape(stop - start, k)
+            bar.update(stop - start)
+    return dist, idx
+
+
 def label_issues(
     x,
     labels=None,
@@ -160,6 +204,7 @@ def label_issues(
     weighting: str = "distance",
     num_classes: int | None = None,
     block_size: int | None = None,
+    progress: bool = True,
 ) -> LabelIssues:
     """Ranks samples by how strongly their ``k`` nearest neighbours disagree with their label.
 
@@ -174,6 +219,8 @@ def label_issues(
         others); ``"uniform"``: every neighbour weighs 1.
       num_classes: number of classes (default: ``max(labels) + 1``).
       block_size: queries per block of the kNN (``block_size x n`` temporary distances).
+      progress: show a tqdm bar over the kNN's queries when there are more than
+        ``32768`` samples (below that the kNN is one call).
 
     Returns:
       :class:`LabelIssues`, most likely mislabelled first.
@@ -192,9 +239,8 @@ def label_issues(
         raise TypeError(f"k must be an int, got {k!r}")
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in [1, n - 1] = [1, {n - 1}], got k={k}")
-    dist, idx = gk.knn(x, int(k), metric=metric, block_size=block_size)
-    dist = np.asarray(dist, np.float64)
-    nbr_labels = y[np.asarray(idx)]
+    dist, idx = _neighbours(x, int(k), metric, block_size, progress)
+    nbr_labels = y[idx]
     if weighting == "uniform":
         weights = np.ones_like(dist)
     else:
@@ -275,53 +321,6 @@ class NearDuplicates:
         }
 
 
-# Relative slack of the candidate filter: the block form's rounding is far below it, and every
-# candidate is rechecked exactly, so slack only costs rechecks.
-_SLACK = 2.0**-14
-
-
-@partial(jax.jit, static_argnames=("block", "cap", "metric"))
-def _candidate_pairs(x, aux, start, fresh_from, limit, *, block, cap, metric):
-    """Pairs ``(i, j)``, ``i`` in the block, ``j > i``, with rank distance ``<= limit`` (within
-    rounding slack): ``(count, rows [cap], cols [cap])``, padded with -1."""
-    n = x.shape[0]
-    rows = jax.lax.dynamic_slice_in_dim(x, start, block)
-    raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
-    d = block_rank_distances(rows, raux, x, aux, metric)
-    if metric == "cosine":
-        slack = _SLACK
-    else:
-        slack = _SLACK * (raux[:, None] + aux[None, :])
-    row_ids = start + jnp.arange(block)
-    cols = jnp.arange(n)
-    mask = (d <= limit + slack) & (cols[None, :] > row_ids[:, None])
-    mask &= (row_ids >= fresh_from)[:, None]
-    count = jnp.sum(mask, dtype=jnp.int32)
-    r, c = jnp.nonzero(mask, size=cap, fill_value=-1)
-    return count, jnp.where(r >= 0, r + start, -1), c
-
-
-def _exact_distances(x: np.ndarray, a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """float64 distances of the pairs ``(a, b)`` computed elementwise (duplicates give 0)."""
-    out = np.empty(len(a))
-    step = max(1, (1 << 22) // max(1, x.shape[1]))
-    for s in range(0, len(a), step):
-        u = x[a[s : s + step]].astype(np.float64)
-        v = x[b[s : s + step]].astype(np.float64)
-        if metric == "cosine":
-            nu = np.linalg.norm(u, axis=1, keepdims=True)
-            nv = np.linalg.norm(v, axis=1, keepdims=True)
-            zero = (nu[:, 0] == 0) | (nv[:, 0] == 0)
-            u = u / np.where(nu > 0, nu, 1)
-            v = v / np.where(nv > 0, nv, 1)
-            # 1 - cos = |u - v|^2 / 2 for unit rows, exact 0 for equal directions
-            out[s : s + step] = np.where(zero, 1.0, 0.5 * ((u - v) ** 2).sum(1))
-        else:
-            sq = ((u - v) ** 2).sum(1)
-            out[s : s + step] = np.sqrt(sq) if metric == "euclidean" else sq
-    return out
-
-
 def near_duplicates(
     x,
     *,
@@ -329,8 +328,13 @@ def near_duplicates(
     metric: str = "euclidean",
     block_size: int | None = None,
     max_pairs: int = 10_000_000,
+    progress: bool = True,
 ) -> NearDuplicates:
     """Groups of near-duplicate rows: pairs at distance ``<= threshold``, joined transitively.
+
+    The pairs come from :func:`goldener_jax.kernels.pairs_within`: a pair exactly at the
+    threshold is a near duplicate, judged on float64 distances of the input values (cosine:
+    ``1 - u.v / sqrt(|u|^2 |v|^2)``).
 
     Args:
       x: ``[n, d]`` embeddings (floating), or a ``FeatureStore`` (or its path) with one vector per
@@ -340,70 +344,38 @@ def near_duplicates(
       metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
       block_size: rows compared with all rows at once (``block_size x n`` temporary distances).
       max_pairs: refuse to collect more pairs than this (a threshold that is too large would
-        otherwise make every pair a near duplicate).
+        otherwise make every pair a near duplicate); the search stops at the first block that
+        goes over.
+      progress: show a tqdm bar over the rows searched.
 
     Returns:
-      :class:`NearDuplicates` with the groups, the pairs and their distances.
+      :class:`NearDuplicates` with the groups, the pairs (ordered by ``(i, j)``) and their
+      distances.
     """
     check_metric(metric)
     block_size = check_block_size(block_size)
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)):
-        raise TypeError(f"threshold must be a number, got {threshold!r}")
-    threshold = float(threshold)
-    if not (np.isfinite(threshold) and threshold >= 0):
-        raise ValueError(f"threshold must be a finite distance >= 0, got {threshold}")
+    threshold = check_threshold(threshold)
     x, _, sample_ids = _load(x)
     x = as_float_matrix(x, "x")
-    host = np.asarray(x)
     n = x.shape[0]
     config = {"threshold": threshold, "metric": metric, "num_samples": int(n)}
-    if n < 2:
-        empty = np.zeros((0, 2), np.int64)
-        return NearDuplicates([], empty, np.zeros(0), config)
-    if jnp.dtype(x.dtype).itemsize < 4:
-        x = x.astype(jnp.float32)  # 16-bit rounding would exceed the candidate filter's slack
-    if metric == "cosine":
-        limit = threshold
-        xs = x
-    else:
-        limit = threshold**2 if metric == "euclidean" else threshold
-        # distances do not move with the origin; centring keeps the norms (and rounding) small
-        xs = x - jnp.mean(x.astype(jnp.float32), axis=0).astype(x.dtype)
-    aux = row_aux(xs, "cosine" if metric == "cosine" else "euclidean")
-    rank_metric = "cosine" if metric == "cosine" else "sqeuclidean"
-    block = auto_block(n, n, block_size)
-    cap = 1024
-    found_a, found_b, found_d = [], [], []
-    total = 0
-    for fresh_from in range(0, n, block):
-        start = min(fresh_from, n - block)
-        while True:
-            count, r, c = _candidate_pairs(
-                xs, aux, start, fresh_from, limit, block=block, cap=cap, metric=rank_metric
-            )
-            count = int(count)
-            if count <= cap:
-                break
-            cap = 1 << int(np.ceil(np.log2(count)))
-        total += count
-        if total > 4 * max_pairs:  # candidates; at most a rounding margin above the pairs
-            raise ValueError(f"more than {max_pairs} pairs within threshold={threshold}: "
-                             "lower the threshold or raise max_pairs")  # fmt: skip
-        r, c = np.asarray(r)[:count], np.asarray(c)[:count]
-        d = _exact_distances(host, r, c, metric)
-        keep = d <= threshold
-        found_a.append(r[keep])
-        found_b.append(c[keep])
-        found_d.append(d[keep])
-    a = np.concatenate(found_a).astype(np.int64)
-    b = np.concatenate(found_b).astype(np.int64)
-    if len(a) > max_pairs:
-        raise ValueError(
-            f"{len(a)} pairs within threshold={threshold} exceed max_pairs={max_pairs}: "
-            "lower the threshold or raise max_pairs"
+    from tqdm.auto import tqdm
+
+    with tqdm(total=n, desc="near duplicates", unit="row", disable=not progress) as bar:
+
+        def on_block(rows: int, pairs: int) -> None:
+            if pairs > max_pairs:
+                raise ValueError(
+                    f"more than {max_pairs} pairs within threshold={threshold}: lower the "
+                    "threshold or raise max_pairs"
+                )
+            bar.update(rows)
+
+        a, b, dists = gk.pairs_within(
+            x, threshold, metric=metric, block_size=block_size, on_block=on_block
         )
     order = np.lexsort((b, a))
-    a, b, dists = a[order], b[order], np.concatenate(found_d)[order]
+    a, b, dists = a[order], b[order], dists[order]
     groups = _groups(n, a, b)
     if sample_ids is not None:  # rows -> sample ids (ascending, as the store's rows are)
         a, b = sample_ids[a], sample_ids[b]
@@ -426,3 +398,98 @@ def _groups(n: int, a: np.ndarray, b: np.ndarray) -> list:
     groups = [g.astype(np.int64) for g in groups if len(g) >= 2]
     groups.sort(key=lambda g: int(g[0]))
     return groups
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def leakage_pairs(
+    x,
+    vec_set: np.ndarray,
+    vec_sample: np.ndarray,
+    threshold: float,
+    *,
+    metric="euclidean",
+    max_pairs: int = 1000,
+    block_size: int = 1024,
+) -> list[dict]:
+    """Pairs of samples in different sets at distance ``<= threshold``: near duplicates that
+    leak across a split.
+
+    Each two sets are searched against each other with :func:`goldener_jax.kernels.pairs_within`
+    (blocked, ``O(block_size x n)`` memory), so a pair exactly at the threshold is a leak, judged
+    on float64 distances. A sample with several vectors counts once per pair of samples, at its
+    closest vectors.
+
+    Args:
+      x: ``[n, d]`` vectors (floating).
+      vec_set: ``[n]`` the set (name) each vector belongs to.
+      vec_sample: ``[n]`` the sample id of each vector.
+      threshold: largest distance of a leaking pair, ``>= 0``.
+      metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
+      max_pairs: the most pairs returned (the closest ones).
+      block_size: vectors compared with a whole set at once.
+
+    Returns:
+      ``[{"a": sample, "b": sample, "set_a", "set_b", "distance"}]``, each unordered pair of
+      samples once, closest first; equal distances are ordered by the pair's vector rows
+      ``(lower row, higher row)``, and ``a`` / ``set_a`` belong to the lower row.
+    """
+    check_metric(metric)
+    block_size = check_block_size(block_size)
+    threshold = check_threshold(threshold)
+    if isinstance(max_pairs, bool) or not isinstance(max_pairs, (int, np.integer)):
+        raise TypeError(f"max_pairs must be an int >= 1, got {max_pairs!r}")
+    if max_pairs < 1:
+        raise ValueError(f"max_pairs must be >= 1, got {max_pairs}")
+    x = as_float_matrix(x, "x")
+    n = x.shape[0]
+    vec_set, vec_sample = np.asarray(vec_set), np.asarray(vec_sample)
+    for name, value in (("vec_set", vec_set), ("vec_sample", vec_sample)):
+        if value.shape != (n,):
+            raise ValueError(f"{name} must have shape [{n}] (one per row of x), got {value.shape}")
+    set_names, set_of = np.unique(vec_set, return_inverse=True)
+    members = [np.flatnonzero(set_of == s) for s in range(len(set_names))]
+    # Each two sets: their `budget` closest pairs. Samples with several vectors can repeat a
+    # pair of samples, so a cut list may be short of unique pairs after merging: then retry
+    # with a larger budget. The merge is exact once no cut list could still hold a pair as close
+    # as the last one returned.
+    budget = max_pairs
+    while True:
+        rows_a, rows_b, dists, cut_at = [], [], [], []
+        for s in range(len(members)):
+            for t in range(s + 1, len(members)):
+                i, j, d = gk.pairs_within(
+                    x[members[s]], threshold, y=x[members[t]], metric=metric,
+                    block_size=block_size, max_pairs=budget,
+                )  # fmt: skip
+                i, j = members[s][i], members[t][j]
+                rows_a.append(np.minimum(i, j))
+                rows_b.append(np.maximum(i, j))
+                dists.append(d)
+                if len(d) == budget:  # cut: pairs at distances >= d[-1] may be missing
+                    cut_at.append(d[-1])
+        ra, rb, d = (np.concatenate(v) if v else np.zeros(0) for v in (rows_a, rows_b, dists))
+        order = np.lexsort((rb, ra, d))
+        out, seen = [], set()
+        for r, c, dist in zip(ra[order].tolist(), rb[order].tolist(), d[order].tolist(),
+                              strict=True):  # fmt: skip
+            pair = (int(vec_sample[r]), int(vec_sample[c]))
+            if pair in seen or pair[0] == pair[1]:
+                continue
+            seen.add(pair)
+            out.append(
+                {
+                    "a": pair[0],
+                    "b": pair[1],
+                    "set_a": str(vec_set[r]),
+                    "set_b": str(vec_set[c]),
+                    "distance": float(dist),
+                }
+            )
+            if len(out) == max_pairs:
+                break
+        last = out[-1]["distance"] if len(out) == max_pairs else np.inf
+        if not cut_at or min(cut_at) > last:
+            return out
+        budget *= 2

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from goldener_jax.evaluate import downstream_accuracy, mmd
+from goldener_jax.evaluate import coverage_radius, downstream_accuracy, energy_distance, mmd
 
 DEFAULT_BUDGETS = (0.02, 0.05, 0.1, 0.2)
 SMART_METHODS = ("kcenter", "zcore", "auto")
@@ -57,7 +57,15 @@ def _check(budgets, seeds) -> None:
 # --------------------------------------------------------------------------- data and model
 
 
-def _data():
+def digits():
+    """scikit-learn's digits as the demo cuts them (fixed seeds, stratified by label).
+
+    Returns:
+      ``(images, labels, pretrain, rest, pool, test)``: images ``float32 [N, 8, 8, 1]`` in
+      ``[0, 1]``, labels ``int64 [N]``, and sorted indices: ``pretrain`` (20%, trains the CNN),
+      ``rest`` (the others, described), split into the selection ``pool`` and a held-out
+      ``test`` part (30% of ``rest``).
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -74,7 +82,9 @@ def _data():
     return images, y, np.sort(pre_idx), np.sort(rest_idx), np.sort(pool_idx), np.sort(test_idx)
 
 
-def _cnn():
+def digits_cnn():
+    """The demo's small Flax Linen CNN (two convolutions, average pooling, two dense layers);
+    its layers ``Conv_0``, ``Conv_1``, ``Dense_0`` are the ones described."""
     import flax.linen as nn
 
     class DigitsCNN(nn.Module):
@@ -89,8 +99,13 @@ def _cnn():
     return DigitsCNN()
 
 
-def _train_cnn(model, images, labels, path: str, steps: int) -> tuple[dict, dict]:
-    """Full-batch Adam; the weights are saved to ``path`` and reused by a rerun."""
+def train_cnn(model, images, labels, path: str, steps: int) -> tuple[dict, dict]:
+    """Trains ``model`` with ``steps`` steps of full-batch Adam on ``(images, labels)``.
+
+    The weights are saved to ``path`` (msgpack); when ``path`` exists they are read back instead
+    of training. Returns ``(variables, info)``, ``info`` saying whether they were reused, the
+    steps, the seconds and, when trained, the final loss and training accuracy.
+    """
     import flax.serialization
     import jax
     import jax.numpy as jnp
@@ -130,36 +145,8 @@ def _train_cnn(model, images, labels, path: str, steps: int) -> tuple[dict, dict
     return variables, {**info, "final_loss": float(loss), "train_accuracy": acc}
 
 
-# --------------------------------------------------------------------------- metrics
-
-
-def _coverage_radius(x: np.ndarray, chosen: np.ndarray) -> float:
-    """Largest distance from a row of ``x`` to its nearest chosen row (NumPy: the demo's sets
-    are small, and a jitted kernel would recompile for every set size)."""
-    a, b = x.astype(np.float64), x[np.asarray(chosen)].astype(np.float64)
-    d2 = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T
-    return float(np.sqrt(max(d2.min(1).max(), 0.0)))
-
-
-def _median_distance(x: np.ndarray) -> float:
-    """Median pairwise Euclidean distance (the median-heuristic RBF bandwidth that
-    ``evaluate.mmd`` uses by default), in NumPy: the demo's few thousand rows fit one matrix."""
-    a = x.astype(np.float64)
-    sq = (a * a).sum(1)
-    d2 = sq[:, None] + sq[None, :] - 2.0 * a @ a.T
-    iu = np.triu_indices(len(a), 1)
-    return float(np.sqrt(max(np.median(d2[iu]), 0.0))) or 1.0
-
-
-def _energy_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Energy distance 2E|A-B| - E|A-A'| - E|B-B'| (0 when the sets are alike; small sets)."""
-
-    def mean_dist(p, q):
-        d2 = (p * p).sum(1)[:, None] + (q * q).sum(1)[None, :] - 2.0 * p @ q.T
-        return float(np.sqrt(np.maximum(d2, 0.0)).mean())
-
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    return 2 * mean_dist(a64, b64) - mean_dist(a64, a64) - mean_dist(b64, b64)
+# Kept for goldener_jax/benchmarks/quality.py until it calls the public names.
+_data, _cnn, _train_cnn = digits, digits_cnn, train_cnn
 
 
 # --------------------------------------------------------------------------- cached steps
@@ -186,12 +173,12 @@ def _flip_labels(labels, rate: float, seed: int, num_classes: int):
     return noisy, flipped
 
 
-def _curation(pool_x, pool_y, out: str) -> tuple[dict, np.ndarray, np.ndarray]:
+def _curation(pool_x, pool_y, out: str, progress: bool) -> tuple[dict, np.ndarray, np.ndarray]:
     """Label issues on a copy of the pool with planted flips; writes ``curation/*.json``."""
     import goldener_jax as gj
 
     noisy, flipped = _flip_labels(pool_y, FLIP_RATE, seed=0, num_classes=10)
-    res = gj.label_issues(pool_x, noisy, k=LABEL_ISSUE_K)
+    res = gj.label_issues(pool_x, noisy, k=LABEL_ISSUE_K, progress=progress)
     n_flip = len(flipped)
     is_flip = np.isin(res.indices, flipped)
     found = res.indices[:n_flip][is_flip[:n_flip]]
@@ -256,6 +243,7 @@ def run(
 
     import goldener_jax as gj
     from goldener_jax import FeatureStore
+    from goldener_jax import kernels as gk
     from goldener_jax import report as rep
 
     if budgets is None:
@@ -270,10 +258,10 @@ def run(
     say = print if verbose else (lambda *a, **k: None)
 
     # 1. data and the CNN
-    images, y, pre_idx, rest_idx, pool_idx, test_idx = _data()
-    model = _cnn()
+    images, y, pre_idx, rest_idx, pool_idx, test_idx = digits()
+    model = digits_cnn()
     t0 = time.perf_counter()
-    variables, cnn_info = _train_cnn(
+    variables, cnn_info = train_cnn(
         model, images[pre_idx], y[pre_idx], os.path.join(out, "cnn.msgpack"), train_steps
     )
     timings["train CNN"] = time.perf_counter() - t0
@@ -340,7 +328,7 @@ def run(
         reused += was_cached
         picks[(b, m, s)] = idx
         acc[(b, m)].append(downstream_accuracy(pool_x[idx], pool_y[idx], test_x, test_y))
-        radius[(b, m)].append(_coverage_radius(pool_x, idx))
+        radius[(b, m)].append(coverage_radius(pool_x, idx))
     timings["select + classify"] = time.perf_counter() - t0
     resolved = {}  # what method="auto" chose, from the selections' manifests
     for b in budgets:
@@ -356,7 +344,7 @@ def run(
     os.makedirs(split_dir, exist_ok=True)
     split_rows = {"smart": [], "random": []}
     split_examples = {}
-    length_scale = _median_distance(feats)  # one RBF bandwidth for every set's MMD
+    length_scale = gk.median_length_scale(feats)  # one RBF bandwidth for every set's MMD
     for kind, s in tqdm(
         # the smart split (method="auto", representative sets) and random ones, seed for seed
         [(kind, s) for kind in ("smart", "random") for s in range(split_seeds)],
@@ -396,8 +384,8 @@ def run(
                 "class_counts": {
                     n: np.bincount(labels[v], minlength=10).tolist() for n, v in sets.items()
                 },
-                "radius": {n: _coverage_radius(feats, np.asarray(v)) for n, v in sets.items()},
-                "energy": {n: _energy_distance(feats[v], feats) for n, v in sets.items()},
+                "radius": {n: coverage_radius(feats, np.asarray(v)) for n, v in sets.items()},
+                "energy": {n: energy_distance(feats, v) for n, v in sets.items()},
                 "mmd": {n: mmd(feats, v, length_scale=length_scale) for n, v in sets.items()},
                 "val_acc": val_acc,
                 "test_acc": test_acc,
@@ -408,8 +396,8 @@ def run(
 
     # 5. curation: planted label flips in a copy of the pool; exact duplicates among the images
     t0 = time.perf_counter()
-    curation, issue_ranking, flipped = _curation(pool_x, pool_y, out)
-    dups = gj.near_duplicates(feats, threshold=0.0)
+    curation, issue_ranking, flipped = _curation(pool_x, pool_y, out, progress)
+    dups = gj.near_duplicates(feats, threshold=0.0, progress=progress)
     curation["duplicate_groups"] = len(dups)
     curation["duplicate_rows"] = int(sum(len(g) for g in dups.groups))
     timings["curate"] = time.perf_counter() - t0

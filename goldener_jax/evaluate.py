@@ -14,7 +14,7 @@ distance):
 * ``class_balance``: per-label counts and shares in the selection and in the data, and the total
   variation distance between the two label distributions.
 
-``report`` gathers them in a JSON-able dict. ``compare_to_random`` puts a selection against
+``summary`` gathers them in a JSON-able dict. ``compare_to_random`` puts a selection against
 random subsets of the same size: downstream accuracy (a classifier trained on the subset, scored
 on a test set) over several seeds with mean, std and a 95% confidence interval, and the same
 distribution measures for both.
@@ -45,7 +45,7 @@ __all__ = [
     "downstream_accuracy",
     "energy_distance",
     "mmd",
-    "report",
+    "summary",
     "t_interval",
 ]
 
@@ -152,8 +152,9 @@ def class_balance(labels, indices) -> dict:
     }
 
 
-def report(x, indices, *, labels=None, metric: str = "euclidean") -> dict:
-    """All measures of a selection, JSON-able."""
+def summary(x, indices, *, labels=None, metric: str = "euclidean") -> dict:
+    """All measures of a selection, JSON-able: ``count``, ``n``, ``coverage_radius``, ``mmd``,
+    ``energy_distance`` and, with ``labels``, ``class_balance``."""
     out = {
         "count": int(np.asarray(indices).shape[0]),
         "n": int(np.asarray(x).shape[0]),
@@ -178,7 +179,7 @@ def t_interval(values, confidence: float = 0.95) -> tuple[float, float]:
     return float(v.mean() - half), float(v.mean() + half)
 
 
-def _summary(values) -> dict:
+def _spread(values) -> dict:
     v = np.asarray(values, np.float64)
     lo, hi = t_interval(v)
     return {
@@ -200,6 +201,7 @@ def compare_to_random(
     train_fn=None,
     seeds: int = 10,
     measures: bool = True,
+    progress: bool = True,
 ) -> dict:
     """Downstream accuracy and distribution measures of a selection against random subsets.
 
@@ -219,6 +221,7 @@ def compare_to_random(
       seeds: random subsets (>= 2 for a confidence interval).
       measures: also compute coverage radius, MMD and energy distance to ``x`` of the selection
         and of each random subset (``O(n^2 d)`` each), and the selection's class balance.
+      progress: show a tqdm bar over the selection and the random subsets.
 
     Returns:
       A JSON-able dict: ``count``, ``n``, ``selection`` (``accuracy`` and the measures),
@@ -226,9 +229,7 @@ def compare_to_random(
       ``difference``: the selection's accuracy minus random's mean, with the 95% interval of
       that difference, and ``beats``: in how many seeds the selection is at least as accurate.
     """
-    import jax
-
-    from goldener_jax.kernels.subset import random_subset
+    from tqdm.auto import tqdm
 
     if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
         raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
@@ -260,14 +261,20 @@ def compare_to_random(
             out["energy_distance"] = energy_distance(x_np, sub)
         return out
 
-    chosen = measure(idx)
-    if measures:
-        chosen["class_balance"] = class_balance(labels, idx)
-    runs = [
-        measure(np.asarray(random_subset(jax.random.fold_in(key, s), n, idx.size)))
-        for s in range(seeds)
-    ]
-    rand = {q: _summary([r[q] for r in runs]) for q in runs[0]}
+    with tqdm(
+        total=seeds + 1, desc="compare to random", unit="subset", disable=not progress
+    ) as bar:
+        chosen = measure(idx)
+        if measures:
+            chosen["class_balance"] = class_balance(labels, idx)
+        bar.update()
+        runs = []
+        for s in range(seeds):
+            runs.append(
+                measure(np.asarray(gk.random_subset(jax.random.fold_in(key, s), n, idx.size)))
+            )
+            bar.update()
+    rand = {q: _spread([r[q] for r in runs]) for q in runs[0]}
     rand_acc = np.asarray(rand["accuracy"]["values"])
     lo, hi = rand["accuracy"]["ci95"]
     return {

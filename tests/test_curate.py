@@ -232,6 +232,44 @@ def test_near_duplicates_edge_cases_and_errors():
         curate.near_duplicates(x[0], threshold=0.1)
 
 
+def test_a_pair_exactly_at_the_threshold_is_a_near_duplicate():
+    # kernels.pairs_within's edge rule: distance <= threshold on float64 distances; the float32
+    # search alone would put these integer pairs (offset far from the origin) either side of it.
+    x = np.array([[0, 0], [3, 4], [6, 8], [20, 20], [20, 25.001]], np.float32) + 3000
+    got = curate.near_duplicates(x, threshold=5.0, progress=False)
+    assert got.pairs.tolist() == [[0, 1], [1, 2]] and got.distances.tolist() == [5.0, 5.0]
+    assert [g.tolist() for g in got.groups] == [[0, 1, 2]]
+    got = curate.near_duplicates(x, threshold=25.0, metric="sqeuclidean", progress=False)
+    assert got.pairs.tolist() == [[0, 1], [1, 2]]
+    unit = np.array([[1, 1, 0], [1, 0, 1], [0, 2, 2], [-5, 0, 0]], np.float32)
+    got = curate.near_duplicates(unit, threshold=0.5, metric="cosine", progress=False)
+    assert got.pairs.tolist() == [[0, 1], [0, 2], [1, 2]]  # cosines 1/2, 1/2, 1/2
+    assert got.distances.tolist() == [0.5, 0.5, 0.5]
+
+
+def test_progress_bars_can_be_turned_off(capsys):
+    x = np.random.default_rng(9).normal(size=(40, 3)).astype(np.float32)
+    curate.near_duplicates(x, threshold=0.1, progress=True)
+    assert "near duplicates" in capsys.readouterr().err
+    curate.near_duplicates(x, threshold=0.1, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_label_issues_in_query_chunks_equal_one_knn_call(monkeypatch, metric):
+    """Above ``_KNN_CHUNK`` samples the kNN runs in chunks (a progress bar per chunk): the
+    ranking is the same, also when a row's duplicates at lower indices fill its k + 1 list."""
+    rng = np.random.default_rng(10)
+    x = rng.normal(size=(120, 5)).astype(np.float32)
+    x[[20, 30, 40, 50, 60, 70, 80]] = x[10]  # 8 copies of one row, k = 5
+    y = rng.integers(0, 3, 120)
+    whole = curate.label_issues(x, y, k=5, metric=metric, block_size=16, progress=False)
+    monkeypatch.setattr(curate, "_KNN_CHUNK", 32)
+    chunked = curate.label_issues(x, y, k=5, metric=metric, block_size=16, progress=False)
+    for field in ("indices", "scores", "given", "suggested"):
+        np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -262,11 +300,12 @@ def test_cli_curate_prints_suspects_and_writes_json(tmp_path, capsys):
     n = len(digits.data)
     for i in range(3):
         assert any({i, n + i} <= set(g) for g in groups)
-    with pytest.raises(ValueError, match=r"nothing to do: give --labels"):
-        cli.main(["curate", str(tmp_path / "x.npy"), "--out", str(out)])
+    # a user error: one line on stderr, exit status 2 (cli's contract)
+    assert cli.main(["curate", str(tmp_path / "x.npy"), "--out", str(out)]) == 2
+    assert "nothing to do: give --labels" in capsys.readouterr().err
 
 
-def _store(path, x, labels, rows_per_sample=1):
+def _store(path, x, labels, rows_per_sample=1, valid=None):
     from goldener_jax.store import FeatureStore
 
     n = len(x) // rows_per_sample
@@ -288,7 +327,9 @@ def _store(path, x, labels, rows_per_sample=1):
         store.write_batch(
             b,
             rows.reshape(half, rows_per_sample, x.shape[1]),
-            np.ones((half, rows_per_sample), bool),
+            np.ones((half, rows_per_sample), bool)
+            if valid is None
+            else valid[b * half : (b + 1) * half, None],
             labels=labels[b * half : (b + 1) * half],
         )
     return store
@@ -314,3 +355,120 @@ def test_curation_over_a_store(tmp_path):
     _store(tmp_path / "two", np.concatenate([x, x]), y[:60], rows_per_sample=2)
     with pytest.raises(ValueError, match=r"one vector per sample; .* 120 vectors for 60 samples"):
         gj.label_issues(tmp_path / "two")
+
+
+def test_store_labels_per_sample_id_or_per_sample_present(tmp_path):
+    """select's rules: a store without vectors for some samples takes labels per sample id or
+    one per sample present; indices are sample ids."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(60, 4)).astype(np.float32)
+    y = rng.integers(0, 3, 60)
+    valid = np.ones(60, bool)
+    valid[[5, 33]] = False  # samples 5 and 33 have no vector
+    _store(tmp_path / "store", x, y, valid=valid)
+    present = np.flatnonzero(valid)
+    want = gj.label_issues(x[present], y[present], k=5, progress=False)
+    for labels in (None, y, y[present]):
+        got = gj.label_issues(tmp_path / "store", labels, k=5, progress=False)
+        np.testing.assert_array_equal(got.indices, present[want.indices])
+        np.testing.assert_array_equal(got.suggested, want.suggested)
+    with pytest.raises(ValueError, match=r"one entry per sample \(58\) or per sample id \(60\)"):
+        gj.label_issues(tmp_path / "store", y[:59], k=5)
+
+
+# --------------------------------------------------------------------------- leakage
+
+
+def _leakage_ref(x, vec_set, vec_sample, threshold, max_pairs):
+    """Brute force: every pair of vectors of different sets within the threshold (float64),
+    closest first then by rows, one entry per pair of samples, the first ``max_pairs``."""
+    d = distances(x, x, "euclidean")
+    found = sorted(
+        (d[r, c], r, c)
+        for r in range(len(x))
+        for c in range(r + 1, len(x))
+        if vec_set[r] != vec_set[c] and d[r, c] <= threshold
+    )
+    out, seen = [], set()
+    for dist, r, c in found:
+        pair = (int(vec_sample[r]), int(vec_sample[c]))
+        if pair not in seen:
+            seen.add(pair)
+            out.append((pair, str(vec_set[r]), str(vec_set[c]), dist))
+    return out[:max_pairs]
+
+
+def _leaky_split():
+    """30 far-apart samples in sets a / b / c, plus near copies: across sets at 0.125 .. 0.75
+    (0.75 is the threshold, 0.875 beyond it), one within a set, and a sample of two vectors."""
+    x = np.zeros((40, 3), np.float32)
+    x[:30, 0] = 10.0 * np.arange(30)
+    vec_set = np.array(["a", "b", "c"] * 10 + [""] * 10, dtype=object)
+    vec_sample = np.arange(40)
+    copies = [  # (row, copy of, offset, set of the copy)
+        (30, 0, 0.5, "b"),
+        (31, 1, 0.125, "a"),
+        (32, 2, 0.375, "b"),
+        (33, 3, 0.25, "c"),
+        (34, 4, 0.625, "c"),
+        (35, 5, 0.75, "a"),  # exactly at the threshold: a leak
+        (36, 6, 0.875, "b"),  # beyond it
+        (37, 7, 0.0625, "b"),  # same set as row 7: not a leak
+        (38, 8, 0.3125, "a"),  # rows 38 and 39: two vectors of sample 100 ...
+        (39, 8, 0.4375, "a"),  # ... one pair (8, 100) at its closest vector
+    ]
+    for row, src, offset, name in copies:
+        x[row] = x[src] + [0.0, offset, 0.0]
+        vec_set[row] = name
+    vec_sample[[38, 39]] = 100
+    return x, vec_set, vec_sample
+
+
+def test_leakage_pairs_closest_first_within_max_pairs():
+    x, vec_set, vec_sample = _leaky_split()
+    everything = curate.leakage_pairs(x, vec_set, vec_sample, 0.75)
+    want = _leakage_ref(x, vec_set, vec_sample, 0.75, 1000)
+    got = [((p["a"], p["b"]), p["set_a"], p["set_b"], p["distance"]) for p in everything]
+    assert got == want
+    # the documented order and edge rule, by hand
+    assert [p for p, *_ in got] == [(1, 31), (3, 33), (8, 100), (2, 32), (0, 30), (4, 34), (5, 35)]
+    assert got[-1][3] == 0.75
+    for max_pairs in (1, 3, 5):
+        cut = curate.leakage_pairs(x, vec_set, vec_sample, 0.75, max_pairs=max_pairs)
+        assert cut == everything[:max_pairs]
+    # through the public name (re-exported by goldener_jax)
+    assert gj.leakage_pairs(x, vec_set, vec_sample, 0.75, max_pairs=3) == everything[:3]
+
+
+def test_leakage_pairs_of_many_vectors_per_sample_fill_max_pairs():
+    """Duplicated pairs of samples (many vectors each) push unique pairs past a first cut."""
+    rng = np.random.default_rng(12)
+    base = rng.normal(size=(20, 3)).astype(np.float32) * 10
+    x = np.concatenate([np.repeat(base, 4, axis=0), base + 0.01])  # 4 vectors per sample
+    x[:80] += rng.normal(scale=0.001, size=(80, 3)).astype(np.float32)
+    vec_sample = np.r_[np.repeat(np.arange(20), 4), 20 + np.arange(20)]
+    vec_set = np.array(["train"] * 80 + ["test"] * 20, dtype=object)
+    got = curate.leakage_pairs(x, vec_set, vec_sample, 0.5, max_pairs=6)
+    want = _leakage_ref(x, vec_set, vec_sample, 0.5, 6)
+    assert [((p["a"], p["b"]), p["set_a"], p["set_b"], p["distance"]) for p in got] == want
+    assert len(got) == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"threshold": -0.5}, ValueError, r"threshold must be a finite distance >= 0"),
+        ({"max_pairs": 0}, ValueError, r"max_pairs must be >= 1, got 0"),
+        ({"vec_set": np.array(["a", "b"])}, ValueError, r"vec_set must have shape \[4\]"),
+        ({"metric": "l1"}, ValueError, r"metric must be one of"),
+    ],
+)
+def test_leakage_pairs_bad_arguments(kwargs, error, match):
+    args = {
+        "vec_set": np.array(["a", "a", "b", "b"]),
+        "vec_sample": np.arange(4),
+        "threshold": 1.0,
+        **kwargs,
+    }
+    with pytest.raises(error, match=match):
+        curate.leakage_pairs(np.zeros((4, 2), np.float32), **args)

@@ -100,3 +100,31 @@ def test_cli_evaluate(tmp_path, capsys):
     assert cli.main(base + ["--no-measures"]) == 0
     text = capsys.readouterr().out
     assert "9 selected of 65; 25 test samples" in text and "mmd" not in text
+
+
+def test_summary_gathers_every_measure_and_report_no_longer_shadows_the_module():
+    x, y = _data()
+    idx = np.array([0, 4, 8, 13, 21, 34])
+    got = ev.summary(x, idx, labels=y, metric="cosine")
+    assert got == {
+        "count": 6,
+        "n": 60,
+        "coverage_radius": ev.coverage_radius(x, idx, metric="cosine"),
+        "mmd": ev.mmd(x, idx),
+        "energy_distance": ev.energy_distance(x, idx),
+        "class_balance": ev.class_balance(y, idx),
+    }
+    # the coverage radius is the brute-force one: farthest row from its nearest selected row
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert got["coverage_radius"] == pytest.approx((1 - u @ u[idx].T).min(1).max(), abs=1e-5)
+    assert "class_balance" not in ev.summary(x, idx)
+    assert not hasattr(ev, "report")  # goldener_jax.report is the report-writing module
+
+
+def test_compare_to_random_progress_bar_on_stderr(capsys):
+    x, y = _data()
+    kw = {"test_x": x, "test_y": y, "key": KEY, "seeds": 2, "measures": False}
+    ev.compare_to_random(x, y, np.arange(6), **kw)
+    assert "compare to random" in capsys.readouterr().err
+    ev.compare_to_random(x, y, np.arange(6), progress=False, **kw)
+    assert capsys.readouterr().err == ""

@@ -215,7 +215,7 @@ def test_evaluate_measures_match_brute_force():
     bal = ev.class_balance(labels, idx)
     assert bal["selected"] == [2, 4] and bal["total"] == [35, 35]
     assert bal["total_variation"] == pytest.approx(1 / 6)
-    rep = ev.report(x, idx, labels=labels)
+    rep = ev.summary(x, idx, labels=labels)
     assert rep["count"] == 6 and "class_balance" in rep
     # The whole data against itself: every distance is 0.
     assert ev.mmd(x, np.arange(70)) == pytest.approx(0.0, abs=1e-5)

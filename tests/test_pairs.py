@@ -1,0 +1,218 @@
+"""``gk.pairs_within`` against an exact brute force on integer data with pairs at the threshold."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from goldener_jax import kernels as gk
+
+
+def _exact_pairs(x, y, threshold, metric):
+    """Every pair within ``threshold`` in exact integer / rational arithmetic, closest first,
+    ties by ``(i, j)``: ``[(i, j, distance as float)]``."""
+    x = np.asarray(x).astype(np.int64)
+    upper = y is None
+    y = x if upper else np.asarray(y).astype(np.int64)
+    t = Fraction(threshold)
+    found = []
+    for i in range(len(x)):
+        for j in range(i + 1 if upper else 0, len(y)):
+            u, v = [int(a) for a in x[i]], [int(b) for b in y[j]]
+            if metric == "cosine":
+                dot = sum(a * b for a, b in zip(u, v, strict=True))
+                norms = sum(a * a for a in u) * sum(b * b for b in v)
+                if norms == 0:
+                    key, value, within = Fraction(0), 1.0, t >= 1
+                else:
+                    # sign(cos) cos^2 orders pairs like cos; 1 - cos <= t  <=>  cos >= 1 - t
+                    key = Fraction(dot * abs(dot), norms)
+                    c0 = 1 - t
+                    within = key >= c0 * abs(c0)
+                    value = 1.0 - dot / np.sqrt(float(norms))
+                key = -key  # closest first = largest cosine first
+            else:
+                sq = sum((a - b) ** 2 for a, b in zip(u, v, strict=True))
+                key = Fraction(sq)
+                if metric == "euclidean":
+                    within, value = sq <= t * t, float(np.sqrt(sq))
+                else:
+                    within, value = sq <= t, float(sq)
+            if within:
+                found.append((key, i, j, value))
+    found.sort(key=lambda f: f[:3])
+    return [(i, j, v) for _, i, j, v in found]
+
+
+def _grid(seed, n, d, low, high, offset=0):
+    rng = np.random.default_rng(seed)
+    return (rng.integers(low, high + 1, size=(n, d)) + offset).astype(np.float32)
+
+
+# (metric, threshold, data offset): integer rows; the offset moves the data far from the origin
+# so that the float32 search rounds, while the exact recheck does not.
+CASES = [
+    ("euclidean", 3.0, 0),
+    ("euclidean", 3.0, 3000),
+    ("euclidean", 2.0, 0),
+    ("euclidean", 0.0, 0),
+    ("sqeuclidean", 9.0, 3000),
+    ("sqeuclidean", 5.0, 0),
+    ("cosine", 0.5, 0),
+    ("cosine", 1.0, 0),
+    ("cosine", 0.0, 0),
+]
+
+
+def _at_threshold(pairs, threshold, metric):
+    return [p for p in pairs if abs(p[2] - threshold) < 1e-12]
+
+
+def _assert_same_pairs(got, want, metric):
+    """The same pairs, each with its distance, in the documented order: by float64 distance,
+    equal ones by ``(i, j)``. Exactly equal distances stay equal in float64 for the Euclidean
+    metrics (square roots of equal integers); an irrational cosine may round differently for two
+    pairs at the same exact distance, so there only the order up to 1e-12 is compared."""
+    i, j, d = got
+    assert i.dtype == j.dtype == np.int64 and d.dtype == np.float64
+    pairs = list(zip(i.tolist(), j.tolist(), strict=True))
+    if metric != "cosine":
+        assert pairs == [(a, b) for a, b, _ in want]
+    else:
+        assert sorted(pairs) == sorted((a, b) for a, b, _ in want)
+        value = {(a, b): v for a, b, v in want}
+        np.testing.assert_allclose(d, [value[p] for p in pairs], rtol=0, atol=1e-12)
+        assert np.all(np.diff([value[p] for p in pairs]) >= -1e-12)
+    np.testing.assert_array_equal(np.lexsort((j, i, d)), np.arange(len(d)))
+    np.testing.assert_allclose(d, [v for _, _, v in want], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize(("metric", "threshold", "offset"), CASES)
+@pytest.mark.parametrize("block_size", [None, 7])
+def test_pairs_within_x_alone_matches_exact_brute_force(metric, threshold, offset, block_size):
+    x = _grid(0, 70, 3, -2, 2, offset)
+    want = _exact_pairs(x, None, threshold, metric)
+    assert _at_threshold(want, threshold, metric), "no pair at the threshold: nothing tested"
+    got = gk.pairs_within(x, threshold, metric=metric, block_size=block_size)
+    _assert_same_pairs(got, want, metric)
+    assert np.all(got[2] <= threshold)
+
+
+@pytest.mark.parametrize(("metric", "threshold", "offset"), CASES)
+def test_pairs_within_x_vs_y_matches_exact_brute_force(metric, threshold, offset):
+    x = _grid(1, 40, 3, -2, 2, offset)
+    y = _grid(2, 33, 3, -2, 2, offset)
+    want = _exact_pairs(x, y, threshold, metric)
+    assert _at_threshold(want, threshold, metric)
+    got = gk.pairs_within(x, threshold, y=y, metric=metric, block_size=9)
+    _assert_same_pairs(got, want, metric)
+
+
+def test_the_edge_pair_is_included_and_reported_at_the_threshold():
+    x = np.array([[0, 0], [3, 4], [6, 8], [0, -5.0001]], np.float32)  # 5.0001: just out
+    i, j, d = gk.pairs_within(x, 5.0)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 1), (1, 2)]
+    assert d.tolist() == [5.0, 5.0]
+    i, j, d = gk.pairs_within(np.array([[1, 1, 0], [1, 0, 1], [0, 0, 0]], np.float32), 0.5,
+                              metric="cosine")  # fmt: skip
+    assert (i.tolist(), j.tolist(), d.tolist()) == ([0], [1], [0.5])
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("max_pairs", [1, 5, 23])
+def test_max_pairs_keeps_the_closest_with_ties_by_index(metric, max_pairs):
+    """The ``max_pairs`` first pairs of the full answer (itself checked against the brute force),
+    with ties at the cut: kept while blocks stream in, and again after pruning."""
+    x = _grid(3, 60, 3, -2, 2)
+    threshold = 2.0 if metric == "euclidean" else 0.5
+    for y in (None, x[:20]):
+        want = _exact_pairs(x, y, threshold, metric)
+        full = gk.pairs_within(x, threshold, y=y, metric=metric)
+        _assert_same_pairs(full, want, metric)
+        assert len(want) > 3 * max_pairs  # the pruning path runs
+        assert full[2][max_pairs - 1] == full[2][max_pairs]  # a tie straddles the cut
+        got = gk.pairs_within(x, threshold, y=y, metric=metric, block_size=5, max_pairs=max_pairs)
+        for a, b in zip(got, full, strict=True):
+            np.testing.assert_array_equal(a, b[:max_pairs])
+
+
+@pytest.mark.parametrize("max_pairs", [1, 3, 10])
+def test_max_pairs_on_continuous_data_with_the_closest_pairs_in_late_blocks(max_pairs):
+    # Rows sorted by their nearest-neighbour distance, largest first: every later block holds
+    # pairs closer than those kept so far, just below the tightened filter's limit.
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(90, 2)).astype(np.float32)
+    nearest = np.sort(np.linalg.norm(x[:, None] - x[None], axis=-1), axis=1)[:, 1]
+    x = x[np.argsort(-nearest, kind="stable")]
+    full = gk.pairs_within(x, 1.0)
+    assert len(full[0]) > 10 * max_pairs
+    got = gk.pairs_within(x, 1.0, block_size=3, max_pairs=max_pairs)
+    for a, b in zip(got, full, strict=True):
+        np.testing.assert_array_equal(a, b[:max_pairs])
+
+
+def test_exact_duplicates_far_from_the_origin():
+    rng = np.random.default_rng(4)
+    x = (rng.normal(size=(200, 16)) + 1e4).astype(np.float32)
+    x[150] = x[3]
+    x[170] = x[3]
+    for metric in ("euclidean", "sqeuclidean", "cosine"):
+        i, j, d = gk.pairs_within(x, 0.0, metric=metric, block_size=32)
+        assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(3, 150), (3, 170), (150, 170)]
+        assert d.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_16_bit_inputs_are_rechecked_on_their_own_values():
+    x = _grid(5, 50, 4, -3, 3).astype(np.float16)
+    want = _exact_pairs(x.astype(np.float32), None, 3.0, "euclidean")
+    i, j, _ = gk.pairs_within(x, 3.0)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(a, b) for a, b, _ in want]
+
+
+def test_on_block_sees_every_row_and_can_stop_the_search():
+    x = _grid(6, 50, 2, -3, 3)
+    calls = []
+    i, _, _ = gk.pairs_within(x, 1.0, block_size=8, on_block=lambda r, p: calls.append((r, p)))
+    assert sum(r for r, _ in calls) == 50 and len(calls) == 7
+    assert calls[-1][1] == len(i) and np.all(np.diff([p for _, p in calls]) >= 0)
+
+    def stop(rows, pairs):
+        raise RuntimeError(f"stopped after {pairs} pairs")
+
+    with pytest.raises(RuntimeError, match="stopped after"):
+        gk.pairs_within(x, 1.0, block_size=8, on_block=stop)
+
+
+def test_empty_results():
+    x = _grid(7, 10, 2, -3, 3)
+    for i, j, d in (
+        gk.pairs_within(x[:1], 10.0),
+        gk.pairs_within(x[:0], 10.0),
+        gk.pairs_within(x, 10.0, y=x[:0]),
+        gk.pairs_within(x, 10.0, max_pairs=0),
+        gk.pairs_within(x + np.arange(10)[:, None] * 100, 1.0),
+    ):
+        assert i.shape == j.shape == d.shape == (0,)
+        assert i.dtype == np.int64 and d.dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"threshold": -1.0}, ValueError, r"threshold must be a finite distance >= 0, got -1.0"),
+        ({"threshold": float("nan")}, ValueError, r"threshold must be a finite distance"),
+        ({"threshold": "1"}, TypeError, r"threshold must be a number, got '1'"),
+        ({"metric": "l1"}, ValueError, r"metric must be one of"),
+        ({"max_pairs": -1}, ValueError, r"max_pairs must be >= 0 or None, got -1"),
+        ({"max_pairs": 2.0}, TypeError, r"max_pairs must be an int >= 0 or None, got 2.0"),
+        ({"block_size": 0}, ValueError, r"block_size must be >= 1, got 0"),
+        ({"y": np.zeros((3, 5), np.float32)}, ValueError, r"y must have the same width as x"),
+        ({"x": np.zeros(4, np.float32)}, ValueError, r"x must be 2-D"),
+        ({"x": np.zeros((4, 2), int)}, TypeError, r"x must have a floating dtype"),
+    ],
+)
+def test_bad_arguments(kwargs, error, match):
+    args = {"x": np.zeros((4, 2), np.float32), "threshold": 1.0, **kwargs}
+    x, threshold = args.pop("x"), args.pop("threshold")
+    with pytest.raises(error, match=match):
+        gk.pairs_within(x, threshold, **args)
