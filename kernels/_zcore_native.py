@@ -1,11 +1,11 @@
 """ZCore's CPU path: the compiled grid walk of ``_zcore_cpu.cpp``, driven from Python threads.
 
-XLA's CPU backend runs the window search of ``zcore.py`` in fixed-shape batches, and most of its
-time goes to gathering candidates that a sample never needed. The compiled walk builds a grid
-per subspace (strips of ranks in one dimension, sorted by the other) and walks it outward from
-each query until a distance bound proves the answer (see the ``.cpp``), so each sample costs what
-its neighbourhood needs. The draws still come from ``zcore._draw`` (JAX), so both paths score
-the same subspace samples and find the same points.
+XLA's CPU backend runs the window search of ``_zcore_window.py`` in fixed-shape batches, and
+most of its time goes to gathering candidates that a sample never needed. The compiled walk
+builds a grid per subspace (strips of ranks in one dimension, sorted by the other) and walks it
+outward from each query until a distance bound proves the answer (see the ``.cpp``), so each
+sample costs what its neighbourhood needs. The draws still come from ``zcore.draw_samples``
+(JAX), so both paths score the same subspace samples and find the same points.
 
 Here: the per-dimension tables (``Tables``), then per batch of samples the draws, the samples
 grouped by subspace and split between threads (ctypes releases the GIL), each thread with its own

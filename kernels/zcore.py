@@ -20,6 +20,12 @@ explicit key, sample ``s`` drawing from ``fold_in(split(key)[0], s)``, so the dr
 depend on how samples are chunked; the nearest point and the neighbours come from ``top_k``
 over a chunk of samples, never from a full argsort.
 
+Layout: this module holds the public API, the state, the draws and the statistics, and drives
+the chunks. The XLA kernel has two chunk updates: the brute-force body of ``_zcore_body.py``,
+written once for one device and for a mesh (``axis``), and, on one device when ``num_dims == 2``
+and ``n`` is large, the window search of ``_zcore_window.py``. The compiled CPU walk is
+``_zcore_native.py``.
+
 Memory: ``O(chunk x n)`` temporaries (one row of subspace distances per sample of a chunk).
 """
 
@@ -32,26 +38,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _zcore_window, collective
 from ._checks import as_float_matrix, check_k
+from ._zcore_body import chunk_body, stats_body
+from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
 __all__ = [
     "IMPLS",
     "ZCORE_VARIANTS",
     "ZCoreState",
+    "default_widths",
+    "draw_samples",
+    "native_status",
+    "window_tables",
     "zcore_draws",
     "zcore_init",
     "zcore_run",
+    "zcore_run_with_stats",
     "zcore_scores",
     "zcore_select",
     "zcore_step",
-    "native_status",
 ]
+
 
 ZCORE_VARIANTS = {
     "paper": {"metric": "l1", "exponent": 4.0, "random_init": True},
     "goldener": {"metric": "l2", "exponent": 1.0, "random_init": False},
 }
-_EPS = 1e-8
 
 
 class ZCoreState(NamedTuple):
@@ -112,7 +125,7 @@ def _distinct_dims(key, d: int, k: int):
     return jnp.stack(taken)
 
 
-def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
+def draw_samples(key_data, start, count: int, lo, med, hi, num_dims: int):
     """Dimensions ``int32 [count, num_dims]`` and anchors ``[count, num_dims]`` of samples
     ``start .. start + count - 1``."""
     key = jax.random.wrap_key_data(key_data)
@@ -131,471 +144,67 @@ def _draw(key_data, start, count: int, lo, med, hi, num_dims: int):
 def zcore_draws(state: ZCoreState, start: int, count: int, num_dims: int = 2):
     """The dimensions and anchors samples ``start .. start + count - 1`` of ``state`` use (for
     references and inspection)."""
-    return _draw(state.key, jnp.int32(start), count, state.lo, state.med, state.hi, num_dims)
+    return draw_samples(state.key, jnp.int32(start), count, state.lo, state.med, state.hi, num_dims)
 
 
-def _subspace_distance(xt, dims, point, metric: str):
-    """``[chunk, n]`` distances from every point to ``point[c]`` in subspace ``dims[c]``."""
-    total = None
-    for j in range(dims.shape[1]):  # num_dims is small and static
-        diff = xt[dims[:, j]] - point[:, j, None]
-        term = jnp.abs(diff) if metric == "l1" else diff * diff
-        total = term if total is None else total + term
-    return total
+# --- XLA chunk drivers -------------------------------------------------------------------------
 
 
-@partial(jax.jit, static_argnames=("chunk", "num_dims", "num_redundancy", "metric", "exponent"))
-def _chunk_update(
-    scores,
-    xt,
-    key_data,
-    start,
-    count,
-    lo,
-    med,
-    hi,
-    *,
-    chunk,
-    num_dims,
-    num_redundancy,
-    metric,
-    exponent,
-):
-    # Samples start .. start + count - 1 (count <= chunk is traced: a last, partial chunk is
-    # masked rather than compiled again).
-    n = xt.shape[1]
-    dims, anchors = _draw(key_data, start, chunk, lo, med, hi, num_dims)
-    live = (jnp.arange(chunk) < count).astype(jnp.float32)
-    to_anchor = _subspace_distance(xt, dims, anchors, metric)
-    nearest = jnp.argmin(to_anchor, axis=1).astype(jnp.int32)  # lowest index on ties
-    scores = scores.at[nearest].add(live)
+@partial(
+    jax.jit,
+    static_argnames=("mesh", "n", "chunk", "num_dims", "num_redundancy", "metric", "exponent"),
+)
+def _run_chunks(
+    scores, x, key_data, start, num_samples, lo, med, hi, *, mesh, n, chunk, num_dims,
+    num_redundancy, metric, exponent,
+):  # fmt: skip
+    """Samples ``start .. start + num_samples - 1`` by the brute-force body, ``chunk`` at a time,
+    in one program (``num_samples`` traced: no recompilation per call). On a mesh every device
+    runs the same number of chunks (``num_samples`` is replicated), so each collective of every
+    chunk is met by all devices."""
     r = min(num_redundancy, n - 1)
-    if r <= 0:
-        return scores
-    centre = jnp.stack([xt[dims[:, j], nearest] for j in range(num_dims)], axis=1)
-    dist = _subspace_distance(xt, dims, centre, metric)
-    if metric == "l2":
-        dist = jnp.sqrt(dist)
-    dist = jnp.where(jnp.arange(n)[None, :] == nearest[:, None], jnp.inf, dist)  # not itself
-    neg, idx = jax.lax.top_k(-dist, r)  # nearest first; ties to the lowest index
-    near = -neg
-    # (d0 + eps) / (d + eps) <= 1: the same normalised weights without overflow for duplicates.
-    w = ((near[:, :1] + _EPS) / (near + _EPS)) ** exponent
-    w = w / jnp.sum(w, axis=1, keepdims=True) * live[:, None]
-    return scores.at[idx.reshape(-1)].add(-w.reshape(-1))
 
+    def body(scores, x, key_data, start, num_samples, lo, med, hi, *, axis):
+        xt = x.T
+        ids = collective.row_ids(x.shape[0], axis)
 
-# --- Window search (num_dims == 2) ------------------------------------------------------------
-#
-# Per dimension, the points sorted by value (``order``) and the sorted values (``svals``), computed
-# once per run. A sample searches a window of ``W_0`` consecutive ranks in its first dimension's
-# order and ``W_1 = width - W_0`` in its second's (the split that proves the most, per sample). A
-# point in neither window differs from the query by at least ``g_0`` in the first coordinate and
-# ``g_1`` in the second (the gaps to the windows' edges), so its distance is at least ``g_0 + g_1``
-# (L1) or ``sqrt(g_0^2 + g_1^2)`` (L2), computed with the same float operations, which are
-# monotone. When the answer found in the windows is strictly below that bound it is the exact
-# answer (ties included: any point outside is strictly farther); otherwise the sample is redone by
-# brute force over all ``n`` points.
+        def one(c, scores):
+            first = start + c * chunk
+            dims, anchors = draw_samples(key_data, first, chunk, lo, med, hi, num_dims)
+            live = (jnp.arange(chunk) < num_samples - c * chunk).astype(jnp.float32)
+            opts = dict(n=n, r=r, metric=metric, exponent=exponent, axis=axis)
+            return chunk_body(scores, xt, ids, dims, anchors, live, **opts)
 
+        return jax.lax.fori_loop(0, (num_samples + chunk - 1) // chunk, one, scores)
 
-class _Tables(NamedTuple):
-    order: jax.Array  # int32 [d * (n + 2 pad)]: per dimension, point indices by value (stable)
-    svals: jax.Array  # float32 [d * (n + 2 pad)]: the sorted values, -inf / +inf in the padding
-
-
-@partial(jax.jit, static_argnames=("pad",))
-def _tables(xt, pad: int) -> _Tables:
-    d = xt.shape[0]
-    # Stable: equal values (-0.0 == 0.0 included) in index order, the order IEEE comparisons and the
-    # lexicographic (value, index) test in _window_candidates agree with.
-    order = jnp.argsort(xt, axis=1, stable=True).astype(jnp.int32)
-    svals = jnp.take_along_axis(xt, order, axis=1)
-    order = jnp.pad(order, ((0, 0), (pad, pad)))
-    svals = jnp.concatenate(
-        [jnp.full((d, pad), -jnp.inf, xt.dtype), svals, jnp.full((d, pad), jnp.inf, xt.dtype)], 1
-    )
-    return _Tables(order.reshape(-1), svals.reshape(-1))
-
-
-def _combine(g0, g1, metric: str, root: bool):
-    """The distance bound from the two gaps, with the distance's own float operations."""
-    if metric == "l1":
-        return g0 + g1
-    sq = g0 * g0 + g1 * g1
-    return jnp.sqrt(sq) if root else sq
-
-
-def _best_window(svals, row, q, width, n: int):
-    """For windows of ``width`` consecutive ranks in the sorted row starting at flat offset
-    ``row`` (``width`` may be 0): the start maximising the gap ``min(q - v[s - 1], v[s + width] -
-    q)`` and that gap (clamped at 0). Binary search: the left gap falls and the right one grows
-    with ``s``."""
-    lo = jnp.zeros(jnp.broadcast_shapes(row.shape, width.shape), jnp.int32)
-    hi = n - width + lo
-
-    def left(s):
-        return q - svals[row + s - 1]
-
-    def right(s):
-        return svals[row + s + width] - q
-
-    def halve(_, bounds):
-        lo, hi = bounds
-        mid = (lo + hi) // 2
-        ok = right(mid) >= left(mid)
-        return jnp.where(ok, lo, mid + 1), jnp.where(ok, mid, hi)
-
-    lo, hi = jax.lax.fori_loop(0, max(1, int(n).bit_length()), halve, (lo, hi))
-    g1 = jnp.minimum(left(lo), right(lo))
-    g0 = jnp.where(lo > 0, jnp.minimum(left(lo - 1), right(lo - 1)), -jnp.inf)
-    start = jnp.where(g0 > g1, lo - 1, lo)
-    return start, jnp.maximum(jnp.maximum(g0, g1), 0.0)
-
-
-def _plan(svals, dims, query, width: int, n: int, pad: int, metric: str, root: bool):
-    """Per sample: ranks in the first dimension's window ``[s0, s0 + w0)``, the second's
-    ``[s1, s1 + width - w0)``, and the bound proven for points outside both."""
-    stride = n + 2 * pad
-    splits = sorted({min(n, max(width - n, round(m * width / 4))) for m in range(5)})
-    w0 = jnp.asarray(splits, jnp.int32)[None, :]
-    w1 = width - w0
-    row0 = (dims[:, 0] * stride + pad)[:, None]
-    row1 = (dims[:, 1] * stride + pad)[:, None]
-    s0, g0 = _best_window(svals, row0, query[:, :1], w0, n)
-    s1, g1 = _best_window(svals, row1, query[:, 1:], w1, n)
-    bound = _combine(g0, g1, metric, root)
-    best = jnp.argmax(bound, axis=1)[:, None]
-    pick = lambda a: jnp.take_along_axis(jnp.broadcast_to(a, bound.shape), best, 1)[:, 0]  # noqa: E731
-    return pick(s0), pick(s1), pick(w0), pick(bound)
-
-
-def _window_candidates(tables, xt, dims, s0, s1, w0, width: int, pad: int):
-    """Candidate points ``int32 [c, width]`` of the windows and their two coordinates: slots
-    ``k < w0`` hold ranks ``s0 + k`` of the first dimension, the others ranks ``s1 - w0 + k`` of
-    the second (both contiguous slices of the padded tables)."""
-    n = xt.shape[1]
-    stride = n + 2 * pad
-    k = jnp.arange(width, dtype=jnp.int32)[None, :]
-    first = k < w0[:, None]
-    start0 = dims[:, 0] * stride + pad + s0
-    start1 = dims[:, 1] * stride + pad + s1 - w0
-    cut = jax.vmap(lambda flat, s: jax.lax.dynamic_slice(flat, (s,), (width,)), (None, 0))
-    idx = jnp.where(first, cut(tables.order, start0), cut(tables.order, start1))
-    own = jnp.where(first, cut(tables.svals, start0), cut(tables.svals, start1))
-    other_dim = jnp.where(first, dims[:, 1:], dims[:, :1])
-    other = xt.reshape(-1)[other_dim * n + idx]
-    x0 = jnp.where(first, own, other)
-    x1 = jnp.where(first, other, own)
-    return idx, x0, x1, first
-
-
-def _pair_distance(x0, x1, point, metric: str):
-    """Same float operations as ``_subspace_distance`` (first dimension's term first)."""
-    d0 = x0 - point[:, 0, None]
-    d1 = x1 - point[:, 1, None]
-    if metric == "l1":
-        return jnp.abs(d0) + jnp.abs(d1)
-    return d0 * d0 + d1 * d1
-
-
-def _count(mask):
-    """Row counts of a boolean ``[R, M]`` as int32 (a mat-vec: XLA's CPU integer sums are slow;
-    exact while ``M < 2**24``)."""
-    if mask.shape[1] >= 2**24:
-        return jnp.sum(mask, axis=1, dtype=jnp.int32)
-    ones = jnp.ones((mask.shape[1],), jnp.float32)
-    return jnp.dot(mask.astype(jnp.float32), ones).astype(jnp.int32)
-
-
-def _select(dist, idx, r: int, n: int):
-    """Exact ``r`` smallest of each row of ``dist`` (``inf``: not a candidate), ties to the lowest
-    ``idx``, without sorting: the ``r``-th value by counting passes (pivots interpolated on the
-    square root of the count, as counts in two dimensions grow with the area; every other pass a
-    bisection of the float bits once past the first six, so the number of passes is bounded),
-    then the lowest indices among the tied values by bisection.
-
-    Returns ``(selected bool [R, M], r-th value [R])``; the value is ``inf`` for a row with fewer
-    than ``r`` candidates (then nothing is selected).
-    """
-    inf = jnp.float32(jnp.inf)
-    valid = dist < inf
-    count = _count(valid)
-    enough = count >= r
-    dmin = jnp.min(dist, axis=1)
-    hi = jnp.max(jnp.where(valid, dist, -inf), axis=1)
-    # Invariants: #(dist <= hi) = c_hi >= r, hi a value of the row; #(dist < b_lo) = c_lo < r,
-    # b_lo a value of the row. Done when b_lo == hi: hi is the r-th value.
-    state = (jnp.zeros_like(count), dmin, hi, count, ~enough | (dmin >= hi), jnp.int32(0))
-    target = jnp.sqrt(jnp.float32(r) - 0.5)
-
-    def cond(s):
-        return ~jnp.all(s[4])
-
-    def body(s):
-        c_lo, b_lo, hi, c_hi, done, it = s
-        rlo = jnp.sqrt(c_lo.astype(jnp.float32))
-        f = (target - rlo) / (jnp.sqrt(c_hi.astype(jnp.float32)) - rlo)
-        t_interp = b_lo + (hi - b_lo) * f
-        bl = jax.lax.bitcast_convert_type(jnp.where(done, 0.0, b_lo), jnp.int32)
-        bh = jax.lax.bitcast_convert_type(jnp.where(done, 0.0, hi), jnp.int32)
-        t_bits = jax.lax.bitcast_convert_type(bl + (bh - bl) // 2, jnp.float32)
-        t = jnp.where((it < 6) | (it % 2 == 0), t_interp, t_bits)
-        t = jnp.clip(t, b_lo, jnp.nextafter(hi, -inf))
-        le = dist <= t[:, None]
-        c = _count(le)
-        below = jnp.max(jnp.where(le, dist, -inf), axis=1)
-        above = jnp.min(jnp.where(le, inf, dist), axis=1)
-        up = (c >= r) & ~done
-        down = (c < r) & ~done
-        hi = jnp.where(up, below, hi)
-        c_hi = jnp.where(up, c, c_hi)
-        b_lo = jnp.where(down, above, b_lo)
-        c_lo = jnp.where(down, c, c_lo)
-        return c_lo, b_lo, hi, c_hi, done | (b_lo >= hi), it + 1
-
-    _, _, value, c_le, _, _ = jax.lax.while_loop(cond, body, state)
-    value = jnp.where(enough, value, inf)
-    less = dist < value[:, None]
-    need = r - _count(less)
-    excess = enough & (c_le > r)
-    tied = dist == value[:, None]
-
-    def cut_ties(_):
-        # Smallest index bound I with #(tied & idx <= I) >= need.
-        lo = jnp.zeros_like(need)
-        hi = jnp.full_like(need, n - 1)
-        for _ in range(max(1, int(n - 1).bit_length())):
-            mid = (lo + hi) // 2
-            ok = _count(tied & (idx <= mid[:, None])) >= need
-            hi = jnp.where(ok, mid, hi)
-            lo = jnp.where(ok, lo, mid + 1)
-        return jnp.where(excess, lo, n)
-
-    limit = jax.lax.cond(jnp.any(excess), cut_ties, lambda _: jnp.full_like(need, n), None)
-    selected = valid & (less | (tied & (idx <= limit[:, None])))
-    return selected, value
-
-
-def _power(q, exponent: float):
-    """``q ** exponent``; integer exponents by multiplication (a float ``pow`` is an exp / log)."""
-    e = int(exponent)
-    if e != exponent or not 1 <= e <= 16:
-        return q**exponent
-    out, base = None, q
-    while e:
-        if e & 1:
-            out = base if out is None else out * base
-        e >>= 1
-        if e:
-            base = base * base
-    return out
-
-
-def _penalty(dist, selected, exponent: float):
-    """Each selected neighbour's share of the redundancy penalty (rows sum to 1)."""
-    d0 = jnp.min(dist, axis=1, keepdims=True)
-    # (d0 + eps) / (d + eps) <= 1: the same normalised weights without overflow for duplicates.
-    w = jnp.where(selected, _power((d0 + _EPS) / (dist + _EPS), exponent), 0.0)
-    return w / jnp.sum(w, axis=1, keepdims=True)
-
-
-def _first_true(mask, size: int):
-    """Indices of the first ``size`` true entries of ``mask`` and which of them exist."""
-    ids = jnp.nonzero(mask, size=size, fill_value=0)[0].astype(jnp.int32)
-    return ids, jnp.arange(size) < jnp.sum(mask)
-
-
-def _window_nearest(xt, tables, dims, anchors, width: int, pad: int, metric: str):
-    """Nearest point to each anchor among the windows' candidates, and whether the window proves
-    it is the nearest of all ``n`` points (lowest index on ties)."""
-    n = xt.shape[1]
-    s0, s1, w0, bound = _plan(tables.svals, dims, anchors, width, n, pad, metric, False)
-    idx, x0, x1, _ = _window_candidates(tables, xt, dims, s0, s1, w0, width, pad)
-    # Materialise the gathered candidates once (XLA would otherwise redo the gathers in every
-    # fusion that reads them).
-    idx, x0, x1 = jax.lax.optimization_barrier((idx, x0, x1))
-    dist = _pair_distance(x0, x1, anchors, metric)
-    best = jnp.min(dist, axis=1)
-    nearest = jnp.min(jnp.where(dist == best[:, None], idx, n), axis=1)
-    return nearest, best < bound
-
-
-def _window_neighbours(xt, tables, dims, nearest, r: int, width: int, pad: int, metric: str):
-    """Each chosen point's ``r`` nearest neighbours among the windows' candidates (itself
-    excluded, lowest index on ties): candidate indices ``[c, width]``, their distances (``inf``
-    for a point already in the first window, or the point itself), which are selected, and
-    whether the window proves that these are the ``r`` nearest of all ``n`` points."""
-    n = xt.shape[1]
-    centre = xt[dims, nearest[:, None]]
-    s0, s1, w0, bound = _plan(tables.svals, dims, centre, width, n, pad, metric, True)
-    idx, x0, x1, first = _window_candidates(tables, xt, dims, s0, s1, w0, width, pad)
-    idx, x0, x1 = jax.lax.optimization_barrier((idx, x0, x1))
-    dist = _pair_distance(x0, x1, centre, metric)
-    if metric == "l2":
-        dist = jnp.sqrt(dist)
-    # A slot of the second window whose point is also in the first one: (value, index) between
-    # the first window's ends, in the tables' (stable) order.
-    stride = n + 2 * pad
-    end0 = dims[:, 0] * stride + pad + s0
-    end1 = end0 + w0 - 1
-    v_lo, i_lo = tables.svals[end0][:, None], tables.order[end0][:, None]
-    v_hi, i_hi = tables.svals[end1][:, None], tables.order[end1][:, None]
-    inside = ((x0 > v_lo) | ((x0 == v_lo) & (idx >= i_lo))) & (
-        (x0 < v_hi) | ((x0 == v_hi) & (idx <= i_hi))
-    )
-    twice = ~first & (w0[:, None] > 0) & inside
-    dist = jnp.where(twice | (idx == nearest[:, None]), jnp.inf, dist)
-    dist = jax.lax.optimization_barrier(dist)
-    selected, value = _select(dist, idx, r, n)
-    return idx, dist, selected, value < bound
-
-
-def _brute_neighbours(xt, dims, nearest, r: int, metric: str):
-    """Distances ``[c, n]`` from each chosen point (``inf`` for itself) and its ``r`` nearest
-    neighbours (lowest index on ties), over all points."""
-    n = xt.shape[1]
-    centre = xt[dims, nearest[:, None]]
-    d = _subspace_distance(xt, dims, centre, metric)
-    if metric == "l2":
-        d = jnp.sqrt(d)
-    everyone = jnp.arange(n, dtype=jnp.int32)[None, :]
-    d = jnp.where(everyone == nearest[:, None], jnp.inf, d)
-    selected, _ = _select(d, everyone, r, n)
-    return d, selected
+    specs = (ROWS, ROWS, ALL, ALL, ALL, ALL, ALL, ALL)
+    return on_mesh(body, mesh, specs, ROWS)(scores, x, key_data, start, num_samples, lo, med, hi)
 
 
 @partial(
     jax.jit,
     static_argnames=(
-        "chunk",
-        "num_redundancy",
-        "metric",
-        "exponent",
-        "width_anchor",
-        "width_redundancy",
-        "pad",
-        "fallback",
+        "chunk", "num_redundancy", "metric", "exponent", "width_anchor", "width_redundancy",
+        "pad", "fallback",
     ),
-)
-def _chunk_update_windows(
-    scores,
-    xt,
-    tables,
-    key_data,
-    start,
-    count,
-    lo,
-    med,
-    hi,
-    *,
-    chunk,
-    num_redundancy,
-    metric,
-    exponent,
-    width_anchor,
-    width_redundancy,
-    pad,
-    fallback,
-):
-    """``_chunk_update`` (num_dims == 2) by window search, ``_GROUP`` samples at a time (the
-    ``[group, width]`` temporaries stay in cache); the samples a window cannot prove are redone
-    by brute force, ``fallback`` at a time. Also returns how many were redone."""
-    dims, anchors = _draw(key_data, start, chunk, lo, med, hi, 2)
+)  # fmt: skip
+def _window_chunk(
+    scores, xt, tables, key_data, start, count, lo, med, hi, *, chunk, num_redundancy, metric,
+    exponent, width_anchor, width_redundancy, pad, fallback,
+):  # fmt: skip
+    """One chunk of samples by window search (one device, ``num_dims == 2``)."""
+    dims, anchors = draw_samples(key_data, start, chunk, lo, med, hi, 2)
     live = jnp.arange(chunk) < count
-    group = min(chunk, _GROUP)
-    groups = -(-chunk // group)
-    extra = groups * group - chunk
-    if extra:
-        dims = jnp.pad(dims, ((0, extra), (0, 0)), mode="edge")
-        anchors = jnp.pad(anchors, ((0, extra), (0, 0)), mode="edge")
-        live = jnp.pad(live, (0, extra))
-    dims = dims.reshape(groups, group, 2)
-    anchors = anchors.reshape(groups, group, 2)
-    live = live.reshape(groups, group)
-    opts = dict(
-        num_redundancy=num_redundancy,
-        metric=metric,
-        exponent=exponent,
-        width_anchor=width_anchor,
-        width_redundancy=width_redundancy,
-        pad=pad,
+    return _zcore_window.chunk_update(
+        scores, xt, tables, dims, anchors, live, num_redundancy=num_redundancy, metric=metric,
+        exponent=exponent, width_anchor=width_anchor, width_redundancy=width_redundancy, pad=pad,
         fallback=fallback,
-    )
-
-    def one(g, carry):
-        scores, miss_a, miss_r = carry
-        scores, a, r = _group_update(scores, xt, tables, dims[g], anchors[g], live[g], **opts)
-        return scores, miss_a + a, miss_r + r
-
-    zero = jnp.zeros((), jnp.int32)
-    return jax.lax.fori_loop(0, groups, one, (scores, zero, zero))
+    )  # fmt: skip
 
 
-_GROUP = 32
-
-
-def _group_update(
-    scores,
-    xt,
-    tables,
-    dims,
-    anchors,
-    live,
-    *,
-    num_redundancy,
-    metric,
-    exponent,
-    width_anchor,
-    width_redundancy,
-    pad,
-    fallback,
-):
-    n = xt.shape[1]
-    size = dims.shape[0]
-    nearest, proven = _window_nearest(xt, tables, dims, anchors, width_anchor, pad, metric)
-    miss_anchor = live & ~proven
-
-    def brute_nearest(carry):
-        nearest, todo = carry
-        ids, real = _first_true(todo, fallback)
-        d = _subspace_distance(xt, dims[ids], anchors[ids], metric)
-        found = jnp.argmin(d, axis=1).astype(jnp.int32)  # lowest index on ties
-        drop = jnp.where(real, ids, size)
-        nearest = nearest.at[drop].set(found, mode="drop")
-        return nearest, todo.at[drop].set(False, mode="drop")
-
-    nearest, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), brute_nearest, (nearest, miss_anchor))
-    scores = scores.at[nearest].add(live.astype(jnp.float32))
-    r = min(num_redundancy, n - 1)
-    if r <= 0:
-        return scores, jnp.sum(miss_anchor, dtype=jnp.int32), jnp.int32(0)
-
-    idx, dist, selected, proven = _window_neighbours(
-        xt, tables, dims, nearest, r, width_redundancy, pad, metric
-    )
-    hit = live & proven
-    share = _penalty(dist, selected, exponent) * hit[:, None]
-    scores = scores.at[idx.reshape(-1)].add(-share.reshape(-1))
-    miss = live & ~proven
-
-    def brute(carry):
-        scores, todo = carry
-        ids, real = _first_true(todo, fallback)
-        d, sel = _brute_neighbours(xt, dims[ids], nearest[ids], r, metric)
-        scores = scores - jnp.sum(_penalty(d, sel, exponent) * real[:, None], axis=0)
-        return scores, todo.at[jnp.where(real, ids, size)].set(False, mode="drop")
-
-    scores, _ = jax.lax.while_loop(lambda c: jnp.any(c[1]), brute, (scores, miss))
-    return scores, jnp.sum(miss_anchor, dtype=jnp.int32), jnp.sum(miss, dtype=jnp.int32)
-
-
-def _stats(x):
-    xf = x.astype(jnp.float32)
-    lo = jnp.min(xf, axis=0)
-    hi = jnp.max(xf, axis=0)
-    # Lower median, as torch.median (goldener) returns.
-    med = jnp.sort(xf, axis=0)[(x.shape[0] - 1) // 2]
-    return lo, med, hi
+@partial(jax.jit, static_argnames=("mesh", "n"))
+def _stats(x, *, mesh, n):
+    return on_mesh(partial(stats_body, n=n), mesh, (ROWS,), (ALL, ALL, ALL))(x)
 
 
 def _stats_host(x: np.ndarray):
@@ -614,7 +223,7 @@ def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
       key: a ``jax.random.key``; the same key gives the same scores.
       variant: ``"paper"`` (random ``U(0, 1)`` initial scores) or ``"goldener"`` (zeros).
       mesh: optional 1-D ``jax.sharding.Mesh``: the statistics are reduced over rows sharded
-        on its devices (the same values, ``kernels.sharding``).
+        on its devices (the same values; the lower median by an exact bisection).
 
     Returns:
       A ``ZCoreState``.
@@ -623,15 +232,14 @@ def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
     x = as_float_matrix(x, "x")
     sample_key, init_key = jax.random.split(jax.random.wrap_key_data(_key_data(key)))
     key_data = jax.random.key_data(sample_key)
+    n = x.shape[0]
     if mesh is not None:
-        from .sharding import sharded_zcore_stats
-
-        lo, med, hi = sharded_zcore_stats(x, mesh=mesh)
+        lo, med, hi = _stats(shard_rows(x, mesh), mesh=mesh, n=n)
+        lo, med, hi = jax.block_until_ready((lo, med, hi))  # see _wait
     elif all(dev.platform == "cpu" for dev in x.devices()):
         lo, med, hi = _stats_host(np.asarray(x, np.float32))
     else:
-        lo, med, hi = jax.jit(_stats)(x)
-    n = x.shape[0]
+        lo, med, hi = _stats(x, mesh=None, n=n)
     if spec["random_init"]:
         scores = jax.random.uniform(init_key, (n,), jnp.float32)
     else:
@@ -658,6 +266,169 @@ def _options(x, variant, num_dims, num_redundancy, metric, exponent):
     return metric, exponent
 
 
+def default_widths(n: int, num_dims: int, num_redundancy: int) -> tuple[int, int] | None:
+    """Window widths ``(anchor, redundancy)`` the XLA kernel's window search uses for ``n``
+    points, or None where it runs brute force (``num_dims != 2``, or ``n`` so small that brute
+    force is as cheap as the windows)."""
+    r = min(num_redundancy, n - 1)
+    widths = (512, max(1024, 10 * r))
+    if num_dims != 2 or 2 * max(widths) > n:
+        return None
+    return widths
+
+
+def window_tables(x, widths: tuple[int, int]) -> tuple[jax.Array, jax.Array]:
+    """The per-dimension sorted tables ``(order, sorted values)`` the window search builds once
+    per ``zcore_run`` call (padded by ``max(widths)``; for timing and inspection)."""
+    x = as_float_matrix(x, "x")
+    tables = _zcore_window.build_tables(x.T.astype(jnp.float32), max(widths))
+    return tables.order, tables.svals
+
+
+def _check_widths(widths, n: int, num_dims: int, num_redundancy: int, mesh):
+    """``widths`` resolved: ``(anchor, redundancy)`` or None (brute force)."""
+    if isinstance(widths, str):
+        if widths != "auto":
+            raise ValueError(f"widths must be 'auto', None or (anchor, redundancy), got {widths!r}")
+        # The window search runs on one device; a mesh runs the brute-force body.
+        return None if mesh is not None else default_widths(n, num_dims, num_redundancy)
+    if widths is None:
+        return None
+    ok = (
+        isinstance(widths, (tuple, list))
+        and len(widths) == 2
+        and all(isinstance(w, int) and not isinstance(w, bool) for w in widths)
+    )
+    if not ok:
+        raise ValueError(f"widths must be 'auto', None or (anchor, redundancy), got {widths!r}")
+    if mesh is not None:
+        raise ValueError("widths: the window search runs on one device; use 'auto' with a mesh")
+    if num_dims != 2 or max(widths) > n or min(widths) < 1:
+        raise ValueError(f"widths {tuple(widths)} need num_dims == 2 and 1 <= width <= n = {n}")
+    return tuple(widths)
+
+
+def _run_xla(state, x, num_samples, chunk, num_dims, num_redundancy, metric, exponent, widths,
+             mesh, fallback: int = 8):  # fmt: skip
+    """The XLA kernel; returns the state and how many samples the windows could not prove."""
+    done = int(state.done)
+    n = x.shape[0]
+    opts = dict(chunk=chunk, num_redundancy=num_redundancy, metric=metric, exponent=exponent)
+    if widths is None or num_samples == 0:
+        scores = _run_chunks(
+            shard_rows(state.scores, mesh, fill=0.0) if mesh is not None else state.scores,
+            shard_rows(x, mesh) if mesh is not None else x,
+            *(replicate(a, mesh) for a in (state.key, np.int32(done), np.int32(num_samples))),
+            *(replicate(a, mesh) for a in (state.lo, state.med, state.hi)),
+            mesh=mesh, n=n, num_dims=num_dims, **opts,
+        )  # fmt: skip
+        if mesh is not None:
+            # XLA's CPU client launches each device's part of a program on a pool of as many
+            # threads as devices, and a launch blocks while its device has too many programs in
+            # flight: a queue of mesh programs can hold every thread while a program's
+            # collective waits for a device not yet launched. One program per call, waited for,
+            # keeps that queue empty.
+            scores = jax.block_until_ready(unpad(scores, n))
+        state = state._replace(scores=scores, done=jnp.asarray(done + num_samples, jnp.int32))
+        return state, (0, 0)
+    xt = x.T.astype(jnp.float32)
+    pad = max(widths)
+    tables = _zcore_window.build_tables(xt, pad)
+    scores, stop, misses = state.scores, done + num_samples, [0, 0]
+    wopts = dict(width_anchor=widths[0], width_redundancy=widths[1], pad=pad, fallback=fallback)
+    while done < stop:
+        size = min(chunk, stop - done)
+        args = (state.key, jnp.int32(done), jnp.int32(size), state.lo, state.med, state.hi)
+        scores, miss_a, miss_r = _window_chunk(scores, xt, tables, *args, **opts, **wopts)
+        misses = [misses[0] + miss_a, misses[1] + miss_r]
+        done += size
+    state = state._replace(scores=scores, done=jnp.asarray(done, jnp.int32))
+    return state, (int(misses[0]), int(misses[1]))
+
+
+def _run_checked(state, x, num_samples, *, chunk, variant, num_dims, num_redundancy, metric,
+                 exponent, mesh, impl, widths):  # fmt: skip
+    x = as_float_matrix(x, "x")
+    metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
+        raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
+    if state.scores.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"state was made for {state.scores.shape[0]} points but x has shape {tuple(x.shape)}"
+        )
+    if int(state.done) + num_samples >= 2**31:
+        raise ValueError(f"num_samples: samples are numbered in int32, got {num_samples}")
+    impl = _resolve_impl(impl, num_dims, x, mesh)
+    widths = _check_widths(widths, x.shape[0], num_dims, num_redundancy, mesh)
+    if impl == "native":
+        return _run_native(state, x.T, num_samples, num_redundancy, metric, exponent), (0, 0)
+    return _run_xla(
+        state, x, num_samples, chunk, num_dims, num_redundancy, metric, exponent, widths, mesh
+    )
+
+
+def zcore_run(
+    state: ZCoreState,
+    x,
+    num_samples: int,
+    *,
+    chunk: int = 256,
+    variant: str = "paper",
+    num_dims: int = 2,
+    num_redundancy: int = 1000,
+    metric: str | None = None,
+    exponent: float | None = None,
+    mesh=None,
+    impl: str = "auto",
+    widths="auto",
+) -> ZCoreState:
+    """Processes ``num_samples`` more subspace samples, ``chunk`` at a time.
+
+    Sample ``s`` always draws from the same key: resuming a saved state draws exactly the
+    samples an uninterrupted run would. Scores are sums of float32 updates, so a different
+    ``chunk`` may change their last bits (not the draws). With ``mesh`` (a 1-D
+    ``jax.sharding.Mesh``) the rows and scores are sharded over its devices: each sample's
+    nearest point is a global first argmin and its neighbours the merge of every device's top
+    ``num_redundancy``: the same points as on one device, the scores equal up to float32
+    rounding; a state from any device count (or none) continues. A mesh call returns once its
+    program has run (see ``_run_xla``).
+
+    ``impl``: ``"auto"`` (default) takes the compiled CPU walk (``native_status()``) when
+    ``num_dims == 2``, there is no ``mesh`` and ``x`` lives on the CPU, and the XLA kernel
+    otherwise; ``"native"`` or ``"xla"`` force one (``"native"`` raises if it cannot run). Both
+    score the same draws and find the same points (exact, ties to the lowest index); the scores
+    differ by float rounding only (the CPU walk sums each chunk's changes in float64), so
+    continue a run with the ``impl`` it started with when the last bits matter.
+
+    ``widths`` (XLA kernel on one device): ``"auto"`` (``default_widths``), ``None`` (brute force
+    over all rows for every sample) or ``(anchor, redundancy)`` window widths. Every choice
+    gives the same points; on a mesh only ``"auto"`` or ``None`` (both brute force).
+    """
+    return _run_checked(
+        state, x, num_samples, chunk=chunk, variant=variant, num_dims=num_dims,
+        num_redundancy=num_redundancy, metric=metric, exponent=exponent, mesh=mesh, impl=impl,
+        widths=widths,
+    )[0]  # fmt: skip
+
+
+def zcore_run_with_stats(state: ZCoreState, x, num_samples: int, **options):
+    """``zcore_run`` (same arguments) that also says how the XLA window search did: returns
+    ``(state, {"anchor_fallbacks": a, "redundancy_fallbacks": b})``, the numbers of samples
+    whose nearest point / neighbours the windows could not prove and brute force redid (0 for
+    the brute-force body and the CPU walk)."""
+    defaults = dict(
+        chunk=256, variant="paper", num_dims=2, num_redundancy=1000, metric=None, exponent=None,
+        mesh=None, impl="auto", widths="auto",
+    )  # fmt: skip
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"zcore_run_with_stats got unexpected options {sorted(unknown)}")
+    state, (a, b) = _run_checked(state, x, num_samples, **{**defaults, **options})
+    return state, {"anchor_fallbacks": a, "redundancy_fallbacks": b}
+
+
 def zcore_step(
     state: ZCoreState,
     x,
@@ -678,16 +449,7 @@ def zcore_step(
     )  # fmt: skip
 
 
-def _default_widths(n: int, num_dims: int, num_redundancy: int):
-    """Window widths (anchor, redundancy) of the window search, or None for brute force."""
-    r = min(num_redundancy, n - 1)
-    widths = (512, max(1024, 10 * r))
-    if num_dims != 2 or 2 * max(widths) > n:
-        return None  # small n: brute force is as cheap as the windows
-    return widths
-
-
-_draw_jit = jax.jit(_draw, static_argnames=("count", "num_dims"))
+_draw_jit = jax.jit(draw_samples, static_argnames=("count", "num_dims"))
 _DRAW_BLOCK = 16384  # samples per draw call of the CPU path
 
 IMPLS = ("auto", "native", "xla")
@@ -738,8 +500,9 @@ def _run_native(state, xt, num_samples, num_redundancy, metric, exponent, thread
     def draw(first, count):
         # Fixed-size blocks: one compilation per process whatever the run's size.
         parts = [
-            _draw_jit(state.key, jnp.int32(first + at), _DRAW_BLOCK, state.lo, state.med,
-                      state.hi, 2)  # fmt: skip
+            _draw_jit(
+                state.key, jnp.int32(first + at), _DRAW_BLOCK, state.lo, state.med, state.hi, 2
+            )  # fmt: skip
             for at in range(0, count, _DRAW_BLOCK)
         ]
         dims, anchors = (jnp.concatenate(p)[:count] for p in zip(*parts, strict=True))
@@ -751,120 +514,6 @@ def _run_native(state, xt, num_samples, num_redundancy, metric, exponent, thread
     )  # fmt: skip
     return state._replace(
         scores=jnp.asarray(scores), done=jnp.asarray(done + num_samples, jnp.int32)
-    )
-
-
-def _run(
-    state,
-    xt,
-    num_samples,
-    chunk,
-    num_dims,
-    num_redundancy,
-    metric,
-    exponent,
-    widths="auto",
-    fallback: int = 8,
-    stats: dict | None = None,
-    impl: str = "xla",
-    threads: int | None = None,
-):
-    """``widths``: ``(anchor, redundancy)`` window widths, ``"auto"``, or None (brute force).
-    ``stats``, when given, receives the number of samples redone by brute force. ``impl``:
-    ``"xla"`` or ``"native"`` (resolved by ``_resolve_impl``; ``widths`` is then unused)."""
-    if impl == "native":
-        if stats is not None:
-            stats.update(anchor_fallbacks=0, redundancy_fallbacks=0)
-        return _run_native(state, xt, num_samples, num_redundancy, metric, exponent, threads)
-    scores, done = state.scores, int(state.done)
-    n = xt.shape[1]
-    if isinstance(widths, str):
-        widths = _default_widths(n, num_dims, num_redundancy)
-    if widths is not None and (num_dims != 2 or max(widths) > n or min(widths) < 1):
-        raise ValueError(f"widths {widths} need num_dims == 2 and 1 <= width <= n = {n}")
-    stop = done + num_samples
-    misses = [0, 0]
-    if widths is not None and num_samples > 0:
-        pad = max(widths)
-        tables = _tables(xt.astype(jnp.float32), pad)
-    while done < stop:
-        size = min(chunk, stop - done)
-        common = dict(chunk=chunk, num_redundancy=num_redundancy, metric=metric, exponent=exponent)
-        args = (state.key, jnp.int32(done), jnp.int32(size), state.lo, state.med, state.hi)
-        if widths is None:
-            scores = _chunk_update(scores, xt, *args, num_dims=num_dims, **common)
-        else:
-            scores, miss_a, miss_r = _chunk_update_windows(
-                scores,
-                xt.astype(jnp.float32),
-                tables,
-                *args,
-                width_anchor=widths[0],
-                width_redundancy=widths[1],
-                pad=pad,
-                fallback=fallback,
-                **common,
-            )
-            if stats is not None:
-                misses[0] += int(miss_a)
-                misses[1] += int(miss_r)
-        done += size
-    if stats is not None:
-        stats.update(anchor_fallbacks=misses[0], redundancy_fallbacks=misses[1])
-    return state._replace(scores=scores, done=jnp.asarray(done, jnp.int32))
-
-
-def zcore_run(
-    state: ZCoreState,
-    x,
-    num_samples: int,
-    *,
-    chunk: int = 256,
-    variant: str = "paper",
-    num_dims: int = 2,
-    num_redundancy: int = 1000,
-    metric: str | None = None,
-    exponent: float | None = None,
-    mesh=None,
-    impl: str = "auto",
-) -> ZCoreState:
-    """Processes ``num_samples`` more subspace samples, ``chunk`` at a time.
-
-    Sample ``s`` always draws from the same key: resuming a saved state draws exactly the
-    samples an uninterrupted run would. Scores are sums of float32 updates, so a different
-    ``chunk`` may change their last bits (not the draws). With ``mesh`` (a 1-D
-    ``jax.sharding.Mesh``) the rows and scores are sharded over its devices: each sample's
-    nearest point is a global first argmin and its neighbours the merge of every device's top
-    ``num_redundancy`` (``kernels.sharding``): the same points as on one device, the scores
-    equal up to float32 rounding; a state from any device count (or none) continues.
-
-    ``impl``: ``"auto"`` (default) takes the compiled CPU walk (``native_status()``) when
-    ``num_dims == 2``, there is no ``mesh`` and ``x`` lives on the CPU, and the XLA kernel
-    otherwise; ``"native"`` or ``"xla"`` force one (``"native"`` raises if it cannot run). Both
-    score the same draws and find the same points (exact, ties to the lowest index); the scores
-    differ by float rounding only (the CPU walk sums each chunk's changes in float64), so
-    continue a run with the ``impl`` it started with when the last bits matter.
-    """
-    x = as_float_matrix(x, "x")
-    metric, exponent = _options(x, variant, num_dims, num_redundancy, metric, exponent)
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
-        raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
-    if state.scores.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"state was made for {state.scores.shape[0]} points but x has shape {tuple(x.shape)}"
-        )
-    impl = _resolve_impl(impl, num_dims, x, mesh)
-    if mesh is not None:
-        from .sharding import sharded_zcore_run
-
-        return sharded_zcore_run(
-            state, x, num_samples, mesh=mesh, chunk=chunk, num_dims=num_dims,
-            num_redundancy=num_redundancy, metric=metric, exponent=exponent,
-        )  # fmt: skip
-    return _run(
-        state, x.T, num_samples, chunk, num_dims, num_redundancy, metric, exponent, impl=impl
     )
 
 

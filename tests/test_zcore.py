@@ -31,7 +31,12 @@ def test_matches_numpy_reference(variant, num_redundancy, impl):
     x = np.random.default_rng(3).normal(size=(60, 5)).astype(np.float32)
     key = jax.random.key(11)
     got = gk.zcore_scores(
-        x, key, num_samples=300, variant=variant, num_redundancy=num_redundancy, chunk=64,
+        x,
+        key,
+        num_samples=300,
+        variant=variant,
+        num_redundancy=num_redundancy,
+        chunk=64,
         impl=impl,
     )
     want = _reference_scores(x, key, 300, variant, num_redundancy)
@@ -143,14 +148,14 @@ def _numpy_distance(sub, point, metric):
 @pytest.mark.parametrize("metric", ["l1", "l2"])
 @pytest.mark.parametrize("kind", ["normal", "relu", "duplicates"])
 def test_window_search_finds_the_brute_force_points(metric, kind):
-    from goldener_jax.kernels import zcore as zc
+    from goldener_jax.kernels import _zcore_window as zw
 
     x = tie_heavy(kind, 400, 5)
     r, samples = 20, 300
     state = gk.zcore_init(x, jax.random.key(2))
     dims, anchors = gk.zcore_draws(state, 0, samples, 2)
     xt = jnp.asarray(x).T
-    tables = zc._tables(xt, 64)
+    tables = zw.build_tables(xt, 64)
     np_dims = np.asarray(dims)
 
     want_nearest = np.array(
@@ -159,16 +164,16 @@ def test_window_search_finds_the_brute_force_points(metric, kind):
             for s in range(samples)
         ]
     )
-    nearest, proven = zc._window_nearest(xt, tables, dims, anchors, 16, 64, metric)
+    nearest, proven = zw._window_nearest(xt, tables, dims, anchors, 16, 64, metric)
     nearest, proven = np.asarray(nearest), np.asarray(proven)
     assert 0 < proven.sum() < samples  # a 16-point window proves some samples, not all
     np.testing.assert_array_equal(nearest[proven], want_nearest[proven])
 
     chosen = jnp.asarray(want_nearest, jnp.int32)
     idx, _, selected, proven = map(
-        np.asarray, zc._window_neighbours(xt, tables, dims, chosen, r, 64, 64, metric)
+        np.asarray, zw._window_neighbours(xt, tables, dims, chosen, r, 64, 64, metric)
     )
-    _, brute_selected = zc._brute_neighbours(xt, dims, chosen, r, metric)
+    _, brute_selected = zw._brute_neighbours(xt, dims, chosen, r, metric)
     brute_selected = np.asarray(brute_selected)
     assert 0 < proven.sum() < samples
     for s in range(samples):
@@ -189,16 +194,15 @@ def test_forced_fallbacks_give_the_reference_scores(variant):
     """Windows too small to prove most samples: the brute-force redo gives the same scores."""
     from goldener_jax.kernels import zcore as zc
 
-    spec = gk.ZCORE_VARIANTS[variant]
     x = tie_heavy("relu", 300, 4)
     key = jax.random.key(4)
     state = gk.zcore_init(x, key, variant=variant)
-    xt = jnp.asarray(x).T
-    opts = (200, 64, 2, 15, spec["metric"], spec["exponent"])
-    stats = {}
-    fast = zc._run(state, xt, *opts, widths=(8, 40), fallback=4, stats=stats)
+    opts = dict(chunk=64, num_redundancy=15, variant=variant, impl="xla")
+    fast, stats = zc.zcore_run_with_stats(state, x, 200, widths=(8, 40), **opts)
     assert stats["anchor_fallbacks"] > 0 and stats["redundancy_fallbacks"] > 0
-    brute = zc._run(state, xt, *opts, widths=None)
+    brute, none = zc.zcore_run_with_stats(state, x, 200, widths=None, **opts)
+    assert none == {"anchor_fallbacks": 0, "redundancy_fallbacks": 0}
+    assert int(fast.done) == int(brute.done) == 200
     np.testing.assert_allclose(np.asarray(fast.scores), np.asarray(brute.scores), atol=1e-5)
     want = _reference_scores(x, key, 200, variant, 15)
     np.testing.assert_allclose(np.asarray(fast.scores), want, atol=2e-4)
@@ -208,7 +212,9 @@ def test_default_window_search_matches_the_reference_and_resumes():
     from goldener_jax.kernels import zcore as zc
 
     x = np.random.default_rng(5).normal(size=(2100, 4)).astype(np.float32)
-    assert zc._default_widths(2100, 2, 20) is not None  # this size takes the window path
+    assert zc.default_widths(2100, 2, 20) is not None  # this size takes the window path
+    assert zc.default_widths(2000, 2, 20) is None  # brute force below 2 x the widths
+    assert zc.default_widths(2100, 3, 20) is None
     key = jax.random.key(9)
     got = gk.zcore_scores(x, key, num_samples=200, num_redundancy=20, chunk=64)
     want = _reference_scores(x, key, 200, "paper", 20)
@@ -217,3 +223,31 @@ def test_default_window_search_matches_the_reference_and_resumes():
     for _ in range(2):
         state = gk.zcore_run(state, x, 100, num_redundancy=20, chunk=64)
     np.testing.assert_allclose(np.asarray(state.scores), np.asarray(got), atol=1e-5)
+
+
+def test_bad_widths():
+    from goldener_jax.kernels import zcore as zc
+
+    x = np.zeros((10, 3), np.float32)
+    state = gk.zcore_init(x, jax.random.key(0))
+    with pytest.raises(ValueError, match="widths must be 'auto', None or"):
+        gk.zcore_run(state, x, 4, widths="fast", impl="xla")
+    with pytest.raises(ValueError, match=r"need num_dims == 2 and 1 <= width <= n = 10"):
+        gk.zcore_run(state, x, 4, widths=(4, 11), impl="xla")
+    with pytest.raises(ValueError, match="runs on one device"):
+        gk.zcore_run(state, x, 4, widths=(4, 8), mesh=gk.make_mesh(jax.devices()[:2]))
+    with pytest.raises(TypeError, match="unexpected options"):
+        zc.zcore_run_with_stats(state, x, 4, fallback=3)
+
+
+def test_window_tables_are_the_sorted_columns():
+    from goldener_jax.kernels import zcore as zc
+
+    x = tie_heavy("duplicates", 50, 3)
+    order, svals = map(np.asarray, zc.window_tables(x, (4, 6)))
+    order, svals = order.reshape(3, -1), svals.reshape(3, -1)
+    for j in range(3):
+        want = np.argsort(x[:, j], kind="stable")
+        np.testing.assert_array_equal(order[j, 6:-6], want)
+        np.testing.assert_array_equal(svals[j, 6:-6], x[want, j])
+        assert np.all(np.isneginf(svals[j, :6])) and np.all(np.isposinf(svals[j, -6:]))

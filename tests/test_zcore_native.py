@@ -91,10 +91,11 @@ def test_threads_batches_and_sample_order_do_not_change_the_scores():
     x = tie_heavy("normal", 3000, 6)
     state = gk.zcore_init(x, jax.random.key(5))
     tables = native.Tables(np.asarray(x.T))
+    draw_jit = jax.jit(zc.draw_samples, static_argnames=("count", "num_dims"))
 
     def draw(first, count):
-        return zc._draw_jit(state.key, jax.numpy.int32(first), count, state.lo, state.med,
-                            state.hi, 2)  # fmt: skip
+        return draw_jit(state.key, jax.numpy.int32(first), count, state.lo, state.med,
+                        state.hi, 2)  # fmt: skip
 
     def run(**kw):
         scores = np.asarray(state.scores, np.float32)

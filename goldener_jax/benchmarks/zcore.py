@@ -85,26 +85,27 @@ def _numpy_zcore_seconds(x: np.ndarray, samples: int, redundancy: int, rng) -> f
 
 
 def _time_kernel(x, samples: int, args, widths="auto") -> dict:
-    """Times ``samples`` subspace samples after a compiling chunk; ``widths=None``: brute force."""
-    opts = (args.chunk, 2, args.redundancy) + _metric(args.variant)
+    """Times ``samples`` subspace samples of the XLA kernel after a compiling chunk;
+    ``widths=None``: brute force over all rows for every sample."""
+    opts = dict(
+        chunk=args.chunk, variant=args.variant, num_redundancy=args.redundancy, impl="xla",
+        widths=widths,
+    )  # fmt: skip
     state = gk.zcore_init(x, jax.random.key(args.seed), variant=args.variant)
-    xt = jnp.asarray(x).T
     t0 = time.perf_counter()
-    state = zc._run(state, xt, args.chunk, *opts, widths=widths)  # compiles
+    state, _ = zc.zcore_run_with_stats(state, x, args.chunk, **opts)  # compiles
     state.scores.block_until_ready()
     first = time.perf_counter() - t0
     tables = 0.0
-    if widths is not None and zc._default_widths(x.shape[0], 2, args.redundancy) is not None:
+    auto = zc.default_widths(x.shape[0], 2, args.redundancy)
+    if widths is not None and auto is not None:
         t0 = time.perf_counter()
-        jax.block_until_ready(
-            zc._tables(xt, max(zc._default_widths(x.shape[0], 2, args.redundancy)))
-        )
+        jax.block_until_ready(zc.window_tables(x, auto))
         tables = time.perf_counter() - t0
-    stats: dict = {}
     t0 = time.perf_counter()
-    state = zc._run(state, xt, samples, *opts, widths=widths, stats=stats)
+    state, stats = zc.zcore_run_with_stats(state, x, samples, **opts)
     state.scores.block_until_ready()
-    seconds = time.perf_counter() - t0 - tables  # the tables are built again inside _run
+    seconds = time.perf_counter() - t0 - tables  # the tables are built again inside the run
     return {
         "first_chunk_s": first,
         "tables_s": tables,
@@ -146,11 +147,6 @@ def _impl(args) -> str:
     return args.impl
 
 
-def _metric(variant: str) -> tuple:
-    spec = gk.ZCORE_VARIANTS[variant]
-    return spec["metric"], spec["exponent"]
-
-
 def run(args) -> dict:
     n, d = args.n, args.d
     x = jax.random.normal(jax.random.key(args.seed), (n, d), jnp.float32)
@@ -175,7 +171,7 @@ def run(args) -> dict:
         "variant": args.variant,
         "impl": impl,
         "chunk": args.chunk,
-        "widths": zc._default_widths(n, 2, args.redundancy),
+        "widths": zc.default_widths(n, 2, args.redundancy),
         "first_chunk_s": new["first_chunk_s"],
         "tables_s": new["tables_s"],
         "measured_s": new["measured_s"],
