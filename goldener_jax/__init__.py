@@ -16,7 +16,13 @@ if not _os.path.isdir(_os.path.join(_here, "kernels")) and _os.path.isfile(
     __path__.append(_os.path.join(_here, _os.pardir))  # noqa: F821 (package __path__)
 
 from goldener_jax import kernels
-from goldener_jax.curate import LabelIssues, NearDuplicates, label_issues, near_duplicates
+from goldener_jax.curate import (
+    LabelIssues,
+    NearDuplicates,
+    label_issues,
+    leakage_pairs,
+    near_duplicates,
+)
 from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpointer
     ArraySource,
     Checkpointer,
@@ -34,16 +40,15 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
 )
 from goldener_jax.evaluate import compare_to_random
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
-from goldener_jax.split import (  # select, split and the selection method registry
+from goldener_jax.select import (  # select and the selection method registry
     METHODS,
+    BudgetRule,
     Selection,
     SelectionMethod,
-    Split,
-    leakage_pairs,
     register_method,
     select,
-    split,
 )
+from goldener_jax.split import Split, split
 
 __version__ = "0.1.0"
 
@@ -74,6 +79,7 @@ __all__ = [
     "label_issues",
     "near_duplicates",
     "METHODS",
+    "BudgetRule",
     "Selection",
     "SelectionMethod",
     "Split",

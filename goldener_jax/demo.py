@@ -145,10 +145,6 @@ def train_cnn(model, images, labels, path: str, steps: int) -> tuple[dict, dict]
     return variables, {**info, "final_loss": float(loss), "train_accuracy": acc}
 
 
-# Kept for goldener_jax/benchmarks/quality.py until it calls the public names.
-_data, _cnn, _train_cnn = digits, digits_cnn, train_cnn
-
-
 # --------------------------------------------------------------------------- cached steps
 
 

@@ -35,11 +35,12 @@ if NPROC:
 
 import numpy as np  # noqa: E402
 from _describe_worker import BATCH_SIZE, build  # noqa: E402
+from goldener_jax.kernels import selectors  # noqa: E402
 
 import goldener_jax as gj  # noqa: E402
 from goldener_jax import kernels as gk  # noqa: E402
 from goldener_jax.describe import describe  # noqa: E402
-from goldener_jax.select import METHODS, SelectionMethod, register_method  # noqa: E402
+from goldener_jax.select import SelectionMethod, register_method  # noqa: E402
 from goldener_jax.sources import ArraySource  # noqa: E402
 
 SETS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -61,29 +62,27 @@ def sharded_kcenter_method(mesh) -> SelectionMethod:
             md = multihost_utils.process_allgather(md, tiled=True)
         return gk.KCenterState(np.asarray(md), np.asarray(state.selected), np.asarray(state.count))
 
-    def init(x, k, anchors, key, options):
-        metric = options.get("metric", "euclidean")
-        return host(gk.kcenter_init(x, k, metric=metric, anchors=anchors, mesh=mesh))
+    def make(options, *, metric, mesh=None):
+        base = selectors.kcenter(metric=metric, mesh=mesh_)
 
-    def run(state, x, max_steps, options):
-        metric = options.get("metric", "euclidean")
-        if not FIRST_RUN_COUNT:
-            FIRST_RUN_COUNT.append(int(state.count))
-        state = host(gk.kcenter_run(state, x, metric=metric, max_steps=max_steps, mesh=mesh))
-        RUN_CALLS.append(int(state.count))
-        if KILL_AT is not None and PROC == 1 and len(RUN_CALLS) == KILL_AT:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return state
+        def init(x, k, *, key=None, anchors=None):
+            return host(base.init(x, k, key=key, anchors=anchors))
 
-    base = METHODS["kcenter"]
-    return SelectionMethod(
-        name="kcenter_sharded",
-        init=init,
-        run=run,
-        finished=base.finished,
-        picks=base.picks,
-        num_steps=base.num_steps,
-    )
+        def run(state, x, max_steps=None):
+            if not FIRST_RUN_COUNT:
+                FIRST_RUN_COUNT.append(int(state.count))
+            state = host(base.run(state, x, max_steps))
+            RUN_CALLS.append(int(state.count))
+            if KILL_AT is not None and PROC == 1 and len(RUN_CALLS) == KILL_AT:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return state
+
+        return base._replace(
+            name="kcenter_sharded", init=init, run=run, step=lambda s, x: run(s, x, 1)
+        )
+
+    mesh_ = mesh
+    return SelectionMethod("kcenter_sharded", make)
 
 
 def main():

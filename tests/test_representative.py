@@ -7,7 +7,7 @@ import pytest
 
 import goldener_jax as gj
 from goldener_jax import kernels as gk
-from goldener_jax.select import _AUTO, budget_auto, with_budget_auto
+from goldener_jax.pipeline import AUTO, BudgetRule
 
 KEY = jax.random.key(0)
 REPRESENTATIVE = ["kmeans_medoids", "typiclust"]
@@ -87,18 +87,17 @@ def test_representative_methods_avoid_planted_outliers(method):
     assert is_out[gj.select(x, 5, key=KEY, coverage=False).indices].sum() >= 4
 
 
-def test_budget_auto_rule_and_hook():
-    assert budget_auto(1000, 20, {}) == "kmeans_medoids"
-    assert budget_auto(1000, 149, {}) == "kmeans_medoids"
-    assert budget_auto(1000, 150, {}) == "kcenter"
+def test_budget_auto_rule():
+    rule = gj.BudgetRule()
+    assert rule(1000, 20) == "kmeans_medoids"
+    assert rule(1000, 149) == "kmeans_medoids"
+    assert rule(1000, 150) == "kcenter"
     _, x = _mixture(100)
-    # The budget rule is method="auto"'s default; the context manager keeps working.
+    # The budget rule is method="auto"'s default; a rule object can be passed as the method.
     assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
     assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kcenter"
-    before = list(_AUTO)
-    with with_budget_auto():
-        assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
-    assert _AUTO == before
+    assert gj.select(x, 5, key=KEY, method=BudgetRule()).config["method"] == "kmeans_medoids"
+    assert AUTO == BudgetRule()
 
 
 # --------------------------------------------------------------------------- ProbCover
@@ -257,4 +256,3 @@ def test_bench_quality_runs_small(capsys):
     assert out["auto_resolved"] == {"plain@0.05": "kmeans_medoids"}
     assert [r["method"] for r in out["rows"]] == ["random", "auto"]
     assert "| auto |" in capsys.readouterr().out
-    assert _AUTO == [_AUTO[0]]  # the rule is uninstalled afterwards

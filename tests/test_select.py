@@ -247,16 +247,15 @@ def test_string_labels_exclusion_and_groups_together():
 
 
 def test_registered_methods_plug_in_and_auto_resolves():
+    from goldener_jax.kernels import selectors
+
     from goldener_jax.select import METHODS
 
     first_k = gj.SelectionMethod(
         name="first_k",
-        init=lambda x, k, anchors, key, options: {"picks": np.arange(k, dtype=np.int32)},
-        run=lambda state, x, max_steps, options: state,
-        finished=lambda state: True,
-        picks=lambda state: np.asarray(state["picks"]),
-        num_steps=lambda n, k, options: 1,
-        uses_anchors=False,
+        make=lambda options, *, metric, mesh: selectors.one_shot(
+            "first_k", lambda x, k, key: np.arange(k, dtype=np.int32)
+        ),
     )
     gj.register_method(first_k)
     try:

@@ -196,7 +196,7 @@ def test_auto_split_sets_match_the_whole():
 
 
 def test_deal_shares_every_prefix_in_proportion():
-    from goldener_jax.split import _deal
+    from goldener_jax.pipeline.representative import deal as _deal
 
     counts = [13, 5, 4]
     order = np.random.default_rng(0).permutation(22)

@@ -7,8 +7,8 @@ key=jax.random.key(seed))``, a logistic regression trained on the selected pool 
 accuracy on the test set. With ``--stratified`` (default on) every method is also run with the
 pool labels (per-class allocation, ``labels=``). Random is the same ``select`` path with
 ``method="random"``; every row is reported as mean +- std over seeds and as the mean difference
-to random's mean in points of accuracy. ``auto`` is ``select(method="auto")`` with
-:func:`goldener_jax.select.budget_auto` as the rule.
+to random's mean in points of accuracy. ``auto`` is ``select(method=gj.BudgetRule())``, the
+rule ``method="auto"`` stands for.
 
 ``--features cnn`` replaces the raw pixels by the demo's features: its Flax CNN trained on a 20%
 pretrain part of the digits (never selected; ``goldener_jax.demo``'s data split, model and
@@ -68,11 +68,11 @@ def cnn_features(cache_dir: str | None = None, *, train_steps: int = 300):
     import goldener_jax as gj
     from goldener_jax import demo
 
-    images, y, pre_idx, rest_idx, _, _ = demo._data()
-    model = demo._cnn()
+    images, y, pre_idx, rest_idx, _, _ = demo.digits()
+    model = demo.digits_cnn()
     with tempfile.TemporaryDirectory() as tmp:
         out = cache_dir or tmp
-        variables, _ = demo._train_cnn(
+        variables, _ = demo.train_cnn(
             model, images[pre_idx], y[pre_idx], os.path.join(out, "cnn.msgpack"), train_steps
         )
         extractor = gj.FeatureExtractor(model=model, variables=variables, layers=list(demo.LAYERS))
@@ -99,7 +99,7 @@ def _cnn_split(feats, labels, seed):
 
 
 def run(args) -> dict:
-    from goldener_jax.select import select, with_budget_auto
+    from goldener_jax.select import BudgetRule, select
 
     budgets = [float(b) for b in args.budgets.split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -111,35 +111,32 @@ def run(args) -> dict:
     features = getattr(args, "features", "raw")
     if features == "cnn":
         feats, flabels = cnn_features(getattr(args, "cnn_dir", None))
-    with with_budget_auto():
-        for seed in range(args.seeds):
-            if features == "cnn":
-                pool_x, pool_y, test_x, test_y = _cnn_split(feats, flabels, seed)
-            else:
-                pool_x, pool_y, test_x, test_y = _split(seed)
-            key = jax.random.key(seed)
-            for strat in variants:
-                for budget in budgets:
-                    for method in methods:
-                        opts = {"num_samples": args.zcore_samples} if method == "zcore" else {}
-                        t0 = time.perf_counter()
-                        sel = select(
-                            pool_x,
-                            budget,
-                            method=method,
-                            key=key,
-                            labels=pool_y if strat else None,
-                            method_options=opts,
-                            coverage=False,
-                        )
-                        seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t0
-                        idx = sel.indices
-                        a = downstream_accuracy(
-                            pool_x[idx], pool_y[idx], test_x, test_y, max_iter=2000
-                        )
-                        acc.setdefault((method, strat, budget), []).append(a)
-                        if method == "auto":
-                            resolved[(strat, budget)] = sel.config["method"]
+    for seed in range(args.seeds):
+        if features == "cnn":
+            pool_x, pool_y, test_x, test_y = _cnn_split(feats, flabels, seed)
+        else:
+            pool_x, pool_y, test_x, test_y = _split(seed)
+        key = jax.random.key(seed)
+        for strat in variants:
+            for budget in budgets:
+                for method in methods:
+                    opts = {"num_samples": args.zcore_samples} if method == "zcore" else {}
+                    t0 = time.perf_counter()
+                    sel = select(
+                        pool_x,
+                        budget,
+                        method=BudgetRule() if method == "auto" else method,
+                        key=key,
+                        labels=pool_y if strat else None,
+                        method_options=opts,
+                        coverage=False,
+                    )
+                    seconds[method] = seconds.get(method, 0.0) + time.perf_counter() - t0
+                    idx = sel.indices
+                    a = downstream_accuracy(pool_x[idx], pool_y[idx], test_x, test_y, max_iter=2000)
+                    acc.setdefault((method, strat, budget), []).append(a)
+                    if method == "auto":
+                        resolved[(strat, budget)] = sel.config["method"]
     rows = []
     for strat in variants:
         for method in methods:

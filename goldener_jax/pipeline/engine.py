@@ -1,0 +1,352 @@
+"""The selection plan: a deterministic sequence of tasks over one pool of candidates.
+
+A *task* is one selector run on one chunk of candidate vectors (e.g. a k-center run of ``k``
+steps). Which tasks run depends only on the request, the key and the results of earlier tasks:
+the count is met label by label (goldener's allocation rounds), each label's need in random
+chunks drawn from the key with proportional quotas, earlier picks acting as anchors. Because of
+that a rerun can replay finished tasks from the log (:class:`~.progress.TaskLog`) and resume the
+task in flight from its checkpointed selector state, bit for bit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax import kernels as gk
+from goldener_jax._allocation import (
+    chunk_quotas,
+    count_from_size,
+    exact_ratio,
+    first_round_label_counts,
+    later_round_label_counts,
+    random_chunks,
+)
+from goldener_jax.pipeline.data import Data, full_hash, key_data
+from goldener_jax.pipeline.methods import check_options, resolve_method
+from goldener_jax.pipeline.progress import Progress, TaskLog
+
+__all__ = ["Engine", "Outcome", "Plan", "Pool", "Settings", "run_selection"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What ``select`` / ``split`` ask of every selection run (the arguments they share)."""
+
+    method: object  # a name, "auto", a rule (n, count) -> name, or a SelectionMethod
+    key: jax.Array
+    metric: str = "euclidean"
+    method_options: dict | None = None
+    chunk_size: int | None = None
+    max_anchors: int | None = 4096
+    checkpoint_every: int = 100
+    mesh: object = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One run's result: compact sample ids in selection order, the count asked, the run's
+    config (fingerprint of the checkpoint) and what a resumed run reused."""
+
+    chosen: np.ndarray
+    count: int
+    config: dict
+    resumed: dict
+
+
+class Pool:
+    """The candidates of one run and what a chosen sample brings along (its group)."""
+
+    def __init__(self, data: Data, alive: np.ndarray, anchor_vectors: np.ndarray):
+        self.data = data
+        self.alive = alive  # [S] bool: candidates (not anchors, not excluded, not taken)
+        self.anchor_vectors = anchor_vectors  # int indices of anchor vectors
+        self.unit_members = None
+        if data.unit is not None:
+            order = np.argsort(data.unit, kind="stable")
+            bounds = np.searchsorted(data.unit[order], np.arange(data.unit.max() + 2))
+            self.unit_members = [order[bounds[u] : bounds[u + 1]] for u in range(len(bounds) - 1)]
+
+    def new_samples(self, vecs: np.ndarray, selected: np.ndarray, remaining: int) -> np.ndarray:
+        """Samples the picked vectors ``vecs`` bring (whole groups, in order), within
+        ``remaining``; a group that does not fit is skipped."""
+        seen = selected.copy()
+        out: list[int] = []
+        for v in vecs:
+            s = int(self.data.vec_sample[v])
+            if seen[s]:
+                continue
+            members = [s] if self.unit_members is None else self.unit_members[self.data.unit[s]]
+            members = [int(m) for m in members if self.alive[m] and not seen[m]]
+            if len(out) + len(members) > remaining:
+                continue  # this group does not fit in what is left to select
+            for m in members:
+                seen[m] = True
+                out.append(m)
+        return np.asarray(out, np.int64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How one run chooses: the selector, the key of chunks and tasks, the chunking, the
+    anchor bound and the label ratio of the allocation rounds."""
+
+    selector: object  # kernels.selectors.Selector
+    key: jax.Array
+    chunk_size: int | None
+    max_anchors: int | None
+    ratio: Fraction
+
+
+class Engine:
+    """Runs the plan over one pool, task by task, replaying logged tasks."""
+
+    def __init__(self, pool: Pool, plan: Plan, log: TaskLog):
+        self.pool = pool
+        self.d = pool.data
+        self.selector = plan.selector
+        self.key = plan.key
+        self.chunk_size = plan.chunk_size
+        self.max_anchors = plan.max_anchors
+        self.ratio = plan.ratio
+        self.log = log
+        self.count = log.count
+        self.chunkings = 0
+
+    # -- bookkeeping
+    def pool_samples(self, label_col: int | None) -> np.ndarray:
+        ok = self.pool.alive & ~self.log.selected_mask()
+        if label_col is not None:
+            ok &= self.d.label_matrix[:, label_col]
+        return ok
+
+    def label_selected(self, label_col: int) -> int:
+        return int(np.count_nonzero(self.log.selected_mask() & self.d.label_matrix[:, label_col]))
+
+    def _label_text(self, label_col) -> str:
+        return "" if label_col is None else f" for label {self.d.label_names[label_col]!r}"
+
+    # -- one task
+    def _anchors(self, label_col) -> np.ndarray | None:
+        if not self.selector.uses_anchors:
+            return None
+        sel = self.log.selected_mask()
+        if label_col is not None:
+            sel &= self.d.label_matrix[:, label_col]
+        sel_vecs = np.flatnonzero(sel[self.d.vec_sample])
+        if sel_vecs.size:
+            order = self.log.rank[self.d.vec_sample[sel_vecs]]
+            sel_vecs = sel_vecs[np.argsort(order, kind="stable")]
+        vecs = np.concatenate([self.pool.anchor_vectors, sel_vecs]).astype(np.int64)
+        if vecs.size == 0:
+            return None
+        if self.max_anchors is not None and vecs.size > self.max_anchors:
+            # Bounded, deterministic: evenly spaced over (given anchors, then picks in order).
+            vecs = vecs[np.linspace(0, vecs.size - 1, self.max_anchors).round().astype(np.int64)]
+        return vecs
+
+    def _picks(self, cand_vecs, k, label_col, t) -> np.ndarray:
+        """The selector's picks (rows of ``cand_vecs``) for task ``t``, resuming its state."""
+        sel = self.selector
+        x = self.d.rows(cand_vecs)
+        anchor_vecs = self._anchors(label_col)
+        anchors = None if anchor_vecs is None else jnp.asarray(self.d.x[anchor_vecs])
+        tkey = jax.random.fold_in(self.key, t)
+        progress = self.log.progress
+        ckpt = progress.inflight({"task": t, "n": int(x.shape[0]), "k": int(k), "method": sel.name})
+        state = sel.init(x, k, key=tkey, anchors=anchors)
+        if ckpt is None:
+            return sel.picks(sel.run(state, x))
+        try:
+            # The initial state is the template of the restore (its shapes and dtypes).
+            state, step = ckpt.restore(state)
+            self.log.restored_steps += int(step or 0)
+            while not sel.finished(state):
+                state = sel.run(state, x, progress.every)
+                step += progress.every
+                ckpt.save(step, state)
+            return sel.picks(state)
+        finally:
+            ckpt.close()
+
+    def _task(self, vecs: np.ndarray, k: int, label_col) -> np.ndarray:
+        remaining = self.count - self.log.n_selected
+        selected = self.log.selected_mask()
+        if k == vecs.size:  # every remaining vector is taken: no selector run, a task all the same
+            return self.log.task(lambda t: self.pool.new_samples(vecs, selected, remaining))
+        return self.log.task(
+            lambda t: self.pool.new_samples(
+                vecs[self._picks(vecs, k, label_col, t)], selected, remaining
+            )
+        )
+
+    # -- plan
+    def fill(self, label_col: int | None, need: int) -> int:
+        """Selects ``need`` new samples from the pool (of ``label_col``): vector rounds until the
+        distinct-sample target is met, each round chunked."""
+        added = 0
+        while added < need:
+            pool = self.pool_samples(label_col)
+            available = int(np.count_nonzero(pool))
+            still = need - added
+            if available == 0:
+                raise ValueError(
+                    f"no sample left to select{self._label_text(label_col)}: {still} more needed"
+                )
+            cand = np.flatnonzero(pool[self.d.vec_sample])
+            if still >= available and self.pool.unit_members is None:
+                if still > available:
+                    raise ValueError(
+                        f"cannot select {still} more samples{self._label_text(label_col)}: only "
+                        f"{available} left"
+                    )
+            chunk_key = jax.random.fold_in(jax.random.fold_in(self.key, 0xC4C4), self.chunkings)
+            self.chunkings += 1
+            chunks = random_chunks(chunk_key, cand.shape[0], self.chunk_size)
+            quotas = chunk_quotas(still, [len(c) for c in chunks])
+            before = added
+            for chunk, quota in zip(chunks, quotas, strict=True):
+                if quota == 0:
+                    continue
+                vecs = cand[chunk]
+                taken = self.log.selected_mask()[self.d.vec_sample[vecs]]
+                vecs = vecs[pool[self.d.vec_sample[vecs]] & ~taken]
+                if vecs.size == 0:
+                    continue
+                new = self._task(vecs, min(quota, vecs.size), label_col)
+                # A label's need counts that label's samples (a group may bring others too).
+                added += (
+                    len(new)
+                    if label_col is None
+                    else int(np.count_nonzero(self.d.label_matrix[new, label_col]))
+                )
+                if self.log.n_selected >= self.count:
+                    return added
+            if added == before:
+                raise ValueError(
+                    f"groups cannot satisfy the counts{self._label_text(label_col)}: "
+                    f"{need - added} more samples needed but every remaining group is larger"
+                    if self.pool.unit_members is not None
+                    else f"no progress selecting{self._label_text(label_col)}"
+                )
+        return added
+
+    def run(self) -> None:
+        n_selected = self.log.n_selected
+        if n_selected == self.count and not self.log.log:
+            return  # already done: a no-op
+        if n_selected > self.count:
+            raise ValueError(
+                f"{n_selected} samples are already selected in this checkpoint, more than "
+                f"the {self.count} requested; ask for at least {n_selected} or use another "
+                "checkpoint_dir"
+            )
+        if self.d.label_matrix is None:
+            self.fill(None, self.count - n_selected)
+        else:
+            self._stratified()
+        self.log.finish()
+
+    def _stratified(self) -> None:
+        lm = self.d.label_matrix
+        num_labels = lm.shape[1]
+        # Round 1: targets from the ratio over each label's population (available + selected).
+        population = {
+            j: int(np.count_nonzero((self.pool.alive | self.log.selected_mask()) & lm[:, j]))
+            for j in range(num_labels)
+        }
+        targets = first_round_label_counts(population, self.ratio)
+        for j, target in targets.items():
+            if self.log.n_selected >= self.count:
+                break
+            status = self.label_selected(j)
+            if status >= target:
+                continue
+            self.fill(j, min(target - status, self.count - self.log.n_selected))
+        # Later rounds: the shortfall over labels, in proportion to their unselected samples.
+        while self.log.n_selected < self.count:
+            missing = self.count - self.log.n_selected
+            unselected = {j: int(np.count_nonzero(self.pool_samples(j))) for j in range(num_labels)}
+            counts = later_round_label_counts(unselected, missing)
+            init = {j: self.label_selected(j) for j in range(num_labels)}
+            before = self.log.n_selected
+            for j, c in counts.items():
+                if c == 0 or self.log.n_selected >= self.count:
+                    continue
+                status = self.label_selected(j) - init[j]
+                if status >= c:
+                    continue
+                self.fill(j, min(c - status, self.count - self.log.n_selected))
+            if self.log.n_selected == before:
+                raise ValueError(f"groups cannot satisfy the counts: {missing} more samples needed")
+
+
+def _is_float(v) -> bool:
+    return isinstance(v, (float, np.floating))
+
+
+def _rule_record(rule):
+    if rule is None:
+        return None
+    fields = dataclasses.asdict(rule) if dataclasses.is_dataclass(rule) else {}
+    return {"rule": type(rule).__name__, **fields}
+
+
+def run_selection(
+    data: Data,
+    count_or_size,
+    settings: Settings,
+    *,
+    alive: np.ndarray,
+    anchor_samples: np.ndarray,
+    checkpoint_dir,
+    base_config: dict,
+    ratio_total: int | None = None,
+) -> Outcome:
+    """Chooses ``count_or_size`` of the ``alive`` samples of ``data`` (see the module
+    docstring); ``ratio_total`` is what a float size's label ratio is taken over (default: the
+    alive samples)."""
+    num_alive = int(np.count_nonzero(alive))
+    if num_alive == 0:
+        raise ValueError("there are no candidate samples to select from")
+    count = count_from_size(count_or_size, num_alive)
+    total = num_alive if ratio_total is None else ratio_total
+    ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, total)
+    method, rule = resolve_method(settings.method, data.x.shape[0], count)
+    options = check_options(method.name, method.options, settings.method_options)
+    mesh = settings.mesh
+    if mesh is not None:
+        gk.sharding.mesh_axis(mesh)  # a clear error for anything but a 1-D Mesh
+    selector = method.make(options, metric=settings.metric, mesh=mesh)
+    config = {
+        **base_config,
+        "method": method.name,
+        "auto": _rule_record(rule),
+        "metric": settings.metric,
+        "options": dataclasses.asdict(options),
+        "key": [int(v) for v in np.ravel(key_data(settings.key))],
+        "chunk_size": settings.chunk_size,
+        "max_anchors": settings.max_anchors,
+        "anchors": full_hash(np.sort(anchor_samples)),
+        "data": data.fingerprint,
+    }
+    config = json.loads(json.dumps(config, sort_keys=True, default=str))
+    num_samples = data.sample_ids.shape[0]
+    progress = Progress(checkpoint_dir, config, num_samples, settings.checkpoint_every)
+    try:
+        log = TaskLog(progress, count)
+        pool = Pool(data, alive, np.flatnonzero(np.isin(data.vec_sample, anchor_samples)))
+        plan = Plan(selector, settings.key, settings.chunk_size, settings.max_anchors, ratio)
+        Engine(pool, plan, log).run()
+    finally:
+        progress.close()
+    rank = log.rank
+    chosen = np.flatnonzero(rank >= 0)
+    chosen = chosen[np.argsort(rank[chosen])]
+    resumed = {"tasks_replayed": int(log.replayed), "steps_restored": int(log.restored_steps)}
+    return Outcome(chosen=chosen, count=count, config=config, resumed=resumed)
