@@ -9,6 +9,17 @@ Step ``t`` (``t`` points chosen so far) takes, among the points not chosen yet,
 with the mean row) and ``"rbf"`` ``k(a, b) = exp(-|a - b|^2 / (2 length_scale^2))`` (the mean term
 is a blocked pass over all pairs: ``O(n^2 d)`` time once, ``O(block x n)`` memory; never an
 ``n x n`` matrix). Each step then reads ``x`` once (one kernel row).
+
+One body per phase runs on one device and, with ``mesh=``, row-sharded over a 1-D mesh
+(``sharding.on_mesh``): the state's N-vectors are sharded like ``x`` and padding rows are
+``taken`` from the start, so they are never chosen. A step is a global first argmax (ties to the
+lowest global index) and one fetched row, ``O(P + d)`` values exchanged. The linear kernel mean
+``psum``s the column sums; the RBF kernel mean visits every device's rows in the order
+``0, 1, ..., P - 1`` on every device (``collective.fold_all_rows(ordered=True)``), so two equal
+rows on different devices get bit-equal kernel means and their tie still goes to the lowest
+index. Exactness on a mesh: each kernel value is computed as on one device; only the order of the
+additions of the global sums (mean row, RBF kernel mean) differs, so the indices differ from one
+device's only where two different candidates' scores are within rounding of each other.
 """
 
 from __future__ import annotations
@@ -18,9 +29,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k, check_run_args
-from .distance import auto_block, block_rank_distances, first_argmax, fold_row_blocks, row_aux
+from .distance import auto_block, block_rank_distances, row_aux
+from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
 __all__ = [
     "HERDING_KERNELS",
@@ -54,6 +68,9 @@ class HerdingState(NamedTuple):
     count: jax.Array
 
 
+_STATE_SPECS = HerdingState(ROWS, ROWS, ROWS, ALL, ALL)
+
+
 def _check_kernel(kernel: str, length_scale) -> float:
     if kernel not in HERDING_KERNELS:
         raise ValueError(f"kernel must be one of {HERDING_KERNELS}, got {kernel!r}")
@@ -74,30 +91,123 @@ def _kernel_row(x, x_sq, point, kernel, length_scale):
     return jnp.exp(-sq / (2.0 * length_scale**2))
 
 
-@partial(jax.jit, static_argnames=("k", "kernel", "length_scale", "block_size"))
-def _init(x, *, k, kernel, length_scale, block_size):
-    n = x.shape[0]
+def _init_body(x, *, n, k, kernel, length_scale, block_size, axis):
+    m = x.shape[0]
+    valid = collective.row_ids(m, axis) < n
+    # Padding rows exist only on a mesh whose size does not divide n (static).
+    padded = collective.axis_size(axis) * m != n
     if kernel == "linear":
-        mean = jnp.sum(x.astype(jnp.float32), axis=0) / n
+        mean = collective.psum(jnp.sum(x.astype(jnp.float32), axis=0), axis) / n
         mean_kernel = jnp.dot(x.astype(jnp.float32), mean, precision=_HIGHEST)
     else:
-        block = auto_block(n, n, block_size)
+        block = auto_block(m, m, block_size)
         aux = row_aux(x, "euclidean")
+        one_visit = collective.axis_size(axis) == 1  # then the visiting rows are x itself
 
-        def fold(rows, start, fresh_from, out):
+        def fold(rows, start, fresh_from, other, other_ids, other_ok, sums):
             raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
-            sq = block_rank_distances(rows, raux, x, aux, "euclidean")  # [block, n]
-            row_means = jnp.mean(jnp.exp(-sq / (2.0 * length_scale**2)), axis=1)
-            return jax.lax.dynamic_update_slice_in_dim(out, row_means, start, axis=0)
+            other_aux = aux if one_visit else row_aux(other, "euclidean")
+            sq = block_rank_distances(rows, raux, other, other_aux, "euclidean")
+            kv = jnp.exp(-sq / (2.0 * length_scale**2))
+            if padded:
+                kv = jnp.where(other_ok[None, :], kv, 0.0)
+            old = jax.lax.dynamic_slice_in_dim(sums, start, block)
+            # The last block may overlap the previous one: its repeated rows are rewritten
+            # with the same value, not added twice.
+            fresh = (start + jnp.arange(block)) >= fresh_from
+            new = jnp.where(fresh, old + jnp.sum(kv, axis=1), old)
+            return jax.lax.dynamic_update_slice_in_dim(sums, new, start, axis=0)
 
-        mean_kernel = fold_row_blocks(fold, x, block, jnp.zeros((n,), jnp.float32))
+        zeros = jnp.zeros((m,), jnp.float32)
+        sums = collective.fold_all_rows(fold, x, n, axis, block, zeros, ordered=True)
+        mean_kernel = sums / n
+    if padded:
+        mean_kernel = jnp.where(valid, mean_kernel, 0.0)
     return HerdingState(
-        mean_kernel,
-        jnp.zeros((n,), jnp.float32),
-        jnp.zeros((n,), bool),
+        mean_kernel.astype(jnp.float32),
+        jnp.zeros((m,), jnp.float32),
+        ~valid,
         jnp.full((k,), -1, jnp.int32),
         jnp.zeros((), jnp.int32),
     )
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "kernel", "length_scale", "block_size"))
+def _init(x, *, mesh, n, k, kernel, length_scale, block_size):
+    body = partial(
+        _init_body, n=n, k=k, kernel=kernel, length_scale=length_scale, block_size=block_size
+    )
+    return on_mesh(body, mesh, (ROWS,), _STATE_SPECS)(x)
+
+
+def _set_row(v, ids, index, value):
+    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
+    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
+    local = index - ids[0]
+    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
+    return v.at[local].set(value, mode="drop")
+
+
+def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
+    ids = collective.row_ids(x.shape[0], axis)
+    stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
+    x_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1)
+    mean_kernel = state.mean_kernel
+
+    # `x` and the kernel mean are closed over, not carried.
+    def step(carry):
+        penalty, taken, selected, count = carry
+        score = mean_kernel - penalty / (count + 1).astype(jnp.float32)
+        index = collective.first_argmax(jnp.where(taken, -jnp.inf, score), ids, axis)
+        point = collective.fetch_row(x, ids, index, axis)
+        return (
+            penalty + _kernel_row(x, x_sq, point, kernel, length_scale),
+            _set_row(taken, ids, index, True),
+            selected.at[count].set(index.astype(jnp.int32)),
+            count + 1,
+        )
+
+    carry = (state.penalty, state.taken, state.selected, state.count)
+    carry = jax.lax.while_loop(lambda c: c[3] < stop, step, carry)
+    return HerdingState(mean_kernel, *carry)
+
+
+@partial(jax.jit, static_argnames=("mesh", "kernel", "length_scale"))
+def _run(state, x, max_steps, *, mesh, kernel, length_scale):
+    body = partial(_run_body, kernel=kernel, length_scale=length_scale)
+    return on_mesh(body, mesh, (_STATE_SPECS, ROWS, ALL), _STATE_SPECS)(state, x, max_steps)
+
+
+def _place_state(state: HerdingState, mesh) -> HerdingState:
+    """``state`` on ``mesh``: N-vectors padded (padding rows taken) and row-sharded."""
+    count = state.count if isinstance(state.count, jax.Array) else np.int32(state.count)
+    return HerdingState(
+        shard_rows(state.mean_kernel, mesh, fill=0.0),
+        shard_rows(state.penalty, mesh, fill=0.0),
+        shard_rows(state.taken, mesh, fill=True),
+        replicate(state.selected, mesh),
+        replicate(count, mesh),
+    )
+
+
+def _unpad_state(state: HerdingState, n: int) -> HerdingState:
+    return state._replace(
+        mean_kernel=unpad(state.mean_kernel, n),
+        penalty=unpad(state.penalty, n),
+        taken=unpad(state.taken, n),
+    )
+
+
+def _checked_init(x, k, kernel, length_scale, block_size, mesh):
+    """(state, x as placed for the run): validation, then the init on one device or ``mesh``."""
+    length_scale = _check_kernel(kernel, length_scale)
+    block_size = check_block_size(block_size)
+    x = as_float_matrix(x, "x")
+    n = x.shape[0]
+    k = check_k(k, n)
+    xs = x if mesh is None else shard_rows(x, mesh)
+    kw = dict(kernel=kernel, length_scale=length_scale, block_size=block_size)
+    return _unpad_state(_init(xs, mesh=mesh, n=n, k=k, **kw), n), xs
 
 
 def herding_init(
@@ -124,39 +234,20 @@ def herding_init(
     Returns:
       A ``HerdingState``.
     """
+    return _checked_init(x, k, kernel, length_scale, block_size, mesh)[0]
+
+
+def _checked_run(state, x, kernel, length_scale, max_steps, mesh, xs=None):
     length_scale = _check_kernel(kernel, length_scale)
-    block_size = check_block_size(block_size)
-    x = as_float_matrix(x, "x")
-    k = check_k(k, x.shape[0])
-    if mesh is not None:
-        from .sharding import sharded_herding_init
-
-        return sharded_herding_init(
-            x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, block_size=block_size
-        )[0]
-    return _init(x, k=k, kernel=kernel, length_scale=length_scale, block_size=block_size)
-
-
-def _take(state, x, x_sq, kernel, length_scale):
-    score = state.mean_kernel - state.penalty / (state.count + 1).astype(jnp.float32)
-    index = first_argmax(jnp.where(state.taken, -jnp.inf, score))
-    row = _kernel_row(x, x_sq, x[index], kernel, length_scale)
-    return HerdingState(
-        state.mean_kernel,
-        state.penalty + row,
-        state.taken.at[index].set(True),
-        state.selected.at[state.count].set(index.astype(jnp.int32)),
-        state.count + 1,
-    )
-
-
-@partial(jax.jit, static_argnames=("kernel", "length_scale"))
-def _run(state, x, max_steps, *, kernel, length_scale):
-    stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
-    x_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1)
-    return jax.lax.while_loop(
-        lambda s: s.count < stop, lambda s: _take(s, x, x_sq, kernel, length_scale), state
-    )
+    x, max_steps = check_run_args(x, state.mean_kernel.shape[0], state.selected.shape[0], max_steps)
+    if state.selected.shape[0] == 0:
+        return state
+    kw = dict(kernel=kernel, length_scale=length_scale)
+    if mesh is None:
+        return _run(state, x, max_steps, mesh=None, **kw)
+    xs = shard_rows(x, mesh) if xs is None else xs
+    out = _run(_place_state(state, mesh), xs, replicate(max_steps, mesh), mesh=mesh, **kw)
+    return _unpad_state(out, x.shape[0])
 
 
 def herding_run(
@@ -172,24 +263,15 @@ def herding_run(
     (traced: chunked runs do not recompile and equal one run exactly). With ``mesh`` (a 1-D
     ``jax.sharding.Mesh``) the rows are sharded over its devices; a state from any device count
     (or none) continues."""
-    length_scale = _check_kernel(kernel, length_scale)
-    x, max_steps = check_run_args(x, state.mean_kernel.shape[0], state.selected.shape[0], max_steps)
-    if state.selected.shape[0] == 0:
-        return state
-    if mesh is not None:
-        from .sharding import sharded_herding_run
-
-        return sharded_herding_run(
-            state, x, max_steps, mesh=mesh, kernel=kernel, length_scale=length_scale
-        )
-    return _run(state, x, max_steps, kernel=kernel, length_scale=length_scale)
+    return _checked_run(state, x, kernel, length_scale, max_steps, mesh)
 
 
 def herding_step(
-    state: HerdingState, x, *, kernel: str = "rbf", length_scale: float = 1.0
+    state: HerdingState, x, *, kernel: str = "rbf", length_scale: float = 1.0, mesh=None
 ) -> HerdingState:
-    """Chooses one more point (unchanged once ``k`` are chosen)."""
-    return herding_run(state, x, kernel=kernel, length_scale=length_scale, max_steps=1)
+    """Chooses one more point (unchanged once ``k`` are chosen); ``mesh`` as in
+    :func:`herding_run`."""
+    return herding_run(state, x, kernel=kernel, length_scale=length_scale, max_steps=1, mesh=mesh)
 
 
 def kernel_herding(
@@ -210,29 +292,14 @@ def kernel_herding(
       length_scale: RBF bandwidth (see :func:`median_length_scale`).
       block_size: rows per block of the RBF kernel mean.
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows of ``x``
-        are sharded over its devices, each step exchanges ``O(P + d)`` values
-        (``kernels.sharding``); the indices equal the single-device ones.
+        are sharded over its devices, each step exchanges ``O(P + d)`` values; the indices
+        equal the single-device ones (up to ties within rounding, see the module docstring).
 
     Returns:
       int32 ``[k]`` indices into ``x`` in selection order.
     """
-    if mesh is not None:
-        from .sharding import sharded_herding_init, sharded_herding_run
-
-        length_scale = _check_kernel(kernel, length_scale)
-        block_size = check_block_size(block_size)
-        x = as_float_matrix(x, "x")
-        k = check_k(k, x.shape[0])
-        state, xs = sharded_herding_init(
-            x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, block_size=block_size
-        )
-        if k == 0:
-            return state.selected
-        return sharded_herding_run(
-            state, x, k, mesh=mesh, kernel=kernel, length_scale=length_scale, xs=xs
-        ).selected
-    state = herding_init(x, k, kernel=kernel, length_scale=length_scale, block_size=block_size)
-    return herding_run(state, x, kernel=kernel, length_scale=length_scale).selected
+    state, xs = _checked_init(x, k, kernel, length_scale, block_size, mesh)
+    return _checked_run(state, x, kernel, length_scale, None, mesh, xs=xs).selected
 
 
 def median_length_scale(x, *, max_points: int = 2048) -> float:

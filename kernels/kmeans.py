@@ -1,6 +1,6 @@
-"""Exact k-means (Lloyd) with k-means++ seeding, blocked, as explicit state; and the two
-representative pickers built on it: the point nearest each centroid (``kmeans_medoids``) and the
-most typical point of each cluster (``typical_points``, TypiClust).
+"""Exact k-means (Lloyd) with k-means++ seeding, blocked, as explicit state. The representative
+pickers built on a clustering (``kmeans_medoids``, TypiClust's ``typicality`` /
+``typical_points``) live in ``typiclust.py`` and are re-exported here.
 
 Seeding (``kmeans_plusplus``): the first seed is uniform, each next one is drawn with probability
 proportional to the squared distance to the nearest seed so far (one mat-vec per seed, O(N)
@@ -14,6 +14,21 @@ assignment repeats the previous one. The returned assignment is that of the retu
 
 Only the Euclidean geometry is supported (``"euclidean"`` and ``"sqeuclidean"`` give the same
 clusters); for cosine, normalise the rows first.
+
+Several devices (``mesh=``): the same bodies run row-sharded over a 1-D mesh
+(``sharding.on_mesh``); the centroids are replicated, the assignment sharded like the rows. A
+seed draw ``psum``s nothing but the mean row once; the cumulative sum of the weights is taken on
+every device over the ``all_gather``ed ``[n]`` weights by the very operation one device uses
+(a cumsum of 1e5 float32 values is off by many units of one weight, differently for each order of
+addition, so per-device cumsums plus offsets would move draws by a point or more), the drawn
+index is a global minimum and its row one fetched row. A Lloyd iteration assigns locally and
+``psum``s the per-cluster sums and counts (``O(k d)``). Exactness: the assignments and the
+per-point distances are computed as on one device; only the order of the additions in the
+global sums (the mean row of the seeding distances, the centroid sums) differs, so the centroids
+can differ from one device's in their last bits and a draw or a point within that rounding of a
+boundary can go the other way (measured at n = 200,000, d = 32, k = 100: equal seeds; after 10
+Lloyd iterations 1 to 6 points assigned differently, on 8 and 2 devices). Where the sums are
+exact (quarter-integer data symmetric about 0) everything is bit-identical, centroids included.
 """
 
 from __future__ import annotations
@@ -24,16 +39,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
 from .distance import (
+    PointStats,
     accum_dtype,
     auto_block,
     block_rank_distances,
     fold_row_blocks,
     point_rank_distances,
-    point_stats,
     row_aux,
 )
+from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .typiclust import kmeans_medoids, typical_points, typicality
 
 __all__ = [
     "KMeansState",
@@ -68,6 +86,9 @@ class KMeansState(NamedTuple):
     changed: jax.Array
 
 
+_STATE_SPECS = KMeansState(ALL, ROWS, ALL, ALL)
+
+
 def _check_clusters(n_clusters, n: int) -> int:
     k = check_k(n_clusters, n, "n_clusters")
     if k < 1:
@@ -94,55 +115,95 @@ def _check_iters(num_iters) -> int:
     return num_iters
 
 
+def _set_row(v, ids, index, value):
+    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
+    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
+    local = index - ids[0]
+    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
+    return v.at[local].set(value, mode="drop")
+
+
+def _on_rows(a, mesh, fill):
+    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh."""
+    return a if mesh is None else shard_rows(a, mesh, fill=fill)
+
+
 # --------------------------------------------------------------------------- seeding
 
 
-@partial(jax.jit, static_argnames=("k",))
-def _plusplus(x, key, *, k):
-    n = x.shape[0]
-    stats = point_stats(x, "euclidean")
+def _stats(x, n: int, axis) -> PointStats:
+    """``point_stats(x, "euclidean")`` of all ``n`` rows: the mean row's column sums are
+    ``psum``ed over the devices (padding rows are zero)."""
+    acc = accum_dtype(x.dtype)
+    if jnp.dtype(x.dtype).itemsize >= 4:
+        shift = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+    else:
+        shift = jnp.zeros((x.shape[1],), acc)
+    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+
+
+def _seed_body(x, key, *, n, k, axis):
+    """(seeds int32 [k], their rows [k, d] in the accumulation dtype), on every device."""
+    m = x.shape[0]
+    ids = collective.row_ids(m, axis)
+    big = collective.axis_size(axis) * m
+    stats = _stats(x, n, axis)
     acc = stats.sq.dtype
     first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, n).astype(jnp.int32)
-    min_d = point_rank_distances(x, stats, x[first], "euclidean").astype(acc)
-    min_d = min_d.at[first].set(0.0)
-    taken = jnp.zeros((n,), bool).at[first].set(True)
+    row = collective.fetch_row(x, ids, first, axis)
+    min_d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
+    min_d = _set_row(min_d, ids, first, 0.0)
+    taken = _set_row(ids >= n, ids, first, True)  # padding rows are never drawn
     seeds = jnp.full((k,), -1, jnp.int32).at[0].set(first)
-    ids = jnp.arange(n, dtype=jnp.int32)
 
     def body(t, carry):
         seeds, min_d, taken = carry
         w = jnp.where(taken, 0.0, min_d)
-        cum = jnp.cumsum(w)
+        # The cumulative weights of the n rows, computed on every device by the very operation
+        # one device uses on the same [n] vector (its rounding depends on the length, not only
+        # on the values): the same bits, so the same draws. On a mesh that is O(n) values per
+        # draw, the one exchange here that is not O(P + d).
+        cum = jnp.cumsum(collective.all_gather(w, axis)[:n])
         total = cum[-1]
+        cum = jax.lax.dynamic_slice_in_dim(jnp.pad(cum, (0, big - n)), ids[0], m)  # own rows
         u = jax.random.uniform(jax.random.fold_in(key, t), (), acc)
         hit = (cum > u * total) & ~taken
         # All remaining points at distance 0 (duplicates): the first one not taken.
         hit = jnp.where(total > 0, hit, ~taken)
-        idx = jnp.min(jnp.where(hit, ids, n)).astype(jnp.int32)
+        idx = collective.pmin(jnp.min(jnp.where(hit, ids, big)), axis).astype(jnp.int32)
         idx = jnp.minimum(idx, n - 1)
-        d = point_rank_distances(x, stats, x[idx], "euclidean").astype(acc)
+        row = collective.fetch_row(x, ids, idx, axis)
+        d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
         return (
             seeds.at[t].set(idx),
-            jnp.minimum(min_d, d).at[idx].set(0.0),
-            taken.at[idx].set(True),
+            _set_row(jnp.minimum(min_d, d), ids, idx, 0.0),
+            _set_row(taken, ids, idx, True),
         )
 
     seeds, _, _ = jax.lax.fori_loop(1, k, body, (seeds, min_d, taken))
-    return seeds
+    return seeds, collective.fetch_rows(x, ids, seeds, axis).astype(acc)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k"))
+def _seed(x, key, *, mesh, n, k):
+    return on_mesh(partial(_seed_body, n=n, k=k), mesh, (ROWS, ALL), (ALL, ALL))(x, key)
+
+
+def _seeds_checked(x, k, key, mesh):
+    """``(seeds, centroids, x as placed)`` for validated arguments."""
+    xs = _on_rows(x, mesh, 0)
+    seeds, rows = _seed(xs, replicate(key, mesh), mesh=mesh, n=x.shape[0], k=k)
+    return seeds, rows, xs
 
 
 def kmeans_plusplus(x, n_clusters: int, key, *, mesh=None) -> jax.Array:
     """k-means++ seeds: int32 ``[n_clusters]`` distinct row indices of ``x``, deterministic for
     ``key``. With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
-    and the same uniforms are drawn (``kernels.sharding``)."""
+    and the same uniforms are drawn."""
     _check_key(key)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
-    if mesh is not None:
-        from .sharding import sharded_kmeans_seeds
-
-        return sharded_kmeans_seeds(x, k, key, mesh=mesh)[0]
-    return _plusplus(x, key, k=k)
+    return _seeds_checked(x, k, key, mesh)[0]
 
 
 # --------------------------------------------------------------------------- Lloyd
@@ -169,9 +230,17 @@ def _assign(x, centroids, block):
     return fold_row_blocks(fold, x, block, init)
 
 
-def _update(x, assignment, centroids, block):
-    """Mean of each cluster's points (one-hot products, ``[block, k]`` at a time); an empty
-    cluster keeps its centroid."""
+def _assign_rows(x, centroids, n, block, axis):
+    """Nearest centroid of each row this device holds; ``-1`` for padding rows."""
+    a, _ = _assign(x, centroids, block)
+    if collective.axis_size(axis) * x.shape[0] != n:
+        a = jnp.where(collective.row_ids(x.shape[0], axis) < n, a, -1)
+    return a
+
+
+def _update(x, assignment, centroids, block, axis):
+    """Mean of each cluster's points over all devices (one-hot products, ``[block, k]`` at a
+    time, sums and counts ``psum``ed); an empty cluster keeps its centroid."""
     k, d = centroids.shape
     acc = centroids.dtype
 
@@ -184,43 +253,72 @@ def _update(x, assignment, centroids, block):
         sums = sums + jnp.dot(onehot.T, rows.astype(acc), precision=_HIGHEST)
         return sums, counts + jnp.sum(onehot, axis=0)
 
-    sums, counts = fold_row_blocks(fold, x, block, (jnp.zeros((k, d), acc), jnp.zeros((k,), acc)))
+    init = (jnp.zeros((k, d), acc), jnp.zeros((k,), acc))
+    sums, counts = collective.psum(fold_row_blocks(fold, x, block, init), axis)
     safe = jnp.where(counts > 0, counts, 1.0)
     return jnp.where(counts[:, None] > 0, sums / safe[:, None], centroids)
 
 
-@partial(jax.jit, static_argnames=("k", "block_size"))
-def _init(x, key, *, k, block_size):
-    del block_size
-    seeds = _plusplus(x, key, k=k)
-    acc = accum_dtype(x.dtype)
+def _run_body(state, x, max_steps, num_iters, *, n, block_size, axis):
+    block = auto_block(state.centroids.shape[0], x.shape[0], block_size)
+    stop = jnp.minimum(num_iters, state.iteration + max_steps)
+
+    # `x` is closed over, not carried.
+    def body(s):
+        a = _assign_rows(x, s.centroids, n, block, axis)
+        changed = collective.psum(jnp.any(a != s.assignment).astype(jnp.int32), axis) > 0
+        centroids = _update(x, a, s.centroids, block, axis)
+        return KMeansState(centroids, a, s.iteration + 1, changed)
+
+    return jax.lax.while_loop(lambda s: (s.iteration < stop) & s.changed, body, state)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
+def _run(state, x, max_steps, num_iters, *, mesh, n, block_size):
+    body = partial(_run_body, n=n, block_size=block_size)
+    specs = (_STATE_SPECS, ROWS, ALL, ALL)
+    return on_mesh(body, mesh, specs, _STATE_SPECS)(state, x, max_steps, num_iters)
+
+
+def _assign_body(x, centroids, *, n, block_size, axis):
+    block = auto_block(centroids.shape[0], x.shape[0], block_size)
+    return _assign_rows(x, centroids, n, block, axis)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
+def _final_assign(x, centroids, *, mesh, n, block_size):
+    body = partial(_assign_body, n=n, block_size=block_size)
+    return on_mesh(body, mesh, (ROWS, ALL), ROWS)(x, centroids)
+
+
+def _new_state(centroids, n: int) -> KMeansState:
     return KMeansState(
-        x[seeds].astype(acc),
-        jnp.full((x.shape[0],), -1, jnp.int32),
+        centroids,
+        jnp.full((n,), -1, jnp.int32),
         jnp.zeros((), jnp.int32),
         jnp.ones((), bool),
     )
 
 
-@partial(jax.jit, static_argnames=("block_size",))
-def _run(state, x, max_steps, num_iters, *, block_size):
-    n, k = x.shape[0], state.centroids.shape[0]
-    block = auto_block(k, n, block_size)
-    stop = jnp.minimum(num_iters, state.iteration + max_steps)
+def _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh):
+    """``kmeans_run`` on ``xs`` (``x`` as placed): the state placed, run, unpadded."""
+    max_steps = jnp.asarray(max_steps, jnp.int32)
+    num_iters = jnp.asarray(num_iters, jnp.int32)
+    if mesh is not None:
+        state = KMeansState(
+            replicate(state.centroids, mesh),
+            shard_rows(state.assignment, mesh, fill=-1),
+            replicate(jnp.asarray(state.iteration, jnp.int32), mesh),
+            replicate(jnp.asarray(state.changed, bool), mesh),
+        )
+        max_steps, num_iters = replicate(max_steps, mesh), replicate(num_iters, mesh)
+    out = _run(state, xs, max_steps, num_iters, mesh=mesh, n=n, block_size=block_size)
+    return out._replace(assignment=unpad(out.assignment, n))
 
-    # `x` is closed over, not carried.
-    def body(s):
-        a, _ = _assign(x, s.centroids, block)
-        changed = jnp.any(a != s.assignment)
-        return KMeansState(_update(x, a, s.centroids, block), a, s.iteration + 1, changed)
 
-    return jax.lax.while_loop(lambda s: (s.iteration < stop) & s.changed, body, state)
-
-
-@partial(jax.jit, static_argnames=("block_size",))
-def _final_assign(x, centroids, *, block_size):
-    block = auto_block(centroids.shape[0], x.shape[0], block_size)
-    return _assign(x, centroids, block)
+def _assign_checked(xs, n, centroids, block_size, mesh):
+    a = _final_assign(xs, replicate(centroids, mesh), mesh=mesh, n=n, block_size=block_size)
+    return unpad(a, n)
 
 
 def kmeans_init(
@@ -241,27 +339,17 @@ def kmeans_init(
       metric: ``"euclidean"`` or ``"sqeuclidean"`` (same clusters).
       block_size: accepted for symmetry with ``kmeans_run``.
       mesh: optional 1-D ``jax.sharding.Mesh``: the seeds are drawn over rows sharded on its
-        devices (the same seeds as on one device, ``kernels.sharding``).
+        devices (the same seeds as on one device).
 
     Returns:
       A ``KMeansState``.
     """
     _check_metric(metric)
     _check_key(key)
-    block_size = check_block_size(block_size)
+    check_block_size(block_size)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
-    if mesh is not None:
-        from .sharding import sharded_kmeans_seeds
-
-        centroids = sharded_kmeans_seeds(x, k, key, mesh=mesh)[1]
-        return KMeansState(
-            centroids,
-            jnp.full((x.shape[0],), -1, jnp.int32),
-            jnp.zeros((), jnp.int32),
-            jnp.ones((), bool),
-        )
-    return _init(x, key, k=k, block_size=block_size)
+    return _new_state(_seeds_checked(x, k, key, mesh)[1], x.shape[0])
 
 
 def kmeans_run(
@@ -289,17 +377,8 @@ def kmeans_run(
         max_steps = num_iters
     if isinstance(max_steps, int) and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-    if mesh is not None:
-        from .sharding import sharded_kmeans_run
-
-        return sharded_kmeans_run(state, x, max_steps, num_iters, mesh=mesh, block_size=block_size)
-    return _run(
-        state,
-        x,
-        jnp.asarray(max_steps, jnp.int32),
-        jnp.asarray(num_iters, jnp.int32),
-        block_size=block_size,
-    )
+    xs = _on_rows(x, mesh, 0)
+    return _run_checked(state, xs, x.shape[0], max_steps, num_iters, block_size, mesh)
 
 
 def kmeans_assign(x, centroids, *, block_size: int | None = None, mesh=None) -> jax.Array:
@@ -311,13 +390,8 @@ def kmeans_assign(x, centroids, *, block_size: int | None = None, mesh=None) -> 
         raise ValueError(
             f"centroids must be [k >= 1, {x.shape[1]}], got shape {tuple(centroids.shape)}"
         )
-    if mesh is not None:
-        from .sharding import sharded_kmeans_assign
-
-        return sharded_kmeans_assign(
-            x, centroids, mesh=mesh, block_size=check_block_size(block_size)
-        )
-    return _final_assign(x, centroids, block_size=check_block_size(block_size))[0]
+    block_size = check_block_size(block_size)
+    return _assign_checked(_on_rows(x, mesh, 0), x.shape[0], centroids, block_size, mesh)
 
 
 def kmeans(
@@ -341,233 +415,22 @@ def kmeans(
       block_size: rows assigned at once (``[block_size, n_clusters]`` distances); ``None`` picks
         blocks of at most 16M values.
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are sharded
-        over its devices; assignments are local, the per-cluster sums and counts ``psum``ed
-        (``kernels.sharding``). The seeds equal the single-device ones; the centroids may
-        differ in their last bits (another order of the additions), so a point within rounding
-        of a boundary between two clusters can be assigned differently.
+        over its devices; assignments are local, the per-cluster sums and counts ``psum``ed.
+        The seeds equal the single-device ones; the centroids may differ in their last bits
+        (another order of the additions), so a point within rounding of a boundary between two
+        clusters can be assigned differently.
 
     Returns:
       ``(centroids float32 [n_clusters, d], assignment int32 [n])``; the assignment is to the
       nearest returned centroid (lowest index on ties).
     """
-    if mesh is not None:
-        state = kmeans_init(x, n_clusters, key, metric=metric, block_size=block_size, mesh=mesh)
-        state = kmeans_run(state, x, num_iters=num_iters, block_size=block_size, mesh=mesh)
-        assignment = kmeans_assign(x, state.centroids, block_size=block_size, mesh=mesh)
-        return state.centroids, assignment
-    state = kmeans_init(x, n_clusters, key, metric=metric, block_size=block_size)
-    x = jnp.asarray(x)
-    state = kmeans_run(state, x, num_iters=num_iters, block_size=block_size)
-    assignment, _ = _final_assign(x, state.centroids, block_size=block_size)
-    return state.centroids, assignment
-
-
-def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
-    x = as_float_matrix(x, "x")
-    centroids = as_float_matrix(centroids, "centroids")
-    if centroids.shape[1] != x.shape[1]:
-        raise ValueError(
-            f"centroids must have the width of x: {tuple(centroids.shape)} vs {tuple(x.shape)}"
-        )
-    if centroids.shape[0] < 1:
-        raise ValueError("need at least one centroid")
-    assignment = jnp.asarray(assignment)
-    if assignment.shape != (x.shape[0],) or not jnp.issubdtype(assignment.dtype, jnp.integer):
-        raise ValueError(f"assignment must be int [n={x.shape[0]}], got {assignment.shape}")
-    if num_picks is None:
-        num_picks = centroids.shape[0]
-    num_picks = check_k(num_picks, x.shape[0], "num_picks")
-    if (
-        isinstance(min_cluster_size, bool)
-        or not isinstance(min_cluster_size, int)
-        or min_cluster_size < 1
-    ):
-        raise ValueError(f"min_cluster_size must be an int >= 1, got {min_cluster_size!r}")
-    return x, centroids, assignment.astype(jnp.int32), num_picks
-
-
-# --------------------------------------------------------------------------- representatives
-
-
-def _round_robin(assignment, score, num_clusters, num_picks, min_cluster_size):
-    """TypiClust's order. Pick ``t`` goes to the cluster, among those with members not picked
-    yet, that (1) has at least ``min_cluster_size`` points if any such cluster is left, (2) has
-    the fewest picks so far, (3) is the largest, (4) has the lowest index; it takes that
-    cluster's unpicked member with the highest ``score`` (lowest index on ties). With
-    ``num_picks == k`` and no empty or small cluster: one pick per cluster, largest first."""
-    n, k = assignment.shape[0], num_clusters
-    ids = jnp.arange(n, dtype=jnp.int32)
-    cids = jnp.arange(k, dtype=jnp.int32)
-    size = jax.ops.segment_sum(jnp.ones((n,), jnp.int32), assignment, num_segments=k)
-    small = size < min_cluster_size
-
-    def body(t, carry):
-        picks, taken, got = carry
-        left = jax.ops.segment_sum((~taken).astype(jnp.int32), assignment, num_segments=k)
-        ok = left > 0
-        ok = ok & (small == jnp.min(jnp.where(ok, small, True)))
-        ok = ok & (got == jnp.min(jnp.where(ok, got, n + 1)))
-        ok = ok & (size == jnp.max(jnp.where(ok, size, -1)))
-        c = jnp.min(jnp.where(ok, cids, k))
-        member = (assignment == c) & ~taken
-        s = jnp.where(member, score, -jnp.inf)
-        i = jnp.min(jnp.where(member & (s == jnp.max(s)), ids, n)).astype(jnp.int32)
-        return picks.at[t].set(i), taken.at[i].set(True), got.at[c].add(1)
-
-    init = (
-        jnp.full((num_picks,), -1, jnp.int32),
-        jnp.zeros((n,), bool),
-        jnp.zeros((k,), jnp.int32),
-    )
-    return jax.lax.fori_loop(0, num_picks, body, init)[0]
-
-
-@partial(jax.jit, static_argnames=("num_picks", "min_cluster_size"))
-def _medoids(x, centroids, assignment, *, num_picks, min_cluster_size):
-    c = centroids.astype(accum_dtype(x.dtype))
-    diff = x.astype(c.dtype) - c[assignment]
-    score = -jnp.sum(diff * diff, axis=1)
-    return _round_robin(assignment, score, c.shape[0], num_picks, min_cluster_size)
-
-
-def kmeans_medoids(
-    x,
-    centroids,
-    assignment,
-    *,
-    num_picks: int | None = None,
-    min_cluster_size: int = 1,
-    mesh=None,
-) -> jax.Array:
-    """The point nearest each centroid: int32 ``[num_picks]`` distinct indices.
-
-    By default (``num_picks = k``, ``min_cluster_size = 1``) the picks are, for every non-empty
-    cluster, largest cluster first, its member nearest its centroid (lowest index on ties); the
-    picks an empty cluster (or a cluster smaller than ``min_cluster_size``) would get
-    go, in TypiClust's order (see ``typical_points``), to the next-nearest members of the
-    largest clusters. ``min_cluster_size > 1`` keeps singleton clusters (outliers) out.
-    With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and each
-    pick is a global reduction (``kernels.sharding``).
-    """
-    x, centroids, assignment, num_picks = _check_clustering(
-        x, centroids, assignment, num_picks, min_cluster_size
-    )
-    if mesh is not None:
-        from .sharding import sharded_kmeans_medoids
-
-        return sharded_kmeans_medoids(
-            x,
-            centroids,
-            assignment,
-            mesh=mesh,
-            num_picks=num_picks,
-            min_cluster_size=min_cluster_size,
-        )
-    return _medoids(
-        x, centroids, assignment, num_picks=num_picks, min_cluster_size=min_cluster_size
-    )
-
-
-@partial(jax.jit, static_argnames=("num_neighbors", "block_size"))
-def _typicality(x, assignment, *, num_neighbors, block_size):
-    n = x.shape[0]
-    if n == 1:
-        return jnp.full((1,), jnp.inf, jnp.float32)
-    block = auto_block(n, n, block_size)
-    aux = row_aux(x, "euclidean")
-    m = min(num_neighbors, n - 1)
-
-    def fold(rows, start, fresh_from, out):
-        raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
-        a = jax.lax.dynamic_slice_in_dim(assignment, start, block)
-        sq = block_rank_distances(rows, raux, x, aux, "euclidean")  # [block, n]
-        row_ids = start + jnp.arange(block)
-        same = (a[:, None] == assignment[None, :]) & (row_ids[:, None] != jnp.arange(n)[None, :])
-        d = jnp.where(same, jnp.sqrt(sq), jnp.inf)
-        near = -jax.lax.top_k(-d, m)[0]  # the m nearest other members of the cluster
-        valid = jnp.isfinite(near)
-        cnt = jnp.sum(valid, axis=1)
-        mean = jnp.sum(jnp.where(valid, near, 0.0), axis=1) / jnp.maximum(cnt, 1)
-        typ = jnp.where(mean > 0, 1.0 / jnp.where(mean > 0, mean, 1.0), jnp.inf)
-        return jax.lax.dynamic_update_slice_in_dim(out, typ.astype(out.dtype), start, axis=0)
-
-    return fold_row_blocks(fold, x, block, jnp.zeros((n,), jnp.float32))
-
-
-def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None = None, mesh=None):
-    """TypiClust typicality: ``1 / mean Euclidean distance to the num_neighbors nearest other
-    points of the same cluster`` (fewer when the cluster is smaller; ``inf`` for a point with no
-    other member or only duplicates of itself). float32 ``[n]``; ``[block_size, n]`` distances
-    at a time (``O(n^2 d)`` work, never an ``n x n`` matrix). With ``mesh`` the rows are sharded
-    and travel round a ring of its devices (``kernels.sharding``)."""
-    x = as_float_matrix(x, "x")
-    assignment = jnp.asarray(assignment)
-    if assignment.shape != (x.shape[0],) or not jnp.issubdtype(assignment.dtype, jnp.integer):
-        raise ValueError(f"assignment must be int [n={x.shape[0]}], got {assignment.shape}")
-    if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
-        raise ValueError(f"num_neighbors must be an int >= 1, got {num_neighbors!r}")
+    _check_metric(metric)
+    _check_key(key)
     block_size = check_block_size(block_size)
-    if mesh is not None:
-        from .sharding import sharded_typicality
-
-        return sharded_typicality(
-            x,
-            assignment.astype(jnp.int32),
-            mesh=mesh,
-            num_neighbors=num_neighbors,
-            block_size=block_size,
-        )
-    return _typicality(
-        x, assignment.astype(jnp.int32), num_neighbors=num_neighbors, block_size=block_size
-    )
-
-
-@partial(jax.jit, static_argnames=("num_clusters", "num_picks", "min_cluster_size"))
-def _typical(assignment, typ, *, num_clusters, num_picks, min_cluster_size):
-    return _round_robin(assignment, typ, num_clusters, num_picks, min_cluster_size)
-
-
-def typical_points(
-    x,
-    centroids,
-    assignment,
-    *,
-    num_neighbors: int = 20,
-    num_picks: int | None = None,
-    min_cluster_size: int = 1,
-    block_size: int | None = None,
-    mesh=None,
-) -> jax.Array:
-    """The most typical points of the clusters (TypiClust): int32 ``[num_picks]`` distinct indices.
-
-    Each pick goes to the cluster with members left that has at least ``min_cluster_size`` points
-    (if any is left), the fewest picks so far, the most points, the lowest index — in that order —
-    and takes its unpicked member of highest :func:`typicality` (lowest index on ties). By default
-    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first. With
-    ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
-    (``kernels.sharding``).
-    """
-    x, centroids, assignment, num_picks = _check_clustering(
-        x, centroids, assignment, num_picks, min_cluster_size
-    )
-    if mesh is not None:
-        from .sharding import sharded_typical_points
-
-        return sharded_typical_points(
-            x,
-            assignment,
-            mesh=mesh,
-            num_clusters=centroids.shape[0],
-            num_neighbors=num_neighbors,
-            num_picks=num_picks,
-            min_cluster_size=min_cluster_size,
-            block_size=check_block_size(block_size),
-        )
-    typ = typicality(x, assignment, num_neighbors=num_neighbors, block_size=block_size)
-    return _typical(
-        assignment,
-        typ,
-        num_clusters=centroids.shape[0],
-        num_picks=num_picks,
-        min_cluster_size=min_cluster_size,
-    )
+    x = as_float_matrix(x, "x")
+    n = x.shape[0]
+    k = _check_clusters(n_clusters, n)
+    num_iters = _check_iters(num_iters)
+    _, centroids, xs = _seeds_checked(x, k, key, mesh)
+    state = _run_checked(_new_state(centroids, n), xs, n, num_iters, num_iters, block_size, mesh)
+    return state.centroids, _assign_checked(xs, n, state.centroids, block_size, mesh)

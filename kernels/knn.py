@@ -4,7 +4,17 @@ For each query the ``k`` rows of ``x`` at the smallest distance are returned, ne
 distances go to the lowest index. Memory: one ``[block, n]`` block of rank distances (see
 ``distance.py``) plus the ``[m, k]`` output, never an ``m x n`` matrix.
 
-Building blocks, kept separate so that a sharded version can reuse them:
+Several devices (``mesh=``): the rows of ``x`` and the queries are both row-sharded over a 1-D
+mesh and the same body runs there (``sharding.on_mesh``): the row blocks of ``x`` go round a ring
+of the devices (``collective.fold_all_rows``, P - 1 hops) and each device merges, for each of its
+queries, the visiting block's ``k`` nearest into its running ``k`` nearest (``merge_knn``,
+ordered by (distance, global index)); after P visits each query has its ``k`` nearest over all
+rows, ties to the lowest global index. Per device: ``O(n/P x k)`` state, one visiting block,
+``[block, n/P]`` distances at a time. The indices equal one device's where the distances are
+exact (integer data, duplicates on different shards) and elsewhere up to the rounding below (a
+matrix product of another shape can round its last bit differently).
+
+Public building blocks:
 
 * ``knn_block(q, q_aux, x, x_aux, ...)``: the ``k`` nearest rows of ``x`` for a block of queries,
   as rank distances and indices offset by ``x_offset`` (the global index of ``x``'s first row);
@@ -23,15 +33,10 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from . import collective
 from ._checks import as_float_matrix, check_block_size, check_metric, check_same_width
-from .distance import (
-    accum_dtype,
-    auto_block,
-    block_rank_distances,
-    fold_row_blocks,
-    row_aux,
-    to_metric,
-)
+from .distance import accum_dtype, auto_block, block_rank_distances, row_aux, to_metric
+from .sharding import ROWS, on_mesh, shard_rows, unpad
 
 __all__ = ["knn", "knn_block", "merge_knn"]
 
@@ -64,19 +69,11 @@ def knn_block(
       ``(rank_distances [b, k], indices [b, k] int32)``, nearest first, ties to the lowest index.
       If fewer than ``k`` rows are eligible, the rest are ``(inf, -1)``.
     """
-    d = block_rank_distances(q, q_aux, x, x_aux, metric)  # [b, n]
     ids = x_offset + jnp.arange(x.shape[0], dtype=jnp.int32)
-    if query_ids is not None:
-        same = query_ids[:, None] == ids[None, :]
-        if exclude_self:
-            d = jnp.where(same, jnp.inf, d)
-        elif metric != "cosine":
-            d = jnp.where(same, 0.0, d)
-    # top_k of the negated distances: among equal values the lower index comes first.
-    neg, pos = jax.lax.top_k(-d, k)
-    dist = -neg
-    idx = jnp.where(jnp.isfinite(dist), ids[pos], -1)
-    return dist, idx
+    self_query = None if query_ids is None else ("exclude" if exclude_self else "keep")
+    return _candidates(
+        q, q_aux, query_ids, x, x_aux, ids, None, k=k, metric=metric, self_query=self_query
+    )
 
 
 def merge_knn(d_a, i_a, d_b, i_b, k: int) -> tuple[jax.Array, jax.Array]:
@@ -90,31 +87,77 @@ def merge_knn(d_a, i_a, d_b, i_b, k: int) -> tuple[jax.Array, jax.Array]:
     return d[:, :k], i[:, :k]
 
 
-@partial(jax.jit, static_argnames=("k", "metric", "block_size", "self_query"))
-def _knn(queries, x, *, k, metric, block_size, self_query):
-    m, n = queries.shape[0], x.shape[0]
+def _candidates(q, q_aux, q_ids, x, x_aux, x_ids, x_ok, *, k, metric, self_query):
+    """``knn_block`` with global ``x_ids`` and, when ``x_ok`` is given, the rows it marks False
+    (padding rows of a mesh) excluded; ``self_query`` as in ``_knn_body``."""
+    d = block_rank_distances(q, q_aux, x, x_aux, metric)  # [b, n]
+    if self_query is not None:
+        same = q_ids[:, None] == x_ids[None, :]
+        if self_query == "exclude":
+            d = jnp.where(same, jnp.inf, d)
+        elif metric != "cosine":
+            d = jnp.where(same, 0.0, d)
+    if x_ok is not None:
+        d = jnp.where(x_ok[None, :], d, jnp.inf)
+    # top_k of the negated distances: among equal values the lower index comes first.
+    neg, pos = jax.lax.top_k(-d, k)
+    dist = -neg
+    return dist, jnp.where(jnp.isfinite(dist), x_ids[pos], -1)
+
+
+def _knn_body(queries, x, *, n, k, metric, block_size, self_query, axis):
+    """The k nearest of the ``n`` rows of ``x`` for each of this device's queries.
+
+    ``self_query``: ``"exclude"`` / ``"keep"`` when the queries are the rows of ``x`` (their
+    global ids are then the rows'), ``None`` otherwise. On a mesh the row blocks of ``x`` go
+    round a ring of the devices (``collective.fold_all_rows``): each device merges, for each of
+    its queries, the visiting block's ``k`` nearest into its running ``k`` nearest, ordered by
+    (distance, global index), so ties go to the lowest global index as on one device."""
+    mq, mx = queries.shape[0], x.shape[0]
     acc = accum_dtype(jnp.promote_types(queries.dtype, x.dtype))
-    if m == 0:
+    if mq == 0:
         return jnp.zeros((0, k), acc), jnp.zeros((0, k), jnp.int32)
-    block = auto_block(n, m, block_size)
+    block = auto_block(mx, mq, block_size)
     x_aux = row_aux(x, metric)
     q_aux = x_aux if self_query is not None else row_aux(queries, metric)
+    q_ids = collective.row_ids(mq, axis)
+    one_visit = collective.axis_size(axis) == 1  # then the visiting rows are x itself
+    padded = collective.axis_size(axis) * mx != n
 
-    def one_block(rows, start, fresh_from, out):
+    def fold(rows, start, fresh_from, other, other_ids, other_ok, carry):
+        best_d, best_i = carry
         aux = jax.lax.dynamic_slice_in_dim(q_aux, start, block)
-        ids = start + jnp.arange(block, dtype=jnp.int32) if self_query is not None else None
-        d, i = knn_block(
-            rows, aux, x, x_aux, k=k, metric=metric, query_ids=ids,
-            exclude_self=self_query == "exclude",
+        ids = jax.lax.dynamic_slice_in_dim(q_ids, start, block)
+        other_aux = x_aux if one_visit else row_aux(other, metric)
+        d, i = _candidates(
+            rows, aux, ids, other, other_aux, other_ids, other_ok if padded else None,
+            k=min(k, mx), metric=metric, self_query=self_query,
         )  # fmt: skip
-        out_d, out_i = out
-        out_d = jax.lax.dynamic_update_slice_in_dim(out_d, d.astype(acc), start, axis=0)
-        out_i = jax.lax.dynamic_update_slice_in_dim(out_i, i, start, axis=0)
-        return out_d, out_i
+        d = d.astype(acc)
+        if not one_visit:
+            old_d = jax.lax.dynamic_slice_in_dim(best_d, start, block)
+            old_i = jax.lax.dynamic_slice_in_dim(best_i, start, block)
+            new_d, new_i = merge_knn(old_d, old_i, d, i, k)
+            # Rows of the last block seen by the previous one already hold this visit's
+            # candidates: merging them again would repeat indices.
+            fresh = ((start + jnp.arange(block)) >= fresh_from)[:, None]
+            d, i = jnp.where(fresh, new_d, old_d), jnp.where(fresh, new_i, old_i)
+        best_d = jax.lax.dynamic_update_slice_in_dim(best_d, d, start, axis=0)
+        best_i = jax.lax.dynamic_update_slice_in_dim(best_i, i, start, axis=0)
+        return best_d, best_i
 
-    init = (jnp.zeros((m, k), acc), jnp.zeros((m, k), jnp.int32))
-    dist, idx = fold_row_blocks(one_block, queries, block, init)
+    init = (jnp.full((mq, k), jnp.inf, acc), jnp.full((mq, k), -1, jnp.int32))
+    dist, idx = collective.fold_all_rows(fold, x, n, axis, block, init, local=queries)
     return to_metric(dist, metric), idx
+
+
+@partial(jax.jit, static_argnames=("k", "metric", "block_size", "self_query", "mesh", "n"))
+def _knn(queries, x, *, k, metric, block_size, self_query, mesh=None, n=None):
+    body = partial(
+        _knn_body, n=x.shape[0] if n is None else n, k=k, metric=metric, block_size=block_size,
+        self_query=self_query,
+    )  # fmt: skip
+    return on_mesh(body, mesh, (ROWS, ROWS), (ROWS, ROWS))(queries, x)
 
 
 def knn(
@@ -142,7 +185,7 @@ def knn(
         when ``queries`` is given (queries are not identified with rows of ``x``).
       mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` and the queries are sharded over
         its devices, the rows travel round a ring and each device merges P x k candidates per
-        query (``kernels.sharding``); ties still go to the lowest global index.
+        query; ties still go to the lowest global index.
 
     Returns:
       ``(distances [m, k], indices [m, k] int32)``: the metric's distances, nearest first; equal
@@ -166,11 +209,11 @@ def knn(
     if not 1 <= k <= limit:
         what = "n - 1 (a row is not its own neighbour)" if self_query == "exclude" else "n"
         raise ValueError(f"k must be in [1, {what}] = [1, {limit}] for n={n} rows, got k={k}")
-    if mesh is not None:
-        from .sharding import sharded_knn
-
-        return sharded_knn(
-            x, k, mesh=mesh, queries=q, metric=metric, block_size=block_size,
-            self_query=self_query,
-        )  # fmt: skip
-    return _knn(q, x, k=k, metric=metric, block_size=block_size, self_query=self_query)
+    if mesh is None:
+        return _knn(q, x, k=k, metric=metric, block_size=block_size, self_query=self_query)
+    xs = shard_rows(x, mesh)
+    qs = xs if self_query is not None else shard_rows(q, mesh)
+    dist, idx = _knn(
+        qs, xs, k=k, metric=metric, block_size=block_size, self_query=self_query, mesh=mesh, n=n
+    )
+    return unpad(dist, q.shape[0]), unpad(idx, q.shape[0])

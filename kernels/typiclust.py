@@ -1,0 +1,300 @@
+"""Representative points of a clustering: the point nearest each centroid (``kmeans_medoids``)
+and the most typical point of each cluster (TypiClust: ``typicality``, ``typical_points``).
+
+Both pick in TypiClust's round-robin order over the clusters (``_round_robin``). Every pick is a
+global reduction over the rows (a ``psum`` of ``k`` counts and a first argmax, ties to the lowest
+global index), so the same body runs on one device and, with ``mesh=``, over rows sharded on a
+1-D mesh (``sharding.on_mesh``). Typicality needs each point's nearest same-cluster neighbours
+over all rows: ``[block, n]`` distances at a time on one device; on a mesh the row blocks go round
+a ring of the devices (``collective.fold_all_rows``) and each device keeps a running top-m of its
+own rows. The picks on a mesh equal one device's; the typicality values are the same
+distances selected the same way, so they agree to the last bit where the block products round
+alike (exact on integer or quarter-integer data), within float32 rounding elsewhere.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from . import collective
+from ._checks import as_float_matrix, check_block_size, check_k
+from .distance import accum_dtype, auto_block, block_rank_distances, row_aux
+from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+
+__all__ = ["kmeans_medoids", "typical_points", "typicality"]
+
+
+def _set_row(v, ids, index, value):
+    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
+    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
+    local = index - ids[0]
+    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
+    return v.at[local].set(value, mode="drop")
+
+
+def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
+    x = as_float_matrix(x, "x")
+    centroids = as_float_matrix(centroids, "centroids")
+    if centroids.shape[1] != x.shape[1]:
+        raise ValueError(
+            f"centroids must have the width of x: {tuple(centroids.shape)} vs {tuple(x.shape)}"
+        )
+    if centroids.shape[0] < 1:
+        raise ValueError("need at least one centroid")
+    assignment = _check_assignment(assignment, x.shape[0])
+    if num_picks is None:
+        num_picks = centroids.shape[0]
+    num_picks = check_k(num_picks, x.shape[0], "num_picks")
+    if (
+        isinstance(min_cluster_size, bool)
+        or not isinstance(min_cluster_size, int)
+        or min_cluster_size < 1
+    ):
+        raise ValueError(f"min_cluster_size must be an int >= 1, got {min_cluster_size!r}")
+    return x, centroids, assignment, num_picks
+
+
+def _check_assignment(assignment, n: int) -> jax.Array:
+    assignment = jnp.asarray(assignment)
+    if assignment.shape != (n,) or not jnp.issubdtype(assignment.dtype, jnp.integer):
+        raise ValueError(f"assignment must be int [n={n}], got {assignment.shape}")
+    return assignment.astype(jnp.int32)
+
+
+def _round_robin(assignment, score, *, n, num_clusters, num_picks, min_cluster_size, axis):
+    """TypiClust's order. Pick ``t`` goes to the cluster, among those with members not picked
+    yet, that (1) has at least ``min_cluster_size`` points if any such cluster is left, (2) has
+    the fewest picks so far, (3) is the largest, (4) has the lowest index; it takes that
+    cluster's unpicked member with the highest ``score`` (lowest global index on ties). With
+    ``num_picks == k`` and no empty or small cluster: one pick per cluster, largest first.
+    Padding rows (global index ``>= n``) count nowhere and are never picked."""
+    m, k = assignment.shape[0], num_clusters
+    ids = collective.row_ids(m, axis)
+    valid = ids < n
+    cids = jnp.arange(k, dtype=jnp.int32)
+    size = collective.psum(
+        jax.ops.segment_sum(valid.astype(jnp.int32), assignment, num_segments=k), axis
+    )
+    small = size < min_cluster_size
+    # A member scored -inf still ranks above the non-members (masked to -inf below).
+    score = jnp.maximum(score, jnp.finfo(score.dtype).min)
+
+    def body(t, carry):
+        picks, taken, got = carry
+        left = jax.ops.segment_sum((~taken).astype(jnp.int32), assignment, num_segments=k)
+        ok = collective.psum(left, axis) > 0
+        ok = ok & (small == jnp.min(jnp.where(ok, small, True)))
+        ok = ok & (got == jnp.min(jnp.where(ok, got, n + 1)))
+        ok = ok & (size == jnp.max(jnp.where(ok, size, -1)))
+        c = jnp.min(jnp.where(ok, cids, k))
+        member = (assignment == c) & ~taken
+        i = collective.first_argmax(jnp.where(member, score, -jnp.inf), ids, axis)
+        return picks.at[t].set(i), _set_row(taken, ids, i, True), got.at[c].add(1)
+
+    init = (jnp.full((num_picks,), -1, jnp.int32), ~valid, jnp.zeros((k,), jnp.int32))
+    return jax.lax.fori_loop(0, num_picks, body, init)[0]
+
+
+def _medoids_body(x, centroids, assignment, *, n, num_picks, min_cluster_size, axis):
+    c = centroids.astype(accum_dtype(x.dtype))
+    diff = x.astype(c.dtype) - c[assignment]
+    score = -jnp.sum(diff * diff, axis=1)
+    return _round_robin(
+        assignment, score, n=n, num_clusters=c.shape[0], num_picks=num_picks,
+        min_cluster_size=min_cluster_size, axis=axis,
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_picks", "min_cluster_size"))
+def _medoids(x, centroids, assignment, *, mesh, n, num_picks, min_cluster_size):
+    body = partial(_medoids_body, n=n, num_picks=num_picks, min_cluster_size=min_cluster_size)
+    return on_mesh(body, mesh, (ROWS, ALL, ROWS), ALL)(x, centroids, assignment)
+
+
+def _on_rows(a, mesh, fill):
+    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh."""
+    return a if mesh is None else shard_rows(a, mesh, fill=fill)
+
+
+def kmeans_medoids(
+    x,
+    centroids,
+    assignment,
+    *,
+    num_picks: int | None = None,
+    min_cluster_size: int = 1,
+    mesh=None,
+) -> jax.Array:
+    """The point nearest each centroid: int32 ``[num_picks]`` distinct indices.
+
+    By default (``num_picks = k``, ``min_cluster_size = 1``) the picks are, for every non-empty
+    cluster, largest cluster first, its member nearest its centroid (lowest index on ties); the
+    picks an empty cluster (or a cluster smaller than ``min_cluster_size``) would get
+    go, in TypiClust's order (see ``typical_points``), to the next-nearest members of the
+    largest clusters. ``min_cluster_size > 1`` keeps singleton clusters (outliers) out.
+    With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and each
+    pick is a global reduction.
+    """
+    x, centroids, assignment, num_picks = _check_clustering(
+        x, centroids, assignment, num_picks, min_cluster_size
+    )
+    return _medoids(
+        _on_rows(x, mesh, 0),
+        replicate(centroids, mesh),
+        _on_rows(assignment, mesh, 0),
+        mesh=mesh,
+        n=x.shape[0],
+        num_picks=num_picks,
+        min_cluster_size=min_cluster_size,
+    )
+
+
+def _typicality_of(near):
+    """Typicality from the distances ``[b, m]`` to each point's nearest cluster mates (``inf``
+    where there are fewer)."""
+    valid = jnp.isfinite(near)
+    cnt = jnp.sum(valid, axis=1)
+    mean = jnp.sum(jnp.where(valid, near, 0.0), axis=1) / jnp.maximum(cnt, 1)
+    typ = jnp.where(mean > 0, 1.0 / jnp.where(mean > 0, mean, 1.0), jnp.inf)
+    return typ.astype(jnp.float32)
+
+
+def _typicality_body(x, assignment, *, n, num_neighbors, block_size, axis):
+    m = x.shape[0]
+    near_count = min(num_neighbors, n - 1)
+    acc = accum_dtype(x.dtype)
+    ids = collective.row_ids(m, axis)
+    block = auto_block(m, m, block_size)
+    aux = row_aux(x, "euclidean")
+    # One visit (one device): the visiting rows are x itself and each block's nearest mates are
+    # final, so the fold writes typicality directly (no [n, m] running top-m is kept).
+    one_visit = collective.axis_size(axis) == 1
+    padded = collective.axis_size(axis) * m != n
+    everyone = collective.all_gather(assignment, axis)  # [P m] int32: O(n) ints, not rows
+
+    def fold(rows, start, fresh_from, other, other_ids, other_ok, out):
+        raux = jax.lax.dynamic_slice_in_dim(aux, start, block)
+        a = jax.lax.dynamic_slice_in_dim(assignment, start, block)
+        other_a = jax.lax.dynamic_slice_in_dim(everyone, other_ids[0], m)
+        other_aux = aux if one_visit else row_aux(other, "euclidean")
+        row_ids = ids[0] + start + jnp.arange(block, dtype=jnp.int32)
+        sq = block_rank_distances(rows, raux, other, other_aux, "euclidean")  # [block, m]
+        same = (a[:, None] == other_a[None, :]) & (row_ids[:, None] != other_ids[None, :])
+        if padded:
+            same = same & other_ok[None, :]
+        d = jnp.where(same, jnp.sqrt(sq), jnp.inf)
+        # the nearest other members of the cluster among these rows
+        best = -jax.lax.top_k(-d, min(near_count, m))[0]
+        if one_visit:
+            best = _typicality_of(best)
+        else:
+            # merged with the nearest found so far; rows the previous block already merged
+            # this visit (the last block may overlap it) keep their value
+            old = jax.lax.dynamic_slice_in_dim(out, start, block)
+            best = -jax.lax.top_k(-jnp.concatenate([old, best], axis=1), near_count)[0]
+            fresh = ((start + jnp.arange(block)) >= fresh_from)[:, None]
+            best = jnp.where(fresh, best, old)
+        return jax.lax.dynamic_update_slice_in_dim(out, best.astype(out.dtype), start, axis=0)
+
+    if one_visit:
+        return collective.fold_all_rows(fold, x, n, axis, block, jnp.zeros((m,), jnp.float32))
+    near = collective.fold_all_rows(
+        fold, x, n, axis, block, jnp.full((m, near_count), jnp.inf, acc)
+    )
+    return _typicality_of(near)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_neighbors", "block_size"))
+def _typicality(x, assignment, *, mesh, n, num_neighbors, block_size):
+    body = partial(_typicality_body, n=n, num_neighbors=num_neighbors, block_size=block_size)
+    return on_mesh(body, mesh, (ROWS, ROWS), ROWS)(x, assignment)
+
+
+def _check_neighbors(num_neighbors) -> int:
+    if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int) or num_neighbors < 1:
+        raise ValueError(f"num_neighbors must be an int >= 1, got {num_neighbors!r}")
+    return num_neighbors
+
+
+def _typicality_checked(x, assignment, num_neighbors, block_size, mesh):
+    """``typicality`` of validated arguments: float32 ``[n]``."""
+    n = x.shape[0]
+    if n == 1:
+        return jnp.full((1,), jnp.inf, jnp.float32)
+    typ = _typicality(
+        _on_rows(x, mesh, 0),
+        _on_rows(assignment, mesh, -1),
+        mesh=mesh,
+        n=n,
+        num_neighbors=num_neighbors,
+        block_size=block_size,
+    )
+    return unpad(typ, n)
+
+
+def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None = None, mesh=None):
+    """TypiClust typicality: ``1 / mean Euclidean distance to the num_neighbors nearest other
+    points of the same cluster`` (fewer when the cluster is smaller; ``inf`` for a point with no
+    other member or only duplicates of itself). float32 ``[n]``; ``[block_size, n]`` distances
+    at a time (``O(n^2 d)`` work, never an ``n x n`` matrix). With ``mesh`` (a 1-D
+    ``jax.sharding.Mesh``) the rows are sharded and travel round a ring of its devices
+    (``[block_size, n / P]`` distances at a time)."""
+    x = as_float_matrix(x, "x")
+    assignment = _check_assignment(assignment, x.shape[0])
+    num_neighbors = _check_neighbors(num_neighbors)
+    block_size = check_block_size(block_size)
+    return _typicality_checked(x, assignment, num_neighbors, block_size, mesh)
+
+
+def _typical_body(assignment, typ, *, n, num_clusters, num_picks, min_cluster_size, axis):
+    return _round_robin(
+        assignment, typ, n=n, num_clusters=num_clusters, num_picks=num_picks,
+        min_cluster_size=min_cluster_size, axis=axis,
+    )  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "num_clusters", "num_picks", "min_cluster_size"))
+def _typical(assignment, typ, *, mesh, n, num_clusters, num_picks, min_cluster_size):
+    body = partial(
+        _typical_body, n=n, num_clusters=num_clusters, num_picks=num_picks,
+        min_cluster_size=min_cluster_size,
+    )  # fmt: skip
+    return on_mesh(body, mesh, (ROWS, ROWS), ALL)(assignment, typ)
+
+
+def typical_points(
+    x,
+    centroids,
+    assignment,
+    *,
+    num_neighbors: int = 20,
+    num_picks: int | None = None,
+    min_cluster_size: int = 1,
+    block_size: int | None = None,
+    mesh=None,
+) -> jax.Array:
+    """The most typical points of the clusters (TypiClust): int32 ``[num_picks]`` distinct indices.
+
+    Each pick goes to the cluster with members left that has at least ``min_cluster_size`` points
+    (if any is left), the fewest picks so far, the most points, the lowest index — in that order —
+    and takes its unpicked member of highest :func:`typicality` (lowest index on ties). By default
+    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first. With
+    ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices.
+    """
+    x, centroids, assignment, num_picks = _check_clustering(
+        x, centroids, assignment, num_picks, min_cluster_size
+    )
+    num_neighbors = _check_neighbors(num_neighbors)
+    typ = _typicality_checked(x, assignment, num_neighbors, check_block_size(block_size), mesh)
+    return _typical(
+        _on_rows(assignment, mesh, 0),
+        _on_rows(typ, mesh, 0.0),
+        mesh=mesh,
+        n=x.shape[0],
+        num_clusters=centroids.shape[0],
+        num_picks=num_picks,
+        min_cluster_size=min_cluster_size,
+    )
