@@ -40,6 +40,21 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
 )
 from goldener_jax.evaluate import compare_to_random
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
+from goldener_jax.refine import (  # clusters, balanced batches, label proposals, outliers, clicks
+    ClickMasks,
+    ClusterBatchSampler,
+    Clusters,
+    LabelProposals,
+    Outliers,
+    SamplerState,
+    click_masks,
+    cluster,
+    expected_calibration_error,
+    masks_from_features,
+    outliers,
+    propose_labels,
+    reliability_plot,
+)
 from goldener_jax.select import (  # select and the selection method registry
     METHODS,
     BudgetRule,
@@ -53,6 +68,19 @@ from goldener_jax.split import Split, split
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClickMasks",
+    "ClusterBatchSampler",
+    "Clusters",
+    "LabelProposals",
+    "Outliers",
+    "SamplerState",
+    "click_masks",
+    "cluster",
+    "expected_calibration_error",
+    "masks_from_features",
+    "outliers",
+    "propose_labels",
+    "reliability_plot",
     "ArraySource",
     "CheckpointMismatchError",
     "Checkpointer",

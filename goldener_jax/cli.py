@@ -72,6 +72,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     _add_select_split(sub)
     _add_curate(sub)
+    from goldener_jax.refine import commands as refine_commands
+
+    refine_commands.add_parsers(sub)
     _add_evaluate(sub)
     ver = sub.add_parser(
         "verify",
@@ -572,6 +575,10 @@ def _run(args) -> int:
         return _run_evaluate(args)
     if args.command == "verify":
         return _run_verify(args)
+    from goldener_jax.refine import commands as refine_commands
+
+    if args.command in refine_commands.COMMANDS:
+        return refine_commands.run(args)
     if args.command == "bench":
         from goldener_jax import benchmarks
 

@@ -35,6 +35,7 @@ __all__ = [
     "pmin",
     "psum",
     "row_ids",
+    "set_row",
 ]
 
 
@@ -99,6 +100,15 @@ def first_argmin(values: jax.Array, ids: jax.Array, axis: str | None) -> jax.Arr
     best = jax.lax.pmin(v, axis)
     big = jnp.iinfo(jnp.int32).max
     return jax.lax.pmin(jnp.where(v == best, ids[i], big), axis)
+
+
+def set_row(v: jax.Array, ids: jax.Array, index: jax.Array, value) -> jax.Array:
+    """``v`` (row-sharded like the rows, ``ids`` their ``row_ids``) with its entry of global index
+    ``index`` set to ``value`` on the device that holds it: a scatter of one element, cheaper than
+    a compare over all rows, on one device as on many."""
+    local = index - ids[0]
+    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
+    return v.at[local].set(value, mode="drop")
 
 
 def fetch_rows(x: jax.Array, ids: jax.Array, index: jax.Array, axis: str | None) -> jax.Array:

@@ -140,14 +140,6 @@ def _init(x, *, mesh, n, k, kernel, length_scale, block_size):
     return on_mesh(body, mesh, (ROWS,), _STATE_SPECS)(x)
 
 
-def _set_row(v, ids, index, value):
-    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
-    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
-    local = index - ids[0]
-    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
-    return v.at[local].set(value, mode="drop")
-
-
 def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
     ids = collective.row_ids(x.shape[0], axis)
     stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
@@ -162,7 +154,7 @@ def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
         point = collective.fetch_row(x, ids, index, axis)
         return (
             penalty + _kernel_row(x, x_sq, point, kernel, length_scale),
-            _set_row(taken, ids, index, True),
+            collective.set_row(taken, ids, index, True),
             selected.at[count].set(index.astype(jnp.int32)),
             count + 1,
         )

@@ -115,14 +115,6 @@ def _check_iters(num_iters) -> int:
     return num_iters
 
 
-def _set_row(v, ids, index, value):
-    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
-    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
-    local = index - ids[0]
-    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
-    return v.at[local].set(value, mode="drop")
-
-
 def _on_rows(a, mesh, fill):
     """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh."""
     return a if mesh is None else shard_rows(a, mesh, fill=fill)
@@ -152,8 +144,8 @@ def _seed_body(x, key, *, n, k, axis):
     first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, n).astype(jnp.int32)
     row = collective.fetch_row(x, ids, first, axis)
     min_d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
-    min_d = _set_row(min_d, ids, first, 0.0)
-    taken = _set_row(ids >= n, ids, first, True)  # padding rows are never drawn
+    min_d = collective.set_row(min_d, ids, first, 0.0)
+    taken = collective.set_row(ids >= n, ids, first, True)  # padding rows are never drawn
     seeds = jnp.full((k,), -1, jnp.int32).at[0].set(first)
 
     def body(t, carry):
@@ -176,8 +168,8 @@ def _seed_body(x, key, *, n, k, axis):
         d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
         return (
             seeds.at[t].set(idx),
-            _set_row(jnp.minimum(min_d, d), ids, idx, 0.0),
-            _set_row(taken, ids, idx, True),
+            collective.set_row(jnp.minimum(min_d, d), ids, idx, 0.0),
+            collective.set_row(taken, ids, idx, True),
         )
 
     seeds, _, _ = jax.lax.fori_loop(1, k, body, (seeds, min_d, taken))

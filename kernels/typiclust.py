@@ -27,14 +27,6 @@ from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 __all__ = ["kmeans_medoids", "typical_points", "typicality"]
 
 
-def _set_row(v, ids, index, value):
-    """``v`` with its row of global index ``index`` set to ``value`` on the device that holds it
-    (a scatter of one element: cheaper than a compare over all rows, on one device as on many)."""
-    local = index - ids[0]
-    local = jnp.where((local >= 0) & (local < v.shape[0]), local, v.shape[0])
-    return v.at[local].set(value, mode="drop")
-
-
 def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
     x = as_float_matrix(x, "x")
     centroids = as_float_matrix(centroids, "centroids")
@@ -92,7 +84,7 @@ def _round_robin(assignment, score, *, n, num_clusters, num_picks, min_cluster_s
         c = jnp.min(jnp.where(ok, cids, k))
         member = (assignment == c) & ~taken
         i = collective.first_argmax(jnp.where(member, score, -jnp.inf), ids, axis)
-        return picks.at[t].set(i), _set_row(taken, ids, i, True), got.at[c].add(1)
+        return picks.at[t].set(i), collective.set_row(taken, ids, i, True), got.at[c].add(1)
 
     init = (jnp.full((num_picks,), -1, jnp.int32), ~valid, jnp.zeros((k,), jnp.int32))
     return jax.lax.fori_loop(0, num_picks, body, init)[0]
