@@ -3,6 +3,7 @@
 Import as ``from goldener_jax import kernels as gk``.
 """
 
+from . import selectors
 from ._checks import METRICS
 from .distance import pairwise_distances, to_metric
 from .greedy import (
@@ -35,13 +36,11 @@ from .kmeans import (
     kmeans,
     kmeans_assign,
     kmeans_init,
-    kmeans_medoids,
     kmeans_plusplus,
     kmeans_run,
-    typical_points,
-    typicality,
 )
 from .knn import knn, knn_block, merge_knn
+from .pairs import pairs_within
 from .probcover import (
     ProbCoverState,
     probcover,
@@ -66,6 +65,7 @@ from .typical_kcenter import (
     typical_kcenter_run,
     typicality_weights,
 )
+from .typiclust import kmeans_medoids, typical_points, typicality
 from .zcore import (
     ZCORE_VARIANTS,
     ZCoreState,
@@ -79,6 +79,7 @@ from .zcore import (
 from .zcore import native_status as zcore_native_status
 
 __all__ = [
+    "selectors",
     "METRICS",
     "GreedyState",
     "KCenterState",
@@ -116,6 +117,7 @@ __all__ = [
     "knn",
     "knn_block",
     "merge_knn",
+    "pairs_within",
     "ProbCoverState",
     "probcover",
     "probcover_init",

@@ -13,6 +13,19 @@ selected again (its running minimum is ``-inf``), even when the data has exact d
 
 The state is a ``NamedTuple`` of arrays (what a checkpoint saves); ``kcenter_run`` continues any
 state, so resuming is restore-and-continue.
+
+One body per program, one device or many (``kernels.collective``): with ``mesh=`` the rows of
+``x`` and ``min_dist`` are sharded over a 1-D mesh, padded to a multiple of its size with rows
+whose ``min_dist`` is ``-inf`` (never chosen). A step is a local mat-vec plus a global first
+argmax (two scalar collectives) and one row fetch (a ``psum`` of ``d`` values): ``O(P + d)``
+communication, ``x`` never leaves its device. The sums over all rows (the mean row, the cosine
+``sum u`` and ``U^T U`` of the seed scores) are local sums combined with ``psum``.
+
+Exactness on a mesh: every distance uses the same formula; only the order of the additions of the
+global sums differs. Where they are exact (cosine and 16-bit storage, whose shift is zero; data
+whose column sums are exact in float32) the indices are bit-identical to one device's, ties
+included. Otherwise the mean row can differ in its last bit, so a distance can differ by one
+rounding unit, and only two candidates within rounding of each other can be ordered otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +35,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from . import collective
 from ._checks import (
     as_float_matrix,
     check_block_size,
@@ -37,16 +52,17 @@ from .distance import (
     accum_dtype,
     auto_block,
     block_rank_distances,
-    first_argmax,
     fold_row_blocks,
     point_rank_distances,
     point_stats,
     row_aux,
     to_metric,
 )
+from .sharding import ALL, ROWS, on_mesh, padded_rows, replicate, shard_rows, unpad
 
 __all__ = [
     "KCenterState",
+    "global_point_stats",
     "greedy_k_center",
     "kcenter_coverage_radius",
     "kcenter_init",
@@ -70,22 +86,42 @@ class KCenterState(NamedTuple):
     count: jax.Array
 
 
-def _seed_scores(x: jax.Array, stats: PointStats, metric: str, block: int) -> jax.Array:
+_STATE_SPECS = KCenterState(ROWS, ALL, ALL)
+
+
+def global_point_stats(x: jax.Array, n: int, metric: str, axis: str | None) -> PointStats:
+    """``distance.point_stats`` of all ``n`` rows, for the rows this device holds.
+
+    The mean row is the ``psum`` of the per-device column sums over ``n`` (padding rows are zero
+    and add nothing); without an axis it is exactly ``point_stats(x, metric)``."""
+    acc = accum_dtype(x.dtype)
+    d = x.shape[1]
+    if metric == "cosine":
+        return PointStats(jnp.zeros((d,), acc), row_aux(x, "cosine"))
+    if jnp.dtype(x.dtype).itemsize >= 4 and n > 0:
+        shift = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+    else:
+        shift = jnp.zeros((d,), acc)
+    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+
+
+def _seed_scores(x, stats: PointStats, n: int, metric: str, axis) -> jax.Array:
     """Per point, a value ordered like the root-sum-square distance to all points, in O(N d^2).
 
     Euclidean: ``sum_j |x_i - x_j|^2 = n |x_i - mean|^2 + const``, so the score is
     ``|x_i - mean|^2``. Cosine, with unit rows ``u`` (zero rows stay zero):
     ``sum_j (1 - u_i.u_j)^2 = n - 2 u_i.s + u_i^T G u_i`` with ``s = sum_j u_j``, ``G = U^T U``.
     """
-    n, d = x.shape
+    m, d = x.shape
     acc = accum_dtype(x.dtype)
     if metric != "cosine":
-        mean = jnp.sum(x.astype(acc), axis=0) / n
         if jnp.dtype(x.dtype).itemsize >= 4:
             return stats.sq  # already |x_i - mean|^2
+        mean = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
         return jnp.sum(jnp.square(x.astype(acc) - mean), axis=1)  # once, elementwise: exact
 
-    inv = row_aux(x, "cosine")
+    block = auto_block(d, m, budget=ROW_BLOCK_BUDGET)
+    inv = stats.sq  # 1 / |x_i| (0 for zero rows, padding included)
 
     def accumulate(rows, start, fresh_from, carry):
         s, gram = carry
@@ -95,6 +131,7 @@ def _seed_scores(x: jax.Array, stats: PointStats, metric: str, block: int) -> ja
         return s + jnp.sum(u, axis=0), gram + jnp.dot(u.T, u, precision=jax.lax.Precision.HIGHEST)
 
     s, gram = fold_row_blocks(accumulate, x, block, (jnp.zeros((d,), acc), jnp.zeros((d, d), acc)))
+    s, gram = collective.psum((s, gram), axis)
 
     def score_block(rows, start, fresh_from, scores):
         u = rows.astype(acc) * jax.lax.dynamic_slice_in_dim(inv, start, block)[:, None]
@@ -102,49 +139,113 @@ def _seed_scores(x: jax.Array, stats: PointStats, metric: str, block: int) -> ja
         sc = n - 2.0 * (u @ s) + jnp.sum(ug * u, axis=1)
         return jax.lax.dynamic_update_slice_in_dim(scores, sc, start, axis=0)
 
-    return fold_row_blocks(score_block, x, block, jnp.zeros((n,), acc))
+    return fold_row_blocks(score_block, x, block, jnp.zeros((m,), acc))
 
 
 def _nearest_anchor(x: jax.Array, anchors: jax.Array, metric: str, block: int) -> jax.Array:
-    """Rank distance from each row of ``x`` to its nearest anchor; ``[n, block]`` at a time."""
+    """Rank distance from each row of ``x`` to its nearest anchor; ``[m, block]`` at a time."""
     x_aux = row_aux(x, metric)
     a_aux = row_aux(anchors, metric)
     init = jnp.full((x.shape[0],), jnp.inf, x_aux.dtype)
 
     def fold(rows, start, fresh_from, best):
         aux = jax.lax.dynamic_slice_in_dim(a_aux, start, block)
-        d = block_rank_distances(x, x_aux, rows, aux, metric)  # [n, block]
+        d = block_rank_distances(x, x_aux, rows, aux, metric)  # [m, block]
         return jnp.minimum(best, jnp.min(d, axis=1))
 
     return fold_row_blocks(fold, anchors, block, init)
 
 
-def _take(
-    state: KCenterState, x: jax.Array, stats: PointStats, index: jax.Array, metric: str
-) -> KCenterState:
-    d = point_rank_distances(x, stats, x[index], metric).astype(state.min_dist.dtype)
-    min_dist = jnp.minimum(state.min_dist, d).at[index].set(-jnp.inf)
+def _take(state: KCenterState, x, ids, stats: PointStats, index, metric: str, axis):
+    """Adds center ``index`` (global): one row fetch, one local mat-vec."""
+    center = collective.fetch_row(x, ids, index, axis)
+    d = point_rank_distances(x, stats, center, metric).astype(state.min_dist.dtype)
+    # A one-element update at the local index (none on other devices), not a select against
+    # `ids`: the step reads no [m] index vector.
+    m = x.shape[0]
+    local = index - ids[0]
+    local = jnp.where((local >= 0) & (local < m), local, m)  # m: not here, dropped
+    min_dist = jnp.minimum(state.min_dist, d).at[local].set(-jnp.inf, mode="drop")
     selected = state.selected.at[state.count].set(index.astype(jnp.int32))
     return KCenterState(min_dist, selected, state.count + 1)
 
 
-@partial(jax.jit, static_argnames=("k", "metric", "block_size"))
-def _init(x, anchors, *, k, metric, block_size):
-    n = x.shape[0]
+def _init_body(x, anchors, *, n, k, metric, block_size, axis):
+    m = x.shape[0]
     acc = accum_dtype(x.dtype)
+    ids = collective.row_ids(m, axis)
+    valid = ids < n
     selected = jnp.full((k,), -1, jnp.int32)
     count = jnp.zeros((), jnp.int32)
     if anchors is not None and anchors.shape[0] > 0:
-        block = auto_block(n, anchors.shape[0], block_size)
-        min_dist = _nearest_anchor(x, anchors, metric, block)
-        return KCenterState(min_dist.astype(acc), selected, count)
-    state = KCenterState(jnp.full((n,), jnp.inf, acc), selected, count)
+        block = auto_block(m, anchors.shape[0], block_size)
+        min_dist = _nearest_anchor(x, anchors, metric, block).astype(acc)
+        return KCenterState(jnp.where(valid, min_dist, -jnp.inf), selected, count)
+    # Padding rows start (and stay) at -inf: never chosen.
+    state = KCenterState(jnp.where(valid, jnp.inf, -jnp.inf).astype(acc), selected, count)
     if k == 0:
         return state
-    block = auto_block(x.shape[1], n, budget=ROW_BLOCK_BUDGET)
-    stats = point_stats(x, metric)
-    seed = first_argmax(_seed_scores(x, stats, metric, block))
-    return _take(state, x, stats, seed, metric)
+    stats = global_point_stats(x, n, metric, axis)
+    scores = jnp.where(valid, _seed_scores(x, stats, n, metric, axis), -jnp.inf)
+    seed = collective.first_argmax(scores, ids, axis)
+    return _take(state, x, ids, stats, seed, metric, axis)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "metric", "block_size"))
+def _init(x, anchors, *, mesh, n, k, metric, block_size):
+    body = partial(_init_body, n=n, k=k, metric=metric, block_size=block_size)
+    return on_mesh(body, mesh, (ROWS, ALL), _STATE_SPECS)(x, anchors)
+
+
+def _run_body(state, x, max_steps, *, n, metric, axis):
+    stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
+    stats = global_point_stats(x, n, metric, axis)
+
+    # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
+    def body(s):
+        # Made here, not closed over: a closed-over iota becomes an [m] buffer read every step.
+        ids = collective.row_ids(x.shape[0], axis)
+        index = collective.first_argmax(s.min_dist, ids, axis)
+        return _take(s, x, ids, stats, index, metric, axis)
+
+    return jax.lax.while_loop(lambda s: s.count < stop, body, state)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "metric"))
+def _run(state, x, max_steps, *, mesh, n, metric):
+    body = partial(_run_body, n=n, metric=metric)
+    return on_mesh(body, mesh, (_STATE_SPECS, ROWS, ALL), _STATE_SPECS)(state, x, max_steps)
+
+
+def _real_rows(x, n, mesh) -> int:
+    """Real rows of ``x``: ``n`` where ``x`` is already padded for ``mesh`` (``shard_rows``)."""
+    if n is None:
+        return x.shape[0]
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise TypeError(f"n must be an int >= 0 or None, got {n!r}")
+    if mesh is None:
+        if x.shape[0] != n:
+            raise ValueError(f"x has {x.shape[0]} rows but n={n}; without a mesh they must agree")
+    elif x.shape[0] not in (n, padded_rows(n, mesh)):
+        raise ValueError(
+            f"x has {x.shape[0]} rows but n={n}: expected {n} rows, or {padded_rows(n, mesh)} "
+            "(n padded by shard_rows for the mesh)"
+        )
+    return n
+
+
+def _padded_state(state: KCenterState, mesh) -> KCenterState:
+    """The caller's (unpadded) state placed on ``mesh``: padding rows at ``-inf``."""
+    count = jnp.asarray(state.count, jnp.int32)
+    return KCenterState(
+        shard_rows(state.min_dist, mesh, fill=-jnp.inf),
+        replicate(state.selected, mesh),
+        replicate(count, mesh),
+    )
+
+
+def _unpadded(state: KCenterState, n: int) -> KCenterState:
+    return state._replace(min_dist=unpad(state.min_dist, n))
 
 
 def kcenter_init(
@@ -155,6 +256,7 @@ def kcenter_init(
     anchors=None,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> KCenterState:
     """Initial state: nearest-anchor distances, or the first center chosen when there are none.
 
@@ -164,8 +266,11 @@ def kcenter_init(
       metric: ``"euclidean"``, ``"sqeuclidean"`` (same choices as ``"euclidean"``) or ``"cosine"``.
       anchors: optional array ``[a, d]`` of points already chosen; never returned.
       block_size: anchor rows compared at once (``[n, block_size]`` temporary values).
-      mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices
-        (``kernels.sharding``); the state's ``min_dist`` still has length ``n``.
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices; the
+        state's ``min_dist`` still has length ``n``.
+      n: with ``mesh``, the number of real rows when ``x`` is already padded and sharded by
+        ``shard_rows`` (e.g. read per process from a store); rows from ``n`` on are never
+        chosen. ``None``: every row of ``x`` is real.
 
     Returns:
       A ``KCenterState``.
@@ -173,49 +278,43 @@ def kcenter_init(
     check_metric(metric)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    k = check_k(k, x.shape[0])
+    n = _real_rows(x, n, mesh)
+    k = check_k(k, n)
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
+        anchors = replicate(anchors, mesh)
     if mesh is not None:
-        from .sharding import sharded_kcenter_init
-
-        return sharded_kcenter_init(
-            x, k, mesh=mesh, metric=metric, anchors=anchors, block_size=block_size
-        )[0]
-    return _init(x, anchors, k=k, metric=metric, block_size=block_size)
+        x = shard_rows(x, mesh)
+    state = _init(x, anchors, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size)
+    return _unpadded(state, n)
 
 
 def kcenter_step(
-    state: KCenterState, x, *, metric: str = "euclidean", stats: PointStats | None = None
+    state: KCenterState,
+    x,
+    *,
+    metric: str = "euclidean",
+    stats: PointStats | None = None,
+    mesh=None,
 ) -> KCenterState:
     """Chooses one more center: the point farthest from its nearest center (lowest index on ties).
 
     A state that already holds ``k`` centers is returned unchanged. One pass over ``x`` when
-    ``stats`` (``point_stats(x, metric)``, computed once per run) is given, two otherwise.
+    ``stats`` (``point_stats(x, metric)``, computed once per run) is given, two otherwise. With
+    ``mesh``, the same as ``kcenter_run(..., max_steps=1, mesh=mesh)`` (``stats`` unused).
     """
+    if mesh is not None:
+        return kcenter_run(state, x, metric=metric, max_steps=1, mesh=mesh)
     if state.selected.shape[0] == 0:
         return state
     if stats is None:
         stats = point_stats(x, metric)
     done = state.count >= state.selected.shape[0]
-    index = first_argmax(state.min_dist)
-    stepped = _take(state, x, stats, index, metric)
+    ids = collective.row_ids(x.shape[0], None)
+    index = collective.first_argmax(state.min_dist, ids, None)
+    stepped = _take(state, x, ids, stats, index, metric, None)
     return jax.tree.map(lambda old, new: jnp.where(done, old, new), state, stepped)
-
-
-@partial(jax.jit, static_argnames=("metric",))
-def _run(state, x, max_steps, *, metric):
-    k = state.selected.shape[0]
-    stop = jnp.minimum(k, state.count + max_steps)
-
-    stats = point_stats(x, metric)
-
-    # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
-    def body(s):
-        return _take(s, x, stats, first_argmax(s.min_dist), metric)
-
-    return jax.lax.while_loop(lambda s: s.count < stop, body, state)
 
 
 def kcenter_run(
@@ -231,16 +330,30 @@ def kcenter_run(
     ``max_steps`` is a traced value: changing it does not recompile, so a caller can run in
     chunks and checkpoint the state between them. With ``mesh`` (a 1-D ``jax.sharding.Mesh``)
     the rows are sharded over its devices; a state from any device count (or none) continues.
+    ``x`` may then also be the padded array of ``shard_rows`` (its first ``len(min_dist)`` rows
+    are the real ones).
     """
     check_metric(metric)
-    x, max_steps = check_run_args(x, state.min_dist.shape[0], state.selected.shape[0], max_steps)
-    if state.selected.shape[0] == 0:
+    n = state.min_dist.shape[0]
+    k = state.selected.shape[0]
+    rows = n
+    if mesh is not None and len(getattr(x, "shape", ())) == 2:
+        if x.shape[0] == padded_rows(n, mesh):  # already padded by shard_rows
+            rows = x.shape[0]
+    x, max_steps = check_run_args(x, rows, k, max_steps)
+    if k == 0:
         return state
-    if mesh is not None:
-        from .sharding import sharded_kcenter_run
-
-        return sharded_kcenter_run(state, x, max_steps, mesh=mesh, metric=metric)
-    return _run(state, x, max_steps, metric=metric)
+    if mesh is None:
+        return _run(state, x, max_steps, mesh=None, n=n, metric=metric)
+    out = _run(
+        _padded_state(state, mesh),
+        shard_rows(x, mesh),
+        replicate(max_steps, mesh),
+        mesh=mesh,
+        n=n,
+        metric=metric,
+    )
+    return _unpadded(out, n)
 
 
 def kcenter_coverage_radius(state: KCenterState, *, metric: str = "euclidean") -> jax.Array:
@@ -267,8 +380,8 @@ def greedy_k_center(
         and ``k`` new points of ``x`` are chosen.
       block_size: anchor rows compared at once when computing nearest-anchor distances.
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows of ``x``
-        are sharded over its devices and each step exchanges ``O(P + d)`` values
-        (``kernels.sharding``); the indices equal the single-device ones.
+        are sharded over its devices and each step exchanges ``O(P + d)`` values; the indices
+        equal the single-device ones (see the module docstring for float rounding).
 
     Returns:
       int32 array of shape ``[k]``: indices into ``x`` in selection order. ``k == n`` returns
@@ -276,27 +389,21 @@ def greedy_k_center(
     """
     check_metric(metric)
     x = as_float_matrix(x, "x")
-    k = check_k(k, x.shape[0])
-    if k == x.shape[0]:
-        if anchors is not None:
-            anchors = as_float_matrix(anchors, "anchors")
-            check_same_width(x, anchors, "x", "anchors")
-        return jnp.arange(k, dtype=jnp.int32)
-    block_size = check_block_size(block_size)
+    n = x.shape[0]
+    k = check_k(k, n)
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
-    # Validated once here (each check is a pass over x); the internals take it from here.
+    if k == n:
+        return jnp.arange(k, dtype=jnp.int32)
+    block_size = check_block_size(block_size)
+    # Validated once here (each check is a pass over x); the state stays padded between the two
+    # programs, and x is placed on the mesh once.
     if mesh is not None:
-        from .sharding import sharded_kcenter_init, sharded_kcenter_run
-
-        state, xs = sharded_kcenter_init(
-            x, k, mesh=mesh, metric=metric, anchors=anchors, block_size=block_size
-        )
-        if k == 0:
-            return state.selected
-        return sharded_kcenter_run(state, x, k, mesh=mesh, metric=metric, xs=xs).selected
-    state = _init(x, anchors, k=k, metric=metric, block_size=block_size)
+        x = shard_rows(x, mesh)
+        anchors = replicate(anchors, mesh) if anchors is not None else None
+    state = _init(x, anchors, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size)
     if k == 0:
         return state.selected
-    return _run(state, x, jnp.asarray(k, jnp.int32), metric=metric).selected
+    steps = jnp.asarray(k, jnp.int32) if mesh is None else replicate(np.int32(k), mesh)
+    return _run(state, x, steps, mesh=mesh, n=n, metric=metric).selected

@@ -19,7 +19,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from . import collective
 from ._checks import (
     as_float_matrix,
     check_block_size,
@@ -27,8 +29,10 @@ from ._checks import (
     check_run_args,
     check_same_width,
 )
-from .distance import first_argmax, point_rank_distances, point_stats
+from .distance import point_rank_distances
+from .kcenter import global_point_stats
 from .kmeans import typicality
+from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
 __all__ = [
     "TypicalKCenterState",
@@ -56,16 +60,29 @@ class TypicalKCenterState(NamedTuple):
     count: jax.Array
 
 
+_STATE_SPECS = TypicalKCenterState(ROWS, ROWS, ALL, ALL)
+
+
 def typicality_weights(
-    x, *, num_neighbors: int = 20, power: float = 1.0, block_size: int | None = None
+    x,
+    *,
+    num_neighbors: int = 20,
+    power: float = 1.0,
+    block_size: int | None = None,
+    mesh=None,
 ) -> jax.Array:
     """float32 ``[n]`` weights ``(typ / max typ) ** power`` (``typ``: TypiClust typicality over
-    the whole data; a point with only duplicates as neighbours has weight 1)."""
+    the whole data; a point with only duplicates as neighbours has weight 1). With ``mesh`` the
+    typicality pass runs with the rows sharded over its devices (``kmeans.typicality``)."""
     x = as_float_matrix(x, "x")
     if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
         raise ValueError(f"power must be a float >= 0, got {power!r}")
     typ = typicality(
-        x, jnp.zeros((x.shape[0],), jnp.int32), num_neighbors=num_neighbors, block_size=block_size
+        x,
+        jnp.zeros((x.shape[0],), jnp.int32),
+        num_neighbors=num_neighbors,
+        block_size=block_size,
+        mesh=mesh,
     )
     finite = jnp.isfinite(typ)
     top = jnp.max(jnp.where(finite, typ, 0.0))
@@ -73,12 +90,12 @@ def typicality_weights(
     return (rel ** jnp.float32(power)).astype(jnp.float32)
 
 
-@partial(jax.jit, static_argnames=("k",))
-def _init(x, weight, anchors, *, k):
-    n = x.shape[0]
-    min_dist = jnp.full((n,), jnp.inf, jnp.float32)
+def _init_body(x, weight, anchors, *, n, k, axis):
+    ids = collective.row_ids(x.shape[0], axis)
+    # Padding rows start (and stay) at -inf: never chosen.
+    min_dist = jnp.where(ids < n, jnp.inf, -jnp.inf).astype(jnp.float32)
     if anchors is not None and anchors.shape[0] > 0:
-        stats = point_stats(x, "euclidean")
+        stats = global_point_stats(x, n, "euclidean", axis)
 
         def body(i, md):
             d = point_rank_distances(x, stats, anchors[i], "euclidean")
@@ -90,6 +107,82 @@ def _init(x, weight, anchors, *, k):
     )
 
 
+@partial(jax.jit, static_argnames=("mesh", "n", "k"))
+def _init(x, weight, anchors, *, mesh, n, k):
+    body = partial(_init_body, n=n, k=k)
+    return on_mesh(body, mesh, (ROWS, ROWS, ALL), _STATE_SPECS)(x, weight, anchors)
+
+
+def _take(state, x, stats, axis):
+    m = x.shape[0]
+    # Made here, not closed over by the loop: a closed-over iota becomes an [m] buffer.
+    ids = collective.row_ids(m, axis)
+    # Before any pick or anchor every min_dist is inf: take the most typical point.
+    score = jnp.where(jnp.isinf(state.min_dist), state.weight, state.weight * state.min_dist)
+    score = jnp.where(state.min_dist == -jnp.inf, -jnp.inf, score)
+    finite = jnp.any(jnp.isfinite(state.min_dist) & (state.min_dist >= 0)).astype(jnp.int32)
+    any_finite = collective.pmax(finite, axis) > 0
+    score = jnp.where(any_finite & jnp.isinf(state.min_dist), -jnp.inf, score)
+    c = collective.first_argmax(score, ids, axis).astype(jnp.int32)
+    center = collective.fetch_row(x, ids, c, axis)
+    d = jnp.sqrt(point_rank_distances(x, stats, center, "euclidean")).astype(jnp.float32)
+    local = c - ids[0]
+    local = jnp.where((local >= 0) & (local < m), local, m)  # m: another device's, dropped
+    min_dist = jnp.minimum(state.min_dist, d).at[local].set(-jnp.inf, mode="drop")
+    return TypicalKCenterState(
+        min_dist, state.weight, state.selected.at[state.count].set(c), state.count + 1
+    )
+
+
+def _run_body(state, x, max_steps, *, n, axis):
+    stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
+    stats = global_point_stats(x, n, "euclidean", axis)
+    # `x` is closed over, not carried: a carried `x` would be copied by XLA every iteration.
+    return jax.lax.while_loop(lambda s: s.count < stop, lambda s: _take(s, x, stats, axis), state)
+
+
+@partial(jax.jit, static_argnames=("mesh", "n"))
+def _run(state, x, max_steps, *, mesh, n):
+    body = partial(_run_body, n=n)
+    return on_mesh(body, mesh, (_STATE_SPECS, ROWS, ALL), _STATE_SPECS)(state, x, max_steps)
+
+
+def _unpadded(state: TypicalKCenterState, n: int) -> TypicalKCenterState:
+    return state._replace(min_dist=unpad(state.min_dist, n), weight=unpad(state.weight, n))
+
+
+def _padded(state: TypicalKCenterState, mesh) -> TypicalKCenterState:
+    """The caller's state on ``mesh``: padding rows at ``-inf``, weight 0 (never chosen)."""
+    return TypicalKCenterState(
+        shard_rows(state.min_dist, mesh, fill=-jnp.inf),
+        shard_rows(state.weight, mesh, fill=0.0),
+        replicate(state.selected, mesh),
+        replicate(jnp.asarray(state.count, jnp.int32), mesh),
+    )
+
+
+def _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh):
+    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``."""
+    x = as_float_matrix(x, "x")
+    n = x.shape[0]
+    k = check_k(k, n)
+    block_size = check_block_size(block_size)
+    if weight is None:
+        weight = typicality_weights(
+            x, num_neighbors=num_neighbors, power=power, block_size=block_size, mesh=mesh
+        )
+    weight = jnp.asarray(weight, jnp.float32)
+    if weight.shape != (n,):
+        raise ValueError(f"weight must have shape [{n}], got {weight.shape}")
+    if anchors is not None:
+        anchors = as_float_matrix(anchors, "anchors")
+        check_same_width(x, anchors, "x", "anchors")
+        anchors = replicate(anchors, mesh)
+    if mesh is not None:
+        x, weight = shard_rows(x, mesh), shard_rows(weight, mesh, fill=0.0)
+    return _init(x, weight, anchors, mesh=mesh, n=n, k=k), x, n
+
+
 def typical_kcenter_init(
     x,
     k: int,
@@ -99,6 +192,7 @@ def typical_kcenter_init(
     num_neighbors: int = 20,
     power: float = 1.0,
     block_size: int | None = None,
+    mesh=None,
 ) -> TypicalKCenterState:
     """Initial state.
 
@@ -110,56 +204,32 @@ def typical_kcenter_init(
       num_neighbors: of :func:`typicality_weights`.
       power: of :func:`typicality_weights`.
       block_size: of :func:`typicality_weights`.
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices (the state still
+        has ``n`` rows).
 
     Returns:
       A :class:`TypicalKCenterState`.
     """
-    x = as_float_matrix(x, "x")
-    k = check_k(k, x.shape[0])
-    block_size = check_block_size(block_size)
-    if weight is None:
-        weight = typicality_weights(
-            x, num_neighbors=num_neighbors, power=power, block_size=block_size
-        )
-    weight = jnp.asarray(weight, jnp.float32)
-    if weight.shape != (x.shape[0],):
-        raise ValueError(f"weight must have shape [{x.shape[0]}], got {weight.shape}")
-    if anchors is not None:
-        anchors = as_float_matrix(anchors, "anchors")
-        check_same_width(x, anchors, "x", "anchors")
-    return _init(x, weight, anchors, k=k)
-
-
-def _take(state, x, stats):
-    # Before any pick or anchor every min_dist is inf: take the most typical point.
-    score = jnp.where(jnp.isinf(state.min_dist), state.weight, state.weight * state.min_dist)
-    score = jnp.where(state.min_dist == -jnp.inf, -jnp.inf, score)
-    any_finite = jnp.any(jnp.isfinite(state.min_dist) & (state.min_dist >= 0))
-    score = jnp.where(any_finite & jnp.isinf(state.min_dist), -jnp.inf, score)
-    c = first_argmax(score).astype(jnp.int32)
-    d = jnp.sqrt(point_rank_distances(x, stats, x[c], "euclidean")).astype(jnp.float32)
-    min_dist = jnp.minimum(state.min_dist, d).at[c].set(-jnp.inf)
-    return TypicalKCenterState(
-        min_dist, state.weight, state.selected.at[state.count].set(c), state.count + 1
-    )
-
-
-@jax.jit
-def _run(state, x, max_steps):
-    stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
-    stats = point_stats(x, "euclidean")
-    return jax.lax.while_loop(lambda s: s.count < stop, lambda s: _take(s, x, stats), state)
+    state, _, n = _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh)
+    return _unpadded(state, n)
 
 
 def typical_kcenter_run(
-    state: TypicalKCenterState, x, *, max_steps: int | None = None
+    state: TypicalKCenterState, x, *, max_steps: int | None = None, mesh=None
 ) -> TypicalKCenterState:
     """Continues ``state`` until it holds ``k`` points, or for at most ``max_steps`` more
-    (traced: chunked runs do not recompile and equal one run exactly)."""
-    x, max_steps = check_run_args(x, state.min_dist.shape[0], state.selected.shape[0], max_steps)
+    (traced: chunked runs do not recompile and equal one run exactly). With ``mesh`` the rows
+    are sharded over its devices; a state from any device count (or none) continues."""
+    n = state.min_dist.shape[0]
+    x, max_steps = check_run_args(x, n, state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
-    return _run(state, x, max_steps)
+    if mesh is None:
+        return _run(state, x, max_steps, mesh=None, n=n)
+    out = _run(
+        _padded(state, mesh), shard_rows(x, mesh), replicate(max_steps, mesh), mesh=mesh, n=n
+    )
+    return _unpadded(out, n)
 
 
 def typical_kcenter(
@@ -170,6 +240,7 @@ def typical_kcenter(
     num_neighbors: int = 20,
     power: float = 1.0,
     block_size: int | None = None,
+    mesh=None,
 ) -> jax.Array:
     """Typicality-weighted greedy k-center: int32 ``[k]`` indices into ``x`` in selection order.
 
@@ -180,11 +251,15 @@ def typical_kcenter(
       num_neighbors: neighbours of the typicality.
       power: exponent of the relative typicality (0: plain k-center from the most typical point).
       block_size: rows per block of the typicality pass.
+      mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices; the indices equal
+        the single-device ones (see the module docstring for float rounding).
 
     Returns:
       int32 ``[k]`` distinct row indices.
     """
-    state = typical_kcenter_init(
-        x, k, anchors=anchors, num_neighbors=num_neighbors, power=power, block_size=block_size
-    )
-    return typical_kcenter_run(state, x).selected
+    state, xs, n = _checked_init(x, k, None, anchors, num_neighbors, power, block_size, mesh)
+    if state.selected.shape[0] == 0:
+        return state.selected
+    k = state.selected.shape[0]
+    steps = jnp.asarray(k, jnp.int32) if mesh is None else replicate(np.int32(k), mesh)
+    return _run(state, xs, steps, mesh=mesh, n=n).selected

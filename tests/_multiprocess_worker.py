@@ -116,12 +116,10 @@ def main():
     # Lower level: each process reads only its own devices' rows of the store into the sharded
     # k-center (no process holds all the vectors); the reference reads them whole.
     if NPROC:
-        from goldener_jax.kernels import sharding
-
         mesh = gk.make_mesh()
         xs = gk.shard_rows(store.vectors, mesh)
-        state, xs = sharding.sharded_kcenter_init(xs, 20, mesh=mesh, n=store.num_rows)
-        state = sharding.sharded_kcenter_run(state, xs, 20, mesh=mesh)
+        state = gk.kcenter_init(xs, 20, mesh=mesh, n=store.num_rows)
+        state = gk.kcenter_run(state, xs, mesh=mesh)
         from_store = np.asarray(state.selected).tolist()
     else:
         from_store = np.asarray(gk.greedy_k_center(store.vectors.read().result(), 20)).tolist()
