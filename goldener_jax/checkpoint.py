@@ -43,6 +43,7 @@ import orbax.checkpoint as ocp
 
 from goldener_jax import _locks
 from goldener_jax._locks import LockedError as LockedError
+from goldener_jax.store import config_differences
 
 __all__ = [
     "CheckpointCorruptError",
@@ -107,12 +108,6 @@ def _json_config(config: Any) -> Any:
         return json.loads(json.dumps(config, sort_keys=True))
     except (TypeError, ValueError) as e:
         raise TypeError(f"config must be a JSON-able dict: {e}") from e
-
-
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
-    from goldener_jax.store import _diff as diff
-
-    return diff(a, b, prefix)
 
 
 def _positive(value, name: str, kind=(int, np.integer)):
@@ -218,7 +213,7 @@ class Checkpointer:
                 if overwrite:
                     self._manager.delete(step)
                     continue
-                details = _diff(saved, self.config)
+                details = config_differences(saved, self.config)
                 raise CheckpointMismatchError(
                     f"checkpoints in {self.path!r} were written with another config "
                     f"({'; '.join(details[:5])}); use another directory or pass overwrite=True"

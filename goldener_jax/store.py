@@ -179,7 +179,7 @@ def _chunk_of_error(e: BaseException) -> tuple[str, int] | None:
     return (m.group(1), int(m.group(2))) if m else None
 
 
-def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     """Human-readable differences between two JSON-like values."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []
@@ -190,7 +190,7 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
             elif k not in b:
                 out.append(f"{key}: {a[k]!r} in store, absent in request")
             else:
-                out += _diff(a[k], b[k], key)
+                out += config_differences(a[k], b[k], key)
         return out
     if a != b:
         return [f"{prefix or 'value'}: {a!r} in store, {b!r} requested"]
@@ -468,7 +468,9 @@ class FeatureStore:
         ex_fp = existing["extractor"].get("fingerprint")
         rq_fp = requested["extractor"]["fingerprint"]
         if ex_fp != rq_fp:
-            details = _diff(existing["extractor"].get("config"), requested["extractor"]["config"])
+            details = config_differences(
+                existing["extractor"].get("config"), requested["extractor"]["config"]
+            )
             raise StoreMismatchError(
                 f"store {path!r} was written with another extractor: fingerprint {ex_fp!r} in "
                 f"store, {rq_fp!r} requested"
@@ -480,13 +482,17 @@ class FeatureStore:
                 have = {k: existing["layout"].get(k) for k in requested["layout"]}
             else:
                 have = existing[section]
-            details = _diff(have, requested[section])
+            details = config_differences(have, requested[section])
             if details:
                 raise StoreMismatchError(
                     f"store {path!r} was written with another {section}: {'; '.join(details[:5])}"
                     "; use another path, the same settings, or pass overwrite=True"
                 )
-        details = _diff(existing["arrays"], requested["arrays"]) if "arrays" in requested else []
+        details = (
+            config_differences(existing["arrays"], requested["arrays"])
+            if "arrays" in requested
+            else []
+        )
         if details:
             raise StoreMismatchError(
                 f"store {path!r} has other arrays than requested: {'; '.join(details[:5])}; "
