@@ -38,6 +38,7 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
     describe,
     resumable_loop,
 )
+from goldener_jax.drift import DriftCluster, DriftReport, drift, monitoring_selection
 from goldener_jax.evaluate import compare_to_random
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
 from goldener_jax.refine import (  # clusters, balanced batches, label proposals, outliers, clicks
@@ -64,10 +65,19 @@ from goldener_jax.select import (  # select and the selection method registry
     select,
 )
 from goldener_jax.split import Split, split
+from goldener_jax.workflow import Pipeline, RunSummary, SpecError, save_variables
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DriftCluster",
+    "DriftReport",
+    "drift",
+    "monitoring_selection",
+    "Pipeline",
+    "RunSummary",
+    "SpecError",
+    "save_variables",
     "ClickMasks",
     "ClusterBatchSampler",
     "Clusters",

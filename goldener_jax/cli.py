@@ -75,6 +75,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from goldener_jax.refine import commands as refine_commands
 
     refine_commands.add_parsers(sub)
+    _add_life_cycle(sub)
     _add_evaluate(sub)
     ver = sub.add_parser(
         "verify",
@@ -559,6 +560,92 @@ def _run_verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def _add_life_cycle(sub) -> None:
+    run = sub.add_parser(
+        "run",
+        help="run or resume a stored pipeline (JSON spec): finished steps are reused",
+        description="Runs the steps of a pipeline spec (goldener_jax.workflow) not done yet for "
+        "their current inputs; each step writes under OUT/<step name>/, and the summary says "
+        "which steps ran and which were reused. Run the same command again to resume.",
+    )
+    run.add_argument("pipeline", help="the pipeline spec (JSON)")
+    run.add_argument("--out", required=True, help="output directory (reused on rerun)")
+    dr = sub.add_parser(
+        "drift",
+        help="has new data drifted from a reference? (p-values, coverage, clusters, plot)",
+    )
+    dr.add_argument("reference", help="a feature store directory, or a .npy of vectors [N, d]")
+    dr.add_argument("new", help="a feature store directory, or a .npy of vectors [M, d]")
+    dr.add_argument("--permutations", type=int, default=200, help="permutations (default 200)")
+    dr.add_argument("--metric", default="euclidean", choices=["euclidean", "cosine"])
+    dr.add_argument(
+        "--max-samples", type=int, default=2000, help="rows per side in the tests (default 2000)"
+    )
+    dr.add_argument("--clusters", type=int, default=8, help="k-means cells of the reference (8)")
+    dr.add_argument(
+        "--monitor",
+        type=int,
+        default=None,
+        help="also pick this many new samples to label (monitoring_selection)",
+    )
+    dr.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key")
+    dr.add_argument(
+        "--out", required=True, help="output directory (drift.json, drift.png, monitoring.npy)"
+    )
+
+
+def _run_pipeline(args) -> int:
+    from goldener_jax.workflow import Pipeline
+
+    summary = Pipeline.load(args.pipeline).run(args.out, progress=not args.quiet)
+    print(summary.text())
+    return 0
+
+
+def _run_drift(args) -> int:
+    import os
+
+    import jax
+    import numpy as np
+
+    from goldener_jax.drift import drift, monitoring_selection
+
+    def vectors(path):
+        return np.load(path, allow_pickle=False) if path.endswith(".npy") else path
+
+    ref, new = vectors(args.reference), vectors(args.new)
+    os.makedirs(args.out, exist_ok=True)
+    report = drift(
+        ref,
+        new,
+        key=jax.random.key(args.seed),
+        num_permutations=args.permutations,
+        metric=args.metric,
+        max_samples=args.max_samples,
+        n_clusters=args.clusters,
+    )
+    report.to_json(os.path.join(args.out, "drift.json"))
+    report.plot(os.path.join(args.out, "drift.png"))
+    verdict = "DRIFT" if report.drifted(0.05) else "no drift detected"
+    print(
+        f"{verdict}: p = {report.p_value:.3g} (MMD p = {report.mmd_p_value:.3g}, energy p = "
+        f"{report.energy_p_value:.3g}); {100 * report.outside_share:.1f}% of new samples outside "
+        f"the reference's coverage (reference: {100 * report.reference_outside_share:.1f}%)"
+    )
+    top = report.clusters[0]
+    print(
+        f"most over-represented cluster: {top.cluster} ({100 * top.new_share:.1f}% of new vs "
+        f"{100 * top.reference_share:.1f}% of reference)"
+    )
+    if args.monitor:
+        picked = monitoring_selection(
+            ref, new, args.monitor, key=jax.random.key(args.seed), metric=args.metric
+        )
+        np.save(os.path.join(args.out, "monitoring.npy"), picked)
+        print(f"monitoring: {len(picked)} new samples to label -> monitoring.npy")
+    return 0
+
+
 def _run(args) -> int:
     if args.command == "demo":
         from goldener_jax import demo
@@ -575,6 +662,10 @@ def _run(args) -> int:
         return _run_evaluate(args)
     if args.command == "verify":
         return _run_verify(args)
+    if args.command == "run":
+        return _run_pipeline(args)
+    if args.command == "drift":
+        return _run_drift(args)
     from goldener_jax.refine import commands as refine_commands
 
     if args.command in refine_commands.COMMANDS:
