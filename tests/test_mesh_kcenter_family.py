@@ -443,6 +443,11 @@ PROBCOVER_CASES = [
     ("dup36x3", 20, 0.4, True, 4, True),
     ("float203x6", 25, 1.3, False, None, True),
     ("float2003x16", 12, 4.0, False, None, False),
+    # The radius exactly on a grid distance: a point at distance == radius is inside its ball
+    # (a `<` anywhere in the kernel fails these).
+    ("int37x5", 12, 2.0, False, None, True),
+    ("int37x5", 12, 2.0, True, 3, True),
+    ("int45x2", 20, 1.0, False, 2, True),
 ]
 
 
