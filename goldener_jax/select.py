@@ -18,12 +18,15 @@ run.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping, Sequence
 
+import jax
 import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax import pipeline
+from goldener_jax._locks import lock_directory
 from goldener_jax.pipeline import METHODS, BudgetRule, SelectionMethod, register_method
 
 __all__ = [
@@ -52,6 +55,9 @@ class Selection:
       resumed: what this call reused from ``checkpoint_dir``: ``tasks_replayed`` (tasks taken
         from the log) and ``steps_restored`` (selector steps restored from the in-flight
         checkpoint); zeros for a fresh run.
+      group_counts: with ``groups``: ``{"requested", "achieved", "exact", "optimal"}``, the
+        count asked and the count whole groups met (the nearest reachable one when the request
+        is not; ``optimal``: proven nearest); ``None`` without groups.
     """
 
     indices: np.ndarray
@@ -61,6 +67,7 @@ class Selection:
     resumed: dict = dataclasses.field(
         default_factory=lambda: {"tasks_replayed": 0, "steps_restored": 0}
     )
+    group_counts: dict | None = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -73,6 +80,7 @@ class Selection:
             else {str(k): int(v) for k, v in self.label_counts.items()},
             "coverage_radius": self.coverage_radius,
             "config": self.config,
+            "group_counts": self.group_counts,
         }
 
 
@@ -96,6 +104,7 @@ def select(
     method_options: Mapping | None = None,
     coverage: bool | None = None,
     mesh=None,
+    progress: bool = True,
 ) -> Selection:
     """Chooses ``size`` samples to label / keep, from the vectors describing them.
 
@@ -108,11 +117,14 @@ def select(
         ``"typical_kcenter"``, ``"random"``), a :class:`SelectionMethod`, ``"auto"`` (the
         default :class:`BudgetRule`) or a rule ``(vectors, count) -> method name`` such as
         ``BudgetRule(threshold=0.1)``; ``Selection.config["method"]`` records what it chose.
-      key: a ``jax.random.key``: chunks, method randomness, projections. Same key, same result.
+      key: a ``jax.random.key`` (a legacy ``jax.random.PRNGKey`` is accepted and draws the same):
+        chunks, method randomness, projections. Same key, same result.
       labels: per-sample labels ``[N]`` (ints / strings) or multi-hot ``[N, L]``; the selection
         is stratified by label (goldener's allocation rules, see the guide). A store's labels
         are used when this is None.
-      groups: per-sample group ids ``[N]``: a chosen sample brings its whole group.
+      groups: per-sample group ids ``[N]`` (NaN ids are refused): a chosen sample brings its
+        whole group. When no set of whole groups has exactly the requested count, the nearest
+        reachable count is selected, with a warning (``Selection.group_counts``).
       anchors: sample indices already chosen (e.g. labelled): they count as chosen for the
         kernel (k-center starts from them) and are never returned.
       exclude_labels: labels whose samples are dropped (needs labels).
@@ -121,9 +133,13 @@ def select(
       chunk_size: vectors per random chunk (None: one chunk). Quotas are proportional to chunk
         sizes; earlier picks act as anchors, at most ``max_anchors`` of them.
       max_anchors: bound on the anchor vectors of one task (evenly spaced subset beyond it).
-      reduce: ``"pca:C"``, ``"random:C"`` or a dict: dimension reduction before selection.
+      reduce: ``"pca:C"``, ``"random:C"`` (``C`` a positive int) or a dict: dimension reduction
+        before selection.
       checkpoint_dir: where to save progress; a rerun resumes it (see the module docstring).
-        Asking again for the same size is a no-op, for more extends the saved selection.
+        Asking again for the same size is a no-op, for more extends the saved selection. The
+        directory is locked for the run (a second run on it gets ``LockedError``), and its
+        data fingerprint covers every row of the vectors, labels and groups: a rerun on changed
+        data raises ``CheckpointMismatchError``.
       checkpoint_every: selector steps between in-flight checkpoints.
       method_options: the method's options, checked against its options dataclass
         (``goldener_jax.pipeline.methods``): e.g. ``{"num_samples": 100000}`` for zcore (``"impl"``
@@ -135,14 +151,68 @@ def select(
       mesh: optional 1-D ``jax.sharding.Mesh`` (``goldener_jax.kernels.make_mesh()``): each
         task's rows are sharded over its devices, with the same result as without (every
         method).
+      progress: a tqdm bar over the selected samples.
 
     Returns:
       A :class:`Selection`.
     """
-    pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
+    key = pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise TypeError(f"size must be a float in (0, 1] or an int >= 1, got {size!r}")
     red = pipeline.parse_reduce(reduce)
+    # One run per checkpoint directory (process 0 holds it, as Checkpointer does).
+    lock = None
+    if checkpoint_dir is not None and jax.process_index() == 0:
+        lock = lock_directory(checkpoint_dir, "checkpoint directory")
+    try:
+        return _select(
+            store_or_array,
+            size,
+            method=method,
+            key=key,
+            labels=labels,
+            groups=groups,
+            anchors=anchors,
+            exclude_labels=exclude_labels,
+            sample_idx=sample_idx,
+            metric=metric,
+            chunk_size=chunk_size,
+            max_anchors=max_anchors,
+            red=red,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            method_options=method_options,
+            coverage=coverage,
+            mesh=mesh,
+            progress=progress,
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _select(
+    store_or_array,
+    size,
+    *,
+    method,
+    key,
+    labels,
+    groups,
+    anchors,
+    exclude_labels,
+    sample_idx,
+    metric,
+    chunk_size,
+    max_anchors,
+    red,
+    checkpoint_dir,
+    checkpoint_every,
+    method_options,
+    coverage,
+    mesh,
+    progress,
+) -> Selection:
     data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels)
     anchor_samples = pipeline.anchor_samples(anchors, data)
     pipeline.apply_reduce(data, red, key)
@@ -166,8 +236,16 @@ def select(
         anchor_samples=anchor_samples,
         checkpoint_dir=checkpoint_dir,
         base_config={"reduce": red, "kind": "select"},
+        progress=progress,
     )
     chosen = out.chosen
+    if out.groups is not None and not out.groups["exact"]:
+        warnings.warn(
+            f"select: whole groups cannot meet the requested {out.groups['requested']} samples; "
+            f"selected the nearest reachable count, {out.groups['achieved']} "
+            "(Selection.group_counts)",
+            stacklevel=3,
+        )
     label_counts = None
     if data.label_matrix is not None:
         label_counts = {
@@ -189,6 +267,7 @@ def select(
         coverage_radius=radius,
         config={**out.config, "count": out.count, "size": _jsonable(size)},
         resumed=out.resumed,
+        group_counts=out.groups,
     )
 
 

@@ -2,7 +2,9 @@
 
 Sets are filled in the order given; each set is a :func:`~goldener_jax.select` over the samples
 no earlier set took (stratified by label, groups kept whole); the last set takes what remains.
-Set sizes are exact: ratios by largest remainder (no set short-changed), or counts summing to N.
+Set sizes are exact: ratios by largest remainder (no set short-changed), or counts summing to N;
+with groups, exact whenever whole groups can meet them, else the nearest reachable counts (a
+warning, recorded in the manifest; ``strict_sizes=True`` raises).
 ``method="auto"`` builds representative sets instead (each set a stratified sample of the whole,
 at the resolution of k-means cells, see ``split``'s ``method``); the objective it
 serves is a small per-set MMD to the whole data, with the same exact sizes and whole groups.
@@ -15,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 
 from goldener_jax import pipeline
-from goldener_jax._allocation import set_counts
+from goldener_jax._allocation import assign_groups_to_sets, set_counts
+from goldener_jax._locks import lock_directory
 from goldener_jax.curate import leakage_pairs
 
 __all__ = ["Split", "split"]
@@ -61,6 +65,8 @@ def split(
     manifest_path=None,
     leakage_threshold: float | None = None,
     mesh=None,
+    strict_sizes: bool = False,
+    progress: bool = True,
 ) -> Split:
     """Splits the samples into named sets.
 
@@ -81,7 +87,10 @@ def split(
       key: as :func:`~goldener_jax.select`.
       labels: as :func:`~goldener_jax.select`.
       groups: as :func:`~goldener_jax.select`; a group never spans two sets (with ``"auto"`` a
-        group is stratified by its rarest label).
+        group is stratified by its rarest label). The set counts are met exactly whenever whole
+        groups can meet them (an exact packing of the group sizes, preferring each set's picks);
+        otherwise the nearest reachable counts are used, with a warning, and recorded in the
+        manifest (``"group_counts"``: requested, achieved, exact).
       exclude_labels: as :func:`~goldener_jax.select`.
       sample_idx: as :func:`~goldener_jax.select`.
       metric: as :func:`~goldener_jax.select`.
@@ -90,23 +99,86 @@ def split(
       reduce: as :func:`~goldener_jax.select`.
       method_options: as :func:`~goldener_jax.select` (for ``"auto"``: ``cell_size``,
         ``max_cells``, ``num_iters``).
-      checkpoint_dir: resumable progress, one sub-directory per set.
+      checkpoint_dir: resumable progress, one sub-directory per set; locked for the run, data
+        fingerprinted row by row (as :func:`~goldener_jax.select`).
       manifest_path: where to write the manifest; default ``<store path>.split.json`` next to a
         store, none for an array. ``False`` writes nothing.
       leakage_threshold: report vector pairs in different sets closer than this (O(N^2 d)).
       mesh: optional 1-D ``jax.sharding.Mesh``: the rows are sharded over its devices, as
         :func:`~goldener_jax.select` does, with the same sets as without (``"auto"`` too).
+      strict_sizes: with groups, raise ``ValueError`` when whole groups cannot meet the set
+        counts exactly, instead of using the nearest reachable counts.
+      progress: tqdm bars (one per set filled in order; the stages of ``"auto"``).
 
     Returns:
       A :class:`Split` (``dict`` of set name -> sample indices).
     """
-    pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
+    key = pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
     wanted = _normalise_sets(sets)
     red = pipeline.parse_reduce(reduce)
+    lock = None
+    if checkpoint_dir is not None and jax.process_index() == 0:
+        lock = lock_directory(checkpoint_dir, "checkpoint directory")
+    try:
+        return _split(
+            store_or_array,
+            wanted,
+            method=method,
+            key=key,
+            labels=labels,
+            groups=groups,
+            exclude_labels=exclude_labels,
+            sample_idx=sample_idx,
+            metric=metric,
+            chunk_size=chunk_size,
+            max_anchors=max_anchors,
+            red=red,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_every=checkpoint_every,
+            method_options=method_options,
+            manifest_path=manifest_path,
+            leakage_threshold=leakage_threshold,
+            mesh=mesh,
+            strict_sizes=strict_sizes,
+            progress=progress,
+        )
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _split(
+    store_or_array,
+    wanted,
+    *,
+    method,
+    key,
+    labels,
+    groups,
+    exclude_labels,
+    sample_idx,
+    metric,
+    chunk_size,
+    max_anchors,
+    red,
+    checkpoint_dir,
+    checkpoint_every,
+    method_options,
+    manifest_path,
+    leakage_threshold,
+    mesh,
+    strict_sizes,
+    progress,
+) -> Split:
     data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels)
     counts = set_counts(wanted, data.sample_ids.shape[0])
-    pipeline.apply_reduce(data, red, key)
     names = list(wanted)
+    targets = counts
+    feasible = None
+    if data.unit is not None:
+        feasible = _feasible_counts(data, names, counts, strict_sizes)
+        targets = dict(zip(names, (int(v) for v in feasible.achieved), strict=True))
+    pipeline.apply_reduce(data, red, key)
     settings = pipeline.Settings(
         method=method,
         key=key,
@@ -121,16 +193,39 @@ def split(
     if isinstance(method, str) and method == "auto":
         options = pipeline.check_options("auto", pipeline.AutoSplitOptions, method_options)
         assignment, construction = pipeline.representative_assignment(
-            data, [counts[n] for n in names], key, options, metric=metric, mesh=mesh
+            data,
+            [targets[n] for n in names],
+            key,
+            options,
+            metric=metric,
+            mesh=mesh,
+            progress=progress,
         )
+        members = [np.flatnonzero(assignment == i) for i in range(len(names))]
     else:
         pipeline.resolve_method(method, 1, 1)  # an unknown method fails before any work
-        members = _fill_in_order(data, names, counts, settings, checkpoint_dir, red)
+        members = _fill_in_order(data, names, targets, settings, checkpoint_dir, red, progress)
+        if data.unit is not None:
+            members = _pack_sets(data, names, counts, feasible.achieved.tolist(), members, key)
         assignment = np.full(data.sample_ids.shape[0], -1, np.int32)
         for i, chosen in enumerate(members):
             assignment[chosen] = i
-    if construction is not None:
-        members = [np.flatnonzero(assignment == i) for i in range(len(names))]
+    group_counts = None
+    if feasible is not None:
+        achieved = {n: int(len(m)) for n, m in zip(names, members, strict=True)}
+        group_counts = {
+            "requested": dict(counts),
+            "achieved": achieved,
+            "exact": achieved == counts,
+            "optimal": bool(feasible.optimal) and achieved == targets,
+        }
+        if achieved != counts:
+            warnings.warn(
+                f"split: whole groups cannot meet the set counts {counts}; used the nearest "
+                f"reachable counts {achieved} (manifest 'group_counts'; strict_sizes=True "
+                "raises instead)",
+                stacklevel=3,
+            )
     result = Split()
     for name, chosen in zip(names, members, strict=True):
         result[name] = data.sample_ids[chosen].astype(np.int64)
@@ -153,6 +248,7 @@ def split(
         "data": data.fingerprint,
         "label_counts": _label_counts(data, names, assignment),
         "groups": data.unit is not None,
+        "group_counts": group_counts,
         "leakage": None
         if leaks is None
         else {"threshold": leakage_threshold, "pairs": len(leaks), "examples": leaks[:20]},
@@ -164,7 +260,62 @@ def split(
     return result
 
 
-def _fill_in_order(data, names, counts, settings, checkpoint_dir, red) -> list[np.ndarray]:
+def _feasible_counts(data, names, counts: dict, strict: bool):
+    """The set counts whole groups can meet: ``counts`` when reachable, else the nearest
+    (``assign_groups_to_sets``); an error with ``strict`` or when a set would be empty."""
+    sizes = np.bincount(data.unit)
+    req = [counts[n] for n in names]
+    feasible = assign_groups_to_sets(sizes, req)
+    if strict and not feasible.exact:
+        raise ValueError(
+            f"groups cannot satisfy the counts {counts} exactly: the nearest counts whole "
+            f"groups can meet are {dict(zip(names, feasible.achieved.tolist(), strict=True))} "
+            "(strict_sizes=False accepts them; or change the set sizes)"
+        )
+    empty = [n for n, v in zip(names, feasible.achieved.tolist(), strict=True) if v == 0]
+    if empty:
+        raise ValueError(
+            f"groups cannot satisfy the counts {counts}: with whole groups the nearest counts "
+            f"are {dict(zip(names, feasible.achieved.tolist(), strict=True))}, leaving "
+            f"{empty} empty; use larger sets or smaller groups"
+        )
+    return feasible
+
+
+def _pack_sets(data, names, counts: dict, nearest: list, members: list, key) -> list[np.ndarray]:
+    """With groups: the sets filled in order, packed so that their counts are exact whenever
+    whole groups can meet them (else the nearest), each set preferring its own picks in pick
+    order (only the units of the packing window move). Kept as is when already at the
+    ``nearest`` counts the groups allow."""
+    sizes = np.bincount(data.unit)
+    req = [counts[n] for n in names]
+    if [int(len(m)) for m in members] == list(nearest):
+        return members
+    everyone = np.arange(data.unit.size)
+    orders = np.stack(
+        [
+            pipeline.unit_order(data, everyone, m, jax.random.fold_in(key, i))
+            for i, m in enumerate(members)
+        ]
+    )
+    packed = assign_groups_to_sets(sizes, req, order=orders)
+    out = []
+    for i, m in enumerate(members):
+        in_set = packed.set_of_group[data.unit] == i
+        kept = m[in_set[m]]
+        pos = np.empty(sizes.size, np.int64)
+        pos[orders[i]] = np.arange(sizes.size)
+        seen = np.zeros(data.unit.size, bool)
+        seen[kept] = True
+        others = np.flatnonzero(in_set & ~seen)
+        others = others[np.lexsort((others, pos[data.unit[others]]))]
+        out.append(np.concatenate([kept, others]).astype(np.int64))
+    return out
+
+
+def _fill_in_order(
+    data, names, counts, settings, checkpoint_dir, red, progress
+) -> list[np.ndarray]:
     """The samples of each set, in selection order: each set but the last a selection over what
     earlier sets left (the key folded with the set's index), the last set the rest."""
     num_samples = data.sample_ids.shape[0]
@@ -191,6 +342,9 @@ def _fill_in_order(data, names, counts, settings, checkpoint_dir, red) -> list[n
                 if checkpoint_dir is None
                 else os.path.join(os.fspath(checkpoint_dir), f"set-{i}"),
                 ratio_total=num_samples,
+                progress=progress,
+                desc=f"split: {name}",
+                pack=False,  # short greedy picks are packed with all sets (_pack_sets)
                 base_config={
                     "reduce": red,
                     "kind": "split",

@@ -12,7 +12,7 @@ from goldener_jax.pipeline.data import (
     load_data,
     parse_reduce,
 )
-from goldener_jax.pipeline.engine import Outcome, Settings, run_selection
+from goldener_jax.pipeline.engine import Outcome, Settings, pack_groups, run_selection, unit_order
 from goldener_jax.pipeline.methods import (
     AUTO,
     METHODS,
@@ -62,9 +62,11 @@ __all__ = [
     "full_hash",
     "key_data",
     "load_data",
+    "pack_groups",
     "parse_reduce",
     "register_method",
     "representative_assignment",
     "resolve_method",
     "run_selection",
+    "unit_order",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Mapping
 
 import jax
@@ -13,6 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
+from goldener_jax._allocation import check_group_ids
+from goldener_jax._digest import rows_digest
+from goldener_jax._keys import as_key
 from goldener_jax.kernels._checks import as_float_matrix
 
 __all__ = [
@@ -54,14 +58,6 @@ def key_data(key) -> np.ndarray:
     raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
 
 
-def array_hash(a: np.ndarray, max_rows: int = 1024) -> str:
-    a = np.asarray(a)
-    if a.ndim >= 1 and a.shape[0] > max_rows:
-        a = a[:: -(-a.shape[0] // max_rows)]
-    h = hashlib.sha256(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:16]
-
-
 def full_hash(a) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()[:16]
 
@@ -86,7 +82,7 @@ def _load(store_or_array, labels, groups, sample_idx) -> tuple:
     x = store_or_array
     if not hasattr(x, "shape"):
         x = np.asarray(x)
-    fp = {"array_shape": list(x.shape), "array_hash": array_hash(np.asarray(x))}
+    fp = {"array_shape": list(x.shape)}
     return x, sample_idx, labels, groups, fp
 
 
@@ -101,6 +97,11 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Dat
     nv = x.shape[0]
     if nv == 0:
         raise ValueError("there are no vectors to select from")
+    # Data identity of a checkpoint: a digest of every row (a changed row, even one, is refused
+    # on resume rather than mixed with the saved selection).
+    fp["vectors"] = rows_digest(x)
+    if sidx is not None:
+        fp["sample_idx"] = rows_digest(np.asarray(sidx))
     if sidx is None:
         sidx = np.arange(nv)
     sidx = np.asarray(sidx)
@@ -133,13 +134,11 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Dat
             label_names = list(range(labels.shape[1]))
         else:
             raise ValueError(f"labels must be [N] or multi-hot [N, L], got shape {labels.shape}")
-        fp["labels"] = full_hash(labels)
+        fp["labels"] = rows_digest(labels)
     # Groups per compact sample (before any exclusion, so both are trimmed together).
     group_ids = None
     if groups is not None:
-        groups = np.asarray(groups)
-        if groups.ndim != 1:
-            raise ValueError(f"groups must be 1-D [N], got shape {groups.shape}")
+        groups = check_group_ids(groups)  # 1-D, no NaN id (NaN != NaN merges or splits groups)
         if groups.dtype == object:
             groups = groups.astype(str)
         n_expected = int(sample_ids.max()) + 1 if sample_idx is None else num_samples
@@ -147,7 +146,7 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Dat
             raise ValueError(
                 f"groups must have one entry per sample ({num_samples}), got shape {groups.shape}"
             )
-        fp["groups"] = full_hash(groups)
+        fp["groups"] = rows_digest(groups)
         group_ids = groups if groups.shape[0] == num_samples else groups[sample_ids]
     if exclude_labels:
         if label_matrix is None:
@@ -183,7 +182,12 @@ def parse_reduce(reduce) -> dict | None:
         return None
     if isinstance(reduce, str):
         name, _, comps = reduce.partition(":")
-        reduce = {"method": name, "n_components": int(comps) if comps else None}
+        if name not in ("pca", "random") or not re.fullmatch(r"\s*[0-9]+\s*", comps):
+            raise ValueError(
+                f"reduce must be 'pca:N' or 'random:N' with N a positive integer (the number of "
+                f"components), got {reduce!r}"
+            )
+        reduce = {"method": name, "n_components": int(comps)}
     elif isinstance(reduce, (tuple, list)):
         reduce = {"method": reduce[0], "n_components": reduce[1]}
     if not isinstance(reduce, Mapping) or reduce.get("method") not in ("pca", "random"):
@@ -231,10 +235,10 @@ def anchor_samples(anchors, data: Data) -> np.ndarray:
     return np.unique(pos)
 
 
-def check_common(key, metric, chunk_size, max_anchors, checkpoint_every) -> None:
-    """The argument checks ``select`` and ``split`` share."""
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
+def check_common(key, metric, chunk_size, max_anchors, checkpoint_every) -> jax.Array:
+    """The argument checks ``select`` and ``split`` share; returns the typed key (a legacy
+    ``jax.random.PRNGKey`` is wrapped into the key it stands for)."""
+    key = as_key(key, "key")
     if metric not in gk.METRICS:
         raise ValueError(f"metric must be one of {gk.METRICS}, got {metric!r}")
     for name, v, allow_none in (
@@ -248,3 +252,4 @@ def check_common(key, metric, chunk_size, max_anchors, checkpoint_every) -> None
             raise ValueError(
                 f"{name} must be an int >= 1{' or None' if allow_none else ''}, got {v!r}"
             )
+    return key

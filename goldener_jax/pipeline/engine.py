@@ -20,6 +20,7 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax._allocation import (
+    assign_groups_to_sets,
     chunk_quotas,
     count_from_size,
     exact_ratio,
@@ -31,7 +32,16 @@ from goldener_jax.pipeline.data import Data, full_hash, key_data
 from goldener_jax.pipeline.methods import check_options, resolve_method
 from goldener_jax.pipeline.progress import Progress, TaskLog
 
-__all__ = ["Engine", "Outcome", "Plan", "Pool", "Settings", "run_selection"]
+__all__ = [
+    "Engine",
+    "Outcome",
+    "Plan",
+    "Pool",
+    "Settings",
+    "pack_groups",
+    "run_selection",
+    "unit_order",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +67,7 @@ class Outcome:
     count: int
     config: dict
     resumed: dict
+    groups: dict | None = None  # with groups: requested / achieved counts, exact, optimal
 
 
 class Pool:
@@ -117,6 +128,10 @@ class Engine:
         self.log = log
         self.count = log.count
         self.chunkings = 0
+        # With groups the greedy fill can get stuck short of the count (every group left is too
+        # big for what remains, or a label ran out): it stops, and run_selection packs whole
+        # groups to the count (or the nearest reachable one) from the picks.
+        self.stuck = False
 
     # -- bookkeeping
     def pool_samples(self, label_col: int | None) -> np.ndarray:
@@ -195,6 +210,9 @@ class Engine:
             available = int(np.count_nonzero(pool))
             still = need - added
             if available == 0:
+                if self.pool.unit_members is not None:
+                    self.stuck = True
+                    return added
                 raise ValueError(
                     f"no sample left to select{self._label_text(label_col)}: {still} more needed"
                 )
@@ -228,17 +246,15 @@ class Engine:
                 if self.log.n_selected >= self.count:
                     return added
             if added == before:
-                raise ValueError(
-                    f"groups cannot satisfy the counts{self._label_text(label_col)}: "
-                    f"{need - added} more samples needed but every remaining group is larger"
-                    if self.pool.unit_members is not None
-                    else f"no progress selecting{self._label_text(label_col)}"
-                )
+                if self.pool.unit_members is not None:
+                    self.stuck = True
+                    return added
+                raise ValueError(f"no progress selecting{self._label_text(label_col)}")
         return added
 
     def run(self) -> None:
         n_selected = self.log.n_selected
-        if n_selected == self.count and not self.log.log:
+        if (n_selected == self.count or self.log.finished) and not self.log.log:
             return  # already done: a no-op
         if n_selected > self.count:
             raise ValueError(
@@ -283,7 +299,10 @@ class Engine:
                     continue
                 self.fill(j, min(c - status, self.count - self.log.n_selected))
             if self.log.n_selected == before:
-                raise ValueError(f"groups cannot satisfy the counts: {missing} more samples needed")
+                if self.pool.unit_members is not None:
+                    self.stuck = True
+                    break
+                raise ValueError(f"no progress selecting: {missing} more samples needed")
 
 
 def _is_float(v) -> bool:
@@ -307,10 +326,18 @@ def run_selection(
     checkpoint_dir,
     base_config: dict,
     ratio_total: int | None = None,
+    progress: bool = False,
+    desc: str = "select",
+    pack: bool = True,
 ) -> Outcome:
     """Chooses ``count_or_size`` of the ``alive`` samples of ``data`` (see the module
     docstring); ``ratio_total`` is what a float size's label ratio is taken over (default: the
-    alive samples)."""
+    alive samples). ``progress``: a tqdm bar (``desc``) over the selected samples.
+
+    With groups, when the greedy fill (a picked group that no longer fits is skipped) ends short
+    of the count, whole groups are packed to it from the picks (:func:`pack_groups`): the count
+    when reachable, else the nearest reachable one (``Outcome.groups`` records both).
+    ``pack=False`` returns the greedy picks as they are (``split`` packs all its sets jointly)."""
     num_alive = int(np.count_nonzero(alive))
     if num_alive == 0:
         raise ValueError("there are no candidate samples to select from")
@@ -337,16 +364,78 @@ def run_selection(
     }
     config = json.loads(json.dumps(config, sort_keys=True, default=str))
     num_samples = data.sample_ids.shape[0]
-    progress = Progress(checkpoint_dir, config, num_samples, settings.checkpoint_every)
+    saved = Progress(checkpoint_dir, config, num_samples, settings.checkpoint_every)
+    bar = None
     try:
-        log = TaskLog(progress, count)
+        log = TaskLog(saved, count)
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=count, initial=log.n_selected, desc=desc, unit="sample")
+            log.bar = bar
         pool = Pool(data, alive, np.flatnonzero(np.isin(data.vec_sample, anchor_samples)))
         plan = Plan(selector, settings.key, settings.chunk_size, settings.max_anchors, ratio)
         Engine(pool, plan, log).run()
     finally:
-        progress.close()
+        saved.close()
+        if bar is not None:
+            bar.close()
     rank = log.rank
     chosen = np.flatnonzero(rank >= 0)
     chosen = chosen[np.argsort(rank[chosen])]
+    groups = None
+    if data.unit is not None and pack:
+        chosen, groups = pack_groups(data, alive | (rank >= 0), chosen, count, settings.key)
     resumed = {"tasks_replayed": int(log.replayed), "steps_restored": int(log.restored_steps)}
-    return Outcome(chosen=chosen, count=count, config=config, resumed=resumed)
+    return Outcome(chosen=chosen, count=count, config=config, resumed=resumed, groups=groups)
+
+
+def unit_order(data: Data, samples: np.ndarray, preferred: np.ndarray, key) -> np.ndarray:
+    """The units (groups) of ``samples``, ``preferred``'s first (in its order, each at its first
+    sample), then the others in a key-drawn order."""
+    first = data.unit[preferred]
+    _, at = np.unique(first, return_index=True)
+    head = first[np.sort(at)]
+    rest = np.setdiff1d(np.unique(data.unit[samples]), head)
+    rng = np.random.default_rng(np.ravel(key_data(jax.random.fold_in(key, 0x6A0F))).tolist())
+    return np.concatenate([head, rest[rng.permutation(rest.size)]]).astype(np.int64)
+
+
+def pack_groups(data: Data, candidates: np.ndarray, chosen: np.ndarray, count: int, key):
+    """Whole groups of the ``candidates`` (mask [S]) meeting ``count``, preferring the groups of
+    ``chosen`` in their order: (samples in selection order, the record of the counts).
+
+    The greedy fill is kept when it met the count; otherwise
+    :func:`~goldener_jax._allocation.assign_groups_to_sets` keeps the longest prefix of the picks
+    and packs the last samples exactly, or returns the nearest reachable count."""
+    total = int(np.count_nonzero(candidates))
+    if chosen.size == count:
+        return chosen, {"requested": count, "achieved": count, "exact": True, "optimal": True}
+    order = unit_order(data, np.flatnonzero(candidates), chosen, key)
+    sizes = np.bincount(data.unit[candidates], minlength=int(data.unit.max()) + 1)
+    packed = assign_groups_to_sets(sizes[order], [count, total - count])
+    achieved = int(packed.achieved[0])
+    if achieved == 0:
+        raise ValueError(
+            f"groups cannot satisfy the counts: {count} samples requested, but the nearest count "
+            f"whole groups can meet is 0 (groups of {int(sizes[sizes > 0].min())} samples or "
+            "more); ask for more samples or use smaller groups"
+        )
+    keep = np.zeros(sizes.size, bool)
+    keep[order[packed.set_of_group == 0]] = True
+    in_set = candidates & keep[data.unit]
+    picked = chosen[in_set[chosen]]
+    rank = np.full(data.unit.size, -1, np.int64)
+    rank[picked] = np.arange(picked.size)
+    unit_pos = np.empty(sizes.size, np.int64)
+    unit_pos[order] = np.arange(order.size)
+    others = np.flatnonzero(in_set & (rank < 0))
+    others = others[np.lexsort((others, unit_pos[data.unit[others]]))]
+    out = np.concatenate([picked, others]).astype(np.int64)
+    record = {
+        "requested": count,
+        "achieved": achieved,
+        "exact": bool(packed.exact),
+        "optimal": bool(packed.optimal),
+    }
+    return out, record

@@ -85,8 +85,13 @@ class TaskLog:
         # Replay: the base (earlier calls) stays; the tasks of this call are re-applied from the
         # log, in order, as the plan reaches them.
         self.log: list[np.ndarray] = []
+        # The same request already finished: a no-op (its selection may be short of the count
+        # when whole groups could not meet it; the packing after the run is deterministic).
+        self.finished = bool(int(st["complete"])) and int(st["target"]) == count
         if int(st["complete"]):
-            base = int(st["target"])  # a finished selection: a no-op, or extended from
+            # A finished selection: a no-op, or extended from (what it selected: the count, or
+            # fewer when whole groups stopped it short).
+            base = int(np.count_nonzero((st["rank"] >= 0) & (st["rank"] < int(st["target"]))))
         else:
             base = int(st["base_count"])
             if int(st["target"]) == count:  # the same request, killed: replay its tasks
@@ -107,6 +112,7 @@ class TaskLog:
         self.num_tasks = 0
         self.replayed = 0  # tasks of this call taken from the log
         self.restored_steps = 0  # kernel steps taken from in-flight checkpoints
+        self.bar = None  # a tqdm bar over the selected samples (``run_selection(progress=True)``)
 
     def selected_mask(self) -> np.ndarray:
         return self.rank >= 0
@@ -121,6 +127,8 @@ class TaskLog:
         for s in new:
             self.rank[s] = self.n_selected
             self.n_selected += 1
+        if self.bar is not None:
+            self.bar.update(len(new))
         st = self.progress.state
         st["rank"] = self.rank.copy()
         st["tasks_done"] = np.asarray(t + 1, np.int32)

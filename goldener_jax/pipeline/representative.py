@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
+from goldener_jax._allocation import assign_groups_to_sets
 from goldener_jax.pipeline.data import Data, key_data
 
 __all__ = ["AutoSplitOptions", "deal", "representative_assignment"]
@@ -61,12 +62,18 @@ def _unit_strata(data, unit: np.ndarray, num_units: int) -> np.ndarray:
 
 
 def deal(order: np.ndarray, size: np.ndarray, counts: list[int]) -> np.ndarray:
-    """Set of each unit, dealing ``order`` in proportion to ``counts`` (exact totals).
+    """Set of each unit, dealing ``order`` in proportion to ``counts``.
 
     Unit ``t`` goes to the set furthest behind its share ``counts[i] x samples dealt / total``
     that still has room (lowest index on ties), so every run of consecutive units is shared
     between the sets in proportion to their sizes, up to about one unit per set. Units of one
     sample: the same sequence in closed form (slot ``j`` of set ``i`` at ``(j + 1/2) / c_i``).
+
+    The totals are exactly ``counts`` whenever whole units can meet them: when the greedy deal
+    does not, the units are packed (:func:`~goldener_jax._allocation.assign_groups_to_sets`),
+    each set preferring the units the deal gave it (in ``order``), so only the units of the
+    packing window change set; unreachable counts give the nearest reachable totals (the
+    caller compares them with ``counts``).
     """
     counts_arr = np.asarray(counts, np.int64)
     total = int(counts_arr.sum())
@@ -90,22 +97,20 @@ def deal(order: np.ndarray, size: np.ndarray, counts: list[int]) -> np.ndarray:
         i = int(np.argmax(np.where(room, deficit, -np.inf)))
         out[u] = i
         assigned[i] += s
+    placed = True
     for u in sorted(pending, key=lambda u: -int(size[u])):
         room = counts_arr - assigned
         i = int(np.argmax(room))
         if room[i] < size[u]:
-            raise ValueError(
-                f"groups cannot satisfy the set counts {counts}: a group of {int(size[u])} "
-                f"samples fits in no set (room left: {room.tolist()})"
-            )
+            placed = False  # a group fits in no set: pack instead
+            break
         out[u] = i
         assigned[i] += int(size[u])
-    if not np.array_equal(assigned, counts_arr):
-        raise ValueError(
-            f"groups cannot satisfy the set counts {counts}: got {assigned.tolist()}; "
-            "use ratios that whole groups can meet"
-        )
-    return out
+    if placed and np.array_equal(assigned, counts_arr):
+        return out
+    mine = out[order][None, :] == np.arange(counts_arr.size)[:, None]
+    prefs = np.stack([np.r_[order[m], order[~m]] for m in mine])
+    return assign_groups_to_sets(size, counts_arr, order=prefs).set_of_group.astype(np.int64)
 
 
 def _chain_runs(order: np.ndarray, ux: np.ndarray, run_id: np.ndarray, max_run: int = 512):
@@ -138,7 +143,14 @@ def _chain_runs(order: np.ndarray, ux: np.ndarray, run_id: np.ndarray, max_run: 
 
 
 def representative_assignment(
-    data: Data, counts: list[int], key, options: AutoSplitOptions, *, metric: str, mesh=None
+    data: Data,
+    counts: list[int],
+    key,
+    options: AutoSplitOptions,
+    *,
+    metric: str,
+    mesh=None,
+    progress: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """``split(method="auto")``: set of each sample [S] and a description of the construction.
 
@@ -149,7 +161,19 @@ def representative_assignment(
     (:func:`deal`). Each set thus receives its share of every label and of every cell within
     it, up to about one unit: a stratified sample at the resolution of the cells, whose kernel
     mean (MMD to the whole) is closer to the data's than a stratified random split's.
+    ``progress``: a tqdm bar over the stages (units, k-means cells, order, deal).
     """
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=4, desc="split (auto)", unit="stage", disable=not progress)
+    try:
+        return _representative(data, counts, key, options, metric, mesh, bar)
+    finally:
+        bar.close()
+
+
+def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndarray, dict]:
+    bar.set_postfix_str("unit vectors")
     unit, ux, size = _unit_vectors(data)
     num_units = ux.shape[0]
     strata = _unit_strata(data, unit, num_units)
@@ -166,6 +190,8 @@ def representative_assignment(
     rng = np.random.default_rng(np.ravel(key_data(key)).tolist())
     tiebreak = rng.permutation(num_units)
     k = int(min(max_cells, max(1, round(num_units / cell_size))))
+    bar.update(1)
+    bar.set_postfix_str(f"k-means ({k} cells)")
     if k > 1:
         kw = {} if mesh is None else {"mesh": mesh}
         _, cell = gk.kmeans(
@@ -174,9 +200,14 @@ def representative_assignment(
         cell = np.asarray(cell)
     else:
         cell = np.zeros(num_units, np.int64)
+    bar.update(1)
+    bar.set_postfix_str("order")
     order = np.lexsort((tiebreak, cell, strata))
     order = _chain_runs(order, ux, strata * (int(cell.max()) + 1) + cell)
+    bar.update(1)
+    bar.set_postfix_str("deal")
     unit_set = deal(order, size, counts)
+    bar.update(1)
     construction = {
         "name": "kmeans-cells-deal",
         "cells": int(np.unique(cell).size),
