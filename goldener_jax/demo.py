@@ -314,7 +314,9 @@ def run(
 
         def compute(b=b, m=m, s=s, stem=stem):
             opts = METHOD_OPTIONS.get(m)
-            sel = gj.select(pool_x, b, method=m, key=jax.random.key(s), method_options=opts)
+            sel = gj.select(
+                pool_x, b, method=m, key=jax.random.key(s), method_options=opts, progress=False
+            )
             with open(stem + ".json", "w") as f:
                 rec = {**sel.to_json(), "digits_indices": pool_idx[sel.indices].tolist()}
                 json.dump(rec, f, indent=1)  # indices: rows of the pool
@@ -362,6 +364,7 @@ def run(
                         key=jax.random.key(s),
                         labels=labels,
                         manifest_path=stem + ".json",
+                        progress=False,
                     )
                 )
             else:

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from goldener_jax import pipeline
-from goldener_jax._allocation import assign_groups_to_sets, set_counts
+from goldener_jax._allocation import set_counts
 from goldener_jax._locks import lock_directory
 from goldener_jax.curate import leakage_pairs
 
@@ -176,7 +176,7 @@ def _split(
     targets = counts
     feasible = None
     if data.unit is not None:
-        feasible = _feasible_counts(data, names, counts, strict_sizes)
+        feasible = pipeline.feasible_set_counts(data, names, counts, strict_sizes)
         targets = dict(zip(names, (int(v) for v in feasible.achieved), strict=True))
     pipeline.apply_reduce(data, red, key)
     settings = pipeline.Settings(
@@ -206,7 +206,9 @@ def _split(
         pipeline.resolve_method(method, 1, 1)  # an unknown method fails before any work
         members = _fill_in_order(data, names, targets, settings, checkpoint_dir, red, progress)
         if data.unit is not None:
-            members = _pack_sets(data, names, counts, feasible.achieved.tolist(), members, key)
+            members = pipeline.pack_sets(
+                data, names, counts, feasible.achieved.tolist(), members, key
+            )
         assignment = np.full(data.sample_ids.shape[0], -1, np.int32)
         for i, chosen in enumerate(members):
             assignment[chosen] = i
@@ -258,59 +260,6 @@ def _split(
     result.manifest_path = _write_manifest(manifest, manifest_path, store_or_array)
     result.leaks = leaks
     return result
-
-
-def _feasible_counts(data, names, counts: dict, strict: bool):
-    """The set counts whole groups can meet: ``counts`` when reachable, else the nearest
-    (``assign_groups_to_sets``); an error with ``strict`` or when a set would be empty."""
-    sizes = np.bincount(data.unit)
-    req = [counts[n] for n in names]
-    feasible = assign_groups_to_sets(sizes, req)
-    if strict and not feasible.exact:
-        raise ValueError(
-            f"groups cannot satisfy the counts {counts} exactly: the nearest counts whole "
-            f"groups can meet are {dict(zip(names, feasible.achieved.tolist(), strict=True))} "
-            "(strict_sizes=False accepts them; or change the set sizes)"
-        )
-    empty = [n for n, v in zip(names, feasible.achieved.tolist(), strict=True) if v == 0]
-    if empty:
-        raise ValueError(
-            f"groups cannot satisfy the counts {counts}: with whole groups the nearest counts "
-            f"are {dict(zip(names, feasible.achieved.tolist(), strict=True))}, leaving "
-            f"{empty} empty; use larger sets or smaller groups"
-        )
-    return feasible
-
-
-def _pack_sets(data, names, counts: dict, nearest: list, members: list, key) -> list[np.ndarray]:
-    """With groups: the sets filled in order, packed so that their counts are exact whenever
-    whole groups can meet them (else the nearest), each set preferring its own picks in pick
-    order (only the units of the packing window move). Kept as is when already at the
-    ``nearest`` counts the groups allow."""
-    sizes = np.bincount(data.unit)
-    req = [counts[n] for n in names]
-    if [int(len(m)) for m in members] == list(nearest):
-        return members
-    everyone = np.arange(data.unit.size)
-    orders = np.stack(
-        [
-            pipeline.unit_order(data, everyone, m, jax.random.fold_in(key, i))
-            for i, m in enumerate(members)
-        ]
-    )
-    packed = assign_groups_to_sets(sizes, req, order=orders)
-    out = []
-    for i, m in enumerate(members):
-        in_set = packed.set_of_group[data.unit] == i
-        kept = m[in_set[m]]
-        pos = np.empty(sizes.size, np.int64)
-        pos[orders[i]] = np.arange(sizes.size)
-        seen = np.zeros(data.unit.size, bool)
-        seen[kept] = True
-        others = np.flatnonzero(in_set & ~seen)
-        others = others[np.lexsort((others, pos[data.unit[others]]))]
-        out.append(np.concatenate([kept, others]).astype(np.int64))
-    return out
 
 
 def _fill_in_order(

@@ -646,7 +646,7 @@ class Pipeline:
             kw["anchors"] = self._indices_of(args["anchors"], out_dir)
         sel = gj.select(
             self._store_of(args, stores), args["size"], key=self._key(args),
-            checkpoint_dir=os.path.join(step_dir, "checkpoint"), **kw,
+            checkpoint_dir=os.path.join(step_dir, "checkpoint"), **{"progress": progress, **kw},
         )  # fmt: skip
         _write_json(os.path.join(step_dir, "selection.json"), {
             "indices": _jsonable(sel.indices), "label_counts": _jsonable(sel.label_counts),
@@ -660,7 +660,8 @@ class Pipeline:
         kw = self._rest(args, {"seed", "store", "sets"})
         result = gj.split(
             self._store_of(args, stores), args["sets"], key=self._key(args),
-            checkpoint_dir=os.path.join(step_dir, "checkpoint"), manifest_path=False, **kw,
+            checkpoint_dir=os.path.join(step_dir, "checkpoint"), manifest_path=False,
+            **{"progress": progress, **kw},
         )  # fmt: skip
         _write_json(os.path.join(step_dir, "split.json"), {
             "sets": {k: _jsonable(v) for k, v in result.items()},

@@ -13,6 +13,7 @@ from goldener_jax.pipeline.data import (
     parse_reduce,
 )
 from goldener_jax.pipeline.engine import Outcome, Settings, pack_groups, run_selection, unit_order
+from goldener_jax.pipeline.groups import feasible_set_counts, pack_sets
 from goldener_jax.pipeline.methods import (
     AUTO,
     METHODS,
@@ -37,6 +38,8 @@ from goldener_jax.pipeline.representative import (
 )
 
 __all__ = [
+    "feasible_set_counts",
+    "pack_sets",
     "AUTO",
     "AutoSplitOptions",
     "METHODS",
