@@ -158,6 +158,12 @@ def _add_select_split(sub) -> None:
     spl = sub.add_parser("split", help="split samples into named sets (writes JSON + .npy)")
     _common(spl)
     spl.add_argument(
+        "--strict-sizes",
+        action="store_true",
+        help="with --groups: fail when whole groups cannot meet the set sizes exactly "
+        "(default: the nearest reachable sizes, reported)",
+    )
+    spl.add_argument(
         "--set",
         dest="sets",
         action="append",
@@ -379,6 +385,7 @@ def _run_split(args) -> int:
         key=jax.random.key(args.seed),
         leakage_threshold=args.leakage_threshold,
         manifest_path=os.path.join(args.out, "split.json"),
+        strict_sizes=args.strict_sizes,
         **kw,
         **_progress_kw(split, args.quiet),
     )

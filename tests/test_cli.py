@@ -175,6 +175,24 @@ def test_split_writes_everything_under_out(files, tmp_path):
     assert len(np.load(out / "a.npy")) == 30 and len(np.load(out / "b.npy")) == 30
 
 
+def test_split_with_groups_nearest_sizes_or_strict_error(files, tmp_path, capsys):
+    """60 samples in groups of 4 at 50/50: 30 is not reachable, the nearest (28/32 or 32/28) is
+    used and recorded; --strict-sizes turns that into a one-line error."""
+    np.save(tmp_path / "g.npy", np.arange(60) // 4)
+    argv = ["split", str(files / "x.npy"), "--set", "a=50%", "--set", "b=50%",
+            "--method", "random", "--groups", str(tmp_path / "g.npy")]  # fmt: skip
+    with pytest.warns(UserWarning, match="nearest"):
+        assert cli.main([*argv, "--out", str(tmp_path / "o"), "--quiet"]) == 0
+    a, b = np.load(tmp_path / "o" / "a.npy"), np.load(tmp_path / "o" / "b.npy")
+    assert sorted([len(a), len(b)]) == [28, 32] and len(np.union1d(a, b)) == 60
+    assert set(np.unique(np.arange(60)[a] // 4)).isdisjoint(np.arange(60)[b] // 4)
+    manifest = json.loads((tmp_path / "o" / "split.json").read_text())
+    assert manifest["group_counts"]["exact"] is False
+    _one_line_error(
+        capsys, [*argv, "--strict-sizes", "--out", str(tmp_path / "s")], "cannot satisfy"
+    )
+
+
 def test_evaluate_takes_a_store_like_its_vectors(files, tmp_path, capsys):
     common = ["--selection", str(files / "sel.npy"), "--seeds", "2", "--no-measures"]
     assert cli.main(["evaluate", str(files / "x.npy"), "--labels", str(files / "y.npy"),
