@@ -121,7 +121,8 @@ def select(
         chunks, method randomness, projections. Same key, same result.
       labels: per-sample labels ``[N]`` (ints / strings) or multi-hot ``[N, L]``; the selection
         is stratified by label (goldener's allocation rules, see the guide). A store's labels
-        are used when this is None.
+        are used when this is None; ``False`` uses no labels at all (e.g. an active-learning
+        round that must not see the store's ground truth).
       groups: per-sample group ids ``[N]`` (NaN ids are refused): a chosen sample brings its
         whole group. When no set of whole groups has exactly the requested count, the nearest
         reachable count is selected, with a warning (``Selection.group_counts``).

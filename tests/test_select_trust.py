@@ -186,3 +186,47 @@ def test_auto_split_progress_shows_its_stages(capsys):
     assert "split (auto)" in capsys.readouterr().err
     gj.split(_x(200), {"a": 0.5, "b": 0.5}, key=KEY, method="auto", progress=False)
     assert capsys.readouterr().err == ""
+
+
+def test_anchors_are_never_silently_ignored():
+    """Anchors (e.g. labelled samples) must steer the choice: ``auto`` picks its anchor-aware
+    method when its rule's choice would ignore them; an explicit method that would ignore them
+    is refused, naming the anchor-aware ones."""
+    x = np.random.default_rng(3).normal(size=(200, 4)).astype(np.float32)
+    anchors = np.arange(10)
+    plain = gj.select(x, 10, method="auto", key=jax.random.key(0))
+    assert plain.config["method"] == "kmeans_medoids"  # 5 % of the pool: the rule's small method
+    sel = gj.select(x, 10, method="auto", key=jax.random.key(0), anchors=anchors)
+    assert sel.config["method"] == "typical_kcenter"
+    assert sel.config["auto"]["anchored"] == "typical_kcenter"
+    want = gj.select(x, 10, method="typical_kcenter", key=jax.random.key(0), anchors=anchors)
+    np.testing.assert_array_equal(sel.indices, want.indices)
+    assert not set(sel.indices.tolist()) & set(anchors.tolist())
+    for method in ("kmeans_medoids", "random", "herding"):
+        with pytest.raises(ValueError, match=f"method '{method}' cannot use anchors.*kcenter"):
+            gj.select(x, 10, method=method, key=jax.random.key(0), anchors=anchors)
+
+
+def test_labels_false_ignores_a_stores_labels(tmp_path):
+    """A store described with labels stratifies by them by default; ``labels=False`` selects as
+    if there were none (same indices as the unlabelled array), and the config says so."""
+    from goldener_jax.describe import describe
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(96, 4)).astype(np.float32)
+    labels = np.repeat(np.arange(3), 32)
+
+    class OneRow:
+        fingerprint = "one-row"
+
+        def __call__(self, batch, *, mask=None, key=None):
+            return batch[:, None, :], batch[:, :1] > -1e9
+
+    store = describe(x, OneRow(), tmp_path / "s", labels=labels, batch_size=32, progress=False)
+    key = jax.random.key(0)
+    by_label = gj.select(store, 9, key=key, progress=False)
+    assert by_label.label_counts is not None and sorted(by_label.label_counts.values()) == [3] * 3
+    blind = gj.select(store, 9, key=key, labels=False, progress=False)
+    assert blind.label_counts is None
+    plain = gj.select(x, 9, key=key, progress=False)
+    np.testing.assert_array_equal(blind.indices, plain.indices)

@@ -87,7 +87,14 @@ def _load(store_or_array, labels, groups, sample_idx) -> tuple:
 
 
 def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Data:
-    x, sidx, labels, groups, fp = _load(store_or_array, labels, groups, sample_idx)
+    # labels=False: no labels at all, not even a store's (an active-learning selection must not
+    # be stratified by ground truth it may not see).
+    no_labels = labels is False
+    x, sidx, labels, groups, fp = _load(
+        store_or_array, None if no_labels else labels, groups, sample_idx
+    )
+    if no_labels:
+        labels = None
     if hasattr(x, "ndim") and x.ndim != 2:
         raise ValueError(f"vectors must be 2-D [n, d], got shape {tuple(x.shape)}")
     # Validated on the device, kept on the host: each task gathers its rows with NumPy (a jnp

@@ -29,7 +29,7 @@ from goldener_jax._allocation import (
     random_chunks,
 )
 from goldener_jax.pipeline.data import Data, full_hash, key_data
-from goldener_jax.pipeline.methods import check_options, resolve_method
+from goldener_jax.pipeline.methods import METHODS, check_options, resolve_method
 from goldener_jax.pipeline.progress import Progress, TaskLog
 
 __all__ = [
@@ -316,6 +316,34 @@ def _rule_record(rule):
     return {"rule": type(rule).__name__, **fields}
 
 
+def _anchor_aware(method, rule, settings: Settings, has_anchors: bool):
+    """``(method, selector, options)``; given anchors (e.g. labelled samples) must steer the
+    choice. A rule (``"auto"``) that chose a method which ignores anchors chooses its
+    ``anchored`` method instead (``typical_kcenter`` by default: anchor-aware, the best single
+    method on the held-out suite of issue 16); a method named explicitly that ignores anchors is
+    refused rather than silently ignoring them."""
+    options = check_options(method.name, method.options, settings.method_options)
+    selector = method.make(options, metric=settings.metric, mesh=settings.mesh)
+    if not has_anchors or selector.uses_anchors:
+        return method, selector, options
+    if rule is None:
+        aware = sorted(
+            name
+            for name, m in METHODS.items()
+            if m.make(
+                check_options(name, m.options, None), metric=settings.metric, mesh=None
+            ).uses_anchors
+        )
+        raise ValueError(
+            f"method {method.name!r} cannot use anchors (samples already chosen or labelled): it "
+            f"would ignore them. Use an anchor-aware method ({', '.join(aware)}) or "
+            'method="auto", or drop anchors'
+        )
+    method, _ = resolve_method(getattr(rule, "anchored", "typical_kcenter"), 0, 0)
+    options = check_options(method.name, method.options, settings.method_options)
+    return method, method.make(options, metric=settings.metric, mesh=settings.mesh), options
+
+
 def run_selection(
     data: Data,
     count_or_size,
@@ -345,11 +373,10 @@ def run_selection(
     total = num_alive if ratio_total is None else ratio_total
     ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, total)
     method, rule = resolve_method(settings.method, data.x.shape[0], count)
-    options = check_options(method.name, method.options, settings.method_options)
     mesh = settings.mesh
     if mesh is not None:
         gk.sharding.mesh_axis(mesh)  # a clear error for anything but a 1-D Mesh
-    selector = method.make(options, metric=settings.metric, mesh=mesh)
+    method, selector, options = _anchor_aware(method, rule, settings, anchor_samples.size > 0)
     config = {
         **base_config,
         "method": method.name,

@@ -195,11 +195,14 @@ class BudgetRule:
       threshold: the budget, as a fraction of the vectors, where the rule switches.
       small: the method below it.
       large: the method from it on.
+      anchored: the method when anchors are given (samples already chosen or labelled) and the
+        rule's choice would ignore them: an anchor-aware method.
     """
 
     threshold: float = 0.15
     small: str = "kmeans_medoids"
     large: str = "kcenter"
+    anchored: str = "typical_kcenter"
 
     def __call__(self, n: int, count: int) -> str:
         """The method name for ``count`` picks among ``n`` vectors."""
