@@ -216,3 +216,160 @@ def test_bad_arguments(kwargs, error, match):
     x, threshold = args.pop("x"), args.pop("threshold")
     with pytest.raises(error, match=match):
         gk.pairs_within(x, threshold, **args)
+
+
+def _numpy_pairs(x, y, threshold_sq):
+    """Exact integer brute force for larger inputs: every pair with squared distance
+    ``<= threshold_sq`` as ``(i, j, squared distance)``, closest first, ties by ``(i, j)``."""
+    xi = np.asarray(x).astype(np.int64)
+    yi = xi if y is None else np.asarray(y).astype(np.int64)
+    rows, cols, sq = [], [], []
+    for s in range(0, len(xi), 500):
+        d2 = ((xi[s : s + 500, None, :] - yi[None, :, :]) ** 2).sum(-1)
+        r, c = np.nonzero(d2 <= threshold_sq)
+        r = r + s
+        keep = c > r if y is None else np.ones(len(r), bool)
+        rows.append(r[keep]), cols.append(c[keep]), sq.append(d2[r[keep] - s, c[keep]])
+    rows, cols, sq = (np.concatenate(a) for a in (rows, cols, sq))
+    order = np.lexsort((cols, rows, sq))
+    return rows[order], cols[order], sq[order]
+
+
+# (n, m or None, block_size): more rows and columns than one 2048-column tile, blocks that do or
+# do not line up with the tiles, so the tile grid, its zero padding and the skipped tiles below
+# the diagonal all run.
+TILED = [(5000, None, None), (5000, None, 1000), (4500, 2600, None), (3000, 4200, 700)]
+
+
+@pytest.mark.parametrize(("n", "m", "block_size"), TILED)
+@pytest.mark.parametrize(("metric", "threshold"), [("euclidean", 1.0), ("sqeuclidean", 2.0)])
+def test_tiled_search_matches_numpy_brute_force(n, m, block_size, metric, threshold):
+    x = _grid(10, n, 4, -4, 4)
+    y = None if m is None else _grid(11, m, 4, -4, 4)
+    want_i, want_j, want_sq = _numpy_pairs(
+        x, y, threshold**2 if metric == "euclidean" else threshold
+    )
+    assert len(want_i) > 1000 and np.any(
+        want_sq == (threshold**2 if metric == "euclidean" else threshold)
+    )
+    i, j, d = gk.pairs_within(x, threshold, y=y, metric=metric, block_size=block_size)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(j, want_j)
+    np.testing.assert_array_equal(d, np.sqrt(want_sq) if metric == "euclidean" else want_sq)
+
+
+# Threshold 0 (not cosine) hashes rows instead of comparing blocks: the same pairs as the brute
+# force on integer rows with many repeats, -0.0 planted next to +0.0, several dtypes, x alone and
+# against y.
+@pytest.mark.parametrize("metric", ["euclidean", "sqeuclidean"])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("with_y", [False, True])
+def test_threshold_zero_hash_path_matches_brute_force(metric, dtype, with_y):
+    x = _grid(12, 300, 3, -1, 1).astype(dtype)  # 27 distinct rows: large groups
+    x[x == 0] = -0.0 * (np.arange(x.size).reshape(x.shape)[x == 0] % 2)  # half the zeros are -0.0
+    assert np.any(np.signbit(x) & (x == 0))
+    y = _grid(13, 120, 3, -1, 1).astype(dtype) if with_y else None
+    want_i, want_j, _ = _numpy_pairs(x, y, 0)
+    calls = []
+    i, j, d = gk.pairs_within(
+        x, 0.0, y=y, metric=metric, on_block=lambda r, p: calls.append((r, p))
+    )
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(j, want_j)
+    assert d.dtype == np.float64 and np.all(d == 0)
+    assert calls == [(300, len(want_i))]
+    got = gk.pairs_within(x, 0.0, y=y, metric=metric, max_pairs=17)
+    for a, b in zip(got, (want_i, want_j, d), strict=True):
+        np.testing.assert_array_equal(a, b[:17])
+
+
+def test_threshold_zero_rows_sharing_a_long_prefix():
+    """Rows equal on their first 128 bytes but not after: the prefix hash collides for all of
+    them, the whole-row hash and the byte comparison separate them."""
+    rng = np.random.default_rng(14)
+    x = np.zeros((400, 64), np.float32)
+    x[:, 40:] = rng.integers(0, 3, size=(150, 24))[rng.integers(0, 150, size=400)]  # repeats
+    want_i, want_j, _ = _numpy_pairs(x, None, 0)
+    assert 0 < len(want_i) < 2000
+    i, j, _ = gk.pairs_within(x, 0.0)
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(j, want_j)
+
+
+def test_threshold_zero_survives_every_hash_colliding(monkeypatch):
+    """Equal hashes are only a grouping key: with every hash equal, the byte comparison alone
+    must still find exactly the equal rows."""
+    import importlib
+
+    module = importlib.import_module("goldener_jax.kernels.pairs")
+    monkeypatch.setattr(module, "_row_hashes", lambda a, width=None: np.zeros(len(a), np.uint64))
+    x = _grid(15, 200, 2, -2, 2)
+    y = _grid(16, 90, 2, -2, 2)
+    for other in (None, y):
+        want_i, want_j, _ = _numpy_pairs(x, other, 0)
+        i, j, _ = gk.pairs_within(x, 0.0, y=other)
+        np.testing.assert_array_equal(i, want_i)
+        np.testing.assert_array_equal(j, want_j)
+
+
+def test_threshold_zero_still_rejects_non_finite_inputs():
+    x = np.zeros((5, 3), np.float32)
+    x[3, 2] = np.inf
+    with pytest.raises(ValueError, match=r"x contains NaN or Inf \(first at row 3, column 2\)"):
+        gk.pairs_within(x, 0.0)
+    with pytest.raises(ValueError, match=r"y contains NaN or Inf \(first at row 3, column 2\)"):
+        gk.pairs_within(np.zeros((2, 3), np.float32), 0.0, y=x)
+
+
+def _float64_cosine_pairs(x, y):
+    """The edge rule's own float64 cosine distance (module docstring) for every pair, same
+    einsum forms: the pairs at distance ``<= 0``."""
+    upper = y is None
+    y = x if upper else y
+    i, j = np.triu_indices(len(x), 1) if upper else np.indices((len(x), len(y))).reshape(2, -1)
+    u, v = x[i].astype(np.float64), y[j].astype(np.float64)
+    dot = np.einsum("ij,ij->i", u, v)
+    norms = np.einsum("ij,ij->i", u, u) * np.einsum("ij,ij->i", v, v)
+    cos = np.clip(dot / np.sqrt(np.where(norms > 0, norms, 1.0)), -1.0, 1.0)
+    keep = np.where(norms > 0, 1.0 - cos, 1.0) <= 0
+    order = np.lexsort((j[keep], i[keep]))
+    return i[keep][order], j[keep][order]
+
+
+@pytest.mark.parametrize("with_y", [False, True])
+def test_cosine_threshold_zero_finds_near_parallel_rows_the_edge_rule_accepts(with_y):
+    """Scaled copies of a few directions, rounded to float32: their float64 cosines round to 1
+    or just below, and rows counted at distance 0 need not have equal unit vectors, so no hash of
+    normalised rows could reproduce the edge rule; the window search must."""
+    rng = np.random.default_rng(17)
+    base = rng.normal(size=(6, 16))
+    label_x, label_y = rng.integers(0, 6, 240), rng.integers(0, 6, 90)
+    x = (base[label_x] * rng.uniform(0.3, 3.0, size=(240, 1))).astype(np.float32)
+    x[::7] = 0  # zero rows: distance 1 from everything
+    x[5::11, 3] = np.nextafter(x[5::11, 3], np.float32(np.inf))  # one ulp off in one component
+    y = (base[label_y] * rng.uniform(0.3, 3.0, size=(90, 1))).astype(np.float32)
+    other, label_o = (y, label_y) if with_y else (x, label_x)
+    y = y if with_y else None
+    want_i, want_j = _float64_cosine_pairs(x, y)
+    unit_a = x[want_i] / np.linalg.norm(x[want_i].astype(np.float64), axis=1, keepdims=True)
+    unit_b = other[want_j] / np.linalg.norm(other[want_j].astype(np.float64), axis=1, keepdims=True)
+    assert np.any(np.any(unit_a != unit_b, axis=1)), "every pair has equal unit vectors"
+    same_base = (label_x[:, None] == label_o[None, :]) & np.any(x != 0, axis=1)[:, None]
+    same_base &= np.any(other != 0, axis=1)[None, :]
+    same_base = np.triu(same_base, 1) if y is None else same_base
+    assert 0 < len(want_i) < int(same_base.sum())  # some near-parallel pairs are rejected
+    i, j, d = gk.pairs_within(x, 0.0, y=y, metric="cosine")
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(j, want_j)
+    assert np.all(d == 0)
+
+
+def test_threshold_zero_max_pairs_does_not_enumerate_a_huge_group():
+    """200,000 equal rows hold 2e10 pairs: with max_pairs only the rows holding the first pairs
+    by (i, j) are paired (enumerating them all would need hundreds of GB)."""
+    x = np.zeros((200_000, 8), np.float32)
+    x[1::2, 0] = 1.0  # two groups, interleaved
+    i, j, d = gk.pairs_within(x, 0.0, max_pairs=5)
+    assert i.tolist() == [0] * 5 and j.tolist() == [2, 4, 6, 8, 10] and d.tolist() == [0.0] * 5
+    i, j, _ = gk.pairs_within(x, 0.0, y=x[:7], max_pairs=4)
+    assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 0), (0, 2), (0, 4), (0, 6)]
