@@ -6,11 +6,19 @@ Seeding (``kmeans_plusplus``): the first seed is uniform, each next one is drawn
 proportional to the squared distance to the nearest seed so far (one mat-vec per seed, O(N)
 memory). Draw ``t`` uses ``jax.random.uniform(jax.random.fold_in(key, t))``: the index is the first
 ``i`` with ``cumsum(D^2)[i] > u * sum(D^2)`` among points not chosen yet, so seeds are distinct.
+``init="greedy"`` (greedy k-means++, scikit-learn's seeding) draws ``2 + int(log k)`` candidates
+per seed the same way and keeps the one that leaves the smallest potential; one
+``[N, d] x [d, trials]`` product per seed, so ``x`` is still read once per seed.
 
-Lloyd: each iteration assigns every point to its nearest centroid (``[block, k]`` distances at a
-time, ties to the lowest centroid index) and moves each centroid to the mean of its points; a
-cluster left empty keeps its centroid. The run stops after ``num_iters`` iterations or when an
-assignment repeats the previous one. The returned assignment is that of the returned centroids.
+Lloyd: each iteration assigns every point to its nearest centroid and moves each centroid to the
+mean of its points; a cluster left empty keeps its centroid. The assignment is the argmin over
+``|c|^2 - 2 x.c`` (one GEMM per cache-sized ``[block, k]`` block, ``|c|^2`` once per iteration,
+``|x|^2`` never needed), ties to the lowest centroid index by a halving argmin; the update is a
+segment sum (scatter-add of each row into its cluster, ``O(N d)``, no one-hot ``[N, k]``). The run
+stops after ``num_iters`` iterations or when an assignment repeats the previous one. The returned
+assignment is that of the returned centroids. (Before this form the scores were the clamped
+distances ``max(|x|^2 + |c|^2 - 2 x.c, 0)`` and the sums one-hot products: same clusters in exact
+arithmetic, rounding-level differences at near-ties; measured 3x faster per iteration.)
 
 Only the Euclidean geometry is supported (``"euclidean"`` and ``"sqeuclidean"`` give the same
 clusters); for cosine, normalise the rows first.
@@ -33,6 +41,7 @@ exact (quarter-integer data symmetric about 0) everything is bit-identical, cent
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -42,13 +51,12 @@ import jax.numpy as jnp
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
 from .distance import (
+    ROW_BLOCK_BUDGET,
     PointStats,
     accum_dtype,
     auto_block,
-    block_rank_distances,
     fold_row_blocks,
     point_rank_distances,
-    row_aux,
 )
 from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 from .typiclust import kmeans_medoids, typical_points, typicality
@@ -67,6 +75,8 @@ __all__ = [
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _KMEANS_METRICS = ("euclidean", "sqeuclidean")
+_ASSIGN_BLOCK_VALUES = 1 << 18
+_INITS = ("kmeans++", "greedy")
 
 
 class KMeansState(NamedTuple):
@@ -176,90 +186,190 @@ def _seed_body(x, key, *, n, k, axis):
     return seeds, collective.fetch_rows(x, ids, seeds, axis).astype(acc)
 
 
-@partial(jax.jit, static_argnames=("mesh", "n", "k"))
-def _seed(x, key, *, mesh, n, k):
-    return on_mesh(partial(_seed_body, n=n, k=k), mesh, (ROWS, ALL), (ALL, ALL))(x, key)
+def _greedy_seed_body(x, key, *, n, k, trials, axis):
+    """Greedy k-means++: each step draws ``trials`` candidates (with replacement, by the same
+    cumulative weights as ``_seed_body``; uniforms ``uniform(fold_in(key, t), [trials])``) and
+    keeps the one that leaves the smallest potential ``sum_i min(D_i, d(x_i, cand))^2``, the
+    first candidate on ties. One ``[m, d] x [d, trials]`` product per step: ``x`` is still read
+    once per seed."""
+    m = x.shape[0]
+    ids = collective.row_ids(m, axis)
+    big = collective.axis_size(axis) * m
+    padded = big != n
+    stats = _stats(x, n, axis)
+    acc = stats.sq.dtype
+    first = jax.random.randint(jax.random.fold_in(key, 0), (), 0, n).astype(jnp.int32)
+    row = collective.fetch_row(x, ids, first, axis)
+    min_d = point_rank_distances(x, stats, row, "euclidean").astype(acc)
+    min_d = collective.set_row(min_d, ids, first, 0.0)
+    taken = collective.set_row(ids >= n, ids, first, True)
+    seeds = jnp.full((k,), -1, jnp.int32).at[0].set(first)
+    many = jax.vmap(point_rank_distances, in_axes=(None, None, 0, None))
+
+    def body(t, carry):
+        seeds, min_d, taken = carry
+        w = jnp.where(taken, 0.0, min_d)
+        cum = jnp.cumsum(collective.all_gather(w, axis)[:n])
+        total = cum[-1]
+        cum = jax.lax.dynamic_slice_in_dim(jnp.pad(cum, (0, big - n)), ids[0], m)
+        u = jax.random.uniform(jax.random.fold_in(key, t), (trials,), acc)
+        hit = (cum[None, :] > (u * total)[:, None]) & ~taken[None, :]
+        hit = jnp.where(total > 0, hit, ~taken[None, :])
+        cand = jnp.min(jnp.where(hit, ids[None, :], big), axis=1)
+        cand = jnp.minimum(collective.pmin(cand, axis), n - 1).astype(jnp.int32)
+        rows = collective.fetch_rows(x, ids, cand, axis)
+        new = jnp.minimum(min_d[None, :], many(x, stats, rows, "euclidean").astype(acc))
+        if padded:
+            new = jnp.where(ids[None, :] < n, new, 0.0)
+        pot = collective.psum(jnp.sum(new, axis=1), axis)
+        best = jnp.argmin(pot)  # replicated potentials: the same pick everywhere, first on ties
+        idx = cand[best]
+        return (
+            seeds.at[t].set(idx),
+            collective.set_row(new[best], ids, idx, 0.0),
+            collective.set_row(taken, ids, idx, True),
+        )
+
+    seeds, _, _ = jax.lax.fori_loop(1, k, body, (seeds, min_d, taken))
+    return seeds, collective.fetch_rows(x, ids, seeds, axis).astype(acc)
 
 
-def _seeds_checked(x, k, key, mesh):
+def greedy_trials(k: int) -> int:
+    """Candidates per greedy k-means++ step: scikit-learn's default ``2 + int(log(k))``."""
+    return 2 + int(math.log(k))
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "trials"))
+def _seed(x, key, *, mesh, n, k, trials=1):
+    if trials == 1:
+        body = partial(_seed_body, n=n, k=k)
+    else:
+        body = partial(_greedy_seed_body, n=n, k=k, trials=trials)
+    return on_mesh(body, mesh, (ROWS, ALL), (ALL, ALL))(x, key)
+
+
+def _check_init(init) -> None:
+    if init not in _INITS:
+        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+
+
+def _trials(init: str, k: int) -> int:
+    return greedy_trials(k) if init == "greedy" else 1
+
+
+def _seeds_checked(x, k, key, mesh, init="kmeans++"):
     """``(seeds, centroids, x as placed)`` for validated arguments."""
     xs = _on_rows(x, mesh, 0)
-    seeds, rows = _seed(xs, replicate(key, mesh), mesh=mesh, n=x.shape[0], k=k)
+    seeds, rows = _seed(
+        xs, replicate(key, mesh), mesh=mesh, n=x.shape[0], k=k, trials=_trials(init, k)
+    )
     return seeds, rows, xs
 
 
-def kmeans_plusplus(x, n_clusters: int, key, *, mesh=None) -> jax.Array:
+def kmeans_plusplus(x, n_clusters: int, key, *, init: str = "kmeans++", mesh=None) -> jax.Array:
     """k-means++ seeds: int32 ``[n_clusters]`` distinct row indices of ``x``, deterministic for
-    ``key``. With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
-    and the same uniforms are drawn."""
+    ``key``. ``init="greedy"`` draws ``greedy_trials(n_clusters)`` candidates per seed and keeps
+    the one that lowers the potential most (scikit-learn's default seeding). With ``mesh`` (a 1-D
+    ``jax.sharding.Mesh``) the rows are sharded over its devices and the same uniforms are
+    drawn."""
     _check_key(key)
+    _check_init(init)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
-    return _seeds_checked(x, k, key, mesh)[0]
+    return _seeds_checked(x, k, key, mesh, init)[0]
 
 
 # --------------------------------------------------------------------------- Lloyd
 
 
+def _assign_block_rows(k: int, n_rows: int, block_size: int | None) -> int:
+    """Rows per assignment block: ``block_size`` if given, else ``[block, k]`` scores of about
+    256K values (1 MiB): the GEMM's output and the argmin over it then stay in cache (measured at
+    n = 100,000, d = 64, k = 100 on CPU: 1,024 to 4,096 rows take half the time of one block of
+    all rows)."""
+    if block_size is None:
+        block_size = max(256, _ASSIGN_BLOCK_VALUES // max(1, k))
+    return auto_block(k, n_rows, block_size)
+
+
+def _first_argmin_cols(scores):
+    """(column of the minimum of each row, lowest on ties; that minimum) of ``[b, k]`` scores,
+    by halving: column ``j`` meets column ``j + h`` and the right one wins only when strictly
+    smaller, so the lower index wins ties at every level. Elementwise over contiguous halves,
+    this vectorises on CPU where ``jnp.argmin`` over the minor axis (a variadic reduce) does
+    not (measured: the argmin cost as much as the GEMM before it; halving costs a fraction)."""
+    b, k = scores.shape
+    p = 1 << max(0, (k - 1).bit_length())
+    vals = jnp.pad(scores, ((0, 0), (0, p - k)), constant_values=jnp.inf)
+    idx = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
+    while p > 1:
+        p //= 2
+        right = vals[:, p:] < vals[:, :p]
+        vals = jnp.where(right, vals[:, p:], vals[:, :p])
+        idx = jnp.where(right, idx[:, p:], idx[:, :p])
+    return idx[:, 0], vals[:, 0]
+
+
 def _assign(x, centroids, block):
-    """(assignment [n], rank distance to the assigned centroid [n]); ``[block, k]`` at a time."""
-    n = x.shape[0]
+    """Assignment int32 ``[n]``: nearest centroid of each row, ``[block, k]`` at a time.
+
+    The argmin is over ``|c|^2 - 2 x.c`` (``|x|^2`` is the same for every centroid of a row, so
+    it is never computed): one GEMM per block plus ``|c|^2`` once per call, no clamp at 0 (which
+    could make distinct near-zero distances tie)."""
     acc = accum_dtype(x.dtype)
-    x_aux = row_aux(x, "euclidean")
-    c_aux = row_aux(centroids, "euclidean")
+    c = centroids.astype(x.dtype)
+    c_sq = jnp.sum(jnp.square(centroids.astype(acc)), axis=1)
 
-    def fold(rows, start, fresh_from, carry):
-        assign, dist = carry
-        aux = jax.lax.dynamic_slice_in_dim(x_aux, start, block)
-        d = block_rank_distances(rows, aux, centroids.astype(rows.dtype), c_aux, "euclidean")
-        a = jnp.argmin(d, axis=1).astype(jnp.int32)  # lowest index on ties
-        best = jnp.min(d, axis=1)
-        assign = jax.lax.dynamic_update_slice_in_dim(assign, a, start, axis=0)
-        dist = jax.lax.dynamic_update_slice_in_dim(dist, best.astype(acc), start, axis=0)
-        return assign, dist
+    def fold(rows, start, fresh_from, assign):
+        dots = jnp.dot(rows, c.T, precision=_HIGHEST, preferred_element_type=acc)
+        a, _ = _first_argmin_cols(c_sq[None, :] - 2.0 * dots)
+        return jax.lax.dynamic_update_slice_in_dim(assign, a, start, axis=0)
 
-    init = (jnp.zeros((n,), jnp.int32), jnp.zeros((n,), acc))
-    return fold_row_blocks(fold, x, block, init)
+    return fold_row_blocks(fold, x, block, jnp.zeros((x.shape[0],), jnp.int32))
 
 
 def _assign_rows(x, centroids, n, block, axis):
     """Nearest centroid of each row this device holds; ``-1`` for padding rows."""
-    a, _ = _assign(x, centroids, block)
+    a = _assign(x, centroids, block)
     if collective.axis_size(axis) * x.shape[0] != n:
         a = jnp.where(collective.row_ids(x.shape[0], axis) < n, a, -1)
     return a
 
 
-def _update(x, assignment, centroids, block, axis):
-    """Mean of each cluster's points over all devices (one-hot products, ``[block, k]`` at a
-    time, sums and counts ``psum``ed); an empty cluster keeps its centroid."""
+def _update(x, assignment, centroids, axis):
+    """Mean of each cluster's points over all devices: per-cluster sums by a segment sum (a
+    scatter-add of each row into its cluster's sum, ``O(n d)``, no one-hot ``[n, k]``), in row
+    blocks of at most ``ROW_BLOCK_BUDGET`` values when 16-bit rows must be widened (a block at a
+    time), over all rows at once otherwise; sums and counts ``psum``ed; an empty cluster keeps
+    its centroid. Padding rows (``-1``) are dropped by the segment sum."""
     k, d = centroids.shape
     acc = centroids.dtype
+    block = auto_block(d, x.shape[0], None, budget=ROW_BLOCK_BUDGET)
 
-    def fold(rows, start, fresh_from, carry):
-        sums, counts = carry
-        fresh = (start + jnp.arange(block)) >= fresh_from
+    def fold(rows, start, fresh_from, sums):
         a = jax.lax.dynamic_slice_in_dim(assignment, start, block)
-        onehot = (a[:, None] == jnp.arange(k)[None, :]) & fresh[:, None]
-        onehot = onehot.astype(acc)
-        sums = sums + jnp.dot(onehot.T, rows.astype(acc), precision=_HIGHEST)
-        return sums, counts + jnp.sum(onehot, axis=0)
+        a = jnp.where(start + jnp.arange(block) >= fresh_from, a, -1)  # rows seen already
+        return sums + jax.ops.segment_sum(rows.astype(acc), a, num_segments=k)
 
-    init = (jnp.zeros((k, d), acc), jnp.zeros((k,), acc))
-    sums, counts = collective.psum(fold_row_blocks(fold, x, block, init), axis)
+    if x.dtype == acc:  # nothing to widen: one scatter over all rows, no block copies
+        sums = jax.ops.segment_sum(x, assignment, num_segments=k)
+    else:
+        sums = fold_row_blocks(fold, x, block, jnp.zeros((k, d), acc))
+    counts = jax.ops.segment_sum(jnp.ones_like(assignment, acc), assignment, num_segments=k)
+    sums, counts = collective.psum((sums, counts), axis)
     safe = jnp.where(counts > 0, counts, 1.0)
     return jnp.where(counts[:, None] > 0, sums / safe[:, None], centroids)
 
 
 def _run_body(state, x, max_steps, num_iters, *, n, block_size, axis):
-    block = auto_block(state.centroids.shape[0], x.shape[0], block_size)
+    block = _assign_block_rows(state.centroids.shape[0], x.shape[0], block_size)
     stop = jnp.minimum(num_iters, state.iteration + max_steps)
 
     # `x` is closed over, not carried.
     def body(s):
         a = _assign_rows(x, s.centroids, n, block, axis)
         changed = collective.psum(jnp.any(a != s.assignment).astype(jnp.int32), axis) > 0
-        centroids = _update(x, a, s.centroids, block, axis)
+        centroids = _update(x, a, s.centroids, axis)
         return KMeansState(centroids, a, s.iteration + 1, changed)
 
     return jax.lax.while_loop(lambda s: (s.iteration < stop) & s.changed, body, state)
@@ -273,7 +383,7 @@ def _run(state, x, max_steps, num_iters, *, mesh, n, block_size):
 
 
 def _assign_body(x, centroids, *, n, block_size, axis):
-    block = auto_block(centroids.shape[0], x.shape[0], block_size)
+    block = _assign_block_rows(centroids.shape[0], x.shape[0], block_size)
     return _assign_rows(x, centroids, n, block, axis)
 
 
@@ -320,6 +430,7 @@ def kmeans_init(
     *,
     metric: str = "euclidean",
     block_size: int | None = None,
+    init: str = "kmeans++",
     mesh=None,
 ) -> KMeansState:
     """Initial state: k-means++ seeds from ``key`` as centroids, no assignment yet.
@@ -330,6 +441,8 @@ def kmeans_init(
       key: a ``jax.random.key``.
       metric: ``"euclidean"`` or ``"sqeuclidean"`` (same clusters).
       block_size: accepted for symmetry with ``kmeans_run``.
+      init: ``"kmeans++"`` (one candidate per seed) or ``"greedy"`` (greedy k-means++, see
+        ``kmeans_plusplus``).
       mesh: optional 1-D ``jax.sharding.Mesh``: the seeds are drawn over rows sharded on its
         devices (the same seeds as on one device).
 
@@ -338,10 +451,11 @@ def kmeans_init(
     """
     _check_metric(metric)
     _check_key(key)
+    _check_init(init)
     check_block_size(block_size)
     x = as_float_matrix(x, "x")
     k = _check_clusters(n_clusters, x.shape[0])
-    return _new_state(_seeds_checked(x, k, key, mesh)[1], x.shape[0])
+    return _new_state(_seeds_checked(x, k, key, mesh, init)[1], x.shape[0])
 
 
 def kmeans_run(
@@ -394,6 +508,7 @@ def kmeans(
     num_iters: int = 100,
     metric: str = "euclidean",
     block_size: int | None = None,
+    init: str = "kmeans++",
     mesh=None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact k-means (Lloyd) from k-means++ seeds drawn from ``key``.
@@ -404,8 +519,10 @@ def kmeans(
       key: a ``jax.random.key``; same key, same result.
       num_iters: at most this many Lloyd iterations (stops earlier on convergence).
       metric: ``"euclidean"`` or ``"sqeuclidean"``.
-      block_size: rows assigned at once (``[block_size, n_clusters]`` distances); ``None`` picks
-        blocks of at most 16M values.
+      block_size: rows assigned at once (``[block_size, n_clusters]`` scores); ``None`` picks
+        blocks of about 256K values (cache-sized).
+      init: ``"kmeans++"`` (default) or ``"greedy"``: greedy k-means++, ``2 + int(log k)``
+        candidates per seed, the one lowering the potential most kept (scikit-learn's seeding).
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are sharded
         over its devices; assignments are local, the per-cluster sums and counts ``psum``ed.
         The seeds equal the single-device ones; the centroids may differ in their last bits
@@ -418,11 +535,12 @@ def kmeans(
     """
     _check_metric(metric)
     _check_key(key)
+    _check_init(init)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
     n = x.shape[0]
     k = _check_clusters(n_clusters, n)
     num_iters = _check_iters(num_iters)
-    _, centroids, xs = _seeds_checked(x, k, key, mesh)
+    _, centroids, xs = _seeds_checked(x, k, key, mesh, init)
     state = _run_checked(_new_state(centroids, n), xs, n, num_iters, num_iters, block_size, mesh)
     return state.centroids, _assign_checked(xs, n, state.centroids, block_size, mesh)

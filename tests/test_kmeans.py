@@ -123,6 +123,97 @@ def test_kmeans_is_deterministic_and_jit_equals_no_jit():
     np.testing.assert_array_equal(np.asarray(aj), np.asarray(a1))
 
 
+def greedy_ref(x, k, key, trials):
+    """Greedy k-means++ with the kernel's documented draws (float64)."""
+    x = np.asarray(x, np.float64)
+    n = x.shape[0]
+    first = int(jax.random.randint(jax.random.fold_in(key, 0), (), 0, n))
+    seeds = [first]
+    min_d = ((x - x[first]) ** 2).sum(1)
+    min_d[first] = 0.0
+    taken = np.zeros(n, bool)
+    taken[first] = True
+    for t in range(1, k):
+        w = np.where(taken, 0.0, min_d)
+        cum = np.cumsum(w)
+        us = np.asarray(jax.random.uniform(jax.random.fold_in(key, t), (trials,), np.float32))
+        cands = []
+        for u in us:
+            hit = (cum > float(u) * cum[-1]) & ~taken if cum[-1] > 0 else ~taken
+            cands.append(int(np.flatnonzero(hit)[0]))
+        new = [np.minimum(min_d, ((x - x[c]) ** 2).sum(1)) for c in cands]
+        best = int(np.argmin([v.sum() for v in new]))
+        i = cands[best]
+        seeds.append(i)
+        taken[i] = True
+        min_d = new[best]
+        min_d[i] = 0.0
+    return seeds
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_greedy_seeding_matches_reference_on_exact_arithmetic(seed):
+    x = np.random.default_rng(seed).integers(-4, 5, size=(80, 3)).astype(np.float32)
+    key = jax.random.key(seed)
+    k = 11
+    trials = 2 + int(np.log(k))
+    got = [int(i) for i in gk.kmeans_plusplus(x, k, key, init="greedy")]
+    assert got == greedy_ref(x, k, key, trials)
+    assert len(set(got)) == k
+
+
+@pytest.mark.parametrize("devices", [3, 8])
+def test_greedy_seeding_on_a_mesh_equals_one_device(devices):
+    # Quarter-integer data: every sum is exact, so the potentials agree bit for bit.
+    x = (np.random.default_rng(7).integers(-8, 9, size=(101, 4)) / 4).astype(np.float32)
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    want = np.asarray(gk.kmeans_plusplus(x, 9, KEY, init="greedy"))
+    got = np.asarray(gk.kmeans_plusplus(x, 9, KEY, init="greedy", mesh=mesh))
+    np.testing.assert_array_equal(got, want)
+    c1, a1 = gk.kmeans(x, 9, KEY, num_iters=10, init="greedy")
+    c2, a2 = gk.kmeans(x, 9, KEY, num_iters=10, init="greedy", mesh=mesh)
+    np.testing.assert_allclose(np.asarray(c2), np.asarray(c1), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(a2), np.asarray(a1))
+
+
+def test_greedy_seeding_with_duplicates_stays_distinct():
+    x = np.zeros((6, 2), np.float32)
+    got = gk.kmeans_plusplus(x, 6, KEY, init="greedy")
+    assert sorted(int(i) for i in got) == list(range(6))
+
+
+def test_greedy_init_runs_lloyd_from_its_seeds():
+    x = _blobs(seed=4)
+    seeds = [int(i) for i in gk.kmeans_plusplus(x, 5, KEY, init="greedy")]
+    cent, assign = gk.kmeans(x, 5, KEY, num_iters=50, init="greedy")
+    ref_c, ref_a = lloyd_ref(x, seeds, 50)
+    np.testing.assert_allclose(np.asarray(cent), ref_c, atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(assign), ref_a)
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "k", "block_size"),
+    [(50, 3, 1, None), (50, 3, 2, None), (97, 5, 7, 13), (300, 8, 33, None), (64, 4, 64, 5)],
+)
+def test_assign_matches_brute_force(n, d, k, block_size):
+    rng = np.random.default_rng(n + k)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    c = rng.normal(size=(k, d)).astype(np.float32)
+    got = np.asarray(gk.kmeans_assign(x, c, block_size=block_size))
+    ref = ((x.astype(np.float64)[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_assign_ties_go_to_the_lowest_centroid():
+    # Every centroid is duplicated; integer data makes all distances exact.
+    x = np.random.default_rng(0).integers(-3, 4, size=(40, 2)).astype(np.float32)
+    c = np.array([[1, 1], [0, 0], [1, 1], [0, 0], [-2, 1], [-2, 1]], np.float32)
+    got = np.asarray(gk.kmeans_assign(x, c, block_size=7))
+    d = ((x[:, None] - c[None]) ** 2).sum(-1)
+    ref = np.array([int(np.flatnonzero(r == r.min())[0]) for r in d])
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_chunked_run_equals_one_run():
     x = _blobs(seed=4)
     state = gk.kmeans_init(x, 6, KEY)
@@ -164,6 +255,10 @@ def test_bad_inputs_raise_clear_errors():
         gk.kmeans(x, 2, KEY, metric="cosine")
     with pytest.raises(ValueError, match="num_iters"):
         gk.kmeans(x, 2, KEY, num_iters=-1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        gk.kmeans(x, 2, KEY, init="random")
+    with pytest.raises(ValueError, match="init must be one of"):
+        gk.kmeans_plusplus(x, 2, KEY, init="k-means++")
     with pytest.raises(ValueError, match="assignment"):
         gk.kmeans_medoids(x, x[:2], np.zeros(9, np.int32))
     with pytest.raises(ValueError, match="min_cluster_size"):

@@ -18,6 +18,8 @@ BENCHMARKS = {
     "split": "split",
     "quality": "quality",
     "split-quality": "split_quality",
+    "pairs": "pairs",
+    "kmeans": "kmeans",
 }
 
 

@@ -1,0 +1,277 @@
+"""k-means: Lloyd iteration time and final inertia against scikit-learn, in the same run.
+
+Speed: the same data and the same initial centroids (our k-means++ seeds) for both;
+``kmeans_run`` and ``sklearn.cluster.KMeans(algorithm="lloyd", n_init=1, tol=0)`` are each timed
+for ``--iters-short`` and ``--iters-long`` iterations (best of ``--repeats``) and the
+per-iteration time is the difference over the difference in iterations, so the one-off costs
+(sklearn's input checks and copies, our dispatch) cancel. Results: both runs continued to
+convergence (at most ``--max-iter`` iterations) from those centroids; the inertia of each final
+clustering is computed here in float64.
+
+Seeding (``--seeding-seeds`` > 0): on several datasets (digits raw, a Gaussian mixture, uniform)
+the final inertia after Lloyd from our k-means++ seeds, from our greedy k-means++ seeds
+(``init="greedy"``) and from scikit-learn's own (greedy) k-means++ with ``n_init=1``, over
+several seeds each.
+
+scikit-learn is optional: without it only our side is measured.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from goldener_jax import kernels as gk
+from goldener_jax.benchmarks._machine import machine_summary
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--n", type=int, default=100_000, help="points")
+    parser.add_argument("--d", type=int, default=64, help="dimensions")
+    parser.add_argument("--k", type=int, default=100, help="clusters")
+    parser.add_argument(
+        "--data", choices=["normal", "mixture", "uniform"], default="normal", help="timed data"
+    )
+    parser.add_argument("--iters-short", type=int, default=2)
+    parser.add_argument("--iters-long", type=int, default=12)
+    parser.add_argument("--max-iter", type=int, default=300, help="iterations to convergence")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    parser.add_argument(
+        "--sklearn-threads",
+        default="0,1",
+        help="comma-separated thread counts sklearn is timed with (0: its default)",
+    )
+    parser.add_argument(
+        "--seeding-seeds", type=int, default=3, help="seeds per dataset in the seeding table"
+    )
+    parser.add_argument("--seeding-k", type=int, default=30, help="clusters in the seeding table")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    if kind == "normal":
+        return rng.normal(size=(n, d)).astype(np.float32)
+    if kind == "uniform":
+        return rng.uniform(size=(n, d)).astype(np.float32)
+    if kind == "mixture":  # 50 Gaussians of random widths around random centres
+        centres = rng.normal(scale=4.0, size=(50, d))
+        scale = rng.uniform(0.3, 2.0, size=50)
+        lab = rng.integers(0, 50, n)
+        return (centres[lab] + scale[lab, None] * rng.normal(size=(n, d))).astype(np.float32)
+    raise ValueError(kind)
+
+
+def inertia(x: np.ndarray, centroids: np.ndarray) -> float:
+    """Sum of squared distances to the nearest centroid, float64, blocked."""
+    x = np.asarray(x, np.float64)
+    c = np.asarray(centroids, np.float64)
+    c_sq = (c * c).sum(1)
+    total = 0.0
+    for s in range(0, len(x), 8192):
+        r = x[s : s + 8192]
+        d = (r * r).sum(1)[:, None] + c_sq[None] - 2.0 * r @ c.T
+        total += float(np.maximum(d.min(1), 0.0).sum())
+    return total
+
+
+def _best(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _threads(n: int):
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n) if n > 0 else threadpool_limits(None)
+
+
+def _sk_fit(x, init, max_iter, threads):
+    from sklearn.cluster import KMeans
+
+    m = KMeans(len(init), init=init, n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd")
+    with _threads(threads):
+        m.fit(x)
+    return m
+
+
+def _ours(state, xj, iters):
+    out = gk.kmeans_run(state, xj, num_iters=iters)
+    out.centroids.block_until_ready()
+    return out
+
+
+def _faiss_fit(faiss, x, c0, iters, threads):
+    """faiss ``Kmeans`` from ``c0`` on all points (no subsampling) with ``threads`` threads."""
+    default = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        km = faiss.Kmeans(x.shape[1], len(c0), niter=iters, max_points_per_centroid=len(x), seed=0)
+        km.train(x, init_centroids=c0)
+    finally:
+        faiss.omp_set_num_threads(default)
+    return iters
+
+
+def _contenders(state, xj, x, c0, sklearn_threads) -> dict:
+    """name -> fit(iters) returning the iterations done; ours first, then the installed peers."""
+    out = {"ours": lambda it: int(_ours(state, xj, it).iteration)}
+    try:
+        import sklearn  # noqa: F401
+
+        for th in sklearn_threads:
+            name = f"sklearn_threads_{th or 'default'}"
+            out[name] = lambda it, th=th: int(_sk_fit(x, c0, it, th).n_iter_)
+    except ImportError:
+        pass
+    try:
+        import faiss
+
+        for th in (1, faiss.omp_get_max_threads()):
+            out[f"faiss_threads_{th}"] = lambda it, th=th: _faiss_fit(faiss, x, c0, it, th)
+    except ImportError:
+        pass
+    return out
+
+
+def run(args) -> dict:
+    x = make_data(args.data, args.n, args.d, args.seed)
+    xj = jnp.asarray(x)
+    key = jax.random.key(args.seed)
+    state = gk.kmeans_init(xj, args.k, key)
+    c0 = np.asarray(state.centroids)
+    lo, hi = args.iters_short, args.iters_long
+    threads = [int(t) for t in str(args.sklearn_threads).split(",")]
+    fits = _contenders(state, xj, x, c0, threads)
+
+    # Rounds interleave the contenders so that each sees the same share of the machine's load
+    # (other people's jobs): best of `repeats` per contender and iteration count.
+    iters = {name: (fit(lo), fit(hi)) for name, fit in fits.items()}  # warm-up / compile
+    best = {name: [float("inf"), float("inf")] for name in fits}
+    for _ in range(args.repeats):
+        for name, fit in fits.items():
+            for j, it in enumerate((lo, hi)):
+                t0 = time.perf_counter()
+                fit(it)
+                best[name][j] = min(best[name][j], time.perf_counter() - t0)
+    per_iter = {
+        name: (best[name][1] - best[name][0]) / max(1, iters[name][1] - iters[name][0])
+        for name in fits
+    }
+    ours_iter = per_iter["ours"]
+    result = {
+        "benchmark": "kmeans",
+        "n": args.n,
+        "d": args.d,
+        "k": args.k,
+        "data": args.data,
+        "repeats": args.repeats,
+        "ours_iterations": list(iters["ours"]),
+        "ours_per_iter_s": ours_iter,
+        "peers": [
+            {
+                "name": name,
+                "iterations": list(iters[name]),
+                "per_iter_s": per_iter[name],
+                "ours_speedup": per_iter[name] / ours_iter,
+            }
+            for name in fits
+            if name != "ours"
+        ],
+        "machine": machine_summary(),
+    }
+    final = gk.kmeans_run(state, xj, num_iters=args.max_iter)
+    result["ours_final_iterations"] = int(final.iteration)
+    result["ours_final_inertia"] = inertia(x, np.asarray(final.centroids))
+
+    try:
+        import sklearn
+    except ImportError:
+        sklearn = None
+    if sklearn is not None:
+        m = _sk_fit(x, c0, args.max_iter, 0)
+        result.update(
+            sklearn=sklearn.__version__,
+            sklearn_final_iterations=int(m.n_iter_),
+            sklearn_final_inertia=inertia(x, m.cluster_centers_),
+        )
+        result["inertia_ratio_ours_over_sklearn"] = (
+            result["ours_final_inertia"] / result["sklearn_final_inertia"]
+        )
+    if args.seeding_seeds > 0:
+        result["seeding"] = _seeding_table(args, sklearn is not None)
+    _print(result)
+    return result
+
+
+def _datasets(seed: int, main=None) -> dict:
+    out = {} if main is None else {main[0]: main[1]}
+    try:
+        from sklearn.datasets import load_digits
+
+        out["digits_raw"] = load_digits().data.astype(np.float32)
+    except ImportError:
+        pass
+    out["mixture_20000x32"] = make_data("mixture", 20_000, 32, seed)
+    out["uniform_20000x16"] = make_data("uniform", 20_000, 16, seed)
+    return out
+
+
+def _seeding_table(args, with_sklearn: bool) -> list[dict]:
+    rows = []
+    main = (f"{args.data}_{args.n}x{args.d}", make_data(args.data, args.n, args.d, args.seed))
+    for name, x in _datasets(args.seed, main).items():
+        k = args.k if name == main[0] else args.seeding_k
+        xj = jnp.asarray(x)
+        row = {"data": name, "n": int(x.shape[0]), "d": int(x.shape[1]), "k": k}
+        for init in ("kmeans++", "greedy"):
+            vals = []
+            for s in range(args.seeding_seeds):
+                c, _ = gk.kmeans(xj, k, jax.random.key(s), num_iters=args.max_iter, init=init)
+                vals.append(inertia(x, np.asarray(c)))
+            row[f"ours_{init}"] = vals
+        if with_sklearn:
+            from sklearn.cluster import KMeans
+
+            vals = []
+            for s in range(args.seeding_seeds):
+                m = KMeans(k, n_init=1, random_state=s, max_iter=args.max_iter, tol=0.0)
+                vals.append(inertia(x, m.fit(x).cluster_centers_))
+            row["sklearn_greedy"] = vals
+        for key in [c for c in row if c.startswith(("ours_", "sklearn_"))]:
+            row[f"{key}_mean"] = float(np.mean(row[key]))
+        rows.append(row)
+    return rows
+
+
+def _print(r: dict) -> None:
+    m = r["machine"]
+    print(f"k-means Lloyd  n={r['n']:,} d={r['d']} k={r['k']} data={r['data']}")
+    print(f"  machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}")
+    print(f"  ours:    {r['ours_per_iter_s'] * 1e3:.1f} ms/iteration (best of {r['repeats']})")
+    for p in r["peers"]:
+        print(
+            f"  {p['name']}: {p['per_iter_s'] * 1e3:.1f} ms/iteration -> ours is "
+            f"{p['ours_speedup']:.2f}x its speed"
+        )
+    if "sklearn_final_inertia" in r:
+        print(
+            f"  final inertia from the same seeds: ours {r['ours_final_inertia']:.6g} "
+            f"({r['ours_final_iterations']} it), sklearn {r['sklearn_final_inertia']:.6g} "
+            f"({r['sklearn_final_iterations']} it), ratio "
+            f"{r['inertia_ratio_ours_over_sklearn']:.6f}"
+        )
+    for row in r.get("seeding", []):
+        parts = [
+            f"{key} {row[key + '_mean']:.6g}"
+            for key in ("ours_kmeans++", "ours_greedy", "sklearn_greedy")
+            if key in row
+        ]
+        print(f"  seeding, mean final inertia on {row['data']} (k={row['k']}): " + ", ".join(parts))
