@@ -61,6 +61,7 @@ from goldener_jax.select import (  # select and the selection method registry
     BudgetRule,
     Selection,
     SelectionMethod,
+    SuiteRule,
     register_method,
     select,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "near_duplicates",
     "METHODS",
     "BudgetRule",
+    "SuiteRule",
     "Selection",
     "SelectionMethod",
     "Split",

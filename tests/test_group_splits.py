@@ -212,8 +212,9 @@ def test_select_group_packing_keeps_the_picks_first():
     # stays the method's: the exact 978 of kcenter begin with its first picks.
     groups = np.arange(N6) // 6
     x = _x(N6)
-    small = gj.select(x, 60, key=KEY, groups=groups, progress=False)  # reachable greedily
-    big = gj.select(x, 978, key=KEY, groups=groups, progress=False)
+    # 60 is reachable greedily
+    small = gj.select(x, 60, key=KEY, method="kcenter", groups=groups, progress=False)
+    big = gj.select(x, 978, key=KEY, method="kcenter", groups=groups, progress=False)
     np.testing.assert_array_equal(big.indices[:60], small.indices)
 
 

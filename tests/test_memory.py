@@ -66,12 +66,15 @@ def test_compiled_k_center_temporaries_are_o_n(metric):
     anchors = jax.ShapeDtypeStruct((500, d), jnp.float32)
     budget = 8 * 4 * n  # eight float32 N-vectors
     assert _temp_bytes(_checks._all_finite.lower(x)) < budget
-    init = kc._init.lower(x, None, k=k, metric=metric, block_size=None)
+    init = kc._init.lower(x, None, mesh=None, n=n, k=k, metric=metric, block_size=None)
     assert _temp_bytes(init) < budget
-    with_anchors = kc._init.lower(x, anchors, k=k, metric=metric, block_size=2)
+    with_anchors = kc._init.lower(x, anchors, mesh=None, n=n, k=k, metric=metric, block_size=2)
     assert _temp_bytes(with_anchors) < budget + 2 * 4 * n  # plus one [n, 2] distance block
-    state = jax.eval_shape(lambda a: kc._init(a, None, k=k, metric=metric, block_size=None), x)
-    assert _temp_bytes(kc._run.lower(state, x, jnp.int32(k), metric=metric)) < budget
+    state = jax.eval_shape(
+        lambda a: kc._init(a, None, mesh=None, n=n, k=k, metric=metric, block_size=None), x
+    )
+    run = kc._run.lower(state, x, jnp.int32(k), mesh=None, n=n, metric=metric)
+    assert _temp_bytes(run) < budget
 
 
 def test_compiled_greedy_temporaries_are_one_block():
@@ -81,8 +84,10 @@ def test_compiled_greedy_temporaries_are_one_block():
 
     n, d, block = 1_000_000, 64, 32
     x = jax.ShapeDtypeStruct((n, d), jnp.float32)
-    init = greedy._init.lower(x, k=10, metric="euclidean", block_size=block)
+    init = greedy._init.lower(x, mesh=None, n=n, k=10, metric="euclidean", block_size=block)
     assert _temp_bytes(init) < 3 * block * n * 4 + 16 * 4 * n
-    state = jax.eval_shape(lambda a: greedy._init(a, k=10, metric="euclidean", block_size=block), x)
-    run = greedy._run.lower(state, x, jnp.int32(10), mode="farthest", metric="euclidean")
+    state = jax.eval_shape(
+        lambda a: greedy._init(a, mesh=None, n=n, k=10, metric="euclidean", block_size=block), x
+    )
+    run = greedy._run.lower(state, x, jnp.int32(10), mesh=None, mode="farthest", metric="euclidean")
     assert _temp_bytes(run) < 3 * 16 * n * 4 + 16 * 4 * n  # one batch of recomputed rows

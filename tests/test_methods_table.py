@@ -178,8 +178,10 @@ def test_options_are_typed_and_fingerprinted_by_value():
 
 def test_auto_is_a_rule_object():
     x = _x()
-    assert gj.select(x, 5, method="auto", key=KEY).config["method"] == "kmeans_medoids"
-    assert gj.select(x, 20, method="auto", key=KEY).config["method"] == "kcenter"
+    n = x.shape[0]
+    small, large = int(0.071 * n) - 1, int(0.071 * n) + 2  # either side of the switch
+    assert gj.select(x, small, method="auto", key=KEY).config["method"] == "typical_kcenter"
+    assert gj.select(x, large, method="auto", key=KEY).config["method"] == "probcover"
     rule = gj.BudgetRule(threshold=0.01)
     sel = gj.select(x, 5, method=rule, key=KEY)
     assert sel.config["method"] == "kcenter"
@@ -188,7 +190,10 @@ def test_auto_is_a_rule_object():
         "threshold": 0.01,
         "small": "kmeans_medoids",
         "large": "kcenter",
+        "anchored": "typical_kcenter",
     }
+    big = gj.SuiteRule()
+    assert big(50_001, 100) == "kmeans_medoids" and big(50_001, 10_000) == "kcenter"  # scalable
     assert (
         gj.BudgetRule()(1000, 149) == "kmeans_medoids" and gj.BudgetRule()(1000, 150) == "kcenter"
     )

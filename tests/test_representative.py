@@ -84,7 +84,7 @@ def test_representative_methods_avoid_planted_outliers(method):
     sel = gj.select(x, 12, key=KEY, method=method, coverage=False)
     assert not is_out[sel.indices].any()
     # ... whereas k-center, built for coverage, takes them first.
-    assert is_out[gj.select(x, 5, key=KEY, coverage=False).indices].sum() >= 4
+    assert is_out[gj.select(x, 5, key=KEY, method="kcenter", coverage=False).indices].sum() >= 4
 
 
 def test_budget_auto_rule():
@@ -93,11 +93,10 @@ def test_budget_auto_rule():
     assert rule(1000, 149) == "kmeans_medoids"
     assert rule(1000, 150) == "kcenter"
     _, x = _mixture(100)
-    # The budget rule is method="auto"'s default; a rule object can be passed as the method.
-    assert gj.select(x, 5, key=KEY, method="auto").config["method"] == "kmeans_medoids"
-    assert gj.select(x, 30, key=KEY, method="auto").config["method"] == "kcenter"
+    # A rule object can be passed as the method; method="auto" is the suite-fitted rule.
     assert gj.select(x, 5, key=KEY, method=BudgetRule()).config["method"] == "kmeans_medoids"
-    assert AUTO == BudgetRule()
+    assert gj.select(x, 30, key=KEY, method=BudgetRule()).config["method"] == "kcenter"
+    assert AUTO == gj.SuiteRule()
 
 
 # --------------------------------------------------------------------------- ProbCover

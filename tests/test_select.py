@@ -21,7 +21,7 @@ def _x(n=120, d=6, seed=0):
 
 def test_plain_kcenter_equals_the_kernel():
     x = _x()
-    sel = gj.select(x, 15, key=KEY)
+    sel = gj.select(x, 15, key=KEY, method="kcenter")
     np.testing.assert_array_equal(sel.indices, np.asarray(gk.greedy_k_center(x, 15)))
     assert sel.label_counts is None and sel.config["count"] == 15
     d = np.sqrt(((x[:, None] - x[sel.indices][None]) ** 2).sum(-1)).min(1)
@@ -49,7 +49,7 @@ def test_stratified_counts_follow_the_reference_rules():
 def test_multi_vector_samples_count_distinct_samples():
     x = _x(90)
     sample_idx = np.repeat(np.arange(30), 3)  # 3 vectors per sample
-    sel = gj.select(x, 12, key=KEY, sample_idx=sample_idx)
+    sel = gj.select(x, 12, key=KEY, method="kcenter", sample_idx=sample_idx)
     assert len(sel) == 12 and len(set(sel.indices.tolist())) == 12
     assert set(sel.indices.tolist()) <= set(range(30))
     # The first picks are those of k-center over the vectors, mapped to their samples.
@@ -73,7 +73,7 @@ def test_multi_label_samples_count_for_every_label():
 def test_anchors_are_never_returned_and_steer_the_choice():
     x = _x()
     anchors = np.array([3, 7, 50])
-    sel = gj.select(x, 10, key=KEY, anchors=anchors)
+    sel = gj.select(x, 10, key=KEY, method="kcenter", anchors=anchors)
     assert not set(sel.indices.tolist()) & set(anchors.tolist())
     want = gk.greedy_k_center(np.delete(x, anchors, 0), 10, anchors=x[anchors])
     np.testing.assert_array_equal(sel.indices, np.delete(np.arange(120), anchors)[want])
@@ -268,4 +268,5 @@ def test_registered_methods_plug_in_and_auto_resolves():
     finally:
         METHODS.pop("first_k")
     auto = gj.select(_x(), 5, key=KEY, method="auto")  # 5 of 120: a small budget
-    assert auto.config["method"] == "kmeans_medoids"
+    assert auto.config["method"] == "typical_kcenter"
+    assert gj.select(_x(), 12, key=KEY).config["method"] == "probcover"  # the default is auto

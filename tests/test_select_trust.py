@@ -194,9 +194,10 @@ def test_anchors_are_never_silently_ignored():
     is refused, naming the anchor-aware ones."""
     x = np.random.default_rng(3).normal(size=(200, 4)).astype(np.float32)
     anchors = np.arange(10)
-    plain = gj.select(x, 10, method="auto", key=jax.random.key(0))
-    assert plain.config["method"] == "kmeans_medoids"  # 5 % of the pool: the rule's small method
-    sel = gj.select(x, 10, method="auto", key=jax.random.key(0), anchors=anchors)
+    rule = gj.BudgetRule()  # 5 % of the pool: k-means medoids, which ignore anchors
+    plain = gj.select(x, 10, method=rule, key=jax.random.key(0))
+    assert plain.config["method"] == "kmeans_medoids"
+    sel = gj.select(x, 10, method=rule, key=jax.random.key(0), anchors=anchors)
     assert sel.config["method"] == "typical_kcenter"
     assert sel.config["auto"]["anchored"] == "typical_kcenter"
     want = gj.select(x, 10, method="typical_kcenter", key=jax.random.key(0), anchors=anchors)

@@ -25,7 +25,9 @@ def test_every_sample_in_exactly_one_set_with_largest_remainder_counts():
     assert sum(counts["val"].values()) == 15
     assert all(v >= 4 for v in counts["val"].values())  # stratified: every label represented
     # The first set is exactly a selection of its size over all samples.
-    sel = gj.select(_x(101), 71, key=jax.random.fold_in(KEY, 0), labels=labels, coverage=False)
+    sel = gj.select(
+        _x(101), 71, key=jax.random.fold_in(KEY, 0), method="kcenter", labels=labels, coverage=False
+    )
     np.testing.assert_array_equal(result["train"], sel.indices)
 
 

@@ -14,6 +14,10 @@ rule ``method="auto"`` stands for.
 pretrain part of the digits (never selected; ``goldener_jax.demo``'s data split, model and
 training, imported), ``describe``d from the same three layers for the other images, each feature
 standardised; per seed a stratified 70/30 pool / test split of those images.
+
+``--suite`` runs the multi-dataset suite instead (:mod:`goldener_jax.benchmarks.quality_suite`:
+10 real datasets, budgets 1-20%, a linear and a 1-NN probe); the ``auto`` rule is fitted and
+validated on its JSON by :mod:`goldener_jax.benchmarks.auto_rule`.
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ DEFAULT_METHODS = (
 
 def add_arguments(parser) -> None:
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--budgets", default="0.02,0.05,0.1,0.2")
+    parser.add_argument(
+        "--budgets", default=None, help="default 0.02,0.05,0.1,0.2 (--suite: 0.01,...,0.2)"
+    )
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--no-stratified", action="store_true", help="skip the labels= runs")
     parser.add_argument("--zcore-samples", type=int, default=20_000)
@@ -44,6 +50,14 @@ def add_arguments(parser) -> None:
         help="raw pixels, or the demo's Flax CNN features (trained on a held-out 20%%)",
     )
     parser.add_argument("--cnn-dir", default=None, help="CNN weights / store cache (cnn)")
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="the multi-dataset suite (benchmarks/quality_suite.py) instead of digits alone",
+    )
+    from goldener_jax.benchmarks import quality_suite
+
+    quality_suite.add_arguments(parser)
 
 
 def _split(seed):
@@ -99,9 +113,13 @@ def _cnn_split(feats, labels, seed):
 
 
 def run(args) -> dict:
+    if getattr(args, "suite", False):
+        from goldener_jax.benchmarks import quality_suite
+
+        return quality_suite.run(args)
     from goldener_jax.select import BudgetRule, select
 
-    budgets = [float(b) for b in args.budgets.split(",")]
+    budgets = [float(b) for b in (args.budgets or "0.02,0.05,0.1,0.2").split(",")]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     variants = [False] if args.no_stratified else [False, True]
     acc = {}  # (method, stratified, budget) -> [accuracy per seed]
