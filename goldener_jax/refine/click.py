@@ -239,7 +239,8 @@ def click_masks(
     """A mask of the object under each clicked pixel, from a model's spatial feature map.
 
     Args:
-      model, variables: a Flax model and its variables (as for ``goldener_jax.capture``).
+      model: a Flax model (as for ``goldener_jax.capture``).
+      variables: its variables.
       images: ``[B, H, W, C]`` channels-last images (the model's input).
       clicks: int ``[M, 3]`` (image, y, x) pixel coordinates, or ``[M, 2]`` (y, x) when
         ``B == 1`` (every click on the one image) or ``M == B`` (click ``m`` on image ``m``).
@@ -248,7 +249,8 @@ def click_masks(
       threshold: ``None`` / ``"otsu"`` (automatic per click) or a fixed cosine similarity.
       upsample: ``"bilinear"`` or ``"nearest"`` (see the module doc).
       center: ``"center"``, ``"standardize"`` or ``"none"`` (see ``masks_from_features``).
-      method, apply_kwargs: passed to ``capture``.
+      method: passed to ``capture``.
+      apply_kwargs: passed to ``capture``.
 
     Returns:
       :class:`ClickMasks` with ``masks`` bool ``[M, H, W]``.

@@ -111,7 +111,8 @@ def cluster(
       fit_size: fit the centroids on this many rows drawn without replacement (``None``: all).
       num_iters: at most this many Lloyd iterations.
       chunk_size: rows assigned per call (and per checkpointed chunk).
-      block_size, mesh: passed to the k-means kernels (a mesh shards the rows over devices).
+      block_size: passed to the k-means kernels.
+      mesh: passed to the k-means kernels (a mesh shards the rows over devices).
       checkpoint_dir: directory that makes the run resumable (see the module doc).
       overwrite: start afresh in a ``checkpoint_dir`` written with another config.
       per_label: cluster each label's samples apart, ``n_clusters`` per label: label ``j`` (in

@@ -272,7 +272,8 @@ def propose_labels(
         folds of the labelled samples (``"propagation"``); else the raw vote shares.
       alpha: ``"propagation"``: how far labels spread, in ``(0, 1)``.
       folds: ``"propagation"``: folds of the labelled samples for the calibration fit.
-      block_size, mesh: passed to ``kernels.knn``.
+      block_size: passed to ``kernels.knn``.
+      mesh: passed to ``kernels.knn`` (a mesh shards the rows over devices).
       progress: a tqdm bar over the queries when there are more than 16384.
 
     Returns:
@@ -541,7 +542,8 @@ def outliers(
       x: ``[n, d]`` embeddings, or a ``FeatureStore`` (or its path) with one vector per sample.
       k: ``1 <= k <= n - 1``.
       metric: ``"euclidean"``, ``"sqeuclidean"`` or ``"cosine"``.
-      block_size, mesh: passed to ``kernels.knn``.
+      block_size: passed to ``kernels.knn``.
+      mesh: passed to ``kernels.knn`` (a mesh shards the rows over devices).
       progress: a tqdm bar over the queries when there are more than 16384 samples.
 
     Returns:

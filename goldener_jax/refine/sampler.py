@@ -133,8 +133,8 @@ class ClusterBatchSampler:
       drop_last: with ``"exclude"``, stop when fewer than ``batch_size`` clusters remain
         (``True``) or go on with smaller batches until none remains (``False``).
       sample_ids: int ``[N]``: yield these ids instead of row numbers (e.g. a store's).
-      process_index, process_count: this host's slice of each global batch; ``batch_size`` must
-        be a multiple of ``process_count``.
+      process_index: this host's slice of each global batch.
+      process_count: the number of hosts; ``batch_size`` must be a multiple of it.
       start_step: first batch to yield (replays the ones before it).
       start_state: a :class:`SamplerState` to continue from instead (no replay).
     """
