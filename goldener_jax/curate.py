@@ -25,6 +25,7 @@ import os
 import numpy as np
 
 from goldener_jax import kernels as gk
+from goldener_jax._neighbours import nearest_others
 from goldener_jax.kernels._checks import as_float_matrix, check_block_size, check_metric
 from goldener_jax.kernels.pairs import check_threshold
 
@@ -169,30 +170,12 @@ _KNN_CHUNK = 1 << 15
 
 
 def _neighbours(x, k: int, metric: str, block_size, progress: bool):
-    """Each row's ``k`` nearest other rows: ``(float64 distances [n, k], indices [n, k])``.
-
-    Up to ``_KNN_CHUNK`` rows, one ``knn`` call. Above, chunks of queries, each asking for
-    ``k + 1`` neighbours and dropping the row's own entry (or, when ``k + 1`` of its duplicates
-    at lower indices fill the list, the last one): the ``k`` nearest others, in the same order.
-    """
-    n = x.shape[0]
-    if n <= _KNN_CHUNK:
-        dist, idx = gk.knn(x, k, metric=metric, block_size=block_size)
-        return np.asarray(dist, np.float64), np.asarray(idx)
-    from tqdm.auto import tqdm
-
-    dist, idx = np.empty((n, k)), np.empty((n, k), np.int64)
-    with tqdm(total=n, desc="label issues (kNN)", unit="row", disable=not progress) as bar:
-        for start in range(0, n, _KNN_CHUNK):
-            stop = min(n, start + _KNN_CHUNK)
-            d, i = gk.knn(x, k + 1, queries=x[start:stop], metric=metric, block_size=block_size)
-            d, i = np.asarray(d, np.float64), np.asarray(i)
-            own = i == np.arange(start, stop)[:, None]
-            own[~own.any(axis=1), -1] = True
-            dist[start:stop] = d[~own].reshape(stop - start, k)
-            idx[start:stop] = i[~own].reshape(stop - start, k)
-            bar.update(stop - start)
-    return dist, idx
+    """Each row's ``k`` nearest other rows: ``(float64 distances [n, k], indices [n, k])``, in
+    query chunks of ``_KNN_CHUNK`` rows above that size (``_neighbours.nearest_others``)."""
+    return nearest_others(
+        x, k, metric=metric, block_size=block_size, progress=progress,
+        desc="label issues (kNN)", chunk=_KNN_CHUNK,
+    )  # fmt: skip
 
 
 def label_issues(

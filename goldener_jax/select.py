@@ -21,12 +21,10 @@ import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 
-import jax
 import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax import pipeline
-from goldener_jax._locks import lock_directory
 from goldener_jax.pipeline import METHODS, BudgetRule, SelectionMethod, SuiteRule, register_method
 
 __all__ = [
@@ -166,11 +164,7 @@ def select(
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise TypeError(f"size must be a float in (0, 1] or an int >= 1, got {size!r}")
     red = pipeline.parse_reduce(reduce)
-    # One run per checkpoint directory (process 0 holds it, as Checkpointer does).
-    lock = None
-    if checkpoint_dir is not None and jax.process_index() == 0:
-        lock = lock_directory(checkpoint_dir, "checkpoint directory")
-    try:
+    with pipeline.checkpoint_lock(checkpoint_dir):  # one run per checkpoint directory
         return _select(
             store_or_array,
             size,
@@ -192,9 +186,6 @@ def select(
             mesh=mesh,
             progress=progress,
         )
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _select(

@@ -25,7 +25,6 @@ import numpy as np
 
 from goldener_jax import pipeline
 from goldener_jax._allocation import set_counts
-from goldener_jax._locks import lock_directory
 from goldener_jax.curate import leakage_pairs
 
 __all__ = ["Split", "split"]
@@ -116,10 +115,7 @@ def split(
     key = pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
     wanted = _normalise_sets(sets)
     red = pipeline.parse_reduce(reduce)
-    lock = None
-    if checkpoint_dir is not None and jax.process_index() == 0:
-        lock = lock_directory(checkpoint_dir, "checkpoint directory")
-    try:
+    with pipeline.checkpoint_lock(checkpoint_dir):  # one run per checkpoint directory
         return _split(
             store_or_array,
             wanted,
@@ -142,9 +138,6 @@ def split(
             strict_sizes=strict_sizes,
             progress=progress,
         )
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 def _split(

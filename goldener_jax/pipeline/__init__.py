@@ -31,7 +31,7 @@ from goldener_jax.pipeline.methods import (
     register_method,
     resolve_method,
 )
-from goldener_jax.pipeline.progress import Progress, TaskLog
+from goldener_jax.pipeline.progress import Progress, TaskLog, checkpoint_lock
 from goldener_jax.pipeline.representative import (
     AutoSplitOptions,
     deal,
@@ -39,6 +39,7 @@ from goldener_jax.pipeline.representative import (
 )
 
 __all__ = [
+    "checkpoint_lock",
     "feasible_set_counts",
     "pack_sets",
     "AUTO",

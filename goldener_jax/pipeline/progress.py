@@ -8,12 +8,30 @@ flight; a request for more extends a finished selection; asking again for the sa
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 
+import jax
 import numpy as np
 
-__all__ = ["Progress", "TaskLog"]
+from goldener_jax._locks import lock_directory
+
+__all__ = ["checkpoint_lock", "Progress", "TaskLog"]
+
+
+@contextlib.contextmanager
+def checkpoint_lock(checkpoint_dir):
+    """Holds the lock of ``checkpoint_dir`` for a ``select`` / ``split`` run: one run per
+    checkpoint directory (process 0 holds it, as ``Checkpointer`` does); nothing without one."""
+    lock = None
+    if checkpoint_dir is not None and jax.process_index() == 0:
+        lock = lock_directory(checkpoint_dir, "checkpoint directory")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _progress_like(num_samples: int) -> dict:

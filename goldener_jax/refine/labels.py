@@ -24,7 +24,7 @@ import dataclasses
 
 import numpy as np
 
-from goldener_jax import kernels as gk
+from goldener_jax._neighbours import nearest_others, nearest_to
 from goldener_jax.refine.data import check_int, load_vectors, rows_of
 
 __all__ = [
@@ -54,45 +54,18 @@ def _check_common(metric, weighting=None):
 
 def _knn_queries(x, k, queries, metric, block_size, mesh, progress, desc):
     """``k`` nearest rows of ``x`` to each query, float64 distances and int64 indices."""
-    from tqdm.auto import tqdm
-
-    m = queries.shape[0]
-    dist, idx = np.empty((m, k)), np.empty((m, k), np.int64)
-    with tqdm(total=m, desc=desc, unit="row", disable=not progress or m <= _CHUNK) as bar:
-        for start in range(0, m, _CHUNK):
-            stop = min(m, start + _CHUNK)
-            d, i = gk.knn(
-                x, k, queries=queries[start:stop], metric=metric, block_size=block_size, mesh=mesh
-            )
-            dist[start:stop], idx[start:stop] = np.asarray(d, np.float64), np.asarray(i)
-            bar.update(stop - start)
-    return dist, idx
+    return nearest_to(
+        x, k, queries, metric=metric, block_size=block_size, mesh=mesh, progress=progress,
+        desc=desc, chunk=_CHUNK,
+    )  # fmt: skip
 
 
 def _knn_others(x, k, metric, block_size, mesh, progress, desc):
     """Each row's ``k`` nearest *other* rows (a duplicate still counts): float64, int64."""
-    n = x.shape[0]
-    if n <= _CHUNK:
-        d, i = gk.knn(x, k, metric=metric, block_size=block_size, mesh=mesh)
-        return np.asarray(d, np.float64), np.asarray(i, np.int64)
-    from tqdm.auto import tqdm
-
-    dist, idx = np.empty((n, k)), np.empty((n, k), np.int64)
-    with tqdm(total=n, desc=desc, unit="row", disable=not progress) as bar:
-        for start in range(0, n, _CHUNK):
-            stop = min(n, start + _CHUNK)
-            d, i = gk.knn(
-                x, k + 1, queries=x[start:stop], metric=metric, block_size=block_size, mesh=mesh
-            )
-            d, i = np.asarray(d, np.float64), np.asarray(i)
-            # Drop the row's own entry; when k + 1 duplicates at lower indices fill the list
-            # (own entry absent) drop the last one: same distances, lowest indices kept.
-            own = i == np.arange(start, stop)[:, None]
-            own[~own.any(axis=1), -1] = True
-            dist[start:stop] = d[~own].reshape(stop - start, k)
-            idx[start:stop] = i[~own].reshape(stop - start, k)
-            bar.update(stop - start)
-    return dist, idx
+    return nearest_others(
+        x, k, metric=metric, block_size=block_size, mesh=mesh, progress=progress, desc=desc,
+        chunk=_CHUNK,
+    )  # fmt: skip
 
 
 def _votes(dist, nbr_labels, num_classes, weighting, eps):
