@@ -40,6 +40,12 @@ from .kmeans import (
     kmeans_run,
 )
 from .knn import knn, knn_block, merge_knn
+from .minibatch_kmeans import (
+    MiniBatchKMeansState,
+    minibatch_kmeans,
+    minibatch_kmeans_init,
+    minibatch_kmeans_step,
+)
 from .pairs import pairs_within
 from .probcover import (
     ProbCoverState,

@@ -78,6 +78,19 @@ def test_fit_on_a_seeded_sample_assigns_everything():
     assert res.sizes.sum() == 600
 
 
+def test_minibatch_fit_assigns_to_its_centroids_near_lloyd():
+    x = _blobs(n=3000, d=8, k=6, seed=5)
+    lloyd = cluster(x, 6, key=jax.random.key(3), progress=False)
+    mini = cluster(x, 6, key=jax.random.key(3), fit="minibatch", batch_size=256, progress=False)
+    again = cluster(x, 6, key=jax.random.key(3), fit="minibatch", batch_size=256, progress=False)
+    assert np.array_equal(mini.assignment, again.assignment)
+    d = ((x[:, None].astype(np.float64) - mini.centroids[None]) ** 2).sum(-1)
+    assert np.array_equal(mini.assignment, d.argmin(axis=1))
+    assert mini.inertia <= 1.02 * lloyd.inertia
+    assert mini.config["fit"] == {"method": "minibatch", "batch_size": 256, "num_epochs": 3}
+    assert "fit" not in lloyd.config
+
+
 def test_resume_reuses_centroids_and_written_chunks(tmp_path, monkeypatch):
     x = _blobs(n=300, seed=4)
     ckpt = tmp_path / "ck"
@@ -132,6 +145,8 @@ def test_sampler_over_clusters():
         (11, {"fit_size": 10}, ValueError, "n_clusters must be in \\[1, 10\\]"),
         (2, {"fit_size": 0}, ValueError, "fit_size"),
         (2, {"chunk_size": 0}, ValueError, "chunk_size"),
+        (2, {"fit": "elkan"}, ValueError, "fit must be"),
+        (2, {"fit": "minibatch", "batch_size": 0}, ValueError, "batch_size"),
         (2.5, {}, TypeError, "n_clusters must be an int"),
         (2, {"key": 3}, TypeError, "key must be a jax.random.key"),
     ],

@@ -20,6 +20,7 @@ BENCHMARKS = {
     "split-quality": "split_quality",
     "pairs": "pairs",
     "kmeans": "kmeans",
+    "peers": "peers",
 }
 
 

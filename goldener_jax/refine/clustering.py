@@ -101,6 +101,9 @@ def cluster(
     per_label: bool = False,
     labels=None,
     progress: bool = True,
+    fit: str = "lloyd",
+    batch_size: int = 4096,
+    num_epochs: int = 3,
 ) -> Clusters:
     """Clusters every sample with k-means; ids are consistent over the whole set.
 
@@ -121,6 +124,12 @@ def cluster(
       labels: with ``per_label``: ``[n]`` labels (for a store: per sample id, default the
         store's).
       progress: a tqdm bar over the assigned chunks (when there is more than one).
+      fit: ``"lloyd"`` (exact k-means, every fitted row on the device at once) or
+        ``"minibatch"`` (``kernels.minibatch_kmeans``: ``batch_size`` rows on the device at a
+        time, ``num_epochs`` shuffled passes, greedy k-means++ seeds; for sets whose rows do not
+        fit on the device; ``num_iters`` and ``mesh`` do not apply to the fit).
+      batch_size: with ``fit="minibatch"``, rows per step.
+      num_epochs: with ``fit="minibatch"``, passes over the fitted rows.
 
     Returns:
       :class:`Clusters`.
@@ -141,6 +150,10 @@ def cluster(
     k = int(n_clusters)
     num_iters = check_int(num_iters, "num_iters", 0)
     chunk_size = check_int(chunk_size, "chunk_size", 1)
+    if fit not in ("lloyd", "minibatch"):
+        raise ValueError(f"fit must be 'lloyd' or 'minibatch', got {fit!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
+    num_epochs = check_int(num_epochs, "num_epochs", 1)
     if per_label:
         group, label_values = _label_groups(
             store_labels if labels is None else labels, sample_ids, n
@@ -168,6 +181,8 @@ def cluster(
         "data": _data_digest(x),
         "per_label": bool(per_label),
     }
+    if fit == "minibatch":  # absent for Lloyd: earlier checkpoints keep their config
+        config["fit"] = {"method": fit, "batch_size": batch_size, "num_epochs": num_epochs}
     if per_label:
         config["labels"] = [v.item() if hasattr(v, "item") else v for v in label_values]
         config["labels_digest"] = hashlib.sha256(group.tobytes()).hexdigest()[:16]
@@ -202,14 +217,19 @@ def cluster(
                 tag = [*words, 2] if not per_label else [*words, 2, j]
                 rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(tag)))
                 rows = rows[np.sort(rng.choice(len(rows), fit_sizes[j], replace=False))]
-            c, _ = gk.kmeans(
-                jnp.asarray(x[rows]),
-                k,
-                key_j,
-                num_iters=num_iters,
-                block_size=block_size,
-                mesh=mesh,
-            )
+            if fit == "minibatch":
+                c, _ = gk.minibatch_kmeans(
+                    x[rows], k, key_j, batch_size=batch_size, num_epochs=num_epochs
+                )
+            else:
+                c, _ = gk.kmeans(
+                    jnp.asarray(x[rows]),
+                    k,
+                    key_j,
+                    num_iters=num_iters,
+                    block_size=block_size,
+                    mesh=mesh,
+                )
             parts.append(np.asarray(c, np.float32))
         centroids = np.concatenate(parts)
         if checkpoint_dir is not None:

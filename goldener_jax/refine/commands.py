@@ -26,6 +26,11 @@ def add_parsers(sub) -> None:
     cl.add_argument("--clusters", type=int, required=True, help="number of clusters")
     cl.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key (0)")
     cl.add_argument("--fit-size", type=int, default=None, help="fit on this many sampled rows")
+    cl.add_argument(
+        "--fit", choices=["lloyd", "minibatch"], default="lloyd",
+        help="exact Lloyd, or mini-batch k-means (one batch on the device at a time)",
+    )  # fmt: skip
+    cl.add_argument("--batch-size", type=int, default=4096, help="rows per mini-batch step")
     cl.add_argument("--iters", type=int, default=100, help="at most this many Lloyd iterations")
     cl.add_argument("--chunk-size", type=int, default=1 << 16, help="rows assigned per chunk")
     cl.add_argument("--checkpoint-dir", default=None, help="resumable progress here")
@@ -70,6 +75,8 @@ def run(args) -> int:
             args.clusters,
             key=jax.random.key(args.seed),
             fit_size=args.fit_size,
+            fit=args.fit,
+            batch_size=args.batch_size,
             num_iters=args.iters,
             chunk_size=args.chunk_size,
             checkpoint_dir=args.checkpoint_dir,
