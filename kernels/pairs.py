@@ -36,9 +36,9 @@ equal).
 rounding to ``>= 1``) also accepts directions up to ~3e-7 apart (d = 256) whose unit vectors
 differ in their last bits. Each row's float64 unit vector is projected on 3 fixed random
 directions; pairs whose projections all differ by at most a bound on that gap plus the
-roundings (``_same_direction_pairs``) are the candidates (a sort on the first projection, then
-a window), rechecked in float64 like any other: exactly the blocked search's pairs, in
-``O(n log n)`` (1,000,000 x 256 in ~7 s on 2 cores). Zero rows never pair (distance 1).
+roundings (``pairs_hash.same_direction_pairs``) are the candidates (a sort on the first
+projection, then a window), rechecked in float64 like any other: exactly the blocked search's
+pairs, in ``O(n log n)`` (1,000,000 x 256 in ~7 s on 2 cores). Zero rows never pair (distance 1).
 
 The float64 distances: Euclidean ``sqrt(sum((u - v)^2))``, squared Euclidean ``sum((u - v)^2)``,
 cosine ``1 - clip(u.v / sqrt(|u|^2 |v|^2), -1, 1)`` (a zero row is at cosine distance 1 from every
@@ -62,8 +62,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import collective
 from ._checks import as_float_matrix, check_block_size, check_metric, check_same_width
 from .distance import auto_block, block_rank_distances, row_aux
+from .pairs_hash import RECHECK_BUDGET, equal_row_pairs, same_direction_pairs
+from .sharding import ALL, ROWS, mesh_axis, on_mesh, shard_rows
 
 __all__ = ["pairs_within"]
 
@@ -73,8 +76,6 @@ __all__ = ["pairs_within"]
 # float64, so slack only costs rechecks, while too little slack could lose a pair.
 _MIN_SLACK = 2.0**-14
 _UNIT_ROUNDOFF = 2.0**-24
-# Elements of the float64 recheck's temporary rows (per side) at once.
-_RECHECK_BUDGET = 1 << 22
 
 
 # Columns of ``y`` per tile, and default rows of ``x`` per block: a [2048, 2048] float32 block is
@@ -86,37 +87,66 @@ _BITS = 32  # columns per packed word of the candidate mask
 _IN_FLIGHT = 16  # tiles dispatched before the first is read back
 
 
-@partial(jax.jit, static_argnames=("block", "tile", "metric", "upper"))
-def _candidate_bits(x, x_aux, y, y_aux, row0, col0, n, m, limit, slack, *, block, tile, metric,
-                    upper):  # fmt: skip
-    """Candidate mask of the tile ``rows [row0, row0 + block) x cols [col0, col0 + tile)``, packed
-    as ``uint32 [block, tile / 32]`` (bit ``b`` of word ``w`` of row ``r``: column
-    ``col0 + 32 w + b``).
+def _tile_words(rows, rows_aux, row_ids, cols, cols_aux, col_ids, n, m, limit, slack, *, metric,
+                upper):  # fmt: skip
+    """Candidate mask of rows ``row_ids`` x columns ``col_ids``, packed as ``uint32 [block,
+    tile / 32]`` (bit ``b`` of word ``w`` of row ``r``: column ``col_ids[32 w + b]``).
 
     Why packed: pulling candidates out on the device (``jnp.nonzero(mask, size=cap)``, a
     sort-like pass) cost 4-11x the tile's distances on CPU, and a boolean mask is a byte per
     pair; the packed mask fuses into the distance epilogue, is 1 bit per pair, and the host finds
     its few non-zero words with one ``np.flatnonzero`` (sort-free). Rows ``>= n`` and columns
     ``>= m`` are the zero padding of the inputs and are masked; ``upper`` keeps ``col > row``.
+    The one body of the tile, for one device and for a mesh.
     """
-    rows = jax.lax.dynamic_slice_in_dim(x, row0, block)
-    rows_aux = jax.lax.dynamic_slice_in_dim(x_aux, row0, block)
-    cols = jax.lax.dynamic_slice_in_dim(y, col0, tile)
-    cols_aux = jax.lax.dynamic_slice_in_dim(y_aux, col0, tile)
     d = block_rank_distances(rows, rows_aux, cols, cols_aux, metric)
     if metric == "cosine":
         tol = slack
     else:  # the squared form's rounding scales with the squared norms
         tol = slack * (rows_aux[:, None] + cols_aux[None, :])
-    row_ids = row0 + jnp.arange(block)
-    col_ids = col0 + jnp.arange(tile)
     mask = (d <= limit + tol) & (row_ids < n)[:, None] & (col_ids < m)[None, :]
     if upper:
         mask &= col_ids[None, :] > row_ids[:, None]
+    block, tile = mask.shape
     bits = mask.reshape(block, tile // _BITS, _BITS).astype(jnp.uint32)
     weights = jnp.left_shift(jnp.uint32(1), jnp.arange(_BITS, dtype=jnp.uint32))
     # Distinct powers of two: the sum is the bitwise OR.
     return jnp.sum(bits * weights, axis=-1, dtype=jnp.uint32)
+
+
+@partial(jax.jit, static_argnames=("block", "tile", "metric", "upper"))
+def _candidate_bits(x, x_aux, y, y_aux, row0, col0, n, m, limit, slack, *, block, tile, metric,
+                    upper):  # fmt: skip
+    """:func:`_tile_words` of rows ``[row0, row0 + block)`` x columns ``[col0, col0 + tile)``."""
+    rows = jax.lax.dynamic_slice_in_dim(x, row0, block)
+    rows_aux = jax.lax.dynamic_slice_in_dim(x_aux, row0, block)
+    cols = jax.lax.dynamic_slice_in_dim(y, col0, tile)
+    cols_aux = jax.lax.dynamic_slice_in_dim(y_aux, col0, tile)
+    row_ids, col_ids = row0 + jnp.arange(block), col0 + jnp.arange(tile)
+    return _tile_words(rows, rows_aux, row_ids, cols, cols_aux, col_ids, n, m, limit, slack,
+                       metric=metric, upper=upper)  # fmt: skip
+
+
+def _mesh_tile_body(x, x_aux, cols, cols_aux, row0, col0, n, m, limit, slack, *, block, metric,
+                    upper, axis):  # fmt: skip
+    """On every device, its rows ``[row0, row0 + block)`` of its own shard against one column
+    tile (the same on every device): the rows of a step are spread over the devices."""
+    local = x.shape[0]
+    rows = jax.lax.dynamic_slice_in_dim(x, row0, block)
+    rows_aux = jax.lax.dynamic_slice_in_dim(x_aux, row0, block)
+    row_ids = collective.axis_index(axis) * local + row0 + jnp.arange(block)
+    col_ids = col0 + jnp.arange(cols.shape[0])
+    return _tile_words(rows, rows_aux, row_ids, cols, cols_aux, col_ids, n, m, limit, slack,
+                       metric=metric, upper=upper)  # fmt: skip
+
+
+@partial(jax.jit, static_argnames=("mesh", "block", "metric", "upper"))
+def _mesh_candidate_bits(x, x_aux, cols, cols_aux, row0, col0, n, m, limit, slack, *, mesh, block,
+                         metric, upper):  # fmt: skip
+    body = partial(_mesh_tile_body, block=block, metric=metric, upper=upper)
+    specs = (ROWS, ROWS, ALL, ALL, ALL, ALL, ALL, ALL, ALL, ALL)
+    return on_mesh(body, mesh, specs, ROWS)(x, x_aux, cols, cols_aux, row0, col0, n, m, limit,
+                                            slack)  # fmt: skip
 
 
 def _unpack(words: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,178 +171,11 @@ def _pad_rows(a: jax.Array, rows: int) -> jax.Array:
     )
 
 
-# Bytes of each row the first hash reads: rows that differ usually differ early, and reading a
-# prefix touches a fraction of the memory; only rows whose prefixes collide are hashed whole.
-_PREFIX_BYTES = 128
-
-
-def _row_hashes(a: np.ndarray, width: int | None = None) -> np.ndarray:
-    """A ``uint64`` hash of the bytes of each row's first ``width`` values (all by default),
-    ``-0.0`` read as ``+0.0`` (equal values, equal hashes). Only a grouping key: equal hashes are
-    confirmed on the bytes themselves."""
-    zero = np.zeros((), a.dtype)
-    cols = a.shape[1] if width is None else min(width, a.shape[1])
-    nbytes = cols * a.dtype.itemsize
-    lane = next(np.dtype(f"u{b}") for b in (8, 4, 2, 1) if nbytes % b == 0)
-    lanes = nbytes // lane.itemsize
-    keys = np.random.default_rng(0x9A125).integers(0, 2**63, size=lanes, dtype=np.uint64)
-    keys = keys * np.uint64(2) + np.uint64(1)  # odd: each lane's multiply is a bijection
-    out = np.empty(a.shape[0], np.uint64)
-    step = max(1, _RECHECK_BUDGET // max(1, lanes))
-    for s in range(0, a.shape[0], step):
-        w = np.ascontiguousarray(a[s : s + step, :cols] + zero).view(lane).astype(np.uint64)
-        w ^= w >> np.uint64(29)  # the high bits reach the low ones before the multiply
-        w *= keys
-        out[s : s + step] = w.sum(axis=1, dtype=np.uint64)
-    return out
-
-
-def _sharing(ha: np.ndarray, hb: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Rows whose hash another row has (``hb`` None), else rows of each side whose hash the
-    other side has."""
-    if hb is None:
-        hs = np.sort(ha)
-        return np.flatnonzero(np.isin(ha, hs[1:][hs[1:] == hs[:-1]])), None
-    both = np.intersect1d(ha, hb)
-    return np.flatnonzero(np.isin(ha, both)), np.flatnonzero(np.isin(hb, both))
-
-
-def _void_rows(a: np.ndarray) -> np.ndarray:
-    """Each row's bytes (``-0.0`` as ``+0.0``) as one ``np.void`` scalar: equal iff equal rows."""
-    a = np.ascontiguousarray(a + np.zeros((), a.dtype))
-    return a.view(np.dtype((np.void, a.shape[1] * a.dtype.itemsize))).reshape(-1)
-
-
-def _group_pairs(lab_a, idx_a, lab_b, idx_b, upper: bool, keep: int | None = None):
-    """Every ``(idx_a[p], idx_b[q])`` with ``lab_a[p] == lab_b[q]`` (``upper``: ``a`` is ``b`` and
-    only ``p < q``, each sorted by ``(label, idx)``). ``keep``: only the pairs of the rows
-    ``idx_a`` with the smallest indices that hold the first ``keep`` pairs by ``(i, j)``
-    (every pair of those rows), so a large group costs ``O(keep + its size)``, not its pairs."""
-    order = np.lexsort((idx_b, lab_b))
-    lab_b, idx_b = lab_b[order], idx_b[order]
-    if upper:
-        lab_a, idx_a = lab_b, idx_b
-        lo = np.arange(1, len(lab_b) + 1)
-    else:
-        lo = np.searchsorted(lab_b, lab_a, "left")
-    counts = np.searchsorted(lab_b, lab_a, "right") - lo
-    if keep is not None:
-        by_row = np.argsort(idx_a, kind="stable")
-        cut = int(np.searchsorted(np.cumsum(counts[by_row]), keep, "left")) + 1
-        chosen = np.sort(by_row[:cut])
-        idx_a, lo, counts = idx_a[chosen], lo[chosen], counts[chosen]
-    total = int(counts.sum())
-    first = np.repeat(np.cumsum(counts) - counts, counts)
-    pos = np.repeat(lo, counts) + np.arange(total) - first
-    return np.repeat(idx_a, counts).astype(np.int64), idx_b[pos].astype(np.int64)
-
-
-def _equal_row_pairs(
-    a: np.ndarray, b: np.ndarray | None, keep: int | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The pairs of equal rows (``i < j`` of ``a`` alone, else ``a[i] == b[j]``): ``O(n)``
-    hashing of a prefix of each row, then of the whole rows whose prefixes collide, then a byte
-    comparison (``np.unique`` of the rows as ``np.void``) of the rows whose whole hashes collide.
-    Equal rows have equal hashes, so no pair is lost; a collision only costs comparisons."""
-
-    def prefix_hashes(rows):
-        return None if rows is None else _row_hashes(rows, _PREFIX_BYTES // rows.dtype.itemsize)
-
-    ca, cb = _sharing(prefix_hashes(a), prefix_hashes(b))
-    fa, fb = _sharing(_row_hashes(a[ca]), None if b is None else _row_hashes(b[cb]))
-    ca = ca[fa]
-    if b is None:
-        _, labels = np.unique(_void_rows(a[ca]), return_inverse=True)
-        labels = labels.reshape(-1)
-        return _group_pairs(labels, ca, labels, ca, upper=True, keep=keep)
-    cb = cb[fb]
-    _, labels = np.unique(np.concatenate([_void_rows(a[ca]), _void_rows(b[cb])]),
-                          return_inverse=True)  # fmt: skip
-    labels = labels.reshape(-1)
-    return _group_pairs(labels[: len(ca)], ca, labels[len(ca) :], cb, upper=False, keep=keep)
-
-
-_PROJECTIONS = 3  # random directions the cosine threshold-0 search sorts and filters on
-
-
-def _directions(a: np.ndarray, proj: np.ndarray) -> np.ndarray:
-    """``[n, k]`` projections of each row's float64 unit vector on ``proj``; NaN for a zero row
-    (at cosine distance 1 from every row: never a pair at threshold 0)."""
-    out = np.empty((a.shape[0], proj.shape[1]))
-    step = max(1, _RECHECK_BUDGET // max(1, a.shape[1]))
-    for s in range(0, a.shape[0], step):
-        u = a[s : s + step].astype(np.float64)
-        norm = np.sqrt(np.einsum("ij,ij->i", u, u))
-        # Project, then divide: the same value as projecting the unit vector, up to roundings
-        # the window allows for, without an [n, d] division. (proj.T @ u.T is BLAS's fast
-        # layout for a 3-column product; u @ proj is ~15x slower.)
-        out[s : s + step] = (proj.T @ u.T).T / np.where(norm > 0, norm, np.nan)[:, None]
-    return out
-
-
-def _window_pairs(pa: np.ndarray, pb: np.ndarray | None, width: float):
-    """Candidate pairs whose projections all differ by ``<= width``: sorted on the first
-    projection, each row meets the rows within ``width`` of it there (a window, sort-free after
-    the sort), the others filter. ``pb`` None: pairs ``i < j`` of ``pa`` alone."""
-    va = np.flatnonzero(~np.isnan(pa[:, 0]))
-    vb = va if pb is None else np.flatnonzero(~np.isnan(pb[:, 0]))
-    pb_ = pa if pb is None else pb
-    order = vb[np.argsort(pb_[vb, 0], kind="stable")]
-    key = pb_[order, 0]
-    if pb is None:
-        queries = order
-        lo = np.arange(1, len(order) + 1)
-    else:
-        queries = va
-        lo = np.searchsorted(key, pa[va, 0] - width, "left")
-    hi = np.searchsorted(key, pa[queries, 0] + width, "right")
-    counts = np.maximum(hi - lo, 0)
-    rows, cols = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
-    ends = np.cumsum(counts)
-    q0 = 0
-    while q0 < len(queries):  # bounded memory: about _RECHECK_BUDGET candidates at a time
-        base = ends[q0 - 1] if q0 else 0
-        q1 = max(q0 + 1, int(np.searchsorted(ends, base + _RECHECK_BUDGET, "right")))
-        c = counts[q0:q1]
-        total = int(c.sum())
-        first = np.repeat(np.cumsum(c) - c, c)
-        r = np.repeat(queries[q0:q1], c)
-        o = order[np.repeat(lo[q0:q1], c) + np.arange(total) - first]
-        near = np.all(np.abs(pa[r] - pb_[o]) <= width, axis=1)
-        r, o = r[near], o[near]
-        if pb is None:
-            r, o = np.minimum(r, o), np.maximum(r, o)
-        rows.append(r.astype(np.int64))
-        cols.append(o.astype(np.int64))
-        q0 = q1
-    return np.concatenate(rows), np.concatenate(cols)
-
-
-def _same_direction_pairs(a: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Candidates for cosine distance 0 under the edge rule, none missed: a superset of the pairs
-    whose float64 cosine (module docstring) rounds to ``>= 1``.
-
-    Why a window, not a hash: that rounding also accepts directions a little apart. With
-    ``g = (d + 4) 2^-53 / (1 - (d + 4) 2^-53)`` bounding each float64 sum's relative error, a
-    computed cosine ``>= 1`` means a true cosine ``>= 1 - (2 g + 8 2^-53)``, so unit vectors at
-    most ``sqrt(2 (2 g + 8 2^-53))`` apart (3.4e-7 at d = 256); their computed projections on a
-    unit direction differ by at most that plus ``4 g + 8 2^-53`` of rounding. The window is twice
-    that bound; candidates are rechecked in float64 anyway, so the margin only costs rechecks.
-    """
-    d = a.shape[1]
-    unit = 2.0**-53
-    g = (d + 4) * unit / (1 - (d + 4) * unit)
-    width = 2 * (np.sqrt(2 * (2 * g + 8 * unit)) + 4 * g + 8 * unit)
-    proj = np.random.default_rng(0xC05).normal(size=(d, _PROJECTIONS))
-    proj /= np.linalg.norm(proj, axis=0)
-    return _window_pairs(_directions(a, proj), None if b is None else _directions(b, proj), width)
-
-
 def _host_float_matrix(a, name: str) -> np.ndarray:
     """``as_float_matrix``'s checks and messages, on the host for a NumPy array (no device copy)."""
     if not isinstance(a, np.ndarray) or a.ndim != 2 or not np.issubdtype(a.dtype, np.floating):
         return np.asarray(as_float_matrix(a, name))  # its checks (and errors) as they are
-    step = max(1, _RECHECK_BUDGET // max(1, a.shape[1]))
+    step = max(1, RECHECK_BUDGET // max(1, a.shape[1]))
     for s in range(0, a.shape[0], step):
         bad = np.argwhere(~np.isfinite(a[s : s + step]))
         if bad.size:
@@ -326,7 +189,7 @@ def _host_float_matrix(a, name: str) -> np.ndarray:
 def _exact_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
     """float64 distances between the rows ``a[p]`` and ``b[p]`` (see the module docstring)."""
     out = np.empty(a.shape[0])
-    step = max(1, _RECHECK_BUDGET // max(1, a.shape[1]))
+    step = max(1, RECHECK_BUDGET // max(1, a.shape[1]))
     for s in range(0, a.shape[0], step):
         u = a[s : s + step].astype(np.float64)
         v = b[s : s + step].astype(np.float64)
@@ -373,6 +236,112 @@ def _closest_first(i, j, d, keep: int | None):
     return i[order], j[order], d[order]
 
 
+def _gather_words(calls, unpack):
+    """Dispatches a window of tile calls before reading any back (the device runs ahead of the
+    host's unpacking, with a bounded number of results outstanding); ``(rows, cols)``."""
+    found = []
+    for w0 in range(0, len(calls), _IN_FLIGHT):
+        words = [(key, call()) for key, call in calls[w0 : w0 + _IN_FLIGHT]]
+        found += [unpack(np.asarray(w), key) for key, w in words]
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+
+def _device_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state, metric,
+                  upper):  # fmt: skip
+    """One device: per block of rows, ``(rows done, candidate rows, candidate cols)``."""
+    # Zero rows pad both sides to whole blocks / tiles (masked in the kernel): every call has the
+    # same shapes, so one compiled tile kernel serves the whole search.
+    if upper:
+        xs = ys = _pad_rows(xs, max(-(-n // block) * block, col_tiles * tile))
+        x_aux = y_aux = _pad_rows(x_aux, xs.shape[0])
+    else:
+        xs, x_aux = _pad_rows(xs, -(-n // block) * block), _pad_rows(x_aux, -(-n // block) * block)
+        ys, y_aux = _pad_rows(ys, col_tiles * tile), _pad_rows(y_aux, col_tiles * tile)
+    for row0 in range(0, n, block):
+        # x alone: a tile whose every column is <= every row of the block holds no pair (i < j).
+        first = (row0 + 1) // tile if upper else 0
+        calls = [
+            (
+                col0,
+                partial(
+                    _candidate_bits,
+                    xs,
+                    x_aux,
+                    ys,
+                    y_aux,
+                    row0,
+                    col0,
+                    n,
+                    m,
+                    state["limit"],
+                    slack,
+                    block=block,
+                    tile=tile,
+                    metric=metric,
+                    upper=upper,
+                ),
+            )  # fmt: skip
+            for col0 in range(first * tile, m, tile)
+        ]
+        rows, cols = _gather_words(calls, lambda w, col0, r=row0: _unpack(w, r, col0))
+        yield min(n, row0 + block) - row0, rows, cols
+
+
+def _mesh_steps(xs, x_aux, ys, y_aux, n, m, block_size, tile, col_tiles, slack, state, metric,
+                upper, mesh):  # fmt: skip
+    """A mesh: each device holds ``local`` consecutive rows; a step is one block of every
+    device's rows against every column tile (the tile replicated, the rows never moved)."""
+    _, p = mesh_axis(mesh)
+    if not all(d.process_index == jax.process_index() for d in mesh.devices.flat):
+        raise ValueError(
+            "pairs_within(mesh=) needs a mesh of this process's devices: the float64 recheck "
+            "reads both rows of a candidate on the host"
+        )
+    local = -(-n // p)
+    block = auto_block(m, local, block_size) if block_size is not None else min(local, _TILE)
+    local = -(-local // block) * block
+    xs_sharded = shard_rows(_pad_rows(xs, p * local), mesh)
+    aux_sharded = shard_rows(_pad_rows(x_aux, p * local), mesh)
+    ys, y_aux = _pad_rows(ys, col_tiles * tile), _pad_rows(y_aux, col_tiles * tile)
+    tiles = [(ys[c : c + tile], y_aux[c : c + tile]) for c in range(0, m, tile)]
+    for row0 in range(0, local, block):
+        starts = [q * local + row0 for q in range(p)]
+        real = sum(max(0, min(n, s + block) - s) for s in starts if s < n)
+        # x alone: a column tile at or below every row of the step holds no pair (i < j).
+        first = (row0 + 1) // tile if upper else 0
+        calls = [
+            (
+                t * tile,
+                partial(
+                    _mesh_candidate_bits,
+                    xs_sharded,
+                    aux_sharded,
+                    *tiles[t],
+                    row0,
+                    t * tile,
+                    n,
+                    m,
+                    state["limit"],
+                    slack,
+                    mesh=mesh,
+                    block=block,
+                    metric=metric,
+                    upper=upper,
+                ),
+            )  # fmt: skip
+            for t in range(first, col_tiles)
+        ]
+
+        def unpack(words, col0, starts=starts):
+            parts = [_unpack(words[q * block :][:block], s0, col0) for q, s0 in enumerate(starts)]
+            return np.concatenate([a for a, _ in parts]), np.concatenate([b for _, b in parts])
+
+        rows, cols = _gather_words(calls, unpack)
+        yield real, rows, cols
+
+
 def pairs_within(
     x,
     threshold: float,
@@ -382,6 +351,7 @@ def pairs_within(
     block_size: int | None = None,
     max_pairs: int | None = None,
     on_block: Callable[[int, int], None] | None = None,
+    mesh=None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair of rows at distance ``<= threshold`` (a pair exactly at it is included).
 
@@ -402,6 +372,10 @@ def pairs_within(
       on_block: called on the host after each block of ``x`` with ``(rows, pairs)``: the number
         of rows of ``x`` that block finished, and the pairs kept so far (e.g. a progress bar's
         ``update``; raising from it stops the search).
+      mesh: a 1-D mesh of this process's devices: the rows of ``x`` are sharded over them and
+        each step compares one block of every device's rows with a column tile sent to all;
+        the same pairs as one device (the candidates of the float32 filter are rechecked in
+        float64 on the host either way). Threshold 0 ignores it (the host hash path).
 
     Returns:
       ``(i, j, distance)``: NumPy arrays ``int64 [p]``, ``int64 [p]``, ``float64 [p]``, closest
@@ -431,9 +405,9 @@ def pairs_within(
     if hashed:
         # Exact duplicates: at distance 0 exactly when equal (finite inputs), so hash the rows.
         if metric == "cosine":
-            rows, cols = _same_direction_pairs(host_x, None if upper else host_y)
+            rows, cols = same_direction_pairs(host_x, None if upper else host_y)
         else:  # every pair found is at distance 0: the first max_pairs by (i, j) are kept
-            rows, cols = _equal_row_pairs(host_x, None if upper else host_y, max_pairs)
+            rows, cols = equal_row_pairs(host_x, None if upper else host_y, max_pairs)
         dist = _exact_distances(host_x[rows], host_y[cols], metric)
         within = dist <= threshold
         i, j, d = _closest_first(rows[within], cols[within], dist[within], max_pairs)
@@ -461,51 +435,18 @@ def pairs_within(
 
     limit = to_rank(threshold)
     slack = max(_MIN_SLACK, (4 * x.shape[1] + 16) * _UNIT_ROUNDOFF)
-    block = auto_block(m, n, block_size) if block_size is not None else min(n, _TILE)
     tile = -(-min(m, _TILE) // _BITS) * _BITS
     col_tiles = -(-m // tile)
-    # Zero rows pad both sides to whole blocks / tiles (masked in the kernel): every call has the
-    # same shapes, so one compiled tile kernel serves the whole search.
-    if upper:
-        xs = ys = _pad_rows(xs, max(-(-n // block) * block, col_tiles * tile))
-        x_aux = y_aux = _pad_rows(x_aux, xs.shape[0])
+    state = {"limit": limit}
+    if mesh is None:
+        block = auto_block(m, n, block_size) if block_size is not None else min(n, _TILE)
+        steps = _device_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state,
+                              rank_metric, upper)  # fmt: skip
     else:
-        xs, x_aux = _pad_rows(xs, -(-n // block) * block), _pad_rows(x_aux, -(-n // block) * block)
-        ys, y_aux = _pad_rows(ys, col_tiles * tile), _pad_rows(y_aux, col_tiles * tile)
+        steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, block_size, tile, col_tiles, slack, state,
+                            rank_metric, upper, mesh)  # fmt: skip
     kept = 0
-    for row0 in range(0, n, block):
-        # x alone: a tile whose every column is <= every row of the block holds no pair (i < j).
-        first = (row0 + 1) // tile if upper else 0
-        starts = range(first * tile, m, tile)
-        found = []
-        for w0 in range(0, len(starts), _IN_FLIGHT):
-            # Dispatch a window of tiles before reading any back: the device runs ahead of the
-            # host's unpacking, with a bounded number of results outstanding.
-            words = [
-                (
-                    col0,
-                    _candidate_bits(
-                        xs,
-                        x_aux,
-                        ys,
-                        y_aux,
-                        row0,
-                        col0,
-                        n,
-                        m,
-                        limit,
-                        slack,
-                        block=block,
-                        tile=tile,
-                        metric=rank_metric,
-                        upper=upper,
-                    ),
-                )  # fmt: skip
-                for col0 in starts[w0 : w0 + _IN_FLIGHT]
-            ]
-            found += [_unpack(np.asarray(w), row0, col0) for col0, w in words]
-        rows = np.concatenate([f[0] for f in found])
-        cols = np.concatenate([f[1] for f in found])
+    for done, rows, cols in steps:
         dist = _exact_distances(host_x[rows], host_y[cols], metric)
         within = dist <= threshold
         found_i.append(rows[within])
@@ -518,8 +459,8 @@ def pairs_within(
             i, j, d = _closest_first(*(np.concatenate(f) for f in (found_i, found_j, found_d)),
                                      max_pairs)  # fmt: skip
             found_i, found_j, found_d, kept = [i], [j], [d], len(i)
-            limit = min(limit, to_rank(float(d[-1])))
+            state["limit"] = min(state["limit"], to_rank(float(d[-1])))
         if on_block is not None:
-            on_block(min(n, row0 + block) - row0, kept)
+            on_block(done, kept)
     i, j, d = (np.concatenate(f) for f in (found_i, found_j, found_d))
     return _closest_first(i, j, d, max_pairs)

@@ -301,7 +301,7 @@ def test_threshold_zero_survives_every_hash_colliding(monkeypatch):
     must still find exactly the equal rows."""
     import importlib
 
-    module = importlib.import_module("goldener_jax.kernels.pairs")
+    module = importlib.import_module("goldener_jax.kernels.pairs_hash")
     monkeypatch.setattr(module, "_row_hashes", lambda a, width=None: np.zeros(len(a), np.uint64))
     x = _grid(15, 200, 2, -2, 2)
     y = _grid(16, 90, 2, -2, 2)
@@ -373,3 +373,52 @@ def test_threshold_zero_max_pairs_does_not_enumerate_a_huge_group():
     assert i.tolist() == [0] * 5 and j.tolist() == [2, 4, 6, 8, 10] and d.tolist() == [0.0] * 5
     i, j, _ = gk.pairs_within(x, 0.0, y=x[:7], max_pairs=4)
     assert list(zip(i.tolist(), j.tolist(), strict=True)) == [(0, 0), (0, 2), (0, 4), (0, 6)]
+
+
+# A mesh (8 fake CPU devices, tests/conftest.py): the rows are sharded over the devices and each
+# step compares a block of every device's rows with a replicated column tile. The same pairs as
+# one device and as the brute force, rows not divisible by the device count, y or not.
+MESH_CASES = [(3, 5000, None, None), (8, 4500, 2600, None), (8, 3001, None, 100), (2, 777, 50, 64)]
+
+
+@pytest.mark.parametrize(("devices", "n", "m", "block_size"), MESH_CASES)
+def test_mesh_search_equals_one_device_and_brute_force(devices, n, m, block_size):
+    import jax
+
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    x = _grid(20, n, 4, -4, 4)
+    y = None if m is None else _grid(21, m, 4, -4, 4)
+    want_i, want_j, want_sq = _numpy_pairs(x, y, 1.0)
+    seen = []
+    got = gk.pairs_within(
+        x, 1.0, y=y, block_size=block_size, mesh=mesh, on_block=lambda r, p: seen.append(r)
+    )
+    one = gk.pairs_within(x, 1.0, y=y, block_size=block_size)
+    for a, b in zip(got, one, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got[0], want_i)
+    np.testing.assert_array_equal(got[1], want_j)
+    np.testing.assert_array_equal(got[2], np.sqrt(want_sq))
+    assert sum(seen) == n
+
+
+@pytest.mark.parametrize(("metric", "threshold", "offset"), [c for c in CASES if c[1] > 0])
+def test_mesh_search_matches_exact_brute_force(metric, threshold, offset):
+    import jax
+
+    x = _grid(3, 61, 3, -3, 3, offset)
+    want = _exact_pairs(x, None, threshold, metric)
+    got = gk.pairs_within(x, threshold, metric=metric, mesh=gk.make_mesh(jax.devices()[:8]))
+    _assert_same_pairs(got, want, metric)
+
+
+def test_mesh_search_with_max_pairs_keeps_the_closest():
+    import jax
+
+    x = _grid(4, 900, 3, -3, 3)
+    mesh = gk.make_mesh(jax.devices()[:8])
+    for max_pairs in (1, 7, 50):
+        got = gk.pairs_within(x, 2.0, max_pairs=max_pairs, block_size=16, mesh=mesh)
+        one = gk.pairs_within(x, 2.0, max_pairs=max_pairs, block_size=16)
+        for a, b in zip(got, one, strict=True):
+            np.testing.assert_array_equal(a, b)
