@@ -10,6 +10,7 @@ task                      peers                                          agreeme
 k-center (farthest pt)    NumPy mat-vec loop, ``fpsample.fps_sampling``  identical index sequences
 kernel herding            ``coreax.solvers.KernelHerding``               shared picks, MMD to data
 k-means (Lloyd)           ``sklearn.cluster.KMeans``, ``faiss.Kmeans``   final inertia, same seeds
+mini-batch k-means        ``sklearn.cluster.MiniBatchKMeans``            final inertia
 near duplicates           faiss ``range_search``, sklearn radius search  identical pair sets
 k nearest neighbours      faiss ``IndexFlatL2``, sklearn brute force     identical neighbour lists
 representative subset     ``apricot`` facility location                  k-median cost of the picks
@@ -37,7 +38,16 @@ from goldener_jax.benchmarks.kcenter import numpy_k_center_steps
 from goldener_jax.benchmarks.kmeans import inertia, make_data
 from goldener_jax.benchmarks.pairs import clustered
 
-TASKS = ("kcenter", "herding", "kmeans", "pairs", "knn", "representative", "label_issues")
+TASKS = (
+    "kcenter",
+    "herding",
+    "kmeans",
+    "minibatch_kmeans",
+    "pairs",
+    "knn",
+    "representative",
+    "label_issues",
+)
 
 
 def add_arguments(parser) -> None:
@@ -168,6 +178,33 @@ def _kmeans(args, n) -> list[dict]:
 
     t, c = _best(fa, args.repeats)
     return rows + [_row("kmeans", size, ours_s, "faiss", t, _inertia_note(ref, x, c))]
+
+
+def _minibatch(args, n) -> list[dict]:
+    d, k, batch, epochs = 64, min(100, n // 10), 4096, 3
+    x = make_data("mixture", n, d, args.seed)
+    size = f"N={n:,} d={d} k={k}, batch {batch}, {epochs} epochs"
+    key = jax.random.key(args.seed)
+
+    def ours():
+        c, _ = gk.minibatch_kmeans(x, k, key, batch_size=batch, num_epochs=epochs)
+        return np.asarray(c)
+
+    ours_s, c_ours = _best(ours, args.repeats)
+    if _peer("sklearn") is None:
+        return [_missing("minibatch_kmeans", size, ours_s, "scikit-learn")]
+    from sklearn.cluster import MiniBatchKMeans
+
+    def sk():
+        km = MiniBatchKMeans(
+            k, batch_size=batch, max_iter=epochs, n_init=1, max_no_improvement=None, tol=0.0,
+            random_state=args.seed,
+        )  # fmt: skip
+        return km.fit(x).cluster_centers_
+
+    t, c = _best(sk, args.repeats)
+    agree = _inertia_note(inertia(x, c_ours), x, c)
+    return [_row("minibatch_kmeans", size, ours_s, "sklearn MiniBatchKMeans", t, agree)]
 
 
 def _inertia_note(ours: float, x, peer_centroids) -> str:
@@ -319,6 +356,7 @@ _CONTESTS = {
     "kcenter": (_kcenter, 20_000),
     "herding": (_herding, 5_000),
     "kmeans": (_kmeans, 100_000),
+    "minibatch_kmeans": (_minibatch, 200_000),
     "pairs": (_pairs, 50_000),
     "knn": (_knn, 50_000),
     "representative": (_representative, 5_000),
