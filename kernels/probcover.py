@@ -1,31 +1,30 @@
 """ProbCover (Yehuda et al., 2022): greedy maximum coverage of the radius-``delta`` ball graph.
 
 Point ``i`` *covers* every point within Euclidean distance ``delta`` of it (itself included).
-Greedy max coverage: each step takes, among the points not chosen yet, the one covering the most
-points not covered yet (its *degree*); ties go to the larger ball (more points within ``delta``
-in all, i.e. the denser region), then to the lowest index. Once everything is covered (every
-degree 0), the remaining picks are the densest points not chosen yet, by the same rule.
+Each step takes, among the points not chosen yet, the one covering the most points not covered yet
+(its *degree*); ties go to the larger ball (the denser region), then to the lowest index. Once
+all is covered (every degree 0), the remaining picks are the densest points by the same rule.
 
-Exact, with O(N) state and no graph stored: the ball sizes are one blocked pass over all pairs
-(``[block, n]`` distances at a time, ``O(n^2 d)`` once); after a pick ``c``, the points it newly
-covers, ``U``, are found with one mat-vec, and every degree drops by the number of points of
-``U`` in its ball, computed ``[n, chunk]`` at a time: ``O(n |U| d)`` per step, ``O(n^2 d)`` over
-the whole run since each point is newly covered once.
+Exact, two ways to run the same greedy:
+* **Ball graph** (one device, concrete ``x``, at most ``max_edges`` ball entries: the default).
+  The graph is built once from ``tile x tile`` blocks of the upper triangle of the pair matrix
+  only (half the ``O(n^2 d)`` products; a pair's mask serves both rows), packed 32 pairs a word
+  on the device and read into per-row neighbour lists (CSR) on the host. Degrees are then kept
+  by incremental updates: after a pick ``c``, each neighbour of each point ``c`` newly covers
+  loses one (each edge touched at most once a run). The state stays ``O(n)`` (what a checkpoint
+  saves); the last graph is kept for a run on the same ``x`` and radius (compared in ``O(n d)``).
+* **Graph-free** (a mesh, ``x`` traced under ``jit``, or more than ``max_edges`` entries): after
+  a pick, the points it newly covers, ``U``, are found with one mat-vec and every degree drops by
+  the number of points of ``U`` in its ball, ``[n, chunk]`` at a time (``O(n |U| d)`` a step).
+  One body for one device and a mesh (``kernels.collective``; padding rows taken and covered).
 
 Ball membership compares squared distances with ``delta^2`` (``|a|^2 + |b|^2 - 2 a.b``, float32
-accumulation); a pair within rounding of the radius may count on either side.
+accumulation). Counts are integers: both ways and any device count choose the same indices where
+squared distances compare with ``delta^2`` alike (always if distances are exact; on floats, up to
+a pair within rounding of the radius).
 
-One body for one device and a mesh (``kernels.collective``). With ``mesh=`` the rows of ``x`` and
-of the state are sharded over a 1-D mesh; padding rows are ``taken`` and ``covered`` from the
-start (never chosen, never counted). Ball sizes and degrees fold every device's rows past every
-device (``fold_all_rows``); after a pick, each device's newly covered rows are ``all_gather``-ed
-``chunk`` at a time, so every degree drops by the newly covered points of all devices. Counts are
-integers, so on a mesh the indices equal one device's wherever the squared distances compare with
-``delta^2`` the same way (always on data whose distances are exact; on floats, up to a pair
-within rounding of the radius, as above).
-
-``probcover_radius`` gives a data-driven ``delta``: a quantile of the distance from each point
-to its ``num_neighbors``-th nearest neighbour (on up to ``max_points`` rows spread over ``x``).
+``probcover_radius`` gives a data-driven ``delta``: a quantile of the distance from a point to
+its ``num_neighbors``-th nearest neighbour, over up to ``max_points`` rows spread over ``x``.
 """
 
 from __future__ import annotations
@@ -44,18 +43,14 @@ from ._checks import (
     check_k,
     check_run_args,
     check_same_width,
+    is_concrete,
 )
 from .distance import auto_block, block_rank_distances, fold_row_blocks, row_aux
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .knn import knn
+from .sharding import ALL, ROWS, mesh_axis, on_mesh, replicate, shard_rows, unpad
 
-__all__ = [
-    "ProbCoverState",
-    "probcover",
-    "probcover_init",
-    "probcover_radius",
-    "probcover_run",
-    "probcover_step",
-]
+__all__ = ["ProbCoverState", "probcover", "probcover_init", "probcover_radius", "probcover_run"]
+__all__ += ["probcover_step"]
 
 _BIG = jnp.iinfo(jnp.int32).max
 
@@ -93,6 +88,12 @@ def _check_radius(radius) -> float:
     return float(radius)
 
 
+def _count(mask, axis):
+    # Summed as float32 (exact below 2^24): XLA's integer reductions on CPU ran ~2x slower than
+    # the matrix product they follow, float ones about as fast.
+    return jnp.sum(mask.astype(jnp.float32), axis=axis).astype(jnp.int32)
+
+
 def _ball_counts(x, aux, n, r2, block, axis, col_ok=None):
     """Per local row: how many rows of all devices (real, and ``col_ok[global index]`` when
     given) lie within ``sqrt(r2)``."""
@@ -102,13 +103,35 @@ def _ball_counts(x, aux, n, r2, block, axis, col_ok=None):
         other_aux = row_aux(other, "euclidean")
         sq = block_rank_distances(rows, raux, other, other_aux, "euclidean")
         ok = other_ok if col_ok is None else other_ok & col_ok[other_ids]
-        c = jnp.sum((sq <= r2) & ok[None, :], axis=1).astype(jnp.int32)
+        c = _count((sq <= r2) & ok[None, :], 1)
         old = jax.lax.dynamic_slice_in_dim(out, start, block)
         # Rows of the last block already counted by the previous one are not counted twice.
         fresh = (start + jnp.arange(block)) >= fresh_from
         return jax.lax.dynamic_update_slice_in_dim(out, jnp.where(fresh, old + c, old), start, 0)
 
     return collective.fold_all_rows(fold, x, n, axis, block, jnp.zeros((x.shape[0],), jnp.int32))
+
+
+def _anchor_cover(x, aux, anchors, r2, covered, block_size):
+    """``covered`` or within ``sqrt(r2)`` of an anchor (``[block, m]`` distances at a time)."""
+    if anchors is None or anchors.shape[0] == 0:
+        return covered
+    a_aux = row_aux(anchors, "euclidean")
+    ablock = auto_block(x.shape[0], anchors.shape[0], block_size)
+
+    def fold(rows, start, fresh_from, cov):
+        raux = jax.lax.dynamic_slice_in_dim(a_aux, start, ablock)
+        sq = block_rank_distances(rows, raux, x, aux, "euclidean")
+        return cov | jnp.any(sq <= r2, axis=0)
+
+    return fold_row_blocks(fold, anchors, ablock, covered)
+
+
+def _new_state(degree, ball_size, covered, taken, k, radius):
+    return ProbCoverState(
+        degree, ball_size, covered, taken, jnp.full((k,), -1, jnp.int32),
+        jnp.zeros((), jnp.int32), radius,
+    )  # fmt: skip
 
 
 def _init_body(x, anchors, radius, *, n, k, block_size, axis):
@@ -119,30 +142,13 @@ def _init_body(x, anchors, radius, *, n, k, block_size, axis):
     r2 = radius**2
     ball_size = jnp.where(valid, _ball_counts(x, aux, n, r2, block, axis), 0)
     # Padding rows are covered and taken from the start: never counted, never chosen.
+    covered = _anchor_cover(x, aux, anchors, r2, ~valid, block_size)
     if anchors is None or anchors.shape[0] == 0:
-        covered = ~valid
         degree = ball_size
     else:
-        a_aux = row_aux(anchors, "euclidean")
-        ablock = auto_block(m, anchors.shape[0], block_size)
-
-        def fold(rows, start, fresh_from, cov):
-            raux = jax.lax.dynamic_slice_in_dim(a_aux, start, ablock)
-            sq = block_rank_distances(rows, raux, x, aux, "euclidean")
-            return cov | jnp.any(sq <= r2, axis=0)
-
-        covered = fold_row_blocks(fold, anchors, ablock, ~valid)
         free = ~collective.all_gather(covered, axis)  # [n] bools, indexed by global row
         degree = jnp.where(valid, _ball_counts(x, aux, n, r2, block, axis, free), 0)
-    return ProbCoverState(
-        degree,
-        ball_size,
-        covered,
-        ~valid,
-        jnp.full((k,), -1, jnp.int32),
-        jnp.zeros((), jnp.int32),
-        radius,
-    )
+    return _new_state(degree, ball_size, covered, ~valid, k, radius)
 
 
 @partial(jax.jit, static_argnames=("mesh", "n", "k", "block_size"))
@@ -179,22 +185,16 @@ def _take(state, x, aux, chunk, axis):
         rows_aux = collective.all_gather(aux[jj], axis)
         ok = collective.all_gather(j < m, axis)
         sq = block_rank_distances(x, aux, rows, rows_aux, "euclidean")  # [m, P * chunk]
-        drop = jnp.sum((sq <= r2) & ok[None, :], axis=1).astype(jnp.int32)
+        drop = _count((sq <= r2) & ok[None, :], 1)
         return t + 1, degree - drop
 
     num_chunks = collective.pmax((num_new + chunk - 1) // chunk, axis)
     _, degree = jax.lax.while_loop(
         lambda c_: c_[0] < num_chunks, body, (jnp.zeros((), jnp.int32), state.degree)
     )
-    return ProbCoverState(
-        degree,
-        state.ball_size,
-        state.covered | ball,
-        state.taken | (ids == c),
-        state.selected.at[state.count].set(c),
-        state.count + 1,
-        state.radius,
-    )
+    sel, taken = state.selected.at[state.count].set(c), state.taken | (ids == c)
+    state = state._replace(degree=degree, covered=state.covered | ball, taken=taken)
+    return state._replace(selected=sel, count=state.count + 1)
 
 
 def _run_body(state, x, max_steps, *, chunk, axis):
@@ -212,8 +212,171 @@ def _run(state, x, max_steps, *, mesh, chunk):
     return on_mesh(body, mesh, (_STATE_SPECS, ROWS, ALL), _STATE_SPECS)(state, x, max_steps)
 
 
-def _chunk(n: int, block_size) -> int:
-    return max(1, min(n, block_size or 256))
+# A tile of the pair matrix, [2048, 2048] float32, ran fastest on CPU. Default most ball entries
+# (directed, self included) of the graph: 512 MiB of int32 columns.
+_TILE, MAX_EDGES = 2048, 1 << 27
+
+
+def _tile_size(n: int) -> int:
+    # A multiple of 32: the graph packs 32 columns a word.
+    return min(_TILE, -(-n // 32) * 32)
+
+
+def _tile_mask(xp, aux, radius, i0, j0, *, n, tile):
+    """Ball mask of the tile (rows ``i0 + [0, tile)``, columns ``j0 + ...``), upper triangle
+    (column >= row) of real rows only, and its strictly upper part (mirrored to the columns)."""
+    a = jax.lax.dynamic_slice_in_dim(xp, i0, tile)
+    b = jax.lax.dynamic_slice_in_dim(xp, j0, tile)
+    sq = block_rank_distances(
+        a, jax.lax.dynamic_slice_in_dim(aux, i0, tile), b,
+        jax.lax.dynamic_slice_in_dim(aux, j0, tile), "euclidean",
+    )  # fmt: skip
+    gi = (i0 + jnp.arange(tile, dtype=jnp.int32))[:, None]
+    gj = (j0 + jnp.arange(tile, dtype=jnp.int32))[None, :]
+    upper = (sq <= radius**2) & (gj >= gi) & (gj < n)
+    return upper, upper & (gj > gi)
+
+
+def _pack(mask, axis):
+    """bool ``[r, c]`` -> uint32 words of 32 entries along ``axis`` (entry ``32 w + b`` at bit
+    ``b`` of word ``w``): ``[r, c / 32]`` along the columns, ``[r / 32, c]`` along the rows."""
+    r, c = mask.shape
+    shape, shift = ((r, c // 32, 32), (1, 1, 32)) if axis == 1 else ((r // 32, 32, c), (1, 32, 1))
+    bits = mask.reshape(shape).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32).reshape(shift)
+    return jnp.sum(bits, axis=axis + 1, dtype=jnp.uint32)  # distinct bits: the sum is their OR
+
+
+@partial(jax.jit, static_argnames=("n", "tile"))
+def _tile_words(xp, aux, radius, i0, j0, *, n, tile):
+    # The mirrored part packed down the rows, not transposed first: a transpose on the device
+    # cost 3x the packing; the host transposes the small word array instead.
+    upper, strict = _tile_mask(xp, aux, radius, i0, j0, n=n, tile=tile)
+    return _pack(upper, 1), _pack(strict, 0)
+
+
+def _tiles(x, radius, n: int):
+    """Per row block ``i``: ``(tile, nb, [(j, w, wt) for j >= i])``, ``w`` the row-packed upper
+    mask of tile ``(i, j)`` ``[tile, tile / 32]``, ``wt`` its strictly upper part packed down the
+    rows ``[tile / 32, tile]`` (the mirrored pairs); a block's tiles are dispatched at once."""
+    nb = -(-n // (tile := _tile_size(n)))
+    xp = jnp.pad(x, ((0, nb * tile - n), (0, 0)))
+    aux, r = row_aux(xp, "euclidean"), jnp.asarray(radius, jnp.float32)
+    for i in range(nb):
+        outs = [_tile_words(xp, aux, r, i * tile, j * tile, n=n, tile=tile) for j in range(i, nb)]
+        yield tile, nb, [(j, np.asarray(w), np.asarray(wt)) for j, (w, wt) in enumerate(outs, i)]
+
+
+def _ball_graph(x, radius, n: int, max_edges: int):
+    """The radius graph as CSR ``(indptr int64 [n + 1], cols int32 [E])`` (rows ascending, self
+    included), ``None`` past ``max_edges`` entries. Block ``i``'s full packed rows (its tiles'
+    rows, then the mirrored parts of tiles ``(i' <= i, i)``, kept sparse until then) read in
+    row-major order are its CSR rows: no sort needed."""
+    pending: dict[int, list] = {}
+    counts, cols, total = [], [], 0
+    for tile, nb, outs in _tiles(x, radius, n):
+        i, tw, width = outs[0][0], tile // 32, nb * tile // 32
+        full = np.zeros((tile, width), np.uint32)
+        for i2, idx, vals in pending.pop(i, []):
+            full[idx // tw, i2 * tw + idx % tw] = vals
+        for j, w, wt in outs:
+            full[:, j * tw : (j + 1) * tw] |= w
+            wt = np.ascontiguousarray(wt.T)
+            if j == i:
+                full[:, i * tw : (i + 1) * tw] |= wt
+            else:
+                idx = np.flatnonzero(wt)
+                pending.setdefault(j, []).append((i, idx, wt.ravel()[idx]))
+        rows = min(tile, n - i * tile)
+        nz = np.flatnonzero(full[:rows])
+        packed = full[:rows].ravel()[nz].view(np.uint8)
+        bits = np.flatnonzero(np.unpackbits(packed, bitorder="little"))
+        word = nz[bits >> 5]
+        counts.append(np.bincount(word // width, minlength=rows))
+        cols.append(((word % width) * 32 + (bits & 31)).astype(np.int32))
+        total += cols[-1].size
+        if total > max_edges:
+            return None
+    indptr = np.zeros(n + 1, np.int64)
+    np.cumsum(np.concatenate(counts), out=indptr[1:])
+    return indptr, np.concatenate(cols)
+
+
+def _neighbours_of(graph, rows):
+    """All neighbours of ``rows`` (with repeats), one flat array."""
+    indptr, cols = graph
+    starts, lens = indptr[rows], indptr[rows + 1] - indptr[rows]
+    ends = np.cumsum(lens)
+    return cols[np.repeat(starts - ends + lens, lens) + np.arange(ends[-1] if ends.size else 0)]
+
+
+def _graph_greedy(graph, state: ProbCoverState, stop: int) -> ProbCoverState:
+    """``state`` continued to ``stop`` picks on the host, the same rule as ``_take``."""
+    indptr, cols = graph
+    n = indptr.size - 1
+    degree = np.asarray(state.degree).astype(np.int64)
+    covered = np.array(state.covered, dtype=bool)
+    taken = np.array(state.taken, dtype=bool)
+    selected = np.array(state.selected, dtype=np.int32)
+    # (degree, ball size) as one key: ball sizes are < n + 1; argmax keeps the lowest index.
+    key = degree * (n + 1) + np.asarray(state.ball_size, np.int64)
+    key[taken] = -1
+    for t in range(int(state.count), stop):
+        c = int(np.argmax(key))
+        ball = cols[indptr[c] : indptr[c + 1]]
+        newly = ball[~covered[ball]]
+        covered[ball] = True
+        if newly.size:
+            drop = np.bincount(_neighbours_of(graph, newly), minlength=n)
+            degree -= drop
+            key -= drop * (n + 1)  # taken keys only go further below every free key
+        taken[c], key[c], selected[t] = True, -1, c
+    out = state._replace(degree=jnp.asarray(degree, jnp.int32), covered=jnp.asarray(covered))
+    out = out._replace(taken=jnp.asarray(taken), selected=jnp.asarray(selected))
+    return out._replace(count=jnp.asarray(stop, jnp.int32))
+
+
+@partial(jax.jit, static_argnames=("block_size",))
+def _covered_one(x, anchors, radius, *, block_size):
+    free = jnp.zeros((x.shape[0],), bool)
+    return _anchor_cover(x, row_aux(x, "euclidean"), anchors, radius**2, free, block_size)
+
+
+# The last graph, ``(key, copy of x, graph)``: a run on equal x (same dtype) and radius (an
+# O(n d) comparison) reuses it, not build it again (select's init, then run, in chunks).
+_LAST: list = []
+
+
+def clear_graph_cache() -> None:
+    """Forgets the last ProbCover ball graph (kept for a run on the same ``x`` and radius)."""
+    _LAST.clear()
+
+
+def _cached_graph(x, radius, n: int, max_edges: int):
+    if max_edges < n:  # every point is in its own ball: at least n entries
+        return None
+    xh = np.asarray(x)
+    key = (xh.shape, xh.dtype, float(radius))
+    if _LAST and _LAST[0][0] == key and np.array_equal(_LAST[0][1], xh):
+        return _LAST[0][2] if _LAST[0][2][1].size <= max_edges else None
+    _LAST.clear()
+    graph = _ball_graph(x, radius, n, max_edges)
+    # A copy: on CPU ``jnp.asarray`` can share a caller's NumPy buffer, which may change later.
+    _LAST.extend([] if graph is None else [(key, xh.copy(), graph)])
+    return graph
+
+
+def _graph_state(x, anchors, radius, *, n, k, block_size, max_edges):
+    """One device, concrete ``x``: ``(state, graph)``, or ``None`` past ``max_edges``. Ball
+    sizes are row lengths; a degree counts the uncovered rows holding the point (symmetry)."""
+    graph = _cached_graph(x, radius, n, max_edges)
+    if graph is None:
+        return None
+    covered = np.asarray(_covered_one(x, anchors, radius, block_size=block_size))
+    degree = np.bincount(_neighbours_of(graph, np.flatnonzero(~covered)), minlength=n)
+    ball = np.diff(graph[0]).astype(np.int32)
+    state = _new_state(jnp.asarray(degree, jnp.int32), jnp.asarray(ball), jnp.asarray(covered),
+                       jnp.zeros(n, bool), k, radius)  # fmt: skip
+    return state, graph
 
 
 def _unpadded(state: ProbCoverState, n: int) -> ProbCoverState:
@@ -238,21 +401,43 @@ def _padded(state: ProbCoverState, mesh) -> ProbCoverState:
     )
 
 
-def _checked_init(x, k, radius, anchors, block_size, mesh):
-    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``."""
+def _checked(x, k, radius, anchors, block_size, mesh):
+    """Validated arguments -> ``(x, k, radius as a float32 array, anchors, block_size)``."""
+    if mesh is not None:
+        mesh_axis(mesh)  # a clear TypeError / ValueError for anything but a 1-D Mesh
     radius = _check_radius(radius)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
-    k = check_k(k, n)
+    k = check_k(k, x.shape[0])
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
         anchors = replicate(anchors, mesh)
-    if mesh is not None:
-        x = shard_rows(x, mesh)
-    r = replicate(np.float32(radius), mesh)
+    return x, k, replicate(np.float32(radius), mesh), anchors, block_size
+
+
+def _checked_init(x, k, radius, anchors, block_size, mesh, max_edges=MAX_EDGES):
+    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``."""
+    x, k, r, anchors, block_size = _checked(x, k, radius, anchors, block_size, mesh)
+    n = x.shape[0]
+    if mesh is None and is_concrete(x):
+        got = _graph_state(x, anchors, r, n=n, k=k, block_size=block_size, max_edges=max_edges)
+        if got is not None:
+            return got[0], x, n
+    x = x if mesh is None else shard_rows(x, mesh)
     return _init(x, anchors, r, mesh=mesh, n=n, k=k, block_size=block_size), x, n
+
+
+def _check_max_edges(max_edges) -> int:
+    if isinstance(max_edges, bool) or not isinstance(max_edges, (int, np.integer)) or max_edges < 0:
+        raise ValueError(f"max_edges must be an int >= 0, got {max_edges!r}")
+    return int(max_edges)
+
+
+def _on_graph(x, state, max_edges, mesh, *extra) -> bool:  # one device, concrete, small enough
+    if mesh is not None or not all(is_concrete(a) for a in (x, *state, *extra)):
+        return False
+    return int(np.sum(np.asarray(state.ball_size), dtype=np.int64)) <= max_edges
 
 
 def probcover_init(
@@ -289,6 +474,7 @@ def probcover_run(
     *,
     max_steps: int | None = None,
     block_size: int | None = None,
+    max_edges: int = MAX_EDGES,
     mesh=None,
 ) -> ProbCoverState:
     """Continues ``state`` until it holds ``k`` points, or for at most ``max_steps`` more
@@ -299,7 +485,8 @@ def probcover_run(
       x: the same ``[n, d]`` array.
       max_steps: at most this many more picks (``None``: until ``k``).
       block_size: newly covered points compared with all points at once (default 256; per
-        device on a mesh).
+        device on a mesh), on the graph-free way.
+      max_edges: most ball entries of the ball graph (one device); more: the graph-free way.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices; a state from any
         device count (or none) continues.
 
@@ -311,17 +498,16 @@ def probcover_run(
     x, max_steps = check_run_args(x, n, state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
-    chunk = _chunk(n, block_size)
+    chunk = max(1, min(n, block_size or 256))
+    if _on_graph(x, state, _check_max_edges(max_edges), mesh, max_steps):
+        stop = min(state.selected.shape[0], int(state.count) + int(max_steps))
+        graph = _cached_graph(x, state.radius, n, max_edges) if stop > state.count else None
+        if graph is not None or stop <= state.count:
+            return state if graph is None else _graph_greedy(graph, state, stop)
     if mesh is None:
         return _run(state, x, max_steps, mesh=None, chunk=chunk)
-    out = _run(
-        _padded(state, mesh),
-        shard_rows(x, mesh),
-        replicate(max_steps, mesh),
-        mesh=mesh,
-        chunk=chunk,
-    )
-    return _unpadded(out, n)
+    xs, steps = shard_rows(x, mesh), replicate(max_steps, mesh)
+    return _unpadded(_run(_padded(state, mesh), xs, steps, mesh=mesh, chunk=chunk), n)
 
 
 def probcover_step(state: ProbCoverState, x, *, mesh=None) -> ProbCoverState:
@@ -330,7 +516,14 @@ def probcover_step(state: ProbCoverState, x, *, mesh=None) -> ProbCoverState:
 
 
 def probcover(
-    x, k: int, radius: float, *, anchors=None, block_size: int | None = None, mesh=None
+    x,
+    k: int,
+    radius: float,
+    *,
+    anchors=None,
+    block_size: int | None = None,
+    max_edges: int = MAX_EDGES,
+    mesh=None,
 ) -> jax.Array:
     """ProbCover selection: int32 ``[k]`` indices into ``x`` in selection order.
 
@@ -339,50 +532,28 @@ def probcover(
       k: points to choose.
       radius: ball radius ``delta`` (Euclidean).
       anchors: optional ``[m, d]`` points already chosen.
-      block_size: rows per block of the pairwise passes.
+      block_size: rows per block of the pairwise passes (graph-free way).
+      max_edges: most ball entries of the ball graph (one device); more: the graph-free way.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices; the indices equal
         the single-device ones (see the module docstring).
 
     Returns:
       int32 ``[k]`` distinct row indices.
     """
-    state, xs, n = _checked_init(x, k, radius, anchors, block_size, mesh)
+    max_edges = _check_max_edges(max_edges)
+    if mesh is None and is_concrete(x):
+        x, k, r, anchors, block_size = _checked(x, k, radius, anchors, block_size, None)
+        n = x.shape[0]
+        got = _graph_state(x, anchors, r, n=n, k=k, block_size=block_size, max_edges=max_edges)
+        if got is not None:
+            return _graph_greedy(got[1], got[0], k).selected
+        max_edges = 0  # past max_edges: the graph-free way, without building the graph again
+    state, xs, n = _checked_init(x, k, radius, anchors, block_size, mesh, max_edges)
     if state.selected.shape[0] == 0:
         return state.selected
     k = state.selected.shape[0]
     steps = jnp.asarray(k, jnp.int32) if mesh is None else replicate(np.int32(k), mesh)
-    return _run(state, xs, steps, mesh=mesh, chunk=_chunk(n, block_size)).selected
-
-
-def _kth_body(sub, x, *, n, num_neighbors, block_size, axis):
-    """Per row of ``sub`` (replicated): the distance to its ``num_neighbors``-th nearest row of
-    ``x`` (all devices' rows; the row itself is its 0-th neighbour)."""
-    s = sub.shape[0]
-    m = x.shape[0]
-    valid = collective.row_ids(m, axis) < n
-    block = auto_block(m, s, block_size)
-    s_aux, x_aux = row_aux(sub, "euclidean"), row_aux(x, "euclidean")
-    top = num_neighbors + 1
-    # Each device's `top` nearest (as many as it has); over all devices there are at least `top`
-    # real ones, since n >= top.
-    local_top = min(top, m)
-
-    def fold(rows, start, fresh_from, out):
-        raux = jax.lax.dynamic_slice_in_dim(s_aux, start, block)
-        sq = block_rank_distances(rows, raux, x, x_aux, "euclidean")
-        sq = jnp.where(valid[None, :], sq, jnp.inf)
-        near = -jax.lax.top_k(-sq, local_top)[0]  # [block, local_top], ascending
-        near = collective.all_gather(near.T, axis).T  # [block, P * local_top]
-        kth = -jax.lax.top_k(-near, top)[0][:, num_neighbors]
-        return jax.lax.dynamic_update_slice_in_dim(out, jnp.sqrt(kth), start, axis=0)
-
-    return fold_row_blocks(fold, sub, block, jnp.zeros((s,), jnp.float32))
-
-
-@partial(jax.jit, static_argnames=("mesh", "n", "num_neighbors", "block_size"))
-def _kth_neighbour(sub, x, *, mesh, n, num_neighbors, block_size):
-    body = partial(_kth_body, n=n, num_neighbors=num_neighbors, block_size=block_size)
-    return on_mesh(body, mesh, (ALL, ROWS), ALL)(sub, x)
+    return _run(state, xs, steps, mesh=mesh, chunk=max(1, min(n, block_size or 256))).selected
 
 
 def probcover_radius(
@@ -421,10 +592,8 @@ def probcover_radius(
         raise ValueError(f"num_neighbors must be in [1, {n - 1}], got {num_neighbors}")
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-    block_size = check_block_size(block_size)
-    step = max(1, n // max_points)
-    xs = x if mesh is None else shard_rows(x, mesh)
-    sub = replicate(x[::step][:max_points], mesh)
-    d = _kth_neighbour(sub, xs, mesh=mesh, n=n, num_neighbors=num_neighbors, block_size=block_size)
-    r = float(jnp.quantile(d, quantile))
+    sub = x[:: max(1, n // max_points)][:max_points]
+    # The row itself is its 0-th neighbour: the queries are not identified with rows of x.
+    near, _ = knn(x, num_neighbors + 1, queries=sub, block_size=block_size, mesh=mesh)
+    r = float(jnp.quantile(near[:, num_neighbors], quantile))
     return r if r > 0 else 1.0
