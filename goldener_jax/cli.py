@@ -135,7 +135,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="auto, kcenter, herding, zcore, kmeans_medoids, typiclust, probcover, "
         "typical_kcenter, farthest, closest, random (default: the library's: select 'auto', "
-        "chosen by evidence across datasets; split 'kcenter' set by set)",
+        "chosen by evidence across datasets; split 'auto', representative sets)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key")
     p.add_argument("--labels", default=None, help=".npy of per-sample labels (default: store's)")
@@ -314,7 +314,7 @@ def _inputs(args) -> tuple:
             raise _UsageError(f"--option expects NAME=VALUE (num_samples=1000), got {item!r}")
         options[name] = _option_value(value)
     kw = dict(
-        method=args.method or ("auto" if args.command == "select" else "kcenter"),
+        method=args.method or "auto",
         labels=_load(args.labels, "--labels"),
         groups=_load(args.groups, "--groups"),
         sample_idx=_load(args.sample_idx, "--sample-idx"),

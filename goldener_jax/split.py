@@ -5,9 +5,11 @@ no earlier set took (stratified by label, groups kept whole); the last set takes
 Set sizes are exact: ratios by largest remainder (no set short-changed), or counts summing to N;
 with groups, exact whenever whole groups can meet them, else the nearest reachable counts (a
 warning, recorded in the manifest; ``strict_sizes=True`` raises).
-``method="auto"`` builds representative sets instead (each set a stratified sample of the whole,
-at the resolution of k-means cells, see ``split``'s ``method``); the objective it
-serves is a small per-set MMD to the whole data, with the same exact sizes and whole groups.
+``method="auto"`` (the default) builds representative sets instead (each set a stratified
+sample of the whole at the resolution of k-means cells; with labels, the hard held-out samples
+as matched pairs, see ``split``'s ``method``); the objectives it serves are a small per-set MMD
+to the whole and validation accuracy that predicts test accuracy, with exact sizes and whole
+groups.
 A manifest (JSON) records the request, the counts and the per-set label counts; an optional
 leakage check reports near-duplicate pairs that straddle two sets.
 """
@@ -48,7 +50,7 @@ def split(
     store_or_array,
     sets,
     *,
-    method="kcenter",
+    method="auto",
     key,
     labels=None,
     groups=None,
@@ -73,16 +75,21 @@ def split(
       store_or_array: a :class:`~goldener_jax.FeatureStore`, its path, or vectors ``[Nv, d]``.
       sets: ``{"train": 0.7, "val": 0.15, "test": 0.15}`` (ratios in (0, 1) summing to 1) or
         counts summing to the number of samples; at least 2 sets, unique names. Filled in order.
-      method: a selection method filling the sets in order (as :func:`~goldener_jax.select`),
-        or ``"auto"``: representative sets. The units (groups, or samples; a unit's vector is
-        the mean of its vectors) are clustered into k-means cells of about ``cell_size`` units
-        (default ``max(4, ceil(N / smallest set))``, at most ``max_cells`` = 4096 cells,
-        ``num_iters`` = 20 Lloyd iterations; ``method_options``), ordered by (label, cell, a
-        nearest-neighbour chain inside the cell) and dealt to the sets in proportion to their
-        sizes, so every set gets its share of every label and cell, and the validation and test
-        units of a cell are near twins. Blocked (no N x N matrix), deterministic for ``key``.
-        On digits it halves each set's MMD to the whole against stratified random splits
-        (``goldener-jax bench split-quality``, docs/benchmarks.md).
+      method: ``"auto"`` (default): representative sets. The units (groups, or samples; a
+        unit's vector is the mean of its vectors) are clustered into k-means cells of about
+        ``cell_size`` units (default ``max(4, ceil(N / smallest set))``, at most ``max_cells``
+        = 256 cells, ``num_iters`` = 20 Lloyd iterations; ``method_options``), ordered by
+        (label, cell, a nearest-neighbour chain inside the cell) and dealt to the sets in
+        proportion to their sizes, so every set gets its share of every label and cell. With
+        labels, the hard units (closer to wrong than right under a ridge one-vs-rest linear fit
+        of the labels) of the two held-out sets (all but the largest, e.g. validation and test;
+        without groups) are then re-dealt between them as matched pairs along each label's
+        difficulty ranking, oriented to balance their expected errors, every set keeping its
+        count label by label: validation accuracy predicts test accuracy (ten datasets, 30
+        seeds: ``goldener-jax bench split-quality --suite``, docs/benchmarks.md).
+        Blocked (no N x N matrix), deterministic for ``key``. Or a selection method filling
+        the sets in order (as :func:`~goldener_jax.select`, e.g. ``"kcenter"``: validation and
+        test that cover the data).
       key: as :func:`~goldener_jax.select`.
       labels: as :func:`~goldener_jax.select`.
       groups: as :func:`~goldener_jax.select`; a group never spans two sets (with ``"auto"`` a
@@ -98,8 +105,9 @@ def split(
       reduce: as :func:`~goldener_jax.select`.
       method_options: as :func:`~goldener_jax.select` (for ``"auto"``: ``cell_size``,
         ``max_cells``, ``num_iters``).
-      checkpoint_dir: resumable progress, one sub-directory per set; locked for the run, data
-        fingerprinted row by row (as :func:`~goldener_jax.select`).
+      checkpoint_dir: resumable progress of a selection method, one sub-directory per set;
+        locked for the run, data fingerprinted row by row (as :func:`~goldener_jax.select`).
+        ``"auto"`` has no steps to resume (one k-means and a deal: seconds at 50,000 samples).
       manifest_path: where to write the manifest; default ``<store path>.split.json`` next to a
         store, none for an array. ``False`` writes nothing.
       leakage_threshold: report vector pairs in different sets closer than this (O(N^2 d)).
@@ -163,7 +171,7 @@ def _split(
     strict_sizes,
     progress,
 ) -> Split:
-    data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels)
+    data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels, mesh=mesh)
     counts = set_counts(wanted, data.sample_ids.shape[0])
     names = list(wanted)
     targets = counts

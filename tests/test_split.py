@@ -17,7 +17,7 @@ def _x(n=100, d=5, seed=0):
 
 def test_every_sample_in_exactly_one_set_with_largest_remainder_counts():
     labels = np.arange(101) % 3
-    result = gj.split(_x(101), SETS, key=KEY, labels=labels)
+    result = gj.split(_x(101), SETS, method="kcenter", key=KEY, labels=labels)
     assert {k: len(v) for k, v in result.items()} == {"train": 71, "val": 15, "test": 15}
     allidx = np.concatenate(list(result.values()))
     assert sorted(allidx.tolist()) == list(range(101))
@@ -117,7 +117,7 @@ def test_bad_input():
 
 def test_split_resumes_from_its_checkpoints(tmp_path):
     labels = np.arange(80) % 2
-    kw = dict(key=KEY, labels=labels, checkpoint_dir=tmp_path, checkpoint_every=4)
+    kw = dict(method="kcenter", key=KEY, labels=labels, checkpoint_dir=tmp_path, checkpoint_every=4)
     first = gj.split(_x(80), SETS, **kw)
     again = gj.split(_x(80), SETS, **kw)
     for name in SETS:

@@ -1,0 +1,120 @@
+"""``split(method="auto")``, the default: exact counts label by label, and the hard held-out
+samples dealt to validation and test as matched pairs (checked against a NumPy float64 ridge)."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+import goldener_jax as gj
+from goldener_jax import cli
+from goldener_jax._allocation import set_counts
+
+KEY = jax.random.key(0)
+
+
+def _overlapping(n=240, seed=0, labels=3):
+    """Labels whose classes overlap, so a linear fit gets many samples nearly wrong."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, labels, n)
+    centres = rng.normal(scale=1.5, size=(labels, 4))
+    return (centres[y] + rng.normal(size=(n, 4))).astype(np.float32), y
+
+
+def _ridge_difficulty(x, y):
+    """Reference: best other label's score minus its own, ridge one-vs-rest (targets +-1, L2 1,
+    intercept column penalised too, centred features), in float64."""
+    v = np.c_[x - x.mean(0), np.ones(len(x))].astype(np.float64)
+    t = -np.ones((len(y), y.max() + 1))
+    t[np.arange(len(y)), y] = 1.0
+    s = v @ np.linalg.solve(v.T @ v + np.eye(v.shape[1]), v.T @ t)
+    own = s[np.arange(len(y)), y].copy()
+    s[np.arange(len(y)), y] = -np.inf
+    return s.max(1) - own
+
+
+def test_auto_is_the_default_of_split_and_of_the_cli(tmp_path):
+    x, y = _overlapping()
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    default = gj.split(x, sets, key=KEY, labels=y, manifest_path=False, progress=False)
+    auto = gj.split(x, sets, method="auto", key=KEY, labels=y, manifest_path=False, progress=False)
+    assert default.manifest["method"] == "auto"
+    for name in sets:
+        np.testing.assert_array_equal(default[name], auto[name])
+    np.save(tmp_path / "v.npy", x)
+    np.save(tmp_path / "l.npy", y)
+    out = tmp_path / "out"
+    argv = ["split", str(tmp_path / "v.npy"), "--labels", str(tmp_path / "l.npy")]
+    for name, ratio in sets.items():
+        argv += ["--set", f"{name}={ratio}"]
+    assert cli.main([*argv, "--out", str(out), "--quiet"]) == 0
+    manifest = json.loads((out / "split.json").read_text())
+    assert manifest["method"] == "auto"
+    for name in sets:
+        np.testing.assert_array_equal(np.load(out / f"{name}.npy"), auto[name])
+
+
+@pytest.mark.parametrize(
+    "sets",
+    [
+        {"train": 0.7, "val": 0.15, "test": 0.15},
+        {"train": 0.6, "val": 0.25, "test": 0.15},  # held-out sets of different sizes
+        {"val": 0.2, "train": 0.6, "test": 0.2},  # the largest set is not the first
+    ],
+)
+def test_exact_counts_and_label_shares_with_matched_pairs(sets):
+    x, y = _overlapping(seed=1)
+    result = gj.split(x, sets, key=KEY, labels=y, manifest_path=False, progress=False)
+    assert {k: len(v) for k, v in result.items()} == set_counts(sets, len(y))
+    assert sorted(np.concatenate(list(result.values())).tolist()) == list(range(len(y)))
+    construction = result.manifest["construction"]
+    assert construction["held_out_pairs"] is True
+    assert construction["hard_units"] == int(np.count_nonzero(_ridge_difficulty(x, y) > -1.0))
+    for idx in result.values():  # each label's share of each set within 1 of proportional
+        for lab in range(3):
+            share = np.count_nonzero(y == lab) * len(idx) / len(y)
+            assert abs(np.count_nonzero(y[idx] == lab) - share) <= 1.0 + 1e-9
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hardest_held_out_samples_of_a_label_are_split_between_val_and_test(seed):
+    x, y = _overlapping(seed=seed)
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    result = gj.split(
+        x, sets, key=jax.random.key(seed), labels=y, manifest_path=False, progress=False
+    )
+    difficulty = _ridge_difficulty(x, y)
+    where = np.full(len(y), "", object)
+    for name, idx in result.items():
+        where[idx] = name
+    checked = 0
+    for lab in range(3):
+        held = np.flatnonzero((y == lab) & (where != "train") & (difficulty > -1.0))
+        ranked = held[np.argsort(-difficulty[held], kind="stable")]
+        if (where[ranked] == "val").sum() == 0 or (where[ranked] == "test").sum() == 0:
+            continue
+        # the first pair is the two hardest; only checked when the reference ranks are clear
+        d = difficulty[ranked]
+        if len(d) > 2 and d[1] - d[2] > 1e-3:
+            assert {where[ranked[0]], where[ranked[1]]} == {"val", "test"}
+            checked += 1
+    assert checked >= 1
+
+
+def test_error_prone_samples_are_balanced_between_val_and_test():
+    # Samples the reference ridge gets wrong: validation and test hold nearly as many each
+    # (pairs split them; per label at most one pair straddles 0 plus the unpaired few), a
+    # stratified random split does not.
+    x, y = _overlapping(n=600, seed=4)
+    wrong = _ridge_difficulty(x, y) > 0
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    gaps_auto, gaps_random = [], []
+    for s in range(4):
+        kw = dict(key=jax.random.key(s), labels=y, manifest_path=False, progress=False)
+        auto = gj.split(x, sets, **kw)
+        rand = gj.split(x, sets, method="random", **kw)
+        gaps_auto.append(abs(int(wrong[auto["val"]].sum()) - int(wrong[auto["test"]].sum())))
+        gaps_random.append(abs(int(wrong[rand["val"]].sum()) - int(wrong[rand["test"]].sum())))
+    assert max(gaps_auto) <= 3 * 3
+    assert np.mean(gaps_auto) < np.mean(gaps_random)
