@@ -1,23 +1,22 @@
 """``select``: stratified, multi-vector, chunked, resumable selection over a store or an array.
 
-Orchestration only: the selectors (``goldener_jax.kernels.selectors``) do the compute, the
-pipeline core (``goldener_jax.pipeline``) loads the inputs, plans the tasks and keeps the
-progress. The selection is a deterministic sequence of *tasks* (one selector run on one chunk of
-candidate vectors, e.g. a k-center run of ``k`` steps); which tasks run depends only on the
-config, the key and the results of earlier tasks. With ``checkpoint_dir``:
+Orchestration only: ``kernels.selectors`` compute, ``pipeline`` loads the inputs, plans the tasks
+and keeps the progress. The selection is a deterministic sequence of *tasks* (one selector run on
+one chunk of candidate vectors, e.g. a k-center run of ``k`` steps); which tasks run depends only
+on the config, the key and the results of earlier tasks. With ``checkpoint_dir``:
 
 * after each task its new samples are saved (``progress``, an Orbax checkpoint of O(N) arrays);
 * inside a long task the selector state is saved every ``checkpoint_every`` steps (``inflight``);
 
 and a rerun replays the finished tasks from the log, restores the selector state of the task in
-flight and continues it. Selectors continue a restored state bit for bit, chunks are drawn from
-the key, so a run killed at any point and rerun returns exactly the selection of an uninterrupted
-run.
+flight and continues it. Selectors continue a restored state bit for bit, chunks are drawn from the
+key: a run killed at any point and rerun returns exactly the selection of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax import pipeline
+from goldener_jax._allocation import count_from_size
 from goldener_jax.pipeline import METHODS, BudgetRule, SelectionMethod, SuiteRule, register_method
 
 __all__ = [
@@ -92,6 +92,7 @@ def select(
     labels=None,
     groups=None,
     anchors=None,
+    size_of: str = "remaining",
     exclude_labels: Sequence | None = None,
     sample_idx=None,
     metric: str = "euclidean",
@@ -131,6 +132,11 @@ def select(
         reachable count is selected, with a warning (``Selection.group_counts``).
       anchors: sample indices already chosen (e.g. labelled): they count as chosen for the
         kernel (k-center starts from them) and are never returned.
+      size_of: what ``size`` counts (``P``: the pool after ``exclude_labels``, ``m`` anchors in
+        it). ``"remaining"`` (default): new picks, a float a share of the ``P - m`` candidates.
+        ``"pool"``: new picks, a float a share of ``P`` (``0.05``: ``ceil(0.05 P)`` each round).
+        ``"total"``: anchors plus new picks (an int, or ``ceil(size P)``), so at least ``m + 1``.
+        Outside ``"remaining"`` the count is spread over labels as an int is.
       exclude_labels: labels whose samples are dropped (needs labels).
       sample_idx: for an array, the sample of each vector ``[Nv]``.
       metric: distance of the kernels (``"euclidean"``, ``"sqeuclidean"``, ``"cosine"``).
@@ -163,6 +169,9 @@ def select(
     key = pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise TypeError(f"size must be a float in (0, 1] or an int >= 1, got {size!r}")
+    size = size.item() if isinstance(size, np.generic) else size  # JSON-able in the config
+    if size_of not in ("remaining", "pool", "total"):
+        raise ValueError(f"size_of must be 'remaining', 'pool' or 'total', got {size_of!r}")
     red = pipeline.parse_reduce(reduce)
     with pipeline.checkpoint_lock(checkpoint_dir):  # one run per checkpoint directory
         return _select(
@@ -173,6 +182,7 @@ def select(
             labels=labels,
             groups=groups,
             anchors=anchors,
+            size_of=size_of,
             exclude_labels=exclude_labels,
             sample_idx=sample_idx,
             metric=metric,
@@ -197,6 +207,7 @@ def _select(
     labels,
     groups,
     anchors,
+    size_of,
     exclude_labels,
     sample_idx,
     metric,
@@ -210,7 +221,7 @@ def _select(
     mesh,
     progress,
 ) -> Selection:
-    data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels)
+    data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels, mesh=mesh)
     anchor_samples = pipeline.anchor_samples(anchors, data)
     pipeline.apply_reduce(data, red, key)
     alive = np.ones(data.sample_ids.shape[0], bool)
@@ -227,7 +238,7 @@ def _select(
     )
     out = pipeline.run_selection(
         data,
-        size,
+        _new_picks(size, size_of, alive.size, anchor_samples.size),
         settings,
         alive=alive,
         anchor_samples=anchor_samples,
@@ -262,20 +273,33 @@ def _select(
         indices=data.sample_ids[chosen].astype(np.int64),
         label_counts=label_counts,
         coverage_radius=radius,
-        config={**out.config, "count": out.count, "size": _jsonable(size)},
+        config={**out.config, "count": out.count, "size": size, "size_of": size_of},
         resumed=out.resumed,
         group_counts=out.groups,
     )
 
 
-def _jsonable(v):
-    return v.item() if isinstance(v, np.generic) else v
+def _new_picks(size, size_of: str, pool: int, m: int):
+    """``size`` for ``run_selection``: as given for ``"remaining"``, else the new picks' count."""
+    if size_of == "remaining":
+        return size
+    count = count_from_size(size, pool) - (m if size_of == "total" else 0)
+    if not 1 <= count <= pool - m:
+        msg = f"size={size!r}, size_of={size_of!r} asks for {count} new samples with {m} anchors"
+        raise ValueError(f"{msg} in a pool of {pool}: need 1 to {pool - m}")
+    return count
 
 
 def _coverage_radius(data, selected_vecs, candidate_vecs, metric, mesh) -> float | None:
     if selected_vecs.size == 0 or candidate_vecs.size == 0:
         return None
-    state = gk.kcenter_init(
-        data.rows(candidate_vecs), 0, metric=metric, anchors=data.rows(selected_vecs), mesh=mesh
-    )
-    return float(gk.kcenter_coverage_radius(state, metric=metric))
+    x, n = data.task_rows(candidate_vecs)  # padded per process when read from a store per process
+    anchors = data.anchor_rows(selected_vecs)
+    state = gk.kcenter_init(x, 0, metric=metric, anchors=anchors, mesh=mesh, n=n)
+    radius = float(gk.kcenter_coverage_radius(state, metric=metric))
+    if data.source is not None:  # rows read per process: freed now (see Engine._picks)
+        x.delete()
+        anchors.delete()
+        del x, anchors
+        gc.collect()  # the host memory under the CPU buffers goes with a collection
+    return radius

@@ -5,10 +5,18 @@ Step ``t`` (``t`` points chosen so far) takes, among the points not chosen yet,
 
     argmax_i  mean_j k(x_i, x_j)  -  sum_{s chosen} k(x_i, x_s) / (t + 1)
 
-(lowest index on ties). Kernels: ``"linear"`` ``k(a, b) = a . b`` (the mean term is one mat-vec
-with the mean row) and ``"rbf"`` ``k(a, b) = exp(-|a - b|^2 / (2 length_scale^2))`` (the mean term
-is a blocked pass over all pairs: ``O(n^2 d)`` time once, ``O(block x n)`` memory; never an
-``n x n`` matrix). Each step then reads ``x`` once (one kernel row).
+(lowest index on ties). With anchors (``m`` points already chosen, e.g. labelled) the run is
+the herding of ``m + k`` points whose first ``m`` are the anchors: they are in the penalty from
+the start and step ``t`` divides by ``m + t + 1``. The anchors' kernel rows are added one by one
+in their order, as ``m`` steps would add them, so with anchors equal to the first ``m`` picks of
+a run the state is that run's after ``m`` steps bit for bit, and the next picks are its next
+picks (``O(m n d)``, ``m`` reads of ``x``, once at init). A row of ``x`` equal to an anchor (bit
+for bit, e.g. the anchor itself) counts as chosen, as a pick does: it is never picked.
+
+Kernels: ``"linear"`` ``k(a, b) = a . b`` (the mean term is one mat-vec with the mean row) and
+``"rbf"`` ``k(a, b) = exp(-|a - b|^2 / (2 length_scale^2))`` (the mean term is a blocked pass over
+all pairs: ``O(n^2 d)`` time once, ``O(block x n)`` memory; never an ``n x n`` matrix). Each step
+then reads ``x`` once (one kernel row).
 
 One body per phase runs on one device and, with ``mesh=``, row-sharded over a 1-D mesh
 (``sharding.on_mesh``): the state's N-vectors are sharded like ``x`` and padding rows are
@@ -32,7 +40,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import collective
-from ._checks import as_float_matrix, check_block_size, check_k, check_run_args
+from ._checks import (
+    as_float_matrix,
+    check_block_size,
+    check_k,
+    check_run_args,
+    check_same_width,
+)
 from .distance import auto_block, block_rank_distances, row_aux
 from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
@@ -56,9 +70,10 @@ class HerdingState(NamedTuple):
     Attributes:
       mean_kernel: float32 ``[n]`` ``mean_j k(x_i, x_j)``.
       penalty: float32 ``[n]`` ``sum_{s chosen} k(x_i, x_s)``.
-      taken: bool ``[n]`` True for chosen points.
+      taken: bool ``[n]`` True for chosen points (and rows equal to an anchor).
       selected: int32 ``[k]`` chosen indices in order; ``-1`` where not chosen yet.
       count: int32 scalar.
+      num_anchors: int32 scalar, the anchors in ``penalty`` (chosen before the ``k`` picks).
     """
 
     mean_kernel: jax.Array
@@ -66,9 +81,10 @@ class HerdingState(NamedTuple):
     taken: jax.Array
     selected: jax.Array
     count: jax.Array
+    num_anchors: jax.Array
 
 
-_STATE_SPECS = HerdingState(ROWS, ROWS, ROWS, ALL, ALL)
+_STATE_SPECS = HerdingState(ROWS, ROWS, ROWS, ALL, ALL, ALL)
 
 
 def _check_kernel(kernel: str, length_scale) -> float:
@@ -91,7 +107,23 @@ def _kernel_row(x, x_sq, point, kernel, length_scale):
     return jnp.exp(-sq / (2.0 * length_scale**2))
 
 
-def _init_body(x, *, n, k, kernel, length_scale, block_size, axis):
+def _anchor_penalty(x, anchors, kernel, length_scale):
+    """(``sum_a k(x_i, a)`` over the anchors, whether row ``i`` equals an anchor): the kernel
+    rows are added one at a time in the anchors' order, exactly what ``m`` steps choosing those
+    points add (the same ops, the same order)."""
+    x_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1)
+    a = anchors.astype(x.dtype)
+
+    def add(j, carry):
+        penalty, same = carry
+        penalty = penalty + _kernel_row(x, x_sq, a[j], kernel, length_scale)
+        return penalty, same | jnp.all(x == a[j], axis=1)
+
+    init = (jnp.zeros((x.shape[0],), jnp.float32), jnp.zeros((x.shape[0],), bool))
+    return jax.lax.fori_loop(0, a.shape[0], add, init)
+
+
+def _init_body(x, anchors, *, n, k, kernel, length_scale, block_size, axis):
     m = x.shape[0]
     valid = collective.row_ids(m, axis) < n
     # Padding rows exist only on a mesh whose size does not divide n (static).
@@ -123,21 +155,29 @@ def _init_body(x, *, n, k, kernel, length_scale, block_size, axis):
         mean_kernel = sums / n
     if padded:
         mean_kernel = jnp.where(valid, mean_kernel, 0.0)
+    num_anchors = 0 if anchors is None else anchors.shape[0]
+    taken = ~valid
+    if num_anchors:
+        penalty, same = _anchor_penalty(x, anchors, kernel, length_scale)
+        taken = taken | same
+    else:
+        penalty = jnp.zeros((m,), jnp.float32)
     return HerdingState(
         mean_kernel.astype(jnp.float32),
-        jnp.zeros((m,), jnp.float32),
-        ~valid,
+        penalty,
+        taken,
         jnp.full((k,), -1, jnp.int32),
         jnp.zeros((), jnp.int32),
+        jnp.asarray(num_anchors, jnp.int32),
     )
 
 
 @partial(jax.jit, static_argnames=("mesh", "n", "k", "kernel", "length_scale", "block_size"))
-def _init(x, *, mesh, n, k, kernel, length_scale, block_size):
+def _init(x, anchors, *, mesh, n, k, kernel, length_scale, block_size):
     body = partial(
         _init_body, n=n, k=k, kernel=kernel, length_scale=length_scale, block_size=block_size
     )
-    return on_mesh(body, mesh, (ROWS,), _STATE_SPECS)(x)
+    return on_mesh(body, mesh, (ROWS, ALL), _STATE_SPECS)(x, anchors)
 
 
 def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
@@ -145,11 +185,12 @@ def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
     stop = jnp.minimum(state.selected.shape[0], state.count + max_steps)
     x_sq = jnp.sum(jnp.square(x.astype(jnp.float32)), axis=1)
     mean_kernel = state.mean_kernel
+    before = state.num_anchors + 1  # the anchors count as the first picks
 
     # `x` and the kernel mean are closed over, not carried.
     def step(carry):
         penalty, taken, selected, count = carry
-        score = mean_kernel - penalty / (count + 1).astype(jnp.float32)
+        score = mean_kernel - penalty / (count + before).astype(jnp.float32)
         index = collective.first_argmax(jnp.where(taken, -jnp.inf, score), ids, axis)
         point = collective.fetch_row(x, ids, index, axis)
         return (
@@ -161,7 +202,7 @@ def _run_body(state, x, max_steps, *, kernel, length_scale, axis):
 
     carry = (state.penalty, state.taken, state.selected, state.count)
     carry = jax.lax.while_loop(lambda c: c[3] < stop, step, carry)
-    return HerdingState(mean_kernel, *carry)
+    return HerdingState(mean_kernel, *carry, state.num_anchors)
 
 
 @partial(jax.jit, static_argnames=("mesh", "kernel", "length_scale"))
@@ -179,6 +220,7 @@ def _place_state(state: HerdingState, mesh) -> HerdingState:
         shard_rows(state.taken, mesh, fill=True),
         replicate(state.selected, mesh),
         replicate(count, mesh),
+        replicate(jnp.asarray(state.num_anchors, jnp.int32), mesh),
     )
 
 
@@ -190,16 +232,20 @@ def _unpad_state(state: HerdingState, n: int) -> HerdingState:
     )
 
 
-def _checked_init(x, k, kernel, length_scale, block_size, mesh):
+def _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors=None):
     """(state, x as placed for the run): validation, then the init on one device or ``mesh``."""
     length_scale = _check_kernel(kernel, length_scale)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
     n = x.shape[0]
     k = check_k(k, n)
+    if anchors is not None:
+        anchors = as_float_matrix(anchors, "anchors")
+        check_same_width(x, anchors, "x", "anchors")
+        anchors = replicate(anchors, mesh)
     xs = x if mesh is None else shard_rows(x, mesh)
     kw = dict(kernel=kernel, length_scale=length_scale, block_size=block_size)
-    return _unpad_state(_init(xs, mesh=mesh, n=n, k=k, **kw), n), xs
+    return _unpad_state(_init(xs, anchors, mesh=mesh, n=n, k=k, **kw), n), xs
 
 
 def herding_init(
@@ -209,9 +255,10 @@ def herding_init(
     kernel: str = "rbf",
     length_scale: float = 1.0,
     block_size: int | None = None,
+    anchors=None,
     mesh=None,
 ) -> HerdingState:
-    """Initial state (the kernel mean of every point).
+    """Initial state (the kernel mean of every point, the anchors' kernel rows).
 
     Args:
       x: Array of shape ``[n, d]``, floating.
@@ -220,13 +267,15 @@ def herding_init(
       length_scale: RBF bandwidth (see :func:`median_length_scale`).
       block_size: rows per block of the RBF kernel mean (``[block, n]`` temporaries; with
         ``mesh``, ``[block, n / P]``).
+      anchors: optional ``[m, d]`` points already chosen (e.g. labelled): the run continues a
+        herding whose first ``m`` points they are (see the module docstring); never returned.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices
         (``kernels.sharding``); the state's vectors still have length ``n``.
 
     Returns:
       A ``HerdingState``.
     """
-    return _checked_init(x, k, kernel, length_scale, block_size, mesh)[0]
+    return _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors)[0]
 
 
 def _checked_run(state, x, kernel, length_scale, max_steps, mesh, xs=None):
@@ -273,6 +322,7 @@ def kernel_herding(
     kernel: str = "rbf",
     length_scale: float = 1.0,
     block_size: int | None = None,
+    anchors=None,
     mesh=None,
 ) -> jax.Array:
     """Kernel herding selection: int32 ``[k]`` indices into ``x`` in selection order.
@@ -283,6 +333,8 @@ def kernel_herding(
       kernel: ``"linear"`` or ``"rbf"``.
       length_scale: RBF bandwidth (see :func:`median_length_scale`).
       block_size: rows per block of the RBF kernel mean.
+      anchors: optional ``[m, d]`` points already chosen: herding continues from them as its
+        first ``m`` points (see the module docstring); never returned.
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows of ``x``
         are sharded over its devices, each step exchanges ``O(P + d)`` values; the indices
         equal the single-device ones (up to ties within rounding, see the module docstring).
@@ -290,7 +342,7 @@ def kernel_herding(
     Returns:
       int32 ``[k]`` indices into ``x`` in selection order.
     """
-    state, xs = _checked_init(x, k, kernel, length_scale, block_size, mesh)
+    state, xs = _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors)
     return _checked_run(state, x, kernel, length_scale, None, mesh, xs=xs).selected
 
 

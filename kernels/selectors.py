@@ -35,6 +35,7 @@ from .zcore import zcore_init, zcore_run, zcore_select
 
 __all__ = [
     "Selector",
+    "anchored_clusters",
     "closest",
     "farthest",
     "herding",
@@ -114,8 +115,9 @@ def _unit_rows(x, metric: str):
 def kcenter(*, metric: str = "euclidean", mesh=None) -> Selector:
     """Exact greedy k-center (coverage); starts from ``anchors`` when given."""
 
-    def init(x, k, *, key=None, anchors=None):
-        return kcenter_init(x, k, metric=metric, anchors=anchors, **_on(mesh))
+    def init(x, k, *, key=None, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
+        return kcenter_init(x, k, metric=metric, anchors=anchors, n=n, **_on(mesh))
 
     def run(state, x, max_steps=None):
         return kcenter_run(state, x, metric=metric, max_steps=max_steps, **_on(mesh))
@@ -152,7 +154,9 @@ class HerdingSelection(NamedTuple):
 
 
 def herding(*, kernel: str = "rbf", length_scale: float | None = None, mesh=None) -> Selector:
-    """Kernel herding (MMD); ``length_scale=None``: the median heuristic of the rows (rbf)."""
+    """Kernel herding (MMD); ``length_scale=None``: the median heuristic of the rows (rbf).
+    ``anchors`` are herding's first points: in the running mean from the start, so each pick
+    balances the attraction of the data's mean against anchors and picks alike."""
 
     def scale(state) -> float:
         # The median heuristic's value is a float32 number, so the state holds it exactly.
@@ -161,7 +165,9 @@ def herding(*, kernel: str = "rbf", length_scale: float | None = None, mesh=None
     def init(x, k, *, key=None, anchors=None):
         ls = median_length_scale(x) if length_scale is None and kernel == "rbf" else 1.0
         state = HerdingSelection(None, jnp.asarray(ls, jnp.float32))
-        h = herding_init(x, k, kernel=kernel, length_scale=scale(state), **_on(mesh))
+        h = herding_init(
+            x, k, kernel=kernel, length_scale=scale(state), anchors=anchors, **_on(mesh)
+        )
         return state._replace(herding=h)
 
     def run(state, x, max_steps=None):
@@ -182,7 +188,7 @@ def herding(*, kernel: str = "rbf", length_scale: float | None = None, mesh=None
         run,
         lambda s: _selected(s.herding),
         lambda s: _all_selected(s.herding),
-        False,
+        True,
     )
 
 
@@ -238,57 +244,96 @@ def zcore(
 
 
 class ClusterSelection(NamedTuple):
-    """k-means (k = the number of picks) and the picks, ``-1`` until the clustering is done."""
+    """k-means and the picks (``-1`` until the clustering is done), with the anchors as the
+    clustering sees them: the first ``num_anchors`` rows of ``anchors`` (one row of zeros
+    without anchors: a checkpoint cannot hold an empty array)."""
 
     kmeans: Any  # KMeansState
     picks: jax.Array  # int32 [k]
+    anchors: jax.Array  # float32 [max(m, 1), d]
+    num_anchors: jax.Array  # int32 scalar
 
 
-def _clustered(name, options, metric, num_iters, mesh, pick) -> Selector:
-    """k-means with k = the number of picks (k-means++ seeds from the key), then one point per
-    cluster by ``pick(rows, centroids, assignment)``. Steps are Lloyd iterations."""
+def anchored_clusters(n: int, k: int, num_anchors: int, max_clusters: int) -> int:
+    """Clusters of an anchored k-means selection: TypiClust's ``k + m`` (``m`` anchors), at most
+    ``max(k, max_clusters)`` (TypiClust caps at 500: the cost is that of ``k + m`` picks) and
+    ``n``; ``k`` without anchors."""
+    if num_anchors == 0:
+        return k
+    return min(n, k + num_anchors, max(k, max_clusters))
+
+
+def _clustered(name, options, metric, num_iters, max_clusters, mesh, pick) -> Selector:
+    """k-means (k-means++ seeds from the key), then the picks by ``pick(rows, centroids,
+    assignment, existing, num_picks)``. Without anchors: one cluster per pick. With ``m``
+    anchors (TypiClust's anchored form): ``anchored_clusters`` clusters of the rows, and
+    ``existing`` counts the anchors per cluster of their nearest centroid, so clusters holding an
+    anchor are covered: picks go to the uncovered ones first, largest first, then round robin by
+    fewest (anchors + picks) as without anchors. Steps are Lloyd iterations."""
 
     def done(km) -> bool:
         return int(km.iteration) >= num_iters or not bool(km.changed)
 
     def init(x, k, *, key, anchors=None):
-        km = kmeans_init(_unit_rows(x, metric), k, key, **_on(mesh))
-        return ClusterSelection(km, jnp.full((k,), -1, jnp.int32))
+        xk = _unit_rows(x, metric)
+        n, d = xk.shape
+        m = 0 if anchors is None else int(anchors.shape[0])
+        a = jnp.zeros((1, d), jnp.float32) if m == 0 else _unit_rows(anchors, metric)
+        clusters = anchored_clusters(n, k, m, max_clusters)
+        km = kmeans_init(xk, clusters, key, **_on(mesh))
+        picks = jnp.full((k,), -1, jnp.int32)
+        return ClusterSelection(km, picks, jnp.asarray(a, jnp.float32), jnp.asarray(m, jnp.int32))
 
     def run(state, x, max_steps=None):
         xk = _unit_rows(x, metric)
-        km, picks = state
+        km, picks, anchors, m = state
         if not done(km):
             steps = None if max_steps is None else int(max_steps)
             km = kmeans_run(km, xk, num_iters=num_iters, max_steps=steps, **_on(mesh))
         if done(km) and int(picks[0]) < 0:
             assignment = kmeans_assign(xk, km.centroids, **_on(mesh))
-            picks = pick(xk, km.centroids, assignment)
-        return ClusterSelection(km, picks)
+            existing = None
+            if int(m):  # a few replicated rows: assigned on the default device
+                near = kmeans_assign(anchors[: int(m)], km.centroids)
+                existing = jnp.bincount(near, length=km.centroids.shape[0]).astype(jnp.int32)
+            picks = pick(xk, km.centroids, assignment, existing, picks.shape[0])
+        return ClusterSelection(km, picks, anchors, m)
 
     return _make(
         name,
-        {"metric": metric, "num_iters": num_iters, **options},
+        {"metric": metric, "num_iters": num_iters, "max_clusters": max_clusters, **options},
         init,
         run,
         lambda s: np.asarray(s.picks),
         lambda s: int(s.picks[0]) >= 0,
-        False,
+        True,
     )
 
 
 def kmeans_medoids(
-    *, metric: str = "euclidean", num_iters: int = 100, min_cluster_size: int = 5, mesh=None
+    *,
+    metric: str = "euclidean",
+    num_iters: int = 100,
+    min_cluster_size: int = 5,
+    max_clusters: int = 500,
+    mesh=None,
 ) -> Selector:
-    """k-means medoids (representative points: one per cluster, large clusters first)."""
+    """k-means medoids (representative points: one per cluster, large clusters first); with
+    anchors, ``anchored_clusters`` clusters and the clusters without an anchor first."""
 
-    def pick(x, centroids, assignment):
+    def pick(x, centroids, assignment, existing, num_picks):
         return _medoid_points(
-            x, centroids, assignment, min_cluster_size=min_cluster_size, **_on(mesh)
+            x,
+            centroids,
+            assignment,
+            num_picks=num_picks,
+            min_cluster_size=min_cluster_size,
+            existing=existing,
+            **_on(mesh),
         )
 
     options = {"min_cluster_size": min_cluster_size}
-    return _clustered("kmeans_medoids", options, metric, num_iters, mesh, pick)
+    return _clustered("kmeans_medoids", options, metric, num_iters, max_clusters, mesh, pick)
 
 
 def typiclust(
@@ -297,22 +342,27 @@ def typiclust(
     num_iters: int = 100,
     num_neighbors: int = 20,
     min_cluster_size: int = 5,
+    max_clusters: int = 500,
     mesh=None,
 ) -> Selector:
-    """TypiClust: k-means, then the most typical point of each cluster."""
+    """TypiClust: k-means, then the most typical point of each cluster; with anchors,
+    ``anchored_clusters`` clusters and the clusters without an anchor first (the paper's
+    anchored form)."""
 
-    def pick(x, centroids, assignment):
+    def pick(x, centroids, assignment, existing, num_picks):
         return typical_points(
             x,
             centroids,
             assignment,
             num_neighbors=num_neighbors,
+            num_picks=num_picks,
             min_cluster_size=min_cluster_size,
+            existing=existing,
             **_on(mesh),
         )
 
     options = {"num_neighbors": num_neighbors, "min_cluster_size": min_cluster_size}
-    return _clustered("typiclust", options, metric, num_iters, mesh, pick)
+    return _clustered("typiclust", options, metric, num_iters, max_clusters, mesh, pick)
 
 
 def probcover(
@@ -354,7 +404,8 @@ def typical_kcenter(
 ) -> Selector:
     """Greedy k-center with distances weighted by relative typicality."""
 
-    def init(x, k, *, key=None, anchors=None):
+    def init(x, k, *, key=None, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
         xk = _unit_rows(x, metric)
         if anchors is not None:
             anchors = _unit_rows(anchors, metric)
@@ -362,7 +413,8 @@ def typical_kcenter(
             xk,
             k,
             anchors=anchors,
-            num_neighbors=min(int(num_neighbors), max(1, xk.shape[0] - 1)),
+            n=n,
+            num_neighbors=min(int(num_neighbors), max(1, (xk.shape[0] if n is None else n) - 1)),
             power=float(power),
             **_on(mesh),
         )

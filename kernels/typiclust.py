@@ -1,15 +1,18 @@
 """Representative points of a clustering: the point nearest each centroid (``kmeans_medoids``)
 and the most typical point of each cluster (TypiClust: ``typicality``, ``typical_points``).
 
-Both pick in TypiClust's round-robin order over the clusters (``_round_robin``). Every pick is a
-global reduction over the rows (a ``psum`` of ``k`` counts and a first argmax, ties to the lowest
-global index), so the same body runs on one device and, with ``mesh=``, over rows sharded on a
-1-D mesh (``sharding.on_mesh``). Typicality needs each point's nearest same-cluster neighbours
-over all rows: ``[block, n]`` distances at a time on one device; on a mesh the row blocks go round
-a ring of the devices (``collective.fold_all_rows``) and each device keeps a running top-m of its
-own rows. The picks on a mesh equal one device's; the typicality values are the same
-distances selected the same way, so they agree to the last bit where the block products round
-alike (exact on integer or quarter-integer data), within float32 rounding elsewhere.
+Both pick in TypiClust's round-robin order over the clusters (``_round_robin``). ``existing``
+(anchored runs: the anchors already chosen, counted per cluster of their nearest centroid) starts
+the count of picks each cluster holds, as TypiClust's labelled counts do: clusters without an
+anchor are served first, largest first, then round robin by fewest (anchors + picks). Every pick is
+a global reduction over the rows (a ``psum`` of ``k`` counts and a first argmax, ties to the lowest
+global index), so the same body runs on one device and, with ``mesh=``, over rows sharded on a 1-D
+mesh (``sharding.on_mesh``). Typicality needs each point's nearest same-cluster neighbours over all
+rows: ``[block, n]`` distances at a time on one device; on a mesh the row blocks go round a ring of
+the devices (``collective.fold_all_rows``) and each device keeps a running top-m of its own rows.
+The picks on a mesh equal one device's; the typicality values are the same distances selected the
+same way, so they agree to the last bit where the block products round alike (exact on integer or
+quarter-integer data), within float32 rounding elsewhere.
 """
 
 from __future__ import annotations
@@ -25,6 +28,21 @@ from .distance import accum_dtype, auto_block, block_rank_distances, row_aux
 from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
 __all__ = ["kmeans_medoids", "typical_points", "typicality"]
+
+
+def _check_existing(existing, num_clusters: int):
+    """``existing`` as int32 ``[num_clusters]`` counts ``>= 0``; None stays None."""
+    if existing is None:
+        return None
+    existing = jnp.asarray(existing)
+    if existing.shape != (num_clusters,) or not jnp.issubdtype(existing.dtype, jnp.integer):
+        raise ValueError(
+            f"existing must be int [num_clusters={num_clusters}] counts, got {existing.dtype} "
+            f"of shape {existing.shape}"
+        )
+    if bool(jnp.any(existing < 0)):
+        raise ValueError("existing counts must be >= 0")
+    return existing.astype(jnp.int32)
 
 
 def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
@@ -56,10 +74,13 @@ def _check_assignment(assignment, n: int) -> jax.Array:
     return assignment.astype(jnp.int32)
 
 
-def _round_robin(assignment, score, *, n, num_clusters, num_picks, min_cluster_size, axis):
+def _round_robin(
+    assignment, score, existing, *, n, num_clusters, num_picks, min_cluster_size, axis
+):
     """TypiClust's order. Pick ``t`` goes to the cluster, among those with members not picked
     yet, that (1) has at least ``min_cluster_size`` points if any such cluster is left, (2) has
-    the fewest picks so far, (3) is the largest, (4) has the lowest index; it takes that
+    the fewest picks so far (counting ``existing``, e.g. anchors, when given), (3) is the
+    largest, (4) has the lowest index; it takes that
     cluster's unpicked member with the highest ``score`` (lowest global index on ties). With
     ``num_picks == k`` and no empty or small cluster: one pick per cluster, largest first.
     Padding rows (global index ``>= n``) count nowhere and are never picked."""
@@ -79,31 +100,32 @@ def _round_robin(assignment, score, *, n, num_clusters, num_picks, min_cluster_s
         left = jax.ops.segment_sum((~taken).astype(jnp.int32), assignment, num_segments=k)
         ok = collective.psum(left, axis) > 0
         ok = ok & (small == jnp.min(jnp.where(ok, small, True)))
-        ok = ok & (got == jnp.min(jnp.where(ok, got, n + 1)))
+        ok = ok & (got == jnp.min(jnp.where(ok, got, jnp.iinfo(jnp.int32).max)))
         ok = ok & (size == jnp.max(jnp.where(ok, size, -1)))
         c = jnp.min(jnp.where(ok, cids, k))
         member = (assignment == c) & ~taken
         i = collective.first_argmax(jnp.where(member, score, -jnp.inf), ids, axis)
         return picks.at[t].set(i), collective.set_row(taken, ids, i, True), got.at[c].add(1)
 
-    init = (jnp.full((num_picks,), -1, jnp.int32), ~valid, jnp.zeros((k,), jnp.int32))
+    got = jnp.zeros((k,), jnp.int32) if existing is None else existing
+    init = (jnp.full((num_picks,), -1, jnp.int32), ~valid, got)
     return jax.lax.fori_loop(0, num_picks, body, init)[0]
 
 
-def _medoids_body(x, centroids, assignment, *, n, num_picks, min_cluster_size, axis):
+def _medoids_body(x, centroids, assignment, existing, *, n, num_picks, min_cluster_size, axis):
     c = centroids.astype(accum_dtype(x.dtype))
     diff = x.astype(c.dtype) - c[assignment]
     score = -jnp.sum(diff * diff, axis=1)
     return _round_robin(
-        assignment, score, n=n, num_clusters=c.shape[0], num_picks=num_picks,
+        assignment, score, existing, n=n, num_clusters=c.shape[0], num_picks=num_picks,
         min_cluster_size=min_cluster_size, axis=axis,
     )  # fmt: skip
 
 
 @partial(jax.jit, static_argnames=("mesh", "n", "num_picks", "min_cluster_size"))
-def _medoids(x, centroids, assignment, *, mesh, n, num_picks, min_cluster_size):
+def _medoids(x, centroids, assignment, existing, *, mesh, n, num_picks, min_cluster_size):
     body = partial(_medoids_body, n=n, num_picks=num_picks, min_cluster_size=min_cluster_size)
-    return on_mesh(body, mesh, (ROWS, ALL, ROWS), ALL)(x, centroids, assignment)
+    return on_mesh(body, mesh, (ROWS, ALL, ROWS, ALL), ALL)(x, centroids, assignment, existing)
 
 
 def _on_rows(a, mesh, fill):
@@ -118,6 +140,7 @@ def kmeans_medoids(
     *,
     num_picks: int | None = None,
     min_cluster_size: int = 1,
+    existing=None,
     mesh=None,
 ) -> jax.Array:
     """The point nearest each centroid: int32 ``[num_picks]`` distinct indices.
@@ -127,16 +150,20 @@ def kmeans_medoids(
     picks an empty cluster (or a cluster smaller than ``min_cluster_size``) would get
     go, in TypiClust's order (see ``typical_points``), to the next-nearest members of the
     largest clusters. ``min_cluster_size > 1`` keeps singleton clusters (outliers) out.
-    With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and each
-    pick is a global reduction.
+    ``existing`` (int ``[k]``, e.g. anchors per cluster of their nearest centroid) counts as
+    picks the clusters already hold: clusters with none are served first (TypiClust's anchored
+    order). With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
+    and each pick is a global reduction.
     """
     x, centroids, assignment, num_picks = _check_clustering(
         x, centroids, assignment, num_picks, min_cluster_size
     )
+    existing = _check_existing(existing, centroids.shape[0])
     return _medoids(
         _on_rows(x, mesh, 0),
         replicate(centroids, mesh),
         _on_rows(assignment, mesh, 0),
+        None if existing is None else replicate(existing, mesh),
         mesh=mesh,
         n=x.shape[0],
         num_picks=num_picks,
@@ -241,20 +268,20 @@ def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None
     return _typicality_checked(x, assignment, num_neighbors, block_size, mesh)
 
 
-def _typical_body(assignment, typ, *, n, num_clusters, num_picks, min_cluster_size, axis):
+def _typical_body(assignment, typ, existing, *, n, num_clusters, num_picks, min_cluster_size, axis):
     return _round_robin(
-        assignment, typ, n=n, num_clusters=num_clusters, num_picks=num_picks,
+        assignment, typ, existing, n=n, num_clusters=num_clusters, num_picks=num_picks,
         min_cluster_size=min_cluster_size, axis=axis,
     )  # fmt: skip
 
 
 @partial(jax.jit, static_argnames=("mesh", "n", "num_clusters", "num_picks", "min_cluster_size"))
-def _typical(assignment, typ, *, mesh, n, num_clusters, num_picks, min_cluster_size):
+def _typical(assignment, typ, existing, *, mesh, n, num_clusters, num_picks, min_cluster_size):
     body = partial(
         _typical_body, n=n, num_clusters=num_clusters, num_picks=num_picks,
         min_cluster_size=min_cluster_size,
     )  # fmt: skip
-    return on_mesh(body, mesh, (ROWS, ROWS), ALL)(assignment, typ)
+    return on_mesh(body, mesh, (ROWS, ROWS, ALL), ALL)(assignment, typ, existing)
 
 
 def typical_points(
@@ -266,6 +293,7 @@ def typical_points(
     num_picks: int | None = None,
     min_cluster_size: int = 1,
     block_size: int | None = None,
+    existing=None,
     mesh=None,
 ) -> jax.Array:
     """The most typical points of the clusters (TypiClust): int32 ``[num_picks]`` distinct indices.
@@ -273,17 +301,21 @@ def typical_points(
     Each pick goes to the cluster with members left that has at least ``min_cluster_size`` points
     (if any is left), the fewest picks so far, the most points, the lowest index — in that order —
     and takes its unpicked member of highest :func:`typicality` (lowest index on ties). By default
-    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first. With
-    ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices.
+    (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first.
+    ``existing`` (int ``[k]``, e.g. anchors per cluster) counts as picks the clusters already
+    hold, as in :func:`kmeans_medoids`. With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows
+    are sharded over its devices.
     """
     x, centroids, assignment, num_picks = _check_clustering(
         x, centroids, assignment, num_picks, min_cluster_size
     )
     num_neighbors = _check_neighbors(num_neighbors)
+    existing = _check_existing(existing, centroids.shape[0])
     typ = _typicality_checked(x, assignment, num_neighbors, check_block_size(block_size), mesh)
     return _typical(
         _on_rows(assignment, mesh, 0),
         _on_rows(typ, mesh, 0.0),
+        None if existing is None else replicate(existing, mesh),
         mesh=mesh,
         n=x.shape[0],
         num_clusters=centroids.shape[0],

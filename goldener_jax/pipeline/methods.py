@@ -3,7 +3,13 @@
 Each method has one frozen dataclass of options: ``method_options={...}`` is checked against it
 (an unknown key or a value of the wrong type is a clear error naming the method), and the
 checkpoint fingerprint is built from the validated dataclass, so equal options give equal
-fingerprints. ``method="auto"`` resolves through a rule object (:class:`BudgetRule`).
+fingerprints. ``method="auto"`` resolves through a rule object (:class:`SuiteRule`).
+
+Anchors (samples already chosen or labelled) steer every method a rule of this module can choose
+(k-center, typical k-center, ProbCover, k-means medoids; herding and TypiClust too): with
+anchors a rule keeps its own choice. ``farthest``, ``closest``, ``zcore`` and ``random`` cannot
+use anchors: named explicitly with anchors they are refused (a ``ValueError`` naming the
+anchor-aware methods), and a custom rule that chooses one gets its ``anchored`` method instead.
 """
 
 from __future__ import annotations
@@ -68,19 +74,23 @@ class ZCoreOptions:
 @dataclasses.dataclass(frozen=True)
 class KMeansMedoidsOptions:
     """k-means medoids: ``num_iters`` Lloyd iterations, clusters below ``min_cluster_size``
-    picked last."""
+    picked last; with ``m`` anchors ``min(k + m, max(k, max_clusters))`` clusters, those without
+    an anchor served first (``kernels.selectors.anchored_clusters``)."""
 
     num_iters: int = 100
     min_cluster_size: int = 5
+    max_clusters: int = 500
 
 
 @dataclasses.dataclass(frozen=True)
 class TypiclustOptions:
-    """TypiClust: as k-means medoids, typicality over ``num_neighbors`` neighbours."""
+    """TypiClust: as k-means medoids (anchors included), typicality over ``num_neighbors``
+    neighbours."""
 
     num_iters: int = 100
     num_neighbors: int = 20
     min_cluster_size: int = 5
+    max_clusters: int = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +206,9 @@ class BudgetRule:
       small: the method below it.
       large: the method from it on.
       anchored: the method when anchors are given (samples already chosen or labelled) and the
-        rule's choice would ignore them: an anchor-aware method.
+        rule's choice cannot use them: an anchor-aware method. ``small`` and ``large`` of the
+        default rule both use anchors, so it keeps its own choice; this matters only when they
+        are set to a method without anchors (``zcore``, ``random``, ``farthest``, ``closest``).
     """
 
     threshold: float = 0.15
@@ -231,7 +243,9 @@ class SuiteRule:
       small: the method for small budgets (typical k-center).
       large: the method from ``threshold`` on (ProbCover).
       max_pool: the largest pool the measured rule is used for.
-      anchored: the method when anchors are given and the choice would ignore them.
+      anchored: the method when anchors are given and the choice cannot use them. Every
+        method this rule chooses by default (its own and ``BudgetRule()``'s) uses anchors, so it
+        keeps its choice; ``anchored`` is for ``small`` / ``large`` set to one that does not.
     """
 
     threshold: float = 0.071
