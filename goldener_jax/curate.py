@@ -20,21 +20,36 @@ The pair searches share ``pairs_within``'s edge rule: a pair exactly at the thre
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
+from functools import partial
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax._neighbours import nearest_others
+from goldener_jax.kernels import collective
 from goldener_jax.kernels._checks import as_float_matrix, check_block_size, check_metric
+from goldener_jax.kernels.distance import (
+    accum_dtype,
+    auto_block,
+    block_rank_distances,
+    fold_row_blocks,
+    row_aux,
+    to_metric,
+)
 from goldener_jax.kernels.pairs import check_threshold
+from goldener_jax.kernels.sharding import ROWS, on_mesh
+from goldener_jax.pipeline.data import open_store_rows, spans_processes
 
 __all__ = ["LabelIssues", "NearDuplicates", "label_issues", "leakage_pairs", "near_duplicates"]
 
 WEIGHTINGS = ("distance", "uniform")
 
 
-def _load(store_or_array, labels=None) -> tuple:
+def _load(store_or_array, labels=None, mesh=None) -> tuple:
     """``(x, labels, sample_ids)`` under ``select``'s loading rules (one copy of them is to live
     in ``goldener_jax.pipeline.data``; this function is the one place curation loads data):
 
@@ -53,7 +68,11 @@ def _load(store_or_array, labels=None) -> tuple:
     if not isinstance(store_or_array, FeatureStore):
         return store_or_array, labels, None
     store = store_or_array
-    x, sidx = store.read_vectors()
+    if spans_processes(mesh):
+        # The vectors stay in the store: each process reads its own devices' rows (StoreRows).
+        x, sidx = open_store_rows(store, mesh)
+    else:
+        x, sidx = store.read_vectors()
     sidx = np.asarray(sidx, np.int64)
     sample_ids, row_sample = np.unique(sidx, return_inverse=True)
     if len(sample_ids) != len(sidx):
@@ -169,13 +188,185 @@ def _class_probabilities(nbr_labels, weights, num_classes, rows):
 _KNN_CHUNK = 1 << 15
 
 
-def _neighbours(x, k: int, metric: str, block_size, progress: bool):
+def _neighbours(x, k: int, metric: str, block_size, progress: bool, mesh=None):
     """Each row's ``k`` nearest other rows: ``(float64 distances [n, k], indices [n, k])``, in
     query chunks of ``_KNN_CHUNK`` rows above that size (``_neighbours.nearest_others``)."""
     return nearest_others(
-        x, k, metric=metric, block_size=block_size, progress=progress,
+        x, k, metric=metric, block_size=block_size, progress=progress, mesh=mesh,
         desc="label issues (kNN)", chunk=_KNN_CHUNK,
     )  # fmt: skip
+
+
+def _eps(kth: np.ndarray, weighting: str) -> float | None:
+    """The distance weighting's ``eps``: 1% of the median k-th neighbour distance."""
+    if weighting == "uniform":
+        return None
+    scale = float(np.median(kth))
+    return 0.01 * scale if scale > 0 else 1e-12
+
+
+def _votes(dist, idx, y, rows, eps, num_classes):
+    """``(self-confidence, suggested label, margin)`` of the rows ``rows`` (global ids) from
+    their neighbours ``dist`` / ``idx`` (one row each, float64 / int)."""
+    nbr_labels = y[idx]
+    weights = np.ones_like(dist) if eps is None else 1.0 / (dist + eps)
+    m = len(rows)
+    self_conf = np.empty(m)
+    suggested = np.empty(m, np.int64)
+    margin = np.empty(m)
+    chunk = max(1, (1 << 22) // max(1, num_classes))
+    for start in range(0, m, chunk):
+        local = np.arange(start, min(m, start + chunk))
+        given_y = y[rows[local]]
+        p = _class_probabilities(nbr_labels, weights, num_classes, local)
+        given = p[np.arange(len(local)), given_y]
+        self_conf[local] = given
+        suggested[local] = np.argmax(p, axis=1)
+        p[np.arange(len(local)), given_y] = -np.inf
+        margin[local] = p.max(axis=1) - given if num_classes > 1 else -given
+    return self_conf, suggested, margin
+
+
+# Bytes of rows sent to every device at a time by the multi-process kNN.
+_PIECE_BYTES = 8 << 20
+
+
+def _pieces_knn_body(x, *, n, k, metric, piece, block, axis):
+    """The ``k`` nearest other rows of each of this device's rows, over the ``n`` real rows of
+    all devices: pieces of ``piece`` rows are fetched from their owners onto every device in
+    turn (``collective.fetch_rows``: a ``psum`` of zeros and the owner's rows, exact) and each
+    device merges a piece's nearest into its rows' running ``k`` nearest, ordered by (distance,
+    global index) as ``kernels.knn`` does. A device holds its rows and one piece."""
+    m = x.shape[0]
+    ids = collective.row_ids(m, axis)
+    total = m * collective.axis_size(axis)
+    acc = accum_dtype(x.dtype)
+    aux = row_aux(x, metric)
+
+    def visit(s, carry):
+        gids = s * piece + jnp.arange(piece, dtype=jnp.int32)
+        rows = collective.fetch_rows(x, ids, jnp.minimum(gids, total - 1), axis)
+        rows_aux = row_aux(rows, metric)
+        bad = (gids >= n)[None, :]
+
+        def fold(q, start, fresh_from, c):
+            best_d, best_i = c
+            q_aux = jax.lax.dynamic_slice_in_dim(aux, start, block)
+            q_ids = jax.lax.dynamic_slice_in_dim(ids, start, block)
+            d = block_rank_distances(q, q_aux, rows, rows_aux, metric)  # [block, piece]
+            d = jnp.where(bad | (q_ids[:, None] == gids[None, :]), jnp.inf, d)
+            neg, pos = jax.lax.top_k(-d, min(k, piece))
+            dd = (-neg).astype(acc)
+            ii = jnp.where(jnp.isfinite(dd), gids[pos], -1)
+            old_d = jax.lax.dynamic_slice_in_dim(best_d, start, block)
+            old_i = jax.lax.dynamic_slice_in_dim(best_i, start, block)
+            new_d, new_i = gk.merge_knn(old_d, old_i, dd, ii, k)
+            # rows the previous (overlapping) block already merged keep their lists
+            fresh = ((start + jnp.arange(block)) >= fresh_from)[:, None]
+            new_d, new_i = jnp.where(fresh, new_d, old_d), jnp.where(fresh, new_i, old_i)
+            best_d = jax.lax.dynamic_update_slice_in_dim(best_d, new_d, start, axis=0)
+            best_i = jax.lax.dynamic_update_slice_in_dim(best_i, new_i, start, axis=0)
+            return best_d, best_i
+
+        return fold_row_blocks(fold, x, block, carry)
+
+    init = (jnp.full((m, k), jnp.inf, acc), jnp.full((m, k), -1, jnp.int32))
+    dist, idx = jax.lax.fori_loop(0, -(-total // piece), visit, init)
+    return to_metric(dist, metric), idx
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "metric", "piece", "block"))
+def _pieces_knn(x, *, mesh, n, k, metric, piece, block):
+    body = partial(_pieces_knn_body, n=n, k=k, metric=metric, piece=piece, block=block)
+    return on_mesh(body, mesh, (ROWS,), (ROWS, ROWS))(x)
+
+
+def _local_rows(a: jax.Array, n: int) -> list[tuple[int, np.ndarray]]:
+    """``(first global row, rows)`` of each shard of ``a`` on this process, real rows only."""
+    out = []
+    for shard in a.addressable_shards:
+        start, stop, _ = shard.index[0].indices(a.shape[0])
+        if start < n:
+            out.append((start, np.asarray(shard.data)[: min(stop, n) - start]))
+    return sorted(out, key=lambda t: t[0])
+
+
+def _allgather(n: int, parts: list[tuple[int, tuple[np.ndarray, ...]]], mesh) -> list:
+    """Rows computed per process, ``parts = [(first global row, (column arrays...))]``, gathered
+    into whole ``[n, ...]`` arrays on every process (sent as raw 32-bit words, so float64 and
+    int64 values arrive bit for bit without 64-bit JAX)."""
+    from jax.experimental import multihost_utils
+
+    rows = gk.sharding.padded_rows(n, mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    per_process: dict[int, int] = {}
+    for device, index in sharding.devices_indices_map((rows,)).items():
+        start, stop, _ = index[0].indices(rows)
+        per_process[device.process_index] = per_process.get(device.process_index, 0) + stop - start
+    cap = max(per_process.values())  # the same buffer length on every process
+    cols = len(parts[0][1]) if parts else 0
+    widths = None
+    words = []
+    ids = []
+    for start, columns in parts:
+        flat = [np.ascontiguousarray(c).reshape(len(c), -1).view(np.uint32) for c in columns]
+        widths = [f.shape[1] for f in flat]
+        words.append(np.concatenate(flat, axis=1))
+        ids.append(np.arange(start, start + len(columns[0]), dtype=np.int64))
+    if not parts:
+        raise ValueError("a process of the mesh holds no rows")  # pragma: no cover
+    words = np.concatenate(words)
+    ids = np.concatenate(ids)
+    buf = np.zeros((cap, 1 + words.shape[1]), np.uint32)
+    buf[:, 0] = np.uint32(0xFFFFFFFF)  # no row
+    buf[: len(ids), 0] = ids.astype(np.uint32)
+    buf[: len(ids), 1:] = words
+    every = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, buf.shape[1])
+    every = every[every[:, 0] != np.uint32(0xFFFFFFFF)]
+    out = []
+    offset = 1
+    for j in range(cols):
+        w = widths[j]
+        full = np.zeros((n, w), np.uint32)
+        full[every[:, 0].astype(np.int64)] = every[:, offset : offset + w]
+        dtype = parts[0][1][j].dtype
+        out.append(full.view(dtype).reshape((n, *parts[0][1][j].shape[1:])))
+        offset += w
+    return out
+
+
+def _sharded_votes(x, n, y, k, metric, weighting, num_classes, block_size, mesh):
+    """``label_issues``' votes on a mesh spanning several processes: each process holds only its
+    own devices' rows (read per process from a store, ``StoreRows``, or placed from the array),
+    finds their ``k`` nearest among all rows (``_pieces_knn``), counts their votes, and the
+    per-row results are gathered. Equal to one device's votes where distances are exact."""
+    if hasattr(x, "num_vectors"):  # StoreRows
+        xs = x.sharded(np.arange(n))
+    else:
+        xs = gk.sharding.shard_rows(as_float_matrix(np.asarray(x), "x"), mesh)
+    _, p = gk.sharding.mesh_axis(mesh)
+    m = xs.shape[0] // p
+    d = xs.shape[1]
+    piece = int(max(1, min(xs.shape[0], _PIECE_BYTES // max(1, d * xs.dtype.itemsize))))
+    block = auto_block(piece, m, block_size)
+    dist, idx = _pieces_knn(xs, mesh=mesh, n=n, k=k, metric=metric, piece=piece, block=block)
+    dist.block_until_ready()
+    # Freed now rather than at the next garbage collection (the rows sit in a reference cycle).
+    xs.delete()
+    del xs
+    gc.collect()  # the host memory under the CPU buffers goes with a collection
+    local_d = [(a, np.asarray(v, np.float64)) for a, v in _local_rows(dist, n)]
+    local_i = [(a, np.asarray(v, np.int64)) for a, v in _local_rows(idx, n)]
+    eps = None
+    if weighting != "uniform":
+        (kth,) = _allgather(n, [(a, (v[:, -1].copy(),)) for a, v in local_d], mesh)
+        eps = _eps(kth, weighting)
+    parts = []
+    for (a, dv), (_, iv) in zip(local_d, local_i, strict=True):
+        rows = np.arange(a, a + len(dv))
+        parts.append((a, _votes(dv, iv, y, rows, eps, num_classes)))
+    self_conf, suggested, margin = _allgather(n, parts, mesh)
+    return self_conf, suggested, margin
 
 
 def label_issues(
@@ -188,6 +379,7 @@ def label_issues(
     num_classes: int | None = None,
     block_size: int | None = None,
     progress: bool = True,
+    mesh=None,
 ) -> LabelIssues:
     """Ranks samples by how strongly their ``k`` nearest neighbours disagree with their label.
 
@@ -204,6 +396,11 @@ def label_issues(
       block_size: queries per block of the kNN (``block_size x n`` temporary distances).
       progress: show a tqdm bar over the kNN's queries when there are more than
         ``32768`` samples (below that the kNN is one call).
+      mesh: optional 1-D ``jax.sharding.Mesh``: the kNN runs with the rows sharded over its
+        devices, with the same ranking. When the mesh spans several processes each process
+        holds (and, from a store, reads) only its own devices' rows: pieces of the rows are
+        sent to every device in turn (a few MB each) and each device keeps its own rows' ``k``
+        nearest; the votes are counted per process and gathered (``O(n)`` values).
 
     Returns:
       :class:`LabelIssues`, most likely mislabelled first.
@@ -212,9 +409,11 @@ def label_issues(
     block_size = check_block_size(block_size)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    x, labels, sample_ids = _load(x, labels)
-    x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    x, labels, sample_ids = _load(x, labels, mesh)
+    sharded = spans_processes(mesh)
+    if not sharded:
+        x = as_float_matrix(x, "x")
+    n = x.num_vectors if hasattr(x, "num_vectors") else x.shape[0]
     y, num_classes = _check_labels(labels, n, num_classes)
     if n < 2:
         raise ValueError(f"label_issues needs at least 2 samples, got n={n}")
@@ -222,27 +421,14 @@ def label_issues(
         raise TypeError(f"k must be an int, got {k!r}")
     if not 1 <= k <= n - 1:
         raise ValueError(f"k must be in [1, n - 1] = [1, {n - 1}], got k={k}")
-    dist, idx = _neighbours(x, int(k), metric, block_size, progress)
-    nbr_labels = y[idx]
-    if weighting == "uniform":
-        weights = np.ones_like(dist)
+    if sharded:
+        self_conf, suggested, margin = _sharded_votes(
+            x, n, y, int(k), metric, weighting, num_classes, block_size, mesh
+        )
     else:
-        scale = float(np.median(dist[:, -1]))
-        eps = 0.01 * scale if scale > 0 else 1e-12
-        weights = 1.0 / (dist + eps)
-
-    self_conf = np.empty(n)
-    suggested = np.empty(n, np.int64)
-    margin = np.empty(n)
-    chunk = max(1, (1 << 22) // max(1, num_classes))
-    for start in range(0, n, chunk):
-        rows = np.arange(start, min(n, start + chunk))
-        p = _class_probabilities(nbr_labels, weights, num_classes, rows)
-        given = p[np.arange(len(rows)), y[rows]]
-        self_conf[rows] = given
-        suggested[rows] = np.argmax(p, axis=1)
-        p[np.arange(len(rows)), y[rows]] = -np.inf
-        margin[rows] = p.max(axis=1) - given if num_classes > 1 else -given
+        dist, idx = _neighbours(x, int(k), metric, block_size, progress, mesh)
+        eps = _eps(dist[:, -1], weighting)
+        self_conf, suggested, margin = _votes(dist, idx, y, np.arange(n), eps, num_classes)
     score = 1.0 - self_conf
     # highest score first, then largest margin, then lowest index
     order = np.lexsort((np.arange(n), -margin, -score))

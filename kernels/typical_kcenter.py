@@ -32,7 +32,7 @@ from ._checks import (
 from .distance import point_rank_distances
 from .kcenter import global_point_stats
 from .kmeans import typicality
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import ALL, ROWS, on_mesh, padded_rows, replicate, shard_rows, unpad
 
 __all__ = [
     "TypicalKCenterState",
@@ -70,16 +70,22 @@ def typicality_weights(
     power: float = 1.0,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> jax.Array:
     """float32 ``[n]`` weights ``(typ / max typ) ** power`` (``typ``: TypiClust typicality over
     the whole data; a point with only duplicates as neighbours has weight 1). With ``mesh`` the
-    typicality pass runs with the rows sharded over its devices (``kmeans.typicality``)."""
+    typicality pass runs with the rows sharded over its devices (``kmeans.typicality``).
+    ``n``: the real rows of an ``x`` already padded by ``shard_rows`` (the weights then have
+    ``x``'s padded length)."""
     x = as_float_matrix(x, "x")
     if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
         raise ValueError(f"power must be a float >= 0, got {power!r}")
+    # Padding rows (from n on) are a cluster of their own: never a real row's neighbour, and
+    # their typicality is inf (no other member, or duplicates only), left out of the maximum.
+    real = x.shape[0] if n is None else n
     typ = typicality(
         x,
-        jnp.zeros((x.shape[0],), jnp.int32),
+        jnp.asarray((np.arange(x.shape[0]) >= real).astype(np.int32)),
         num_neighbors=num_neighbors,
         block_size=block_size,
         mesh=mesh,
@@ -161,18 +167,21 @@ def _padded(state: TypicalKCenterState, mesh) -> TypicalKCenterState:
     )
 
 
-def _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh):
-    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``."""
+def _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh, n=None):
+    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``; ``n``: the real
+    rows of an ``x`` already padded for ``mesh`` by ``shard_rows``."""
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    if n is not None and (mesh is None or x.shape[0] not in (n, padded_rows(n, mesh))):
+        raise ValueError(f"x has {x.shape[0]} rows but n={n}: expected n rows padded for mesh")
+    n = x.shape[0] if n is None else n
     k = check_k(k, n)
     block_size = check_block_size(block_size)
     if weight is None:
         weight = typicality_weights(
-            x, num_neighbors=num_neighbors, power=power, block_size=block_size, mesh=mesh
+            x, num_neighbors=num_neighbors, power=power, block_size=block_size, mesh=mesh, n=n
         )
     weight = jnp.asarray(weight, jnp.float32)
-    if weight.shape != (n,):
+    if weight.shape not in ((n,), (x.shape[0],)):
         raise ValueError(f"weight must have shape [{n}], got {weight.shape}")
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
@@ -193,6 +202,7 @@ def typical_kcenter_init(
     power: float = 1.0,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> TypicalKCenterState:
     """Initial state.
 
@@ -206,11 +216,14 @@ def typical_kcenter_init(
       block_size: of :func:`typicality_weights`.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices (the state still
         has ``n`` rows).
+      n: with ``mesh``, the number of real rows when ``x`` is already padded and sharded by
+        ``shard_rows`` (e.g. read per process from a store); rows from ``n`` on are never
+        chosen. ``None``: every row of ``x`` is real.
 
     Returns:
       A :class:`TypicalKCenterState`.
     """
-    state, _, n = _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh)
+    state, _, n = _checked_init(x, k, weight, anchors, num_neighbors, power, block_size, mesh, n)
     return _unpadded(state, n)
 
 
@@ -221,7 +234,10 @@ def typical_kcenter_run(
     (traced: chunked runs do not recompile and equal one run exactly). With ``mesh`` the rows
     are sharded over its devices; a state from any device count (or none) continues."""
     n = state.min_dist.shape[0]
-    x, max_steps = check_run_args(x, n, state.selected.shape[0], max_steps)
+    # x may be the padded array of shard_rows (as given to typical_kcenter_init(n=)).
+    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
+    rows = x.shape[0] if padded else n
+    x, max_steps = check_run_args(x, rows, state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     if mesh is None:

@@ -3,17 +3,24 @@
 Run by test_multiprocess.py. Each process has 2 CPU devices; the processes talk through gloo on
 127.0.0.1. ``NPROC == 0`` is the single-process, single-device reference (no mesh at all).
 
-usage: python _multiprocess_worker.py PROC NPROC PORT WORKDIR [KILL_AT]  -> prints JSON (last line)
+usage: python _multiprocess_worker.py PROC NPROC PORT WORKDIR [KILL_AT | pipeline]
+  -> prints JSON (last line)
 
 KILL_AT: process 1 SIGKILLs itself in its KILL_AT-th call of the k-center ``run`` (after the steps
 of that call, before ``select`` checkpoints them), to test the restart.
+
+``pipeline``: describe -> ``select(method="auto")`` -> ``split`` -> ``label_issues`` with the
+mesh over every process's devices (the plain calls, no custom method), reporting the results and
+the rows this process read from the store for each array it built.
 """
 
 import os
 import sys
 
 PROC, NPROC, PORT, WORKDIR = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-KILL_AT = int(sys.argv[5]) if len(sys.argv) > 5 else None
+MODE = sys.argv[5] if len(sys.argv) > 5 else None
+PIPELINE = MODE == "pipeline"
+KILL_AT = int(MODE) if MODE is not None and not PIPELINE else None
 if NPROC:
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -140,4 +147,79 @@ def main():
     )
 
 
-main()
+def pipeline_main():
+    """describe -> select(auto) -> split -> label_issues, each with ``mesh`` when NPROC > 0."""
+    import warnings
+
+    from goldener_jax.pipeline.data import StoreRows
+
+    builds, host_reads = [], []
+    sharded, host_rows = StoreRows.sharded, StoreRows.host_rows
+
+    def counted_sharded(self, vecs):
+        before = self.rows_read
+        out = sharded(self, vecs)
+        builds.append([int(len(vecs)), int(self.rows_read - before)])
+        return out
+
+    def counted_host_rows(self, vecs):
+        host_reads.append(int(len(vecs)))
+        return host_rows(self, vecs)
+
+    StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    _, _, extractor = build()
+    # 122 samples: per-label tasks of about 40 rows (padded on 4 devices), 6 picks (5 %: typical
+    # k-center under the auto rule).
+    rng = np.random.RandomState(1)
+    x = rng.rand(122, 8, 8, 3).astype(np.float32)
+    labels = rng.randint(0, 3, 122)
+    store = describe(
+        ArraySource(x, labels=labels, name="pipeline-test"),
+        extractor,
+        os.path.join(WORKDIR, "pstore"),
+        batch_size=BATCH_SIZE,
+        progress=False,
+    )
+    mesh = None
+    if NPROC:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("worker:described")
+        mesh = gk.make_mesh()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
+        parts = gj.split(
+            store,
+            {"train": 0.75, "test": 0.25},
+            method="kcenter",  # sets filled in order by select's engine
+            key=jax.random.key(2),
+            mesh=mesh,
+            manifest_path=False,
+            progress=False,
+        )
+        issues = gj.label_issues(store, k=5, mesh=mesh, progress=False)
+    print(
+        json.dumps(
+            {
+                "proc": PROC,
+                "devices": jax.device_count(),
+                "local_devices": jax.local_device_count(),
+                "select": [int(i) for i in sel.indices],
+                "select_method": sel.config["method"],
+                "label_counts": {str(k): int(v) for k, v in sel.label_counts.items()},
+                "coverage_radius": sel.coverage_radius,
+                "split": {k: [int(i) for i in v] for k, v in parts.items()},
+                "issues": [int(i) for i in issues.indices],
+                "issue_scores": [float(v) for v in issues.scores],
+                "suggested": [int(v) for v in issues.suggested],
+                "num_rows": store.num_rows,
+                "builds": builds,
+                "host_reads": host_reads,
+                "whole_reads": [str(w.message) for w in caught if "every vector" in str(w.message)],
+            }
+        )
+    )
+
+
+pipeline_main() if PIPELINE else main()

@@ -2,7 +2,9 @@
 split with the row-sharded k-center over the 4 global devices equals the single-process,
 single-device result, and so does a k-center whose processes each read only their own rows of
 the store; a process SIGKILLed mid-split, then both restarted, resume and finish with
-the same result."""
+the same result. The plain pipeline (describe -> select(method="auto") -> split -> label_issues,
+each with ``mesh=``) equals the single-process one while each process reads from the store only
+the rows of its own devices."""
 
 import json
 import socket
@@ -33,17 +35,17 @@ def _start(proc: int, nproc: int, port: int, workdir: Path, *extra) -> subproces
     )
 
 
-def _result(p: subprocess.Popen) -> dict:
-    out, err = p.communicate(timeout=TIMEOUT_S)
+def _result(p: subprocess.Popen, timeout: float = TIMEOUT_S) -> dict:
+    out, err = p.communicate(timeout=timeout)
     assert p.returncode == 0, err[-3000:]
     return json.loads(out.strip().splitlines()[-1])
 
 
-def _run_pair(workdir: Path) -> list[dict]:
+def _run_pair(workdir: Path, *extra, timeout: float = TIMEOUT_S) -> list[dict]:
     port = _free_port()
-    procs = [_start(i, 2, port, workdir) for i in range(2)]
+    procs = [_start(i, 2, port, workdir, *extra) for i in range(2)]
     try:
-        return [_result(p) for p in procs]
+        return [_result(p, timeout) for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
@@ -91,3 +93,33 @@ def test_kill_one_process_mid_split_then_restart_both(tmp_path, reference):
         assert r["split"] == reference["split"]
         # Resumed from the in-flight k-center checkpoint, not from scratch.
         assert r["first_run_count"] > 1, r
+
+
+def test_pipeline_reads_own_rows_and_equals_single_process(tmp_path):
+    # The reference (one process, no mesh) runs while the pair does: the CPUs are shared anyway.
+    (tmp_path / "single").mkdir()
+    single = _start(0, 0, 0, tmp_path / "single", "pipeline")
+    # Many small compiles (one per task shape): give a loaded machine time.
+    results = _run_pair(tmp_path, "pipeline", timeout=3 * TIMEOUT_S)
+    reference = _result(single, 3 * TIMEOUT_S)
+    assert reference["builds"] == []  # no mesh: the vectors are read whole, as before
+    assert reference["select_method"] == "typical_kcenter"
+    for r in results:
+        assert r["devices"] == 4 and r["local_devices"] == 2
+        for key in ("select", "select_method", "label_counts", "split", "issues", "suggested"):
+            assert r[key] == reference[key], key
+        assert r["issue_scores"] == reference["issue_scores"]
+        assert r["coverage_radius"] == pytest.approx(reference["coverage_radius"], rel=1e-6)
+        # Nothing fell back to reading a task's rows (or the store) whole on a process.
+        assert r["host_reads"] == [] and r["whole_reads"] == []
+    n = reference["num_rows"]
+    builds = [r["builds"] for r in results]
+    assert len(builds[0]) == len(builds[1]) > 0
+    assert [n, n] in [[m, m] for m, _ in builds[0]]  # label_issues / coverage: the whole pool
+    for (m0, read0), (m1, read1) in zip(*builds, strict=True):
+        assert m0 == m1
+        # Each process read only its own 2 of the 4 devices' rows (m padded to a multiple of
+        # 4), and together they read every row exactly once.
+        own = -(-m0 // 4) * 2
+        assert read0 <= own and read1 <= own, (m0, read0, read1)
+        assert read0 + read1 == m0

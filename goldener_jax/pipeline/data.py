@@ -4,6 +4,7 @@ groups, exclusions, dimension reduction, argument checks shared by both."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -21,21 +22,180 @@ from goldener_jax.kernels._checks import as_float_matrix
 
 __all__ = [
     "Data",
+    "StoreRows",
     "anchor_samples",
     "apply_reduce",
     "check_common",
     "full_hash",
     "key_data",
     "load_data",
+    "open_store_rows",
     "parse_reduce",
+    "spans_processes",
 ]
+
+
+def spans_processes(mesh) -> bool:
+    """Whether ``mesh`` holds devices of other processes than this one."""
+    if mesh is None:
+        return False
+    me = jax.process_index()
+    return any(d.process_index != me for d in np.asarray(mesh.devices).flat)
+
+
+# Rows read from a store at a time into a device shard's host buffer: bounds the transient
+# memory of building a shard to one piece (TensorStore's decoded chunk and the piece).
+_PIECE_BYTES = 8 << 20
+_ALIGN = 4096
+
+
+def _aligned_empty(rows: int, dim: int, dtype: np.dtype) -> np.ndarray:
+    """An uninitialised ``[rows, dim]`` array whose data starts on a page boundary: the CPU
+    client then wraps it as a device buffer without copying it (checked with jax 0.10:
+    ``device_put`` of an aligned array adds no resident memory), so a shard never exists twice.
+    On an accelerator it is the host staging copy of one device's shard at a time."""
+    nbytes = rows * dim * dtype.itemsize
+    raw = np.empty(nbytes + _ALIGN, np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off : off + nbytes].view(dtype).reshape(rows, dim)
+
+
+@functools.lru_cache(maxsize=64)
+def _first_rows_everywhere(mesh, m: int):
+    """A jitted ``a[:m]`` gathered onto every device of ``mesh`` (one program per mesh and m)."""
+    everywhere = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(lambda a: a[:m], out_shardings=everywhere)
+
+
+class StoreRows:
+    """The vectors of a store as a mesh spanning several processes sees them: every array built
+    here is row-sharded over ``mesh``, and each process reads from the store only the rows of
+    its own devices (no process holds, or reads, all of them).
+
+    ``rows_read`` counts the vector rows this process read from the store (what the
+    multi-process tests check), ``builds`` the arrays built, as ``(rows asked, rows read)``.
+    """
+
+    def __init__(self, store, store_rows: np.ndarray, mesh):
+        self.store = store
+        self.vectors = store.vectors
+        self.store_rows = np.asarray(store_rows, np.int64)  # [Nv] store row of each vector
+        self.mesh = mesh
+        self.axis, self.size = gk.sharding.mesh_axis(mesh)
+        self.dim = int(self.vectors.shape[1])
+        self.dtype = np.dtype(self.vectors.dtype.numpy_dtype)
+        self.rows_read = 0
+        self.builds: list[tuple[int, int]] = []
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.store_rows.shape[0])
+
+    def _read(self, vecs: np.ndarray) -> np.ndarray:
+        """Rows ``vecs`` (sorted or not) from the store, as a NumPy array."""
+        rows = self.store_rows[vecs]
+        self.rows_read += int(rows.size)
+        if rows.size == 0:
+            return np.zeros((0, self.dim), self.dtype)
+        if rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+            part = self.vectors[int(rows[0]) : int(rows[-1]) + 1]
+        else:
+            part = self.vectors[rows]
+        try:
+            return np.asarray(part.read().result())
+        except ValueError as e:  # a damaged chunk (checksum, truncated)
+            from goldener_jax.store import StoreCorruptError
+
+            raise StoreCorruptError(
+                f"store {str(self.store.path)!r}: vectors could not be read ({e}); "
+                "FeatureStore.verify() names the damaged batches"
+            ) from e
+
+    def host_rows(self, vecs: np.ndarray) -> np.ndarray:
+        """Rows ``vecs`` read whole on this process (for kernels without ``n=``)."""
+        return self._read(np.asarray(vecs, np.int64))
+
+    def sharded(self, vecs: np.ndarray) -> jax.Array:
+        """Rows ``vecs`` of the vectors as a ``[padded_rows(m), d]`` array row-sharded over the
+        mesh (``kernels.shard_rows``' layout: padding rows of zeros at the end); each process
+        reads only its own devices' rows, a piece at a time, into its device buffers (no
+        program is compiled for it)."""
+        vecs = np.asarray(vecs, np.int64)
+        m = int(vecs.shape[0])
+        rows = gk.sharding.padded_rows(m, self.mesh)
+        shape = (rows, self.dim)
+        sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.axis))
+        before = self.rows_read
+        piece = max(1, _PIECE_BYTES // max(1, self.dim * self.dtype.itemsize))
+        arrays = []
+        for device, index in sharding.addressable_devices_indices_map(shape).items():
+            start, stop, _ = index[0].indices(rows)
+            buf = _aligned_empty(stop - start, self.dim, self.dtype)
+            buf[max(0, min(stop, m) - start) :] = 0  # padding rows
+            for a in range(start, min(stop, m), piece):
+                b = min(a + piece, stop, m)
+                buf[a - start : b - start] = self._read(vecs[a:b])
+            arrays.append(jax.device_put(buf, device))
+            del buf
+        self.builds.append((m, self.rows_read - before))
+        return jax.make_array_from_single_device_arrays(shape, sharding, arrays)
+
+    def replicated(self, vecs: np.ndarray) -> jax.Array:
+        """Rows ``vecs`` (few: anchors) as an ``[m, d]`` array on every device of the mesh: read
+        per process as in :meth:`sharded`, then gathered over the mesh."""
+        vecs = np.asarray(vecs, np.int64)
+        return _first_rows_everywhere(self.mesh, int(vecs.shape[0]))(self.sharded(vecs))
+
+    def own_vector_ranges(self) -> list[tuple[int, int]]:
+        """``[start, stop)`` vector ranges of this process's devices in the whole pool's
+        layout."""
+        n = self.num_vectors
+        rows = gk.sharding.padded_rows(n, self.mesh)
+        sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(self.axis))
+        out = []
+        for index in sharding.addressable_devices_indices_map((rows, self.dim)).values():
+            start, stop, _ = index[0].indices(rows)
+            if start < n:
+                out.append((start, min(stop, n)))
+        return sorted(out)
+
+    def fingerprint(self) -> tuple[str, bool]:
+        """``(digest, all finite)`` over every vector: each process hashes its own rows of the
+        pool (the layout of :meth:`sharded` over every vector), the digests of all processes are
+        gathered and hashed in process order. It covers every row, like ``rows_digest``, but its
+        value depends on the mesh's layout (a checkpoint resumes with the same layout)."""
+        from jax.experimental import multihost_utils
+
+        h = hashlib.blake2b(digest_size=32)
+        h.update(f"sharded_rows/1|{self.num_vectors}|{self.dim}|{self.dtype.str}|".encode())
+        finite = True
+        piece = max(1, (64 << 20) // max(1, self.dim * self.dtype.itemsize))
+        for start, stop in self.own_vector_ranges():
+            h.update(f"{start}:{stop}|".encode())
+            for a in range(start, stop, piece):
+                block = np.ascontiguousarray(self._read(np.arange(a, min(a + piece, stop))))
+                finite &= bool(np.isfinite(block).all())
+                h.update(block.tobytes())
+        self.rows_read = 0  # the fingerprint pass is not a task's read
+        mine = np.frombuffer(h.digest(), np.uint8)
+        every = multihost_utils.process_allgather(
+            np.concatenate([mine, np.asarray([finite], np.uint8)])
+        )
+        every = np.asarray(every).reshape(-1, mine.size + 1)
+        digest = hashlib.blake2b(every[:, :-1].tobytes(), digest_size=32).hexdigest()
+        return digest, bool(every[:, -1].all())
 
 
 @dataclasses.dataclass
 class Data:
-    """Vectors and per-sample metadata, samples renumbered 0..S-1."""
+    """Vectors and per-sample metadata, samples renumbered 0..S-1.
 
-    x: np.ndarray  # [Nv, d] on the host
+    With a store and a mesh spanning several processes, ``source`` reads each task's rows per
+    process (:class:`StoreRows`) and no process holds all the vectors: ``x`` then reads them all
+    on first use (with a warning), for the paths that still need every row on the host
+    (``reduce``, ``split(method="auto")``, the leakage check)."""
+
+    x_host: np.ndarray | None  # [Nv, d] on the host (None: read per task from `source`)
     vec_sample: np.ndarray  # [Nv] compact sample id of each vector
     sample_ids: np.ndarray  # [S] original sample index of each compact id
     label_matrix: np.ndarray | None  # [S, L] bool
@@ -43,6 +203,31 @@ class Data:
     unit: np.ndarray | None  # [S] compact group id, or None (each sample its own unit)
     fingerprint: dict
     x_dev: jax.Array | None = None  # the same rows on the device, when they are unchanged
+    source: StoreRows | None = None  # per-process reads of a store (mesh spanning processes)
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.vec_sample.shape[0])
+
+    @property
+    def x(self) -> np.ndarray:
+        """Every vector on the host (read now when only ``source`` has them)."""
+        if self.x_host is None:
+            import warnings
+
+            warnings.warn(
+                "this step needs every vector on the host: each process reads the whole store "
+                "(only select / split with a selection method and label_issues read per process)",
+                stacklevel=2,
+            )
+            self.x_host = np.asarray(
+                as_float_matrix(self.source.host_rows(np.arange(self.num_vectors)))
+            )
+        return self.x_host
+
+    @x.setter
+    def x(self, value) -> None:
+        self.x_host = value
 
     def rows(self, vecs: np.ndarray) -> jax.Array:
         """Rows ``vecs`` on the device; all of them without a copy when ``vecs`` is every row."""
@@ -50,6 +235,23 @@ class Data:
         if every and self.x_dev is not None:
             return self.x_dev
         return jnp.asarray(self.x[vecs])
+
+    def task_rows(self, vecs: np.ndarray) -> tuple[jax.Array, int]:
+        """``(x, n)``: the rows ``vecs`` for a kernel, and how many of ``x``'s rows are real.
+
+        Read per process (``source``): ``x`` is row-sharded and padded to a multiple of the
+        mesh size (``kernels.shard_rows``' layout), ``n = len(vecs)``; give ``n`` to the kernel.
+        Otherwise ``x`` is :meth:`rows` and ``n == len(x)``."""
+        vecs = np.asarray(vecs)
+        if self.source is None or self.x_host is not None:
+            return self.rows(vecs), int(vecs.shape[0])
+        return self.source.sharded(vecs), int(vecs.shape[0])
+
+    def anchor_rows(self, vecs: np.ndarray) -> jax.Array:
+        """Rows ``vecs`` (anchors: few) on every device that needs them."""
+        if self.source is None or self.x_host is not None:
+            return jnp.asarray(self.x[vecs])
+        return self.source.replicated(vecs)
 
 
 def key_data(key) -> np.ndarray:
@@ -62,8 +264,30 @@ def full_hash(a) -> str:
     return hashlib.sha256(np.ascontiguousarray(np.asarray(a)).tobytes()).hexdigest()[:16]
 
 
-def _load(store_or_array, labels, groups, sample_idx) -> tuple:
-    """(x, sample_idx, labels, groups, source fingerprint)."""
+def _store_metadata(store) -> np.ndarray:
+    """Store row of each valid vector, with the checks ``read_vectors`` makes, without reading
+    the vectors."""
+    missing = np.flatnonzero(~store.done_batches())
+    if missing.size:
+        raise ValueError(
+            f"store {store.path!r} is incomplete: {missing.size} of {store.num_batches} "
+            f"batches not done (first: {int(missing[0])}); run describe again to finish it"
+        )
+    valid = np.asarray(store.valid.read().result(), bool)
+    return np.flatnonzero(valid)
+
+
+def open_store_rows(store, mesh) -> tuple[StoreRows, np.ndarray]:
+    """``(rows, sample_idx)``: the valid vectors of ``store`` read per process for ``mesh``
+    (:class:`StoreRows`, nothing read yet) and the sample index of each (read whole: small)."""
+    gk.sharding.mesh_axis(mesh)  # a clear error for anything but a 1-D Mesh
+    store_rows = _store_metadata(store)
+    sidx = np.asarray(store.sample_idx.read().result())[store_rows]
+    return StoreRows(store, store_rows, mesh), sidx
+
+
+def _load(store_or_array, labels, groups, sample_idx, mesh=None) -> tuple:
+    """(x, sample_idx, labels, groups, source fingerprint, per-process source or None)."""
     from goldener_jax.store import FeatureStore
 
     if isinstance(store_or_array, (str, os.PathLike)):
@@ -72,41 +296,65 @@ def _load(store_or_array, labels, groups, sample_idx) -> tuple:
         store = store_or_array
         if sample_idx is not None:
             raise ValueError("sample_idx is only for arrays; a store has its own")
-        x, sidx = store.read_vectors()
+        source = None
+        if spans_processes(mesh):
+            # Every process reads the small per-row metadata whole, and of the vectors only
+            # the rows of its own devices, task by task (StoreRows).
+            source, sidx = open_store_rows(store, mesh)
+            x = None
+        else:
+            x, sidx = store.read_vectors()
         if labels is None:
             labels = store.read_labels()
         if groups is None:
             groups = store.read_groups()
         fp = {"store": str(store.path), "extractor": store.extractor_fingerprint}
-        return x, sidx, labels, groups, fp
+        return x, sidx, labels, groups, fp, source
     x = store_or_array
     if not hasattr(x, "shape"):
         x = np.asarray(x)
     fp = {"array_shape": list(x.shape)}
-    return x, sample_idx, labels, groups, fp
+    return x, sample_idx, labels, groups, fp, None
 
 
-def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Data:
+def load_data(store_or_array, labels, groups, sample_idx, exclude_labels, mesh=None) -> Data:
+    """The inputs of a selection run. With a store and a ``mesh`` spanning several processes,
+    the vectors stay in the store: ``Data.source`` reads each task's rows per process, each
+    process only its own devices' rows (:class:`StoreRows`); the rest is read whole."""
     # labels=False: no labels at all, not even a store's (an active-learning selection must not
     # be stratified by ground truth it may not see).
     no_labels = labels is False
-    x, sidx, labels, groups, fp = _load(
-        store_or_array, None if no_labels else labels, groups, sample_idx
+    x, sidx, labels, groups, fp, source = _load(
+        store_or_array, None if no_labels else labels, groups, sample_idx, mesh
     )
     if no_labels:
         labels = None
-    if hasattr(x, "ndim") and x.ndim != 2:
-        raise ValueError(f"vectors must be 2-D [n, d], got shape {tuple(x.shape)}")
-    # Validated on the device, kept on the host: each task gathers its rows with NumPy (a jnp
-    # gather would compile once per chunk shape).
-    x_dev = as_float_matrix(x, "x")
-    x = np.asarray(x_dev)
-    nv = x.shape[0]
-    if nv == 0:
-        raise ValueError("there are no vectors to select from")
-    # Data identity of a checkpoint: a digest of every row (a changed row, even one, is refused
-    # on resume rather than mixed with the saved selection).
-    fp["vectors"] = rows_digest(x)
+    if source is not None:
+        nv = source.num_vectors
+        if nv == 0:
+            raise ValueError("there are no vectors to select from")
+        if not np.issubdtype(source.dtype, np.floating):
+            raise TypeError(f"x must have a floating dtype, got {source.dtype}")
+        # Every row hashed (and checked finite), each process its own rows.
+        fp["vectors_sharded"], finite = source.fingerprint()
+        if not finite:
+            raise ValueError(
+                "x contains NaN or Inf; selection over non-finite vectors is undefined"
+            )
+        x_dev = None
+    else:
+        if hasattr(x, "ndim") and x.ndim != 2:
+            raise ValueError(f"vectors must be 2-D [n, d], got shape {tuple(x.shape)}")
+        # Validated on the device, kept on the host: each task gathers its rows with NumPy (a
+        # jnp gather would compile once per chunk shape).
+        x_dev = as_float_matrix(x, "x")
+        x = np.asarray(x_dev)
+        nv = x.shape[0]
+        if nv == 0:
+            raise ValueError("there are no vectors to select from")
+        # Data identity of a checkpoint: a digest of every row (a changed row, even one, is
+        # refused on resume rather than mixed with the saved selection).
+        fp["vectors"] = rows_digest(x)
     if sidx is not None:
         fp["sample_idx"] = rows_digest(np.asarray(sidx))
     if sidx is None:
@@ -169,7 +417,10 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Dat
         keep_vec = ~dead[vec_sample]
         if not keep_vec.any():
             raise ValueError("exclude_labels removes every sample")
-        x = x[np.flatnonzero(keep_vec)]
+        if source is None:
+            x = x[np.flatnonzero(keep_vec)]
+        else:
+            source = StoreRows(source.store, source.store_rows[keep_vec], source.mesh)
         x_dev = None
         sample_ids, vec_sample = np.unique(sample_ids[vec_sample[keep_vec]], return_inverse=True)
         label_matrix = label_matrix[~dead]
@@ -181,7 +432,7 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels) -> Dat
         if empty:
             raise ValueError(f"label(s) {empty} have no samples; exclude them or fix the labels")
     unit = None if group_ids is None else np.unique(group_ids, return_inverse=True)[1]
-    return Data(x, vec_sample, sample_ids, label_matrix, label_names, unit, fp, x_dev)
+    return Data(x, vec_sample, sample_ids, label_matrix, label_names, unit, fp, x_dev, source)
 
 
 def parse_reduce(reduce) -> dict | None:

@@ -11,11 +11,12 @@ task in flight from its checkpointed selector state, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import gc
+import inspect
 import json
 from fractions import Fraction
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
@@ -28,6 +29,7 @@ from goldener_jax._allocation import (
     later_round_label_counts,
     random_chunks,
 )
+from goldener_jax.kernels._checks import as_float_matrix
 from goldener_jax.pipeline.data import Data, full_hash, key_data
 from goldener_jax.pipeline.methods import METHODS, check_options, resolve_method
 from goldener_jax.pipeline.progress import Progress, TaskLog
@@ -168,15 +170,30 @@ class Engine:
     def _picks(self, cand_vecs, k, label_col, t) -> np.ndarray:
         """The selector's picks (rows of ``cand_vecs``) for task ``t``, resuming its state."""
         sel = self.selector
-        x = self.d.rows(cand_vecs)
+        x, n, real = self._task_rows(cand_vecs)
         anchor_vecs = self._anchors(label_col)
-        anchors = None if anchor_vecs is None else jnp.asarray(self.d.x[anchor_vecs])
+        anchors = None if anchor_vecs is None else self.d.anchor_rows(anchor_vecs)
         tkey = jax.random.fold_in(self.key, t)
         progress = self.log.progress
-        ckpt = progress.inflight({"task": t, "n": int(x.shape[0]), "k": int(k), "method": sel.name})
-        state = sel.init(x, k, key=tkey, anchors=anchors)
-        if ckpt is None:
-            return sel.picks(sel.run(state, x))
+        ckpt = progress.inflight({"task": t, "n": n, "k": int(k), "method": sel.name})
+        try:
+            state = sel.init(x, k, key=tkey, anchors=anchors, **real)
+            if ckpt is None:
+                return sel.picks(sel.run(state, x))
+            return self._resume(sel, state, x, ckpt, progress)
+        finally:
+            if self.d.source is not None:
+                # Rows read per process for this task: freed now, not at the next garbage
+                # collection (the arrays sit in reference cycles until then, and a few tasks'
+                # rows would otherwise pile up).
+                for a in (x, anchors):
+                    if isinstance(a, jax.Array) and not a.is_deleted():
+                        a.delete()
+                del x, anchors
+                gc.collect()  # the host memory under the CPU buffers goes with a collection
+
+    def _resume(self, sel, state, x, ckpt, progress) -> np.ndarray:
+        """Continues ``state`` from its in-flight checkpoint, saving every ``progress.every``."""
         try:
             # The initial state is the template of the restore (its shapes and dtypes).
             state, step = ckpt.restore(state)
@@ -188,6 +205,19 @@ class Engine:
             return sel.picks(state)
         finally:
             ckpt.close()
+
+    def _task_rows(self, vecs: np.ndarray) -> tuple:
+        """``(x, n, extra init arguments)`` of a task over rows ``vecs``. Rows read per process
+        (a store, a mesh spanning processes) come padded to the mesh; the selector is told the
+        real count (``n=``) when it takes one, else it gets the rows as a host array (each
+        process then holds all of the task's rows: the methods without ``n=`` pay that)."""
+        x, n = self.d.task_rows(vecs)
+        if x.shape[0] == n:
+            return x, n, {}
+        if "n" in inspect.signature(self.selector.init).parameters:
+            return x, n, {"n": n}
+        del x
+        return np.asarray(as_float_matrix(self.d.source.host_rows(vecs))), n, {}
 
     def _task(self, vecs: np.ndarray, k: int, label_col) -> np.ndarray:
         remaining = self.count - self.log.n_selected
@@ -372,7 +402,7 @@ def run_selection(
     count = count_from_size(count_or_size, num_alive)
     total = num_alive if ratio_total is None else ratio_total
     ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, total)
-    method, rule = resolve_method(settings.method, data.x.shape[0], count)
+    method, rule = resolve_method(settings.method, data.num_vectors, count)
     mesh = settings.mesh
     if mesh is not None:
         gk.sharding.mesh_axis(mesh)  # a clear error for anything but a 1-D Mesh

@@ -1,0 +1,297 @@
+"""Peak memory of the multi-process pipeline: each process holds only its own rows.
+
+Builds a store of at least 1 GB (written with the store API, ``FeatureStore.create`` +
+``write_batch``: clustered float32 vectors, one per sample, with labels), then runs
+``select(method="auto")`` -> ``split`` -> ``label_issues`` in 2 JAX processes on 127.0.0.1 (gloo),
+2 CPU devices each, with ``mesh`` over the 4 devices. Each process measures its resident-memory
+high-water mark (``VmHWM``, Linux) per step, above its baseline (the JAX runtime initialised and
+the collectives warmed up, before any data), and the script prints it as a fraction of the
+store's vector bytes.
+
+    python scripts/multihost_memory.py [--rows 2100] [--dim 131072] [--workdir DIR]
+
+The default shape (2,100 rows of 131,072 floats, 1.1 GB) is chosen for the cost of
+``label_issues``: its exact kNN is O(N^2 d), about 1.2e12 multiply-adds at this shape, where the
+1.1M x 256 shape of the same size would be 3e14 (hours on 2 CPU cores). The memory bound does not
+depend on the shape: a process holds ``N / 2`` rows (its 2 of the 4 devices) plus small pieces.
+
+With ``--check`` the same steps also run in one process without a mesh (the whole store read)
+and the results are compared. ``--clear-caches`` drops JAX's compiled programs between steps
+(``jax.clear_caches``): the difference shows how much of a peak is compiled code (one set of
+programs per task shape, kept by JAX's caches) rather than rows. Run it with
+``MALLOC_MMAP_THRESHOLD_=1048576`` so that glibc returns freed task buffers to the system
+instead of keeping them in its heap (without it freed rows of earlier tasks stay resident).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak() -> None:
+    # Resets VmHWM to the current resident size (Linux >= 4.0).
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def build_store(path: str, rows: int, dim: int, labels: int, batch: int, seed: int = 0):
+    """Clustered float32 vectors (``labels`` Gaussian clusters, the label is the cluster with
+    5 % of the labels flipped), written batch by batch with the store API."""
+    import numpy as np
+
+    from goldener_jax.store import FeatureStore
+
+    if FeatureStore.peek_manifest(path) is not None:
+        store = FeatureStore.open(path)
+        if store.num_rows == rows and store.dim == dim and store.is_complete():
+            return store
+    manifest = FeatureStore.build_manifest(
+        extractor_fingerprint=f"synthetic-{rows}x{dim}-{labels}-{seed}",
+        extractor_config={"synthetic": True, "rows": rows, "dim": dim, "labels": labels},
+        source={"name": "multihost_memory", "num_samples": rows},
+        num_samples=rows,
+        rows_per_sample=1,
+        dim=dim,
+        dtype="float32",
+        batch_size=batch,
+        labels=((), "int64"),
+    )
+    store = FeatureStore.create(path, manifest, overwrite=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((labels, dim)).astype(np.float32) * 2.0
+    for b in range(store.num_batches):
+        s0, s1 = store.batch_samples(b)
+        brng = np.random.default_rng([seed, b])
+        cluster = brng.integers(0, labels, s1 - s0)
+        x = centres[cluster] + brng.standard_normal((s1 - s0, dim), dtype=np.float32)
+        flip = brng.random(s1 - s0) < 0.05
+        y = np.where(flip, brng.integers(0, labels, s1 - s0), cluster)
+        store.write_batch(b, x, np.ones(s1 - s0, bool), labels=y.astype(np.int64))
+    return store
+
+
+def _dir_bytes(path: str) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            total += os.path.getsize(os.path.join(root, name))
+    return total
+
+
+def worker(args) -> None:
+    nproc = args.nproc
+    if nproc:
+        os.environ["XLA_FLAGS"] = (
+            os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+        )
+    import jax
+
+    if nproc:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(
+            coordinator_address=f"127.0.0.1:{args.port}",
+            num_processes=nproc,
+            process_id=args.proc,
+            initialization_timeout=120,
+        )
+    import numpy as np
+
+    import goldener_jax as gj
+    from goldener_jax import kernels as gk
+    from goldener_jax.pipeline.data import StoreRows
+
+    reads = []
+    sharded = StoreRows.sharded
+
+    def counted(self, vecs):
+        before = self.rows_read
+        out = sharded(self, vecs)
+        reads.append((int(len(vecs)), int(self.rows_read - before)))
+        return out
+
+    StoreRows.sharded = counted
+    mesh = gk.make_mesh() if nproc else None
+    store = gj.FeatureStore.open(args.store)
+    if mesh is not None:
+        # Warm up the runtime and the collectives (part of the baseline, not of the data).
+        from jax.experimental import multihost_utils
+
+        multihost_utils.process_allgather(np.zeros(4, np.uint32))
+        w = gk.shard_rows(np.zeros((8, 4), np.float32), mesh)
+        jax.jit(lambda a: a.sum())(w).block_until_ready()
+        del w
+    baseline = _status("VmRSS")
+    steps = {}
+    results = {}
+
+    def run(name, fn):
+        _reset_peak()
+        t0 = time.perf_counter()
+        out = fn()
+        steps[name] = {
+            "seconds": round(time.perf_counter() - t0, 1),
+            "peak_above_baseline": _status("VmHWM") - baseline,
+            "rss_after_above_baseline": _status("VmRSS") - baseline,
+            "rows_read": sum(r for _, r in reads),
+            "rows_asked": sum(m for m, _ in reads),
+            "builds": len(reads),
+        }
+        reads.clear()
+        if args.clear_caches:
+            # Drops the compiled programs (and returns freed heap to the system) between steps:
+            # shows how much of a step's peak is compiled code rather than data.
+            import ctypes
+            import gc
+
+            jax.clear_caches()
+            gc.collect()
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            steps[name]["rss_after_clear_above_baseline"] = _status("VmRSS") - baseline
+        return out
+
+    key = jax.random.key(0)
+    sel = run(
+        "select",
+        lambda: gj.select(store, args.select, key=key, mesh=mesh, progress=False),
+    )
+    results["select"] = [int(i) for i in sel.indices]
+    results["select_method"] = sel.config["method"]
+    parts = run(
+        "split",
+        lambda: gj.split(
+            store,
+            # k-center fills the first set: 10 % keeps its k steps (each a pass over a
+            # label's rows) affordable on 2 CPU cores.
+            {"train": 0.1, "test": 0.9},
+            method="kcenter",  # sets filled in order by select's engine
+            key=key,
+            mesh=mesh,
+            manifest_path=False,
+            progress=False,
+        ),
+    )
+    results["split"] = {k: [int(i) for i in v] for k, v in parts.items()}
+    issues = run("label_issues", lambda: gj.label_issues(store, k=10, mesh=mesh, progress=False))
+    results["issues"] = [int(i) for i in issues.indices[:200]]
+    results["issue_scores"] = [float(v) for v in issues.scores[:200]]
+    print(
+        json.dumps(
+            {
+                "proc": args.proc,
+                "devices": jax.device_count(),
+                "baseline": baseline,
+                "steps": steps,
+                "results": results,
+            }
+        ),
+        flush=True,
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(args, proc: int, nproc: int, port: int) -> subprocess.Popen:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--store", args.store]
+    cmd += ["--proc", str(proc), "--nproc", str(nproc), "--port", str(port)]
+    cmd += ["--select", str(args.select)] + (["--clear-caches"] if args.clear_caches else [])
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+
+
+def _collect(p: subprocess.Popen) -> dict:
+    out, _ = p.communicate()
+    if p.returncode != 0:
+        raise SystemExit(f"worker failed with status {p.returncode}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=2100)
+    ap.add_argument("--dim", type=int, default=131072)
+    ap.add_argument("--labels", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=16, help="samples per store chunk")
+    ap.add_argument("--select", type=int, default=100, help="samples select(auto) picks")
+    ap.add_argument("--workdir", default="/tmp/goldener_multihost_memory")
+    ap.add_argument("--check", action="store_true", help="also run one process, no mesh")
+    ap.add_argument(
+        "--clear-caches",
+        action="store_true",
+        help="drop compiled programs between steps (jax.clear_caches + malloc_trim)",
+    )
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--store", help=argparse.SUPPRESS)
+    ap.add_argument("--proc", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--nproc", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    os.makedirs(args.workdir, exist_ok=True)
+    args.store = os.path.join(args.workdir, "store")
+    t0 = time.perf_counter()
+    store = build_store(args.store, args.rows, args.dim, args.labels, args.batch)
+    vector_bytes = store.num_rows * store.dim * 4
+    store_bytes = _dir_bytes(args.store)
+    print(
+        f"store: {store.num_rows} rows x {store.dim} float32, vectors {vector_bytes / 1e9:.3f} GB, "
+        f"on disk {store_bytes / 1e9:.3f} GB (built or reused in {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
+    port = _free_port()
+    t0 = time.perf_counter()
+    procs = [_spawn(args, i, 2, port) for i in range(2)]
+    results = [_collect(p) for p in procs]
+    print(f"2 processes x 2 devices: {time.perf_counter() - t0:.0f} s", flush=True)
+    report = {"vector_bytes": vector_bytes, "store_bytes": store_bytes, "processes": []}
+    for r in results:
+        worst = max(s["peak_above_baseline"] for s in r["steps"].values())
+        report["processes"].append(
+            {
+                "proc": r["proc"],
+                "baseline_bytes": r["baseline"],
+                "steps": r["steps"],
+                "peak_above_baseline_over_store": worst / store_bytes,
+            }
+        )
+        for name, s in r["steps"].items():
+            print(
+                f"process {r['proc']} {name:>12}: peak above baseline "
+                f"{s['peak_above_baseline'] / 1e6:8.1f} MB = "
+                f"{s['peak_above_baseline'] / store_bytes:.3f} x store; rows read "
+                f"{s['rows_read']} of {s['rows_asked']} asked ({s['builds']} arrays), "
+                f"{s['seconds']} s"
+            )
+        print(f"process {r['proc']}: worst step {worst / store_bytes:.3f} x store")
+    same = results[0]["results"] == results[1]["results"]
+    print(f"both processes agree: {same}")
+    report["processes_agree"] = same
+    if args.check:
+        t0 = time.perf_counter()
+        single = _collect(_spawn(args, 0, 0, 0))
+        equal = single["results"] == results[0]["results"]
+        print(f"one process, no mesh ({time.perf_counter() - t0:.0f} s): equal results: {equal}")
+        report["equal_to_single_process"] = equal
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
