@@ -20,6 +20,16 @@ Integrity on resume: the run holds the store's lock (one writer per store, see
 (:meth:`FeatureStore.verify`), and compares each done batch's source digest with the source it
 is given now: changed samples are refused (:class:`SourceChangedError`) unless
 ``redescribe_changed=True``.
+
+Appending (``append=True``): the source is the grown data set, whose first ``N`` samples are the
+``N`` the store describes. The store is checked as on resume (same extractor fingerprint, same
+source but for its length, same batch size and dtype; the described samples' chunks and source
+digests), grown (:meth:`FeatureStore.grow`) and only the new samples go through the extractor: in
+the old partial last batch the described samples' slots are filled with a copy of the first new
+sample (same compiled shape, same positions, so same per-sample keys), and their stored rows are
+kept. The result is file for file the store a one-shot ``describe`` of the grown source writes,
+for extractors that describe each sample on its own (which ``describe`` assumes anyway: the last
+batch is padded with copies of its last sample).
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +54,7 @@ from goldener_jax.sources import IterableSource as IterableSource
 from goldener_jax.sources import RandomAccessSource as RandomAccessSource
 from goldener_jax.sources import Source, as_source
 from goldener_jax.sources import TFDSSource as TFDSSource
-from goldener_jax.store import FeatureStore
+from goldener_jax.store import FeatureStore, config_differences
 from goldener_jax.store import StoreCorruptError as StoreCorruptError
 from goldener_jax.store import StoreMismatchError as StoreMismatchError
 
@@ -203,7 +214,8 @@ def _run_first(jstep, args, key: str, x) -> tuple:
 
 def _changed_batches(src: Source, store: FeatureStore, batches: list[int], batch_size: int, where):
     """Done batches whose source content differs from the digest recorded when they were
-    described (batches recorded without a digest are not checked)."""
+    described (batches recorded without a digest are not checked). Only the samples the store
+    holds are compared: appending, the source's batch may be longer than the store's last."""
     stored = store.read_source_digests()
     if stored is None or not batches:
         return []
@@ -212,9 +224,85 @@ def _changed_batches(src: Source, store: FeatureStore, batches: list[int], batch
     for b, batch in src.iter_batches(batch_size, known):
         _check_batch_keys(batch, src, b)
         _check_input(batch, src.data_key, store.layout.get("input_shape"), b, where)
+        s0, s1 = store.batch_samples(b)
+        if len(batch[src.data_key]) > s1 - s0:
+            batch = {k: np.asarray(batch[k])[: s1 - s0] for k in src.keys}
         if _digest.batch_digest(batch, src.keys) != stored[b].tobytes():
             changed.append(b)
     return changed
+
+
+class _Head(NamedTuple):
+    """Appending: the old partial last batch ``batch``, whose first ``count`` samples the store
+    already describes (their rows ``[count, R, D]`` and valid flags ``[count, R]``, kept)."""
+
+    batch: int
+    count: int
+    vectors: np.ndarray
+    valid: np.ndarray
+
+
+def _check_append(existing: dict, source_fp: dict, n: int, append: bool, path) -> None:
+    """Names the fix when the source only differs from the store's by being longer, and refuses
+    an append from a shorter source, before the generic comparison does."""
+    n_old = existing["layout"]["num_samples"]
+    if n == n_old:
+        return
+    others = config_differences(
+        {k: v for k, v in existing["source"].items() if k != "length"},
+        {k: v for k, v in source_fp.items() if k != "length"},
+    )
+    if others:
+        return  # FeatureStore._check_same names them
+    if n > n_old and not append:
+        raise StoreMismatchError(
+            f"store {path!r} describes {n_old} samples, the source has {n}: pass append=True to "
+            f"describe the {n - n_old} new samples and append them, or overwrite=True to start "
+            "over"
+        )
+    if n < n_old and append:
+        raise StoreMismatchError(
+            f"cannot append to store {path!r}: it holds {n_old} samples, the source only {n}; "
+            "append=True needs the grown source (the described samples first, then the new ones)"
+        )
+
+
+def _grow(store: FeatureStore, n: int, source_fp: dict, proc: int, nproc: int, path):
+    """Grows ``store`` to ``n`` samples; returns it and the kept rows of its old partial last
+    batch (``None`` when there is none, it is not done, or several processes write: then that
+    batch's owner describes it again whole)."""
+    head = None
+    b = store.num_batches - 1
+    k = store.num_samples - b * store.batch_size
+    if nproc == 1 and b >= 0 and k < store.batch_size and store.done_batches()[b]:
+        # Checked above (verify: checksums, sample ids; the source digest when check_source).
+        rows = store.read_rows(*store.batch_rows(b))
+        r, d = store.rows_per_sample, store.dim
+        head = _Head(b, k, rows["vectors"].reshape(k, r, d), rows["valid"].reshape(k, r))
+    if nproc == 1:
+        return store.grow(n, source_fp), head
+    from jax.experimental import multihost_utils
+
+    # Every process has checked its batches of the old store before process 0 grows it, and
+    # reopens it grown after.
+    multihost_utils.sync_global_devices("goldener_jax.describe:append-checked")
+    if proc == 0:
+        store.grow(n, source_fp)
+    multihost_utils.sync_global_devices("goldener_jax.describe:append-grown")
+    return FeatureStore.resume(path, FeatureStore.peek_manifest(path)), head
+
+
+def _fill_head(args: tuple, count: int) -> tuple:
+    """The inputs of the old partial last batch with its first ``count`` (already described)
+    samples replaced by copies of the first new one: the extractor only sees new samples, each
+    at its own position (same compiled shape, same per-sample key)."""
+    x, mask, key, start = args
+    x = np.array(x)
+    x[:count] = x[count]
+    if mask is not None:
+        mask = np.array(mask)
+        mask[:count] = mask[count]
+    return x, mask, key, start
 
 
 def describe(
@@ -236,6 +324,7 @@ def describe(
     max_in_flight: int = 2,
     check_source: bool = True,
     redescribe_changed: bool = False,
+    append: bool = False,
 ) -> FeatureStore:
     """Describes every sample of ``source`` with ``extractor`` into the store at ``path``.
 
@@ -267,12 +356,19 @@ def describe(
             batches, no model call). False trusts the source.
         redescribe_changed: Re-describe the batches whose source changed instead of raising
             :class:`SourceChangedError`.
+        append: ``source`` is the grown data set: its first samples are those the store at
+            ``path`` describes, the rest are described and appended (only they go through the
+            extractor; see the module docstring). Refused (:class:`StoreMismatchError` naming
+            what differs) when the store was written with another extractor fingerprint, batch
+            size or dtype, or from another source (name, keys). Resumable like any run; with
+            no store at ``path`` it describes the whole source.
 
     Returns:
         The :class:`FeatureStore`.
 
     Raises:
-        StoreMismatchError: ``path`` holds a store from another extractor / source / layout.
+        StoreMismatchError: ``path`` holds a store from another extractor / source / layout
+            (a longer source without ``append=True`` included).
         StoreCorruptError: The manifest at ``path`` is unreadable.
         SourceChangedError: Resuming, already-described samples differ from ``source``.
         goldener_jax._locks.LockedError: Another run is writing to ``path``.
@@ -292,6 +388,13 @@ def describe(
         raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
     if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
         raise ValueError(f"max_in_flight must be an int >= 1, got {max_in_flight!r}")
+    if not isinstance(append, bool):
+        raise TypeError(f"append must be a bool, got {append!r}")
+    if append and overwrite:
+        raise ValueError(
+            "append=True and overwrite=True contradict each other: append keeps the store's "
+            "samples, overwrite starts it over"
+        )
     n = len(src)
     if n == 0:
         raise ValueError(f"source {src.name!r} is empty; nothing to describe")
@@ -305,7 +408,7 @@ def describe(
             src, extractor, path, fingerprint, config, existing,
             batch_size=batch_size, dtype=dtype, key=key, overwrite=overwrite,
             progress=progress, max_in_flight=max_in_flight, check_source=check_source,
-            redescribe_changed=redescribe_changed, proc=proc, nproc=nproc,
+            redescribe_changed=redescribe_changed, append=append, proc=proc, nproc=nproc,
         )  # fmt: skip
     finally:
         if lock is not None:
@@ -314,7 +417,7 @@ def describe(
 
 def _describe(
     src, extractor, path, fingerprint, config, existing, *, batch_size, dtype, key, overwrite,
-    progress, max_in_flight, check_source, redescribe_changed, proc, nproc,
+    progress, max_in_flight, check_source, redescribe_changed, append, proc, nproc,
 ) -> FeatureStore:  # fmt: skip
     n = len(src)
     if batch_size is None:
@@ -337,6 +440,7 @@ def _describe(
         return x, mask, key, np.int32(b * batch_size)
 
     probe = None
+    head = None  # appending: the rows of the old partial last batch, kept
     if existing is None:
         # A new store: its layout (R, D, label shapes) comes from the first batch.
         b0, first = next(iter(src.iter_batches(batch_size, [0])))
@@ -371,9 +475,12 @@ def _describe(
     if store is None and existing is None:
         store = FeatureStore.create(path, manifest, overwrite=overwrite and nproc == 1)
     elif store is None:
+        n_old = existing["layout"]["num_samples"]
+        _check_append(existing, source_fp, n, append, path)
         requested = {
             "extractor": {"fingerprint": fingerprint, "config": config},
-            "source": source_fp,
+            # Appending, the store holds the source's first n_old samples.
+            "source": {**source_fp, "length": n_old} if append else source_fp,
             "layout": {"batch_size": batch_size, "dtype": dtype},
         }
         FeatureStore._check_same(existing, requested, path)
@@ -385,7 +492,8 @@ def _describe(
     if existing is not None:
         import warnings
 
-        done_mine = [b for b in mine if done[b]]
+        # Appending, the store holds only the first batches of the grown source.
+        done_mine = [b for b in mine if b < done.size and done[b]]
         report = store.verify(done_mine)
         if report.damaged:
             warnings.warn(
@@ -411,6 +519,9 @@ def _describe(
         if redo:
             # Flags first: a run killed while rewriting never leaves these batches done.
             store.discard_batches(redo)
+            done = store.done_batches()
+        if store.num_samples < n:
+            store, head = _grow(store, n, source_fp, proc, nproc, path)
             done = store.done_batches()
     pending = [b for b in mine if not done[b]]
     skipped = len(mine) - len(pending)
@@ -439,6 +550,11 @@ def _describe(
                 f"batch {b}: extractor returned vectors of per-sample shape {vectors.shape[1:]}, "
                 f"the store at {path!r} holds ({r}, {store.dim}); pass overwrite=True to start over"
             )
+        if head is not None and b == head.batch:
+            # The samples described before the append keep their stored rows.
+            k = head.count
+            vectors = np.concatenate([head.vectors.astype(vectors.dtype), vectors[k:]])
+            valid = np.concatenate([head.valid, valid[k:]])
         finite = np.isfinite(vectors).all(-1)
         if not (finite | ~valid).all():
             bad = int(np.argwhere(~finite & valid)[0, 0])
@@ -485,7 +601,10 @@ def _describe(
             _check_input(batch, src.data_key, layout_input, b, where)
             digest = _digest.batch_digest(batch, src.keys)
             if out is None:
-                out = jstep(*inputs(b, batch))  # asynchronous dispatch
+                args = inputs(b, batch)
+                if head is not None and b == head.batch:
+                    args = _fill_head(args, head.count)
+                out = jstep(*args)  # asynchronous dispatch
             inflight.append(writer.submit(write, b, out, n_b, lab, grp, digest))
             while len(inflight) > max_in_flight:
                 inflight.popleft().result()

@@ -32,6 +32,13 @@ deleted one is missing from the listing: :meth:`FeatureStore.verify` reports bot
 raise :class:`StoreCorruptError` naming the batch, and ``describe`` re-does the damaged batches.
 Stores written before checksums (no ``integrity`` section) open and read as before, but
 ``verify`` says it cannot check them (describe them again with ``overwrite=True`` to add it).
+
+Appending (:meth:`FeatureStore.grow`, used by ``describe(..., append=True)``): a store records
+how many samples it holds (``layout.num_samples``); growing it rewrites the manifest to the one a
+one-shot description of the grown source has and extends every array along its first axis
+(zarr chunks past the old end read as the fill value, so the old partial last chunk simply gets
+its new rows). The samples already described are never rewritten except the rows of a partial
+last batch, whose chunk is completed.
 """
 
 from __future__ import annotations
@@ -271,7 +278,7 @@ class FeatureStore:
 
     @classmethod
     def _open_arrays(cls, kvspec, manifest, path, *, create: bool) -> dict:
-        futures = {}
+        futures, futures_spec = {}, {}
         checksum = bool(manifest.get("integrity"))
         for name, meta in manifest["arrays"].items():
             if meta is None:
@@ -288,17 +295,49 @@ class FeatureStore:
                 # A done batch then always has its chunk, even an all-zero one: a missing chunk
                 # is damage, not "equal to the fill value".
                 spec["store_data_equal_to_fill_value"] = True
+            futures_spec[name] = spec
             futures[name] = ts.open(spec, open=True, create=create)  # opened concurrently
         arrays = {}
         for name, future in futures.items():
             try:
                 arrays[name] = None if future is None else future.result()
             except ValueError as e:
+                # An append killed between writing the grown manifest (its commit point) and
+                # resizing every array leaves arrays shorter than the manifest: the writer
+                # finishes the resize, a reader is told how to finish the append.
+                grown = cls._open_shorter(futures_spec[name], manifest["arrays"][name])
+                if grown is not None and create:
+                    arrays[name] = grown.resize(
+                        exclusive_max=manifest["arrays"][name]["shape"], expand_only=True
+                    ).result()
+                    continue
+                if grown is not None:
+                    want = manifest["arrays"][name]["shape"][0]
+                    raise StoreCorruptError(
+                        f"array {name!r} of store {path!r} does not match its manifest: it holds "
+                        f"{grown.shape[0]} rows, the manifest {want}"
+                        "; if an append to the store was interrupted, run describe(..., "
+                        "append=True) with the grown source again to finish it"
+                    ) from e
                 raise StoreCorruptError(
                     f"array {name!r} of store {path!r} does not match its manifest or cannot be "
                     f"opened ({e}); pass overwrite=True to start the store over"
                 ) from e
         return arrays
+
+    @staticmethod
+    def _open_shorter(spec: dict, meta: dict):
+        """The array of ``spec`` when it exists and only its first axis is shorter than ``meta``
+        says (an interrupted append), else None."""
+        loose = {**spec, "metadata": {k: v for k, v in spec["metadata"].items() if k != "shape"}}
+        try:
+            array = ts.open(loose, open=True).result()
+        except ValueError:
+            return None
+        have, want = list(array.shape), list(meta["shape"])
+        if len(have) != len(want) or have[1:] != want[1:] or have[0] >= want[0]:
+            return None
+        return array
 
     @staticmethod
     def build_manifest(
@@ -443,6 +482,79 @@ class FeatureStore:
             cls._delete(kv)  # leftovers of an interrupted overwrite, if any
         kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
+
+    def grow(self, num_samples: int, source: Mapping) -> FeatureStore:
+        """Grows the store to ``num_samples`` samples (the first ``self.num_samples`` kept as
+        they are) and returns it reopened; the caller holds the store's lock (``describe(...,
+        append=True)`` does). The manifest is the one a store described in one run from the
+        grown source would have, so an appended store equals a one-shot one file for file.
+
+        Crash-safe order: the done flag of a partial last batch is cleared first (it gets new
+        samples), then the grown manifest is written (the commit point), then every array is
+        resized; a run killed in between is finished by the next writer that opens the store
+        (:meth:`resume` resizes the arrays the manifest says are short).
+
+        Args:
+            num_samples: The new number of samples, at least the current one.
+            source: The fingerprint of the grown source (recorded in the manifest).
+
+        Returns:
+            The grown store (``self`` when nothing changes).
+
+        Raises:
+            ValueError: ``num_samples`` is smaller than the samples the store holds.
+            StoreMismatchError: The store was written before chunk checksums and source digests
+                (it cannot be checked, so it is not grown: describe it again with
+                ``overwrite=True``).
+        """
+        n_old = self.num_samples
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
+            raise TypeError(f"num_samples must be an int, got {num_samples!r}")
+        n = int(num_samples)
+        if n < n_old:
+            raise ValueError(
+                f"num_samples must be at least the {n_old} samples store {self.path!r} holds, "
+                f"got {n}; a store only grows"
+            )
+        if not self.has_checksums or self._arrays.get("source_digest") is None:
+            raise StoreMismatchError(
+                f"store {self.path!r} was written before goldener-jax recorded chunk checksums "
+                "and source digests, so it cannot be appended to; describe it again with "
+                "overwrite=True"
+            )
+        layout, arrays = self.layout, self.manifest["arrays"]
+
+        def spec(name):
+            meta = arrays.get(name)
+            return None if meta is None else (tuple(meta["shape"][1:]), meta["dtype"])
+
+        manifest = self.build_manifest(
+            extractor_fingerprint=self.extractor_fingerprint,
+            extractor_config=self.manifest["extractor"]["config"],
+            source=source,
+            num_samples=n,
+            rows_per_sample=self.rows_per_sample,
+            dim=self.dim,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            labels=spec("labels"),
+            groups=spec("groups"),
+            input_spec=(layout["input_shape"], layout["input_dtype"])
+            if "input_shape" in layout
+            else None,
+        )
+        if manifest == self.manifest:
+            return self
+        if n_old % self.batch_size:
+            self.mark_not_done([self.num_batches - 1])  # flag first: it gets new samples
+        kv = ts.KvStore.open(self._kvspec).result()
+        kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        return FeatureStore(
+            self.path,
+            self._kvspec,
+            manifest,
+            self._open_arrays(self._kvspec, manifest, self.path, create=True),
+        )
 
     @staticmethod
     def _delete(kv) -> None:
