@@ -31,6 +31,7 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
     IterableSource,
     RandomAccessSource,
     Source,
+    SourceChangedError,
     StoreCorruptError,
     StoreMismatchError,
     TFDSSource,
@@ -40,6 +41,7 @@ from goldener_jax.describe import (  # describe, FeatureStore, sources, Checkpoi
 )
 from goldener_jax.drift import DriftCluster, DriftReport, drift, monitoring_selection
 from goldener_jax.evaluate import compare_to_random
+from goldener_jax.extend import extend_selection, extend_split
 from goldener_jax.features import FeatureExtractor, Layer, Vectorizer, capture, flatten_vectors
 from goldener_jax.refine import (  # clusters, balanced batches, label proposals, outliers, clicks
     ClickMasks,
@@ -56,6 +58,7 @@ from goldener_jax.refine import (  # clusters, balanced batches, label proposals
     propose_labels,
     reliability_plot,
 )
+from goldener_jax.rounds import Labelled, Round, Rounds, RoundsConflictError, RoundsError
 from goldener_jax.select import (  # select and the selection method registry
     METHODS,
     BudgetRule,
@@ -71,6 +74,14 @@ from goldener_jax.workflow import Pipeline, RunSummary, SpecError, save_variable
 __version__ = "0.1.0"
 
 __all__ = [
+    "extend_selection",
+    "extend_split",
+    "SourceChangedError",
+    "Labelled",
+    "Round",
+    "Rounds",
+    "RoundsConflictError",
+    "RoundsError",
     "DriftCluster",
     "DriftReport",
     "drift",

@@ -86,6 +86,10 @@ from .zcore import native_status as zcore_native_status
 
 __all__ = [
     "selectors",
+    "MiniBatchKMeansState",
+    "minibatch_kmeans",
+    "minibatch_kmeans_init",
+    "minibatch_kmeans_step",
     "METRICS",
     "GreedyState",
     "KCenterState",

@@ -9,10 +9,10 @@ seen so far by centroid ``j`` and the batch's ``n_j`` rows of sum ``s_j``:
     c'[j]      = (counts[j] c[j] + s_j) / counts'[j]       (unchanged when n_j = 0)
 
 which is Sculley's per-centre learning rate ``1 / count`` applied to a whole batch at once, as
-scikit-learn's ``MiniBatchKMeans`` does. Seeds: k-means++ (``kmeans.kmeans_init``) on an initial
-sample (greedy by default). Unlike scikit-learn, centres that receive few rows are not re-seeded at random: every
-step is a pure function of the state and the batch, so a run is reproducible from its key and
-the batch order, and resumable from any saved state.
+scikit-learn's ``MiniBatchKMeans`` does. Seeds: k-means++ (``kmeans.kmeans_init``) on an
+initial sample (greedy by default). Unlike scikit-learn, centres that receive few rows are not
+re-seeded at random: every step is a pure function of the state and the batch, so a run is
+reproducible from its key and the batch order, and resumable from any saved state.
 
 ``minibatch_kmeans_step`` is the jit-compiled unit (one compilation per batch shape);
 ``minibatch_kmeans`` drives it over an in-memory array, one shuffled pass per epoch. Streaming

@@ -29,10 +29,17 @@ def _check_resumable(text, out):
     assert "complete: True" in text
 
 
+def _check_life_cycle(text, out):
+    # Three labelling rounds, the history reopened from its JSON, a drifted deployment batch.
+    assert "life cycle checks: OK" in text and "reopened history equal: True" in text
+    assert (out / "rounds.json").stat().st_size > 1000
+
+
 CHECKS = {
     "01_quickstart.ipynb": _check_quickstart,
     "02_multi_device.ipynb": _check_multi_device,
     "03_resumable_large_run.ipynb": _check_resumable,
+    "04_life_cycle.ipynb": _check_life_cycle,
 }
 
 

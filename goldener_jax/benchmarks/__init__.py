@@ -20,7 +20,9 @@ BENCHMARKS = {
     "split-quality": "split_quality",
     "pairs": "pairs",
     "kmeans": "kmeans",
+    "probcover": "probcover",
     "peers": "peers",
+    "active-learning": "active_learning",
 }
 
 
