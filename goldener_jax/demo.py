@@ -159,6 +159,34 @@ def _cached_indices(path: str, compute) -> tuple[np.ndarray, bool]:
     return idx, False
 
 
+def _library_digest() -> str:
+    """A digest of the library's source (``goldener_jax`` and its kernels): cached selections
+    and splits are results of this code, so a changed library recomputes them."""
+    import hashlib
+
+    from goldener_jax import kernels
+
+    h = hashlib.sha256()
+    for root in (os.path.dirname(__file__), os.path.dirname(kernels.__file__)):
+        for dirpath, _, files in sorted(os.walk(root)):
+            for name in sorted(f for f in files if f.endswith((".py", ".cpp"))):
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    h.update(name.encode() + f.read())
+    return h.hexdigest()[:16]
+
+
+def _drop_stale_results(out: str, dirs: tuple[str, ...]) -> None:
+    """Removes cached results in ``dirs`` written by another version of the library."""
+    stamp, digest = os.path.join(out, "library_digest.txt"), _library_digest()
+    old = open(stamp).read().strip() if os.path.exists(stamp) else None
+    if old != digest:
+        for d in dirs:
+            for name in os.listdir(d) if os.path.isdir(d) else ():
+                os.remove(os.path.join(d, name))
+        with open(stamp, "w") as f:
+            f.write(digest + "\n")
+
+
 def _flip_labels(labels, rate: float, seed: int, num_classes: int):
     """A copy of ``labels`` with ``round(rate * n)`` of them moved to another class at random;
     returns ``(noisy, flipped_indices)``."""
@@ -297,6 +325,8 @@ def run(
     # 3. smart sampling vs random
     t0 = time.perf_counter()
     sel_dir = os.path.join(out, "selections")
+    # Cached picks and splits are reused only if this same library wrote them.
+    _drop_stale_results(out, (sel_dir, os.path.join(out, "splits")))
     os.makedirs(sel_dir, exist_ok=True)
     all_methods = (*methods, "random")
     jobs = [(b, m, s) for b in budgets for m in all_methods for s in range(seeds)]

@@ -151,3 +151,20 @@ def test_demo_killed_during_selection_resumes_to_the_same_result(demo_out, tmp_p
     assert again["split"]["smart"] == ref["split"]["smart"][:1]
     assert again["split"]["random"] == ref["split"]["random"][:1]
     assert again["curation"] == ref["curation"]
+
+
+def test_cached_results_of_another_library_version_are_dropped(tmp_path, monkeypatch):
+    """A rerun reuses selections and splits only if this same library wrote them."""
+    sel, spl = tmp_path / "selections", tmp_path / "splits"
+    for d in (sel, spl):
+        d.mkdir()
+        (d / "auto_0.05_seed0.npy").write_bytes(b"cached")
+    (tmp_path / "library_digest.txt").write_text("written-by-an-older-library\n")
+    demo._drop_stale_results(str(tmp_path), (str(sel), str(spl)))
+    assert not any(sel.iterdir()) and not any(spl.iterdir())
+    (sel / "auto_0.05_seed0.npy").write_bytes(b"fresh")
+    demo._drop_stale_results(str(tmp_path), (str(sel), str(spl)))  # same library: kept
+    assert (sel / "auto_0.05_seed0.npy").read_bytes() == b"fresh"
+    monkeypatch.setattr(demo, "_library_digest", lambda: "a-newer-library")
+    demo._drop_stale_results(str(tmp_path), (str(sel), str(spl)))
+    assert not any(sel.iterdir())
