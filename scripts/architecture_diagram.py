@@ -16,7 +16,7 @@ from matplotlib.patches import FancyBboxPatch  # noqa: E402
 LAYERS = [
     (
         "public API",
-        "select.py  split.py  curate.py  evaluate.py  cli.py  demo.py",
+        "select.py  split.py  extend.py  rounds.py  curate.py  drift.py  workflow.py  cli.py",
         0.5,
         9.0,
         10.1,
@@ -50,8 +50,8 @@ LAYERS = [
     ),
     (
         "algorithm bodies  kernels/*.py",
-        "kcenter  greedy  typical_kcenter  probcover  herding  "
-        "kmeans  typiclust  knn  zcore  pairs  reduce  -- each written once, with axis: str | None",
+        "kcenter(_pruned)  greedy  typical_kcenter  probcover  herding  kmeans  minibatch_kmeans  "
+        "typiclust  knn  zcore  pairs  reduce\neach written once, with axis: str | None",
         0.5,
         3.0,
         10.1,
