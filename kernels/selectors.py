@@ -29,7 +29,7 @@ from .herding import herding_init, herding_run, median_length_scale
 from .kcenter import kcenter_init, kcenter_run
 from .kmeans import kmeans_assign, kmeans_init, kmeans_run, typical_points
 from .kmeans import kmeans_medoids as _medoid_points
-from .probcover import probcover_init, probcover_radius, probcover_run
+from .probcover import clear_graph_cache, probcover_init, probcover_radius, probcover_run
 from .typical_kcenter import typical_kcenter_init, typical_kcenter_run
 from .zcore import zcore_init, zcore_run, zcore_select
 
@@ -391,7 +391,10 @@ def probcover(
         return probcover_init(xk, k, float(r), anchors=anchors, **_on(mesh))
 
     def run(state, x, max_steps=None):
-        return probcover_run(state, _unit_rows(x, metric), max_steps=max_steps, **_on(mesh))
+        state = probcover_run(state, _unit_rows(x, metric), max_steps=max_steps, **_on(mesh))
+        if not isinstance(state.count, jax.core.Tracer) and _all_selected(state):
+            clear_graph_cache()  # the run is over: the ball graph kept for it is not needed
+        return state
 
     options = {"metric": metric, "radius": radius, "num_neighbors": num_neighbors}
     return _make(

@@ -131,3 +131,16 @@ def test_radius_is_the_quantile_of_kth_neighbour_distances(name):
         kth = np.sort(d[sub], axis=1)[:, nn]  # column 0: the point itself
         got = gk.probcover_radius(x, nn, quantile=q, max_points=max_points)
         assert got == pytest.approx(float(np.quantile(kth, q)), rel=1e-6)
+
+
+def test_select_frees_the_ball_graph_when_its_run_is_over():
+    """The graph kept between init and run (up to max_edges entries and a copy of x) is not
+    held after select returns."""
+    import importlib
+
+    import goldener_jax as gj
+
+    module = importlib.import_module("goldener_jax.kernels.probcover")
+    x = np.random.default_rng(0).normal(size=(600, 8)).astype(np.float32)
+    sel = gj.select(x, 30, method="probcover", key=jax.random.key(0), progress=False)
+    assert len(sel.indices) == 30 and not module._LAST
