@@ -78,7 +78,6 @@ def _measure(x, y, sets, with_mmd: bool = True) -> dict:
 def run(args) -> dict:
     if getattr(args, "suite", False):
         return run_suite(args)
-    from goldener_jax.split import split
 
     if args.seeds is None:
         args.seeds = 10
@@ -89,17 +88,8 @@ def run(args) -> dict:
     t_all = time.perf_counter()
     split_seconds = 0.0
     for seed in range(args.seeds):
-        t0 = time.perf_counter()
-        auto = split(
-            x,
-            SETS,
-            method="auto",
-            key=jax.random.key(seed),
-            labels=y,
-            method_options=opts,
-            manifest_path=False,
-        )
-        split_seconds += time.perf_counter() - t0
+        auto, seconds = timed_auto_split(x, y, seed, opts)
+        split_seconds += seconds
         sizes = {k: len(v) for k, v in auto.items()}
         per_seed["auto"].append(_measure(x, y, dict(auto), not args.no_mmd))
         rnd = random_stratified_split(y, seed, sizes)
@@ -168,26 +158,27 @@ def val_test_accuracy(x, y, sets, *, max_iter: int = 2000) -> tuple[float, float
         return float(clf.score(x[va], y[va])), float(clf.score(x[te], y[te]))
 
 
+def timed_auto_split(x, y, seed: int, method_options=None):
+    """``(split(method="auto") of x with labels y and key(seed), its seconds)``."""
+    from goldener_jax.split import split
+
+    t0 = time.perf_counter()
+    auto = split(
+        x, SETS, method="auto", key=jax.random.key(seed), labels=y,
+        method_options=method_options, manifest_path=False, progress=False,
+    )  # fmt: skip
+    return auto, time.perf_counter() - t0
+
+
 def suite_dataset(x, y, *, seeds: int, method_options=None, first_seed: int = 0) -> dict:
     """Per-seed ``val_acc`` / ``test_acc`` of the auto split and of a stratified random split
     of the same sizes on one dataset, and their summaries (mean |val - test|, std of test)."""
-    from goldener_jax.split import split
 
     per = {"auto": {"val_acc": [], "test_acc": []}, "random": {"val_acc": [], "test_acc": []}}
     seconds = 0.0
     for seed in range(first_seed, first_seed + seeds):
-        t0 = time.perf_counter()
-        auto = split(
-            x,
-            SETS,
-            method="auto",
-            key=jax.random.key(seed),
-            labels=y,
-            method_options=method_options,
-            manifest_path=False,
-            progress=False,
-        )
-        seconds += time.perf_counter() - t0
+        auto, took = timed_auto_split(x, y, seed, method_options)
+        seconds += took
         sizes = {k: len(v) for k, v in auto.items()}
         rnd = random_stratified_split(y, seed, sizes)
         for kind, sets in (("auto", dict(auto)), ("random", rnd)):
