@@ -10,15 +10,15 @@ memory). Draw ``t`` uses ``jax.random.uniform(jax.random.fold_in(key, t))``: the
 per seed the same way and keeps the one that leaves the smallest potential; one
 ``[N, d] x [d, trials]`` product per seed, so ``x`` is still read once per seed.
 
-Lloyd: each iteration assigns every point to its nearest centroid and moves each centroid to the
-mean of its points; a cluster left empty keeps its centroid. The assignment is the argmin over
-``|c|^2 - 2 x.c`` (one GEMM per cache-sized ``[block, k]`` block, ``|c|^2`` once per iteration,
-``|x|^2`` never needed), ties to the lowest centroid index by a halving argmin; the update is a
-segment sum (scatter-add of each row into its cluster, ``O(N d)``, no one-hot ``[N, k]``). The run
-stops after ``num_iters`` iterations or when an assignment repeats the previous one. The returned
-assignment is that of the returned centroids. (Before this form the scores were the clamped
-distances ``max(|x|^2 + |c|^2 - 2 x.c, 0)`` and the sums one-hot products: same clusters in exact
-arithmetic, rounding-level differences at near-ties; measured 3x faster per iteration.)
+Lloyd (``kmeans_lloyd.py``): each iteration assigns every point to its nearest centroid and moves
+each centroid to the mean of its points; a cluster left empty keeps its centroid. The assignment
+is the argmin over ``|c|^2 - 2 c.x`` (one GEMM per cache-sized ``[k, block]`` block, ``|x|^2``
+never needed), ties to the lowest centroid index by halving adjacent rows of the scores; the
+update is a segment sum (scatter-add of each row into its cluster, ``O(N d)``). Rows whose
+distance bounds (Hamerly's, kept conservative against the float rounding of the scores) prove
+their centroid unchanged are not recomputed: the result is the unbounded iteration's, bit for
+bit. The run stops after ``num_iters`` iterations or when an assignment repeats the previous
+one. The returned assignment is that of the returned centroids.
 
 Only the Euclidean geometry is supported (``"euclidean"`` and ``"sqeuclidean"`` give the same
 clusters); for cosine, normalise the rows first.
@@ -50,14 +50,8 @@ import jax.numpy as jnp
 
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
-from .distance import (
-    ROW_BLOCK_BUDGET,
-    PointStats,
-    accum_dtype,
-    auto_block,
-    fold_row_blocks,
-    point_rank_distances,
-)
+from .distance import PointStats, accum_dtype, point_rank_distances
+from .kmeans_lloyd import assign, assign_block_rows, lloyd_loop
 from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 from .typiclust import kmeans_medoids, typical_points, typicality
 
@@ -73,9 +67,7 @@ __all__ = [
     "typical_points",
 ]
 
-_HIGHEST = jax.lax.Precision.HIGHEST
 _KMEANS_METRICS = ("euclidean", "sqeuclidean")
-_ASSIGN_BLOCK_VALUES = 1 << 18
 _INITS = ("kmeans++", "greedy")
 
 
@@ -282,108 +274,23 @@ def kmeans_plusplus(x, n_clusters: int, key, *, init: str = "kmeans++", mesh=Non
 # --------------------------------------------------------------------------- Lloyd
 
 
-def _assign_block_rows(k: int, n_rows: int, block_size: int | None) -> int:
-    """Rows per assignment block: ``block_size`` if given, else ``[block, k]`` scores of about
-    256K values (1 MiB): the GEMM's output and the argmin over it then stay in cache (measured at
-    n = 100,000, d = 64, k = 100 on CPU: 1,024 to 4,096 rows take half the time of one block of
-    all rows)."""
-    if block_size is None:
-        block_size = max(256, _ASSIGN_BLOCK_VALUES // max(1, k))
-    return auto_block(k, n_rows, block_size)
-
-
-def _first_argmin_cols(scores):
-    """(column of the minimum of each row, lowest on ties; that minimum) of ``[b, k]`` scores,
-    by halving: column ``j`` meets column ``j + h`` and the right one wins only when strictly
-    smaller, so the lower index wins ties at every level. Elementwise over contiguous halves,
-    this vectorises on CPU where ``jnp.argmin`` over the minor axis (a variadic reduce) does
-    not (measured: the argmin cost as much as the GEMM before it; halving costs a fraction)."""
-    b, k = scores.shape
-    p = 1 << max(0, (k - 1).bit_length())
-    vals = jnp.pad(scores, ((0, 0), (0, p - k)), constant_values=jnp.inf)
-    idx = jnp.broadcast_to(jnp.arange(p, dtype=jnp.int32), (b, p))
-    while p > 1:
-        p //= 2
-        right = vals[:, p:] < vals[:, :p]
-        vals = jnp.where(right, vals[:, p:], vals[:, :p])
-        idx = jnp.where(right, idx[:, p:], idx[:, :p])
-    return idx[:, 0], vals[:, 0]
-
-
-def _assign(x, centroids, block):
-    """Assignment int32 ``[n]``: nearest centroid of each row, ``[block, k]`` at a time.
-
-    The argmin is over ``|c|^2 - 2 x.c`` (``|x|^2`` is the same for every centroid of a row, so
-    it is never computed): one GEMM per block plus ``|c|^2`` once per call, no clamp at 0 (which
-    could make distinct near-zero distances tie)."""
-    acc = accum_dtype(x.dtype)
-    c = centroids.astype(x.dtype)
-    c_sq = jnp.sum(jnp.square(centroids.astype(acc)), axis=1)
-
-    def fold(rows, start, fresh_from, assign):
-        dots = jnp.dot(rows, c.T, precision=_HIGHEST, preferred_element_type=acc)
-        a, _ = _first_argmin_cols(c_sq[None, :] - 2.0 * dots)
-        return jax.lax.dynamic_update_slice_in_dim(assign, a, start, axis=0)
-
-    return fold_row_blocks(fold, x, block, jnp.zeros((x.shape[0],), jnp.int32))
-
-
 def _assign_rows(x, centroids, n, block, axis):
     """Nearest centroid of each row this device holds; ``-1`` for padding rows."""
-    a = _assign(x, centroids, block)
+    a = assign(x, centroids, block)
     if collective.axis_size(axis) * x.shape[0] != n:
         a = jnp.where(collective.row_ids(x.shape[0], axis) < n, a, -1)
     return a
 
 
-def _update(x, assignment, centroids, axis):
-    """Mean of each cluster's points over all devices: per-cluster sums by a segment sum (a
-    scatter-add of each row into its cluster's sum, ``O(n d)``, no one-hot ``[n, k]``), in row
-    blocks of at most ``ROW_BLOCK_BUDGET`` values when 16-bit rows must be widened (a block at a
-    time), over all rows at once otherwise; sums and counts ``psum``ed; an empty cluster keeps
-    its centroid. Padding rows (``-1``) are dropped by the segment sum."""
-    k, d = centroids.shape
-    acc = centroids.dtype
-    block = auto_block(d, x.shape[0], None, budget=ROW_BLOCK_BUDGET)
-
-    def fold(rows, start, fresh_from, sums):
-        a = jax.lax.dynamic_slice_in_dim(assignment, start, block)
-        a = jnp.where(start + jnp.arange(block) >= fresh_from, a, -1)  # rows seen already
-        return sums + jax.ops.segment_sum(rows.astype(acc), a, num_segments=k)
-
-    if x.dtype == acc:  # nothing to widen: one scatter over all rows, no block copies
-        sums = jax.ops.segment_sum(x, assignment, num_segments=k)
-    else:
-        sums = fold_row_blocks(fold, x, block, jnp.zeros((k, d), acc))
-    counts = jax.ops.segment_sum(jnp.ones_like(assignment, acc), assignment, num_segments=k)
-    sums, counts = collective.psum((sums, counts), axis)
-    safe = jnp.where(counts > 0, counts, 1.0)
-    return jnp.where(counts[:, None] > 0, sums / safe[:, None], centroids)
-
-
-def _run_body(state, x, max_steps, num_iters, *, n, block_size, axis):
-    block = _assign_block_rows(state.centroids.shape[0], x.shape[0], block_size)
-    stop = jnp.minimum(num_iters, state.iteration + max_steps)
-
-    # `x` is closed over, not carried.
-    def body(s):
-        a = _assign_rows(x, s.centroids, n, block, axis)
-        changed = collective.psum(jnp.any(a != s.assignment).astype(jnp.int32), axis) > 0
-        centroids = _update(x, a, s.centroids, axis)
-        return KMeansState(centroids, a, s.iteration + 1, changed)
-
-    return jax.lax.while_loop(lambda s: (s.iteration < stop) & s.changed, body, state)
-
-
 @partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
 def _run(state, x, max_steps, num_iters, *, mesh, n, block_size):
-    body = partial(_run_body, n=n, block_size=block_size)
+    body = partial(lloyd_loop, n=n, block_size=block_size)
     specs = (_STATE_SPECS, ROWS, ALL, ALL)
     return on_mesh(body, mesh, specs, _STATE_SPECS)(state, x, max_steps, num_iters)
 
 
 def _assign_body(x, centroids, *, n, block_size, axis):
-    block = _assign_block_rows(centroids.shape[0], x.shape[0], block_size)
+    block = assign_block_rows(centroids.shape[0], x.shape[0], block_size)
     return _assign_rows(x, centroids, n, block, axis)
 
 
@@ -519,8 +426,8 @@ def kmeans(
       key: a ``jax.random.key``; same key, same result.
       num_iters: at most this many Lloyd iterations (stops earlier on convergence).
       metric: ``"euclidean"`` or ``"sqeuclidean"``.
-      block_size: rows assigned at once (``[block_size, n_clusters]`` scores); ``None`` picks
-        blocks of about 256K values (cache-sized).
+      block_size: rows assigned at once (``[n_clusters, block_size]`` scores); ``None`` picks
+        blocks of at most 64K values, 128 to 512 rows (cache-sized).
       init: ``"kmeans++"`` (default) or ``"greedy"``: greedy k-means++, ``2 + int(log k)``
         candidates per seed, the one lowering the potential most kept (scikit-learn's seeding).
       mesh: optional 1-D ``jax.sharding.Mesh`` (e.g. ``kernels.make_mesh()``): rows are sharded

@@ -309,3 +309,12 @@ def test_typicality_of_singletons_and_duplicates_is_inf():
     x = np.array([[0, 0], [0, 0], [5, 5], [9, 9]], np.float32)
     typ = np.asarray(gk.typicality(x, np.array([0, 0, 1, 2])))
     assert np.isinf(typ).all()
+
+
+def test_assign_tie_between_non_adjacent_centroids_goes_to_the_lowest():
+    # Centroids 2 and 4 tie for the nearest, 0 is farther: a halving that pairs j with j + k/2
+    # carries 4 (it beats 0) against 2 and kept 4 on the tie.
+    c = np.array([[5, 0], [9, 9], [1, 0], [9, 9], [1, 0], [9, 9], [9, 9], [9, 9]], np.float32)
+    x = np.array([[1, 0], [1, 1], [5, 0], [9, 8]], np.float32)
+    got = np.asarray(gk.kmeans_assign(x, c))
+    np.testing.assert_array_equal(got, [2, 2, 0, 1])

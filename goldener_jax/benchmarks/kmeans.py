@@ -1,12 +1,18 @@
 """k-means: Lloyd iteration time and final inertia against scikit-learn, in the same run.
 
-Speed: the same data and the same initial centroids (our k-means++ seeds) for both;
-``kmeans_run`` and ``sklearn.cluster.KMeans(algorithm="lloyd", n_init=1, tol=0)`` are each timed
-for ``--iters-short`` and ``--iters-long`` iterations (best of ``--repeats``) and the
-per-iteration time is the difference over the difference in iterations, so the one-off costs
-(sklearn's input checks and copies, our dispatch) cancel. Results: both runs continued to
-convergence (at most ``--max-iter`` iterations) from those centroids; the inertia of each final
-clustering is computed here in float64.
+Speed: the same data and the same initial centroids (our k-means++ seeds) for every contender;
+``kmeans_run`` and ``sklearn.cluster.KMeans(algorithm=A, n_init=1, tol=0)`` for each ``A`` of
+``--sklearn-algorithms`` (``"lloyd"``; ``"elkan"``, which like ours skips work by distance
+bounds) and each thread count of ``--sklearn-threads`` (and faiss when installed) are each timed
+for ``--iters-short`` and ``--iters-long`` iterations (best of ``--repeats``, the contenders
+interleaved round by round) and the per-iteration time is the difference over the difference in
+iterations, so the one-off costs (sklearn's input checks and copies, our dispatch and our first,
+full, pass) cancel. Ours (and elkan) skip rows by bounds, so later iterations are cheaper: the
+figure is the mean over iterations ``iters-short + 1 .. iters-long``, the same iterations for
+every contender. ``--total-iters`` > 0 also times a whole run of that many iterations (or to
+convergence) from the seeds for ours and each sklearn contender. Results: our run and
+sklearn's lloyd continued to convergence (at most ``--max-iter`` iterations) from those
+centroids; the inertia of each final clustering is computed here in float64.
 
 Seeding (``--seeding-seeds`` > 0): on several datasets (digits raw, a Gaussian mixture, uniform)
 the final inertia after Lloyd from our k-means++ seeds, from our greedy k-means++ seeds
@@ -18,6 +24,7 @@ scikit-learn is optional: without it only our side is measured.
 
 from __future__ import annotations
 
+import os
 import time
 
 import jax
@@ -44,6 +51,18 @@ def add_arguments(parser) -> None:
         default="0,1",
         help="comma-separated thread counts sklearn is timed with (0: its default)",
     )
+    parser.add_argument(
+        "--sklearn-algorithms",
+        default="lloyd,elkan",
+        help="comma-separated KMeans algorithms sklearn is timed with",
+    )
+    parser.add_argument(
+        "--total-iters",
+        type=int,
+        default=0,
+        help="also time whole runs of at most this many iterations from the seeds (0: no)",
+    )
+    parser.add_argument("--total-repeats", type=int, default=2, help="best of, whole runs")
     parser.add_argument(
         "--seeding-seeds", type=int, default=3, help="seeds per dataset in the seeding table"
     )
@@ -93,10 +112,10 @@ def _threads(n: int):
     return threadpool_limits(n) if n > 0 else threadpool_limits(None)
 
 
-def _sk_fit(x, init, max_iter, threads):
+def _sk_fit(x, init, max_iter, threads, algorithm="lloyd"):
     from sklearn.cluster import KMeans
 
-    m = KMeans(len(init), init=init, n_init=1, max_iter=max_iter, tol=0.0, algorithm="lloyd")
+    m = KMeans(len(init), init=init, n_init=1, max_iter=max_iter, tol=0.0, algorithm=algorithm)
     with _threads(threads):
         m.fit(x)
     return m
@@ -120,15 +139,16 @@ def _faiss_fit(faiss, x, c0, iters, threads):
     return iters
 
 
-def _contenders(state, xj, x, c0, sklearn_threads) -> dict:
+def _contenders(state, xj, x, c0, sklearn_threads, algorithms=("lloyd",)) -> dict:
     """name -> fit(iters) returning the iterations done; ours first, then the installed peers."""
     out = {"ours": lambda it: int(_ours(state, xj, it).iteration)}
     try:
         import sklearn  # noqa: F401
 
-        for th in sklearn_threads:
-            name = f"sklearn_threads_{th or 'default'}"
-            out[name] = lambda it, th=th: int(_sk_fit(x, c0, it, th).n_iter_)
+        for alg in algorithms:
+            for th in sklearn_threads:
+                name = f"sklearn_{alg}_threads_{th or 'default'}"
+                out[name] = lambda it, th=th, alg=alg: int(_sk_fit(x, c0, it, th, alg).n_iter_)
     except ImportError:
         pass
     try:
@@ -149,7 +169,8 @@ def run(args) -> dict:
     c0 = np.asarray(state.centroids)
     lo, hi = args.iters_short, args.iters_long
     threads = [int(t) for t in str(args.sklearn_threads).split(",")]
-    fits = _contenders(state, xj, x, c0, threads)
+    algorithms = [a for a in str(args.sklearn_algorithms).split(",") if a]
+    fits = _contenders(state, xj, x, c0, threads, algorithms)
 
     # Rounds interleave the contenders so that each sees the same share of the machine's load
     # (other people's jobs): best of `repeats` per contender and iteration count.
@@ -186,7 +207,10 @@ def run(args) -> dict:
             if name != "ours"
         ],
         "machine": machine_summary(),
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+    if args.total_iters > 0:
+        result["total_runs"] = _total_runs(fits, args.total_iters, args.total_repeats)
     final = gk.kmeans_run(state, xj, num_iters=args.max_iter)
     result["ours_final_iterations"] = int(final.iteration)
     result["ours_final_inertia"] = inertia(x, np.asarray(final.centroids))
@@ -209,6 +233,26 @@ def run(args) -> dict:
         result["seeding"] = _seeding_table(args, sklearn is not None)
     _print(result)
     return result
+
+
+def _total_runs(fits: dict, iters: int, repeats: int) -> dict:
+    """name -> (seconds of a whole run of at most ``iters`` iterations from the seeds, best of
+    ``repeats``, interleaved; iterations done; ours' time over this one)."""
+    best = {name: float("inf") for name in fits}
+    done = {}
+    for _ in range(repeats):
+        for name, fit in fits.items():
+            t0 = time.perf_counter()
+            done[name] = fit(iters)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {
+        name: {
+            "seconds": best[name],
+            "iterations": done[name],
+            "ours_speedup": best[name] / best["ours"],
+        }
+        for name in fits
+    }
 
 
 def _datasets(seed: int, main=None) -> dict:
@@ -256,10 +300,16 @@ def _print(r: dict) -> None:
     print(f"k-means Lloyd  n={r['n']:,} d={r['d']} k={r['k']} data={r['data']}")
     print(f"  machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}")
     print(f"  ours:    {r['ours_per_iter_s'] * 1e3:.1f} ms/iteration (best of {r['repeats']})")
+    print(f"  load average at the end: {r['load_average']}  (a shared machine: compare ratios)")
     for p in r["peers"]:
         print(
             f"  {p['name']}: {p['per_iter_s'] * 1e3:.1f} ms/iteration -> ours is "
             f"{p['ours_speedup']:.2f}x its speed"
+        )
+    for name, t in r.get("total_runs", {}).items():
+        print(
+            f"  whole run, {name}: {t['seconds']:.3f} s ({t['iterations']} it) -> ours is "
+            f"{t['ours_speedup']:.2f}x its speed"
         )
     if "sklearn_final_inertia" in r:
         print(
