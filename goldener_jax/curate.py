@@ -20,7 +20,6 @@ The pair searches share ``pairs_within``'s edge rule: a pair exactly at the thre
 from __future__ import annotations
 
 import dataclasses
-import gc
 import os
 from functools import partial
 
@@ -42,7 +41,7 @@ from goldener_jax.kernels.distance import (
 )
 from goldener_jax.kernels.pairs import check_threshold
 from goldener_jax.kernels.sharding import ROWS, on_mesh
-from goldener_jax.pipeline.data import open_store_rows, spans_processes
+from goldener_jax.pipeline.data import open_store_rows, release_freed_memory, spans_processes
 
 __all__ = ["LabelIssues", "NearDuplicates", "label_issues", "leakage_pairs", "near_duplicates"]
 
@@ -340,21 +339,32 @@ def _sharded_votes(x, n, y, k, metric, weighting, num_classes, block_size, mesh)
     own devices' rows (read per process from a store, ``StoreRows``, or placed from the array),
     finds their ``k`` nearest among all rows (``_pieces_knn``), counts their votes, and the
     per-row results are gathered. Equal to one device's votes where distances are exact."""
-    if hasattr(x, "num_vectors"):  # StoreRows
-        xs = x.sharded(np.arange(n))
+    axis, p = gk.sharding.mesh_axis(mesh)
+    from_store = hasattr(x, "num_vectors")  # StoreRows
+    if from_store:
+        rows = gk.sharding.padded_rows(n, mesh)
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+        # The program is compiled before the rows are read: the compile's transient memory is
+        # handed back first, and never sits on top of the rows.
+        xs = jax.ShapeDtypeStruct((rows, x.dim), x.dtype, sharding=sharding)
     else:
         xs = gk.sharding.shard_rows(as_float_matrix(np.asarray(x), "x"), mesh)
-    _, p = gk.sharding.mesh_axis(mesh)
     m = xs.shape[0] // p
     d = xs.shape[1]
-    piece = int(max(1, min(xs.shape[0], _PIECE_BYTES // max(1, d * xs.dtype.itemsize))))
+    piece = int(max(1, min(xs.shape[0], _PIECE_BYTES // max(1, d * np.dtype(xs.dtype).itemsize))))
     block = auto_block(piece, m, block_size)
-    dist, idx = _pieces_knn(xs, mesh=mesh, n=n, k=k, metric=metric, piece=piece, block=block)
+    knn = _pieces_knn.lower(
+        xs, mesh=mesh, n=n, k=k, metric=metric, piece=piece, block=block
+    ).compile()
+    if from_store:
+        release_freed_memory()
+        xs = x.sharded(np.arange(n))
+    dist, idx = knn(xs)
     dist.block_until_ready()
     # Freed now rather than at the next garbage collection (the rows sit in a reference cycle).
     xs.delete()
-    del xs
-    gc.collect()  # the host memory under the CPU buffers goes with a collection
+    del xs, knn
+    release_freed_memory()
     local_d = [(a, np.asarray(v, np.float64)) for a, v in _local_rows(dist, n)]
     local_i = [(a, np.asarray(v, np.int64)) for a, v in _local_rows(idx, n)]
     eps = None

@@ -16,16 +16,15 @@ key: a run killed at any point and rerun returns exactly the selection of an uni
 from __future__ import annotations
 
 import dataclasses
-import gc
 import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from goldener_jax import kernels as gk
 from goldener_jax import pipeline
 from goldener_jax._allocation import count_from_size
 from goldener_jax.pipeline import METHODS, BudgetRule, SelectionMethod, SuiteRule, register_method
+from goldener_jax.pipeline.engine import coverage_radius
 
 __all__ = [
     "METHODS",
@@ -113,7 +112,7 @@ def select(
         ``[Nv, d]`` of vectors (one per sample unless ``sample_idx`` says otherwise).
       size: a float in (0, 1] (``ceil(size x candidate samples)``) or an int in [1, N].
       method: ``"auto"`` (default: :class:`SuiteRule`, chosen by evidence across ten real
-        datasets: typical k-center below 7.1 % of the pool, ProbCover from there; the scalable
+        datasets: typical k-center below 40 picks, ProbCover from 40 picks on; the scalable
         :class:`BudgetRule` beyond 50,000 vectors), a registered method (``"kcenter"``,
         ``"farthest"``, ``"closest"``, ``"herding"``, ``"zcore"``, ``"kmeans_medoids"``,
         ``"typiclust"``, ``"probcover"``, ``"typical_kcenter"``, ``"random"``), a
@@ -268,7 +267,7 @@ def _select(
     radius = None
     if coverage:
         picked = np.flatnonzero(np.isin(data.vec_sample, np.concatenate([chosen, anchor_samples])))
-        radius = _coverage_radius(data, picked, candidates, metric, mesh)
+        radius = coverage_radius(data, picked, candidates, metric, mesh)
     return Selection(
         indices=data.sample_ids[chosen].astype(np.int64),
         label_counts=label_counts,
@@ -288,18 +287,3 @@ def _new_picks(size, size_of: str, pool: int, m: int):
         msg = f"size={size!r}, size_of={size_of!r} asks for {count} new samples with {m} anchors"
         raise ValueError(f"{msg} in a pool of {pool}: need 1 to {pool - m}")
     return count
-
-
-def _coverage_radius(data, selected_vecs, candidate_vecs, metric, mesh) -> float | None:
-    if selected_vecs.size == 0 or candidate_vecs.size == 0:
-        return None
-    x, n = data.task_rows(candidate_vecs)  # padded per process when read from a store per process
-    anchors = data.anchor_rows(selected_vecs)
-    state = gk.kcenter_init(x, 0, metric=metric, anchors=anchors, mesh=mesh, n=n)
-    radius = float(gk.kcenter_coverage_radius(state, metric=metric))
-    if data.source is not None:  # rows read per process: freed now (see Engine._picks)
-        x.delete()
-        anchors.delete()
-        del x, anchors
-        gc.collect()  # the host memory under the CPU buffers goes with a collection
-    return radius

@@ -181,11 +181,18 @@ def pipeline_main():
         progress=False,
     )
     mesh = None
+    radius_piece = None
     if NPROC:
         from jax.experimental import multihost_utils
 
+        from goldener_jax.pipeline import engine
+
         multihost_utils.sync_global_devices("worker:described")
         mesh = gk.make_mesh()
+        # The coverage radius in pieces of 3 rows per device (12 on the 4 devices): several
+        # pieces and a short last one (the default, 32 MB per device, is one piece here).
+        engine._RADIUS_PIECE_BYTES = 3 * store.dim * 4
+        radius_piece = 12
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
@@ -214,6 +221,7 @@ def pipeline_main():
                 "issue_scores": [float(v) for v in issues.scores],
                 "suggested": [int(v) for v in issues.suggested],
                 "num_rows": store.num_rows,
+                "radius_piece": radius_piece,
                 "builds": builds,
                 "host_reads": host_reads,
                 "whole_reads": [str(w.message) for w in caught if "every vector" in str(w.message)],

@@ -91,3 +91,32 @@ def test_compiled_greedy_temporaries_are_one_block():
     )
     run = greedy._run.lower(state, x, jnp.int32(10), mesh=None, mode="farthest", metric="euclidean")
     assert _temp_bytes(run) < 3 * 16 * n * 4 + 16 * 4 * n  # one batch of recomputed rows
+
+
+def test_compiled_sharded_label_issues_knn_temporaries_are_one_piece():
+    """``label_issues``' kNN on a mesh spanning processes (here 8 CPU devices of one process, the
+    same program): each device's temporaries are one ``[block, piece]`` distance block, the
+    fetched piece of rows and the running k-lists, never a copy of the device's rows."""
+    import jax
+    import jax.numpy as jnp
+    from goldener_jax.kernels.distance import auto_block
+
+    from goldener_jax import curate
+    from goldener_jax import kernels as gk
+
+    mesh = gk.make_mesh()
+    _, p = gk.sharding.mesh_axis(mesh)
+    n, d, k, piece = 4_000_000, 256, 10, 8192  # 4 GB of rows: 512 MB per device
+    rows = gk.sharding.padded_rows(n, mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh.axis_names[0]))
+    x = jax.ShapeDtypeStruct((rows, d), jnp.float32, sharding=sharding)
+    m = rows // p
+    block = auto_block(piece, m, None)
+    lowered = curate._pieces_knn.lower(
+        x, mesh=mesh, n=n, k=k, metric="euclidean", piece=piece, block=block
+    )
+    temp = _temp_bytes(lowered)
+    one_piece = block * piece * 4 + piece * d * 4  # a distance block and the fetched rows
+    k_lists = m * k * 8  # float32 distances + int32 ids of the device's rows
+    assert temp < 1.5 * one_piece + 3 * k_lists, (temp, one_piece, k_lists)
+    assert temp < 0.5 * m * d * 4, temp

@@ -115,7 +115,12 @@ def test_pipeline_reads_own_rows_and_equals_single_process(tmp_path):
     n = reference["num_rows"]
     builds = [r["builds"] for r in results]
     assert len(builds[0]) == len(builds[1]) > 0
-    assert [n, n] in [[m, m] for m, _ in builds[0]]  # label_issues / coverage: the whole pool
+    assert [n, n] in [[m, m] for m, _ in builds[0]]  # label_issues: the whole pool
+    # The coverage radius: every row of the pool read in pieces of a fixed size (a short last
+    # piece filled with copies of its last row), never the whole pool on a process.
+    piece = results[0]["radius_piece"]
+    assert piece == 12
+    assert sum(m == piece for m, _ in builds[0]) >= -(-n // piece)
     for (m0, read0), (m1, read1) in zip(*builds, strict=True):
         assert m0 == m1
         # Each process read only its own 2 of the 4 devices' rows (m padded to a multiple of

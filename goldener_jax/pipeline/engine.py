@@ -11,7 +11,6 @@ task in flight from its checkpointed selector state, bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import gc
 import inspect
 import json
 from fractions import Fraction
@@ -30,7 +29,7 @@ from goldener_jax._allocation import (
     random_chunks,
 )
 from goldener_jax.kernels._checks import as_float_matrix
-from goldener_jax.pipeline.data import Data, full_hash, key_data
+from goldener_jax.pipeline.data import Data, full_hash, key_data, release_freed_memory
 from goldener_jax.pipeline.methods import METHODS, check_options, resolve_method
 from goldener_jax.pipeline.progress import Progress, TaskLog
 
@@ -40,6 +39,7 @@ __all__ = [
     "Plan",
     "Pool",
     "Settings",
+    "coverage_radius",
     "pack_groups",
     "run_selection",
     "unit_order",
@@ -190,7 +190,7 @@ class Engine:
                     if isinstance(a, jax.Array) and not a.is_deleted():
                         a.delete()
                 del x, anchors
-                gc.collect()  # the host memory under the CPU buffers goes with a collection
+                release_freed_memory()
 
     def _resume(self, sel, state, x, ckpt, progress) -> np.ndarray:
         """Continues ``state`` from its in-flight checkpoint, saving every ``progress.every``."""
@@ -496,3 +496,56 @@ def pack_groups(data: Data, candidates: np.ndarray, chosen: np.ndarray, count: i
         "optimal": bool(packed.optimal),
     }
     return out, record
+
+
+# Candidate rows per piece of the multi-process coverage radius, per device: bounds what a process
+# holds to its share of a piece (not of the whole pool) next to the picks.
+_RADIUS_PIECE_BYTES = 32 << 20
+
+
+def coverage_radius(data: Data, selected_vecs, candidate_vecs, metric: str, mesh) -> float | None:
+    """Largest distance from a candidate vector to its nearest selected vector (``None`` when
+    either is empty).
+
+    With rows read per process (``data.source``) the candidates go in pieces of a fixed padded
+    size (one compiled program): each process reads only its own devices' rows of a piece, the
+    piece's maximum is global (over the mesh), and the radius is the maximum over the pieces. A
+    short last piece is filled with copies of its last row (its distance counted twice: the
+    maximum is unchanged). Otherwise the candidates are one array, as before.
+
+    Args:
+      data: the run's inputs.
+      selected_vecs: int vector indices of the centers (picks and anchors).
+      candidate_vecs: int vector indices whose distance to the nearest center counts.
+      metric: the selection metric (the radius is in its units).
+      mesh: the run's mesh, or ``None``.
+
+    Returns:
+      The radius as a float, or ``None``.
+    """
+    if selected_vecs.size == 0 or candidate_vecs.size == 0:
+        return None
+    anchors = data.anchor_rows(selected_vecs)
+    if data.source is None or data.x_host is not None:
+        x, n = data.task_rows(candidate_vecs)
+        state = gk.kcenter_init(x, 0, metric=metric, anchors=anchors, mesh=mesh, n=n)
+        return float(gk.kcenter_coverage_radius(state, metric=metric))
+    source = data.source
+    _, p = gk.sharding.mesh_axis(mesh)
+    per_device = max(1, _RADIUS_PIECE_BYTES // max(1, source.dim * source.dtype.itemsize))
+    piece = min(per_device * p, gk.sharding.padded_rows(int(candidate_vecs.size), mesh))
+    radius = 0.0
+    try:
+        for a in range(0, candidate_vecs.size, piece):
+            vecs = candidate_vecs[a : a + piece]
+            vecs = np.concatenate([vecs, np.full(piece - vecs.size, vecs[-1], vecs.dtype)])
+            x = source.sharded(vecs)
+            state = gk.kcenter_init(x, 0, metric=metric, anchors=anchors, mesh=mesh, n=piece)
+            radius = max(radius, float(gk.kcenter_coverage_radius(state, metric=metric)))
+            x.delete()
+            del x, state
+    finally:
+        anchors.delete()
+        del anchors
+        release_freed_memory()
+    return radius
