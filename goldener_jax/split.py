@@ -82,10 +82,10 @@ def split(
         (label, cell, a nearest-neighbour chain inside the cell) and dealt to the sets in
         proportion to their sizes, so every set gets its share of every label and cell. With
         labels, the hard units (closer to wrong than right under a ridge one-vs-rest linear fit
-        of the labels) of the two held-out sets (all but the largest, e.g. validation and test;
-        without groups) are then re-dealt between them as matched pairs along each label's
-        difficulty ranking, oriented to balance their expected errors, every set keeping its
-        count label by label: validation accuracy predicts test accuracy (ten datasets, 30
+        of the labels) are paired inside each label by difficulty before the deal, a pair to
+        train whole or split between the two held-out sets (equal sizes, no groups; else the
+        hard held-out units are re-dealt between them as matched pairs), oriented to balance
+        their expected errors: validation accuracy predicts test accuracy (ten datasets, 90
         seeds: ``goldener-jax bench split-quality --suite``, docs/benchmarks.md).
         Blocked (no N x N matrix), deterministic for ``key``. Or a selection method filling
         the sets in order (as :func:`~goldener_jax.select`, e.g. ``"kcenter"``: validation and

@@ -151,3 +151,111 @@ def test_merge_joins_datasets_and_refuses_other_protocols(tmp_path):
 def test_proposed_rule(n, count, want):
     assert auto_rule.PROPOSED(n, count) == want
     assert auto_rule.PROPOSED(np.zeros((n if n < 10**4 else 10, 2)), count) == want
+
+
+def _fake_large(seeds=4):
+    """One pool of 10,000: typical_kcenter +1 point everywhere, probcover +3 from 100 picks on
+    and -2 below, random's own draw 0; the count and fraction rules disagree at 100 and 500
+    picks (at or past 40 picks, below 7.1 %)."""
+    budgets = ["0.001", "0.01", "0.05", "0.2"]
+    cells = {}
+    for b in budgets:
+        count = int(np.ceil(float(b) * 10_000))
+        gain = {"typical_kcenter": 0.01, "probcover": 0.03 if count >= 100 else -0.02, "random": 0}
+        cells[b] = {
+            "count": count,
+            "random": {p: {"mean": [0.5] * seeds, "std": [0.0] * seeds} for p in ("linear", "knn")},
+            "methods": {
+                m: {p: [0.5 + g] * seeds for p in ("linear", "knn")} for m, g in gain.items()
+            },
+        }
+    return {
+        "budgets": budgets,
+        "methods": ["typical_kcenter", "probcover", "random"],
+        "datasets": {"big": {"pool": 10_000, "budgets": cells}},
+    }
+
+
+def test_held_out_check_scores_fixed_rules_and_the_cells_they_disagree_on():
+    check = auto_rule.held_out_check(_fake_large())
+    by_rule = {r["rule"]: r for r in check["rules"]}
+    # count rule: tkc at 10 picks (+1), probcover at 100, 500, 2000 (+3 each)
+    assert by_rule["typical_kcenter <40 picks<= probcover"]["mean_gain"] == pytest.approx(2.5)
+    # fraction rule: tkc below 710 picks (+1 x 3), probcover at 2000 (+3)
+    assert by_rule["typical_kcenter <7.1%<= probcover"]["mean_gain"] == pytest.approx(1.5)
+    assert by_rule["typical_kcenter"]["mean_gain"] == pytest.approx(1.0)
+    assert by_rule["probcover"]["mean_gain"] == pytest.approx((-2 + 9) / 4)
+    assert by_rule["probcover"]["cells_below_random"] == 1
+    assert by_rule["random"]["mean_gain"] == pytest.approx(0.0)
+    assert [(c["budget"], c["count"]) for c in check["disagree"]] == [("0.01", 100), ("0.05", 500)]
+    for c in check["disagree"]:
+        assert c["methods"] == ["probcover", "typical_kcenter"]
+        assert c["difference"] == pytest.approx(2.0) and c["stderr"] == pytest.approx(0.0)
+        assert (c["seeds_above"], c["seeds_below"]) == (4, 0)
+        assert c["sign_p"] == pytest.approx(0.125)  # two-sided, 4 of 4
+    md = auto_rule.held_out_markdown(check)
+    assert "| typical_kcenter <40 picks<= probcover | +2.50 | +2.50 | 0 |" in md
+    assert "| big | 1.0% (100) | probcover - typical_kcenter: +2.00 ± 0.00 | 4 / 0 | 0.12 |" in md
+
+
+def test_held_out_check_leaves_out_rules_naming_unmeasured_methods():
+    check = auto_rule.held_out_check(
+        _fake_large(), [auto_rule.SingleMethod("kcenter"), auto_rule.PROPOSED]
+    )
+    assert [r["rule"] for r in check["rules"]] == [
+        "typical_kcenter <40 picks<= probcover",
+        "random",
+    ]
+    assert check["disagree"] != []  # the count rule and random differ everywhere
+
+
+def test_large_datasets_read_the_shipped_files():
+    pytest.importorskip("statsmodels")
+    path = quality_suite._package_file("statsmodels", "datasets", "randhie", "randhie.csv")
+    raw = np.loadtxt(path, delimiter=",", skiprows=1)  # mdvis, 6 columns, hlthg, hlthf, hlthp
+    x, y = quality_suite.load_dataset("randhie", max_rows=quality_suite.LARGE_MAX_ROWS)
+    np.testing.assert_allclose(x, raw[:, 1:].astype(np.float32))
+    np.testing.assert_array_equal(y, raw[:, 0] > 0)
+    x, y = quality_suite.load_dataset("randhie_health", max_rows=quality_suite.LARGE_MAX_ROWS)
+    np.testing.assert_allclose(x, raw[:, :7].astype(np.float32))
+    health = raw[:, 7] + 2 * raw[:, 8] + 3 * raw[:, 9]  # excellent 0, good 1, fair 2, poor 3
+    np.testing.assert_array_equal(y, health)
+    x, y = quality_suite.load_dataset("fair_full", max_rows=quality_suite.LARGE_MAX_ROWS)
+    assert x.shape == (6366, 8)  # uncapped; the suite's fair keeps 3,000
+    assert quality_suite.load_dataset("fair")[0].shape == (3000, 8)
+
+
+@pytest.mark.parametrize(
+    "n,count,want",
+    [
+        (120, 5, "typical_kcenter"),
+        (120, 39, "typical_kcenter"),
+        (120, 40, "probcover"),
+        (14_133, 39, "typical_kcenter"),
+        (14_133, 71, "probcover"),  # 0.5 %: the fraction rule would say typical_kcenter
+        (50_000, 40, "probcover"),
+        (50_001, 100, "kmeans_medoids"),  # beyond max_pool: BudgetRule()
+        (50_001, 10_000, "kcenter"),
+    ],
+)
+def test_auto_is_the_count_rule_the_suite_chose(n, count, want):
+    from goldener_jax.pipeline import AUTO, SuiteRule
+
+    assert AUTO == SuiteRule() and AUTO.count_threshold == auto_rule.PROPOSED.count_threshold
+    assert AUTO(n, count) == want
+    if n <= AUTO.max_pool:
+        assert AUTO(n, count) == auto_rule.PROPOSED(n, count)
+    else:
+        assert AUTO(n, count) == BudgetRule()(n, count)
+
+
+@pytest.mark.parametrize("count,want", [(39, "typical_kcenter"), (40, "probcover")])
+def test_select_auto_switches_at_40_picks(count, want):
+    import jax
+
+    import goldener_jax as gj
+
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    sel = gj.select(x, count, key=jax.random.key(0), coverage=False, progress=False)
+    assert sel.config["method"] == want and len(sel.indices) == count
+    assert sel.config["auto"]["rule"] == "SuiteRule" and sel.config["auto"]["count_threshold"] == 40

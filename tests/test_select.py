@@ -267,6 +267,6 @@ def test_registered_methods_plug_in_and_auto_resolves():
         assert sel.indices.tolist() == [0, 2, 4, 1, 3, 5] and sel.config["method"] == "first_k"
     finally:
         METHODS.pop("first_k")
-    auto = gj.select(_x(), 5, key=KEY, method="auto")  # 5 of 120: a small budget
+    auto = gj.select(_x(), 5, key=KEY, method="auto")  # 5 picks: below the 40-pick switch
     assert auto.config["method"] == "typical_kcenter"
-    assert gj.select(_x(), 12, key=KEY).config["method"] == "probcover"  # the default is auto
+    assert gj.select(_x(), 40, key=KEY).config["method"] == "probcover"  # the default is auto

@@ -184,18 +184,21 @@ def test_auto_split_sets_match_the_whole():
 
     x, labels = _blobs(300, seed=3)
     sets = {"train": 0.7, "val": 0.15, "test": 0.15}
-    auto = gj.split(x, sets, method="auto", key=KEY, labels=labels)
+    keys = [jax.random.key(s) for s in range(6)]
+    autos = [gj.split(x, sets, method="auto", key=k, labels=labels) for k in keys]
     # A deliberately biased split: sorted along the first coordinate.
     order = np.argsort(x[:, 0])
-    counts = [len(auto[n]) for n in sets]
+    counts = [len(autos[0][n]) for n in sets]
     biased = np.split(order, np.cumsum(counts)[:-1])
     rand = [
-        gj.split(x, sets, method="random", key=jax.random.key(s), labels=labels) for s in (1, 2)
+        gj.split(x, sets, method="random", key=jax.random.key(100 + s), labels=labels)
+        for s in range(6)
     ]
+    # Over keys (one draw of either is noisy at 45 samples a held-out set).
     for i, name in enumerate(sets):
-        m_auto = mmd(x, auto[name])
-        assert m_auto < mmd(x, biased[i])
-        assert m_auto < np.mean([mmd(x, r[name]) for r in rand])
+        m_auto = [mmd(x, a[name]) for a in autos]
+        assert max(m_auto) < mmd(x, biased[i])
+        assert np.mean(m_auto) < np.mean([mmd(x, r[name]) for r in rand])
 
 
 def test_deal_shares_every_prefix_in_proportion():

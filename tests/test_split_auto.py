@@ -1,5 +1,6 @@
-"""``split(method="auto")``, the default: exact counts label by label, and the hard held-out
-samples dealt to validation and test as matched pairs (checked against a NumPy float64 ridge)."""
+"""``split(method="auto")``, the default: exact counts label by label, and the hard samples
+paired over each label, a pair dealt to train whole or split between validation and test
+(checked against a NumPy float64 ridge)."""
 
 import json
 
@@ -70,6 +71,9 @@ def test_exact_counts_and_label_shares_with_matched_pairs(sets):
     assert sorted(np.concatenate(list(result.values())).tolist()) == list(range(len(y)))
     construction = result.manifest["construction"]
     assert construction["held_out_pairs"] is True
+    held = sorted(v for k, v in set_counts(sets, len(y)).items() if k != "train")
+    # twins before the deal only for held-out sets of equal size; else pairs after it
+    assert construction["twins_dealt"] is (held[1] - held[0] <= 1)
     assert construction["hard_units"] == int(np.count_nonzero(_ridge_difficulty(x, y) > -1.0))
     for idx in result.values():  # each label's share of each set within 1 of proportional
         for lab in range(3):
@@ -100,6 +104,37 @@ def test_hardest_held_out_samples_of_a_label_are_split_between_val_and_test(seed
             assert {where[ranked[0]], where[ranked[1]]} == {"val", "test"}
             checked += 1
     assert checked >= 1
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_hard_samples_are_twins_over_the_whole_label(seed):
+    # Pairs are formed over each label before the deal: the hard samples of a label ranked by
+    # difficulty, first with second, third with fourth, ...; a pair goes to train whole or is
+    # split between validation and test, never one twin in train and one held out.
+    x, y = _overlapping(seed=seed)
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    result = gj.split(
+        x, sets, key=jax.random.key(seed), labels=y, manifest_path=False, progress=False
+    )
+    difficulty = _ridge_difficulty(x, y)
+    where = np.full(len(y), "", object)
+    for name, idx in result.items():
+        where[idx] = name
+    checked = split = 0
+    for lab in range(3):
+        hard = np.flatnonzero((y == lab) & (difficulty > -1.0))
+        d = np.sort(difficulty[hard])[::-1]
+        ranked = hard[np.argsort(-difficulty[hard], kind="stable")]
+        for k in range(0, 2 * (len(ranked) // 2), 2):
+            # only pairs whose reference ranks are clear (float32 XLA vs float64 NumPy)
+            gaps = np.abs(np.diff(d[max(k - 1, 0) : k + 3]))
+            if gaps.size and gaps.min() < 1e-3:
+                continue
+            pair = {where[ranked[k]], where[ranked[k + 1]]}
+            assert pair in ({"train"}, {"val", "test"}), (lab, k, pair)
+            checked += 1
+            split += pair == {"val", "test"}
+    assert checked >= 20 and split >= 3
 
 
 def test_error_prone_samples_are_balanced_between_val_and_test():

@@ -13,7 +13,10 @@ largest gain, averaged over seeds and the two probes; ties share the mean rank);
 candidates go to the simpler one (a single method), then to the larger mean gain.
 Validation: for each dataset, the rule is chosen on the others and scored on it.
 
-``python -m goldener_jax.benchmarks.auto_rule RESULTS.json [--out LODO.json]`` prints the tables.
+``python -m goldener_jax.benchmarks.auto_rule RESULTS.json [--out LODO.json]`` prints the tables;
+``--large LARGE.json`` (``bench quality --suite --large``: pools of 4,456 to 14,133 vectors, none
+used to choose the rule) adds the held-out check (:func:`held_out_check`) of the rules that
+differ there: the count switch, the budget-fraction switch and their two methods alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "SuiteRule",
     "candidates",
     "choose",
+    "held_out_check",
     "leave_one_dataset_out",
 ]
 
@@ -244,13 +248,111 @@ def table_rows(results: dict, probes=("linear", "knn"), rules=None) -> list[tupl
     )
 
 
-TODAY = SuiteRule(0.15, "kmeans_medoids", "kcenter")  # BudgetRule(): what "auto" is today
+TODAY = SuiteRule(0.15, "kmeans_medoids", "kcenter")  # BudgetRule(): "auto" before the suite
 
 # Chosen by mean rank on the 10-dataset suite (docs/results/quality_suite.json) and by every
 # leave-one-dataset-out fold (docs/results/quality_suite_lodo.json): typicality-weighted
 # k-center for fewer than 40 picks, ProbCover from 40 picks on. Mean gain over random +6.38
 # points (single best method, typical_kcenter: +6.28; today's BudgetRule: +5.66).
 PROPOSED = CountRule(40, "typical_kcenter", "probcover")
+# The best budget-fraction rule (chosen in every fold when count switches are left out, +6.27)
+FRACTION = SuiteRule(0.071, "typical_kcenter", "probcover")
+
+
+def held_out_check(large: dict, rules=None, probes=("linear", "knn")) -> dict:
+    """Fixed rules on datasets none of them was chosen on (``bench quality --suite --large``).
+
+    Per rule: the per-dataset and overall mean gain (over budgets, seeds and ``probes``) and the
+    cells below random. Per (dataset, budget) cell where the first two rules name different
+    methods: the difference of their gains (first minus second, mean of ``probes``) and the
+    seeds where the first is above / below the second (mean of the probes per seed), with a
+    two-sided sign test. Rules naming a method the run did not measure are left out."""
+    rules = rules or [
+        PROPOSED,
+        FRACTION,
+        SingleMethod(PROPOSED.small),
+        SingleMethod(PROPOSED.large),
+    ]
+    rules = rules + [SingleMethod("random")] if "random" in large["methods"] else rules
+    measured = set(large["methods"])
+    names = list(large["datasets"])
+    kept = [
+        r
+        for r in rules
+        if all(
+            rule_method(r, large["datasets"][n], b) in measured
+            for n in names
+            for b in large["budgets"]
+        )
+    ]
+    out = {"probes": list(probes), "budgets": list(large["budgets"]), "rules": [], "disagree": []}
+    for r in kept:
+        per_ds = {
+            n: {b: cell_gain(r, large["datasets"][n], b, probes) for b in large["budgets"]}
+            for n in names
+        }
+        out["rules"].append(
+            {
+                "rule": _name(r),
+                "per_dataset": per_ds,
+                "dataset_means": {n: float(np.mean(list(v.values()))) for n, v in per_ds.items()},
+                "mean_gain": float(np.mean([g for v in per_ds.values() for g in v.values()])),
+                "cells_below_random": int(sum(g < 0 for v in per_ds.values() for g in v.values())),
+            }
+        )
+    if len(kept) >= 2:
+        first, second = kept[0], kept[1]
+        for n in names:
+            ds = large["datasets"][n]
+            for b in large["budgets"]:
+                m1, m2 = rule_method(first, ds, b), rule_method(second, ds, b)
+                if m1 == m2:
+                    continue
+                d = np.mean([_gain(ds, m1, b, p) - _gain(ds, m2, b, p) for p in probes], axis=0)
+                above, below = int(np.sum(d > 0)), int(np.sum(d < 0))
+                out["disagree"].append(
+                    {
+                        "dataset": n,
+                        "budget": b,
+                        "count": ds["budgets"][b]["count"],
+                        "methods": [m1, m2],
+                        "difference": float(d.mean()),
+                        "stderr": float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0,
+                        "seeds_above": above,
+                        "seeds_below": below,
+                        "sign_p": _sign_test(above, above + below),
+                    }
+                )
+    return out
+
+
+def held_out_markdown(check: dict) -> str:
+    """The held-out check as markdown: rules by dataset, then the cells where the first two
+    rules disagree."""
+    names = list(check["rules"][0]["dataset_means"]) if check["rules"] else []
+    lines = [
+        "| rule | " + " | ".join(names) + " | mean | cells below random |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for r in check["rules"]:
+        cells = " | ".join(f"{r['dataset_means'][n]:+.2f}" for n in names)
+        lines.append(
+            f"| {r['rule']} | {cells} | {r['mean_gain']:+.2f} | {r['cells_below_random']} |"
+        )
+    if check["disagree"]:
+        lines += [
+            "",
+            "| dataset | budget (picks) | first rule - second | seeds above / below | sign p |",
+            "|---|---|---|---|---|",
+        ]
+        for c in check["disagree"]:
+            lines.append(
+                f"| {c['dataset']} | {float(c['budget']):.1%} ({c['count']}) | "
+                f"{c['methods'][0]} - {c['methods'][1]}: "
+                f"{c['difference']:+.2f} ± {c['stderr']:.2f} "
+                f"| {c['seeds_above']} / {c['seeds_below']} | {c['sign_p']:.2f} |"
+            )
+    return "\n".join(lines)
 
 
 def rule_summary(rule, results: dict, probes=("linear", "knn")) -> dict:
@@ -286,7 +388,7 @@ def lodo_curves(results: dict, lodo: dict) -> dict:
 def lodo_markdown(lodo: dict, budgets) -> str:
     probes = lodo["probes"]
     head = "| held out | rule chosen on the others | " + " | ".join(
-        f"{float(b):.0%}" for b in budgets
+        f"{100 * float(b):g}%" for b in budgets
     )
     head += " | rule mean | best single (others) | best single (itself) |"
     lines = [head, "|" + "---|" * (len(budgets) + 5)]
@@ -337,6 +439,8 @@ def main(argv=None) -> int:
     p.add_argument("--merged", default=None, help="write the merged suite JSON here")
     p.add_argument("--probes", default="linear,knn")
     p.add_argument("--plot", default=None, help="PNG: methods, the LODO rule and today's rule")
+    p.add_argument("--large", nargs="*", default=None, help="held-out JSONs (--suite --large)")
+    p.add_argument("--large-out", default=None, help="held-out check JSON")
     a = p.parse_args(argv)
     results = merge(a.results)
     if a.merged:
@@ -353,9 +457,9 @@ def main(argv=None) -> int:
     print("| rule | mean rank | mean gain | cells below random |\n|---|---|---|---|")
     for name, rank, gain, below in top[:15]:
         print(f"| {name} | {rank:.1f} | {gain:+.2f} | {below} |")
-    fixed = [rule_summary(r, results, probes) for r in (TODAY,)]
+    fixed = [rule_summary(r, results, probes) for r in (PROPOSED, FRACTION, TODAY)]
     fixed += [rule_summary(SingleMethod(m), results, probes) for m in results["methods"]]
-    head = " | ".join(f"{float(b):.0%}" for b in results["budgets"])
+    head = " | ".join(f"{100 * float(b):g}%" for b in results["budgets"])
     print(f"\n| fixed rule | {head} | mean | cells below random |")
     print("|" + "---|" * (len(results["budgets"]) + 3))
     for f in fixed:
@@ -363,6 +467,24 @@ def main(argv=None) -> int:
         print(f"| {f['rule']} | {cells} | {f['mean_gain']:+.2f} | {f['cells_below_random']} |")
     print()
     print(lodo_markdown(lodo, results["budgets"]))
+    check = None
+    if a.large:
+        large = merge(a.large)
+        all_rules = candidates(results["methods"], results["budgets"])
+        chosen, _, _ = choose(all_rules, results, list(results["datasets"]), probes)
+        rules = [PROPOSED, FRACTION, SingleMethod(PROPOSED.small), SingleMethod(PROPOSED.large)]
+        if chosen not in rules:
+            rules.append(chosen)
+        check = held_out_check(large, rules, probes)
+        check["rule_on_all"] = lodo["rule_on_all"]
+        print(
+            f"\nheld out: {', '.join(large['datasets'])} (pools "
+            f"{', '.join(str(d['pool']) for d in large['datasets'].values())})"
+        )
+        print(held_out_markdown(check))
+        if a.large_out:
+            with open(a.large_out, "w") as f:
+                json.dump(check, f, indent=1)
     if a.out:
         with open(a.out, "w") as f:
             json.dump({**lodo, "ranking": top, "fixed_rules": fixed}, f, indent=1)
@@ -379,7 +501,7 @@ def main(argv=None) -> int:
         plot(
             {**results, "probes": list(probes)},
             a.plot,
-            extra={"auto, held out (LODO)": lodo_curves(results, lodo), "auto today": today},
+            extra={"auto, held out (LODO)": lodo_curves(results, lodo), "BudgetRule()": today},
         )
     return 0
 

@@ -1,6 +1,6 @@
 """``split(method="auto")``: representative sets, a stratified sample of the whole at the
-resolution of k-means cells; with labels, the hard held-out units as matched pairs (see
-:func:`representative_assignment`)."""
+resolution of k-means cells; with labels, the hard units paired before the deal, a pair to
+train whole or split between validation and test (see :func:`representative_assignment`)."""
 
 from __future__ import annotations
 
@@ -190,6 +190,108 @@ def _chain_runs(order: np.ndarray, ux: np.ndarray, run_id: np.ndarray, max_run: 
     return out
 
 
+def _twin_partners(strata, difficulty, hard, rng) -> np.ndarray:
+    """Partner of each unit [U] (-1: none): inside each label, the hard units ranked by
+    difficulty (hardest first, ties in a random order) and paired, first with second, third
+    with fourth, ...; an odd one out (the label's easiest hard unit) and units without a label
+    stay single."""
+    n = strata.size
+    tiebreak = rng.permutation(n)
+    partner = np.full(n, -1, np.int64)
+    for s in np.unique(strata):
+        if s < 0:
+            continue
+        h = np.flatnonzero((strata == s) & hard)
+        h = h[np.lexsort((tiebreak[h], -difficulty[h]))]
+        m = 2 * (h.size // 2)
+        partner[h[0:m:2]], partner[h[1:m:2]] = h[1:m:2], h[0:m:2]
+    return partner
+
+
+def _error_odds(difficulty: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-4.0 * np.clip(difficulty, -20, 20)))
+
+
+def _orient(pairs, difficulty, rng) -> list[tuple[int, int]]:
+    """``(unit for set 0, unit for set 1)`` of each pair: in a random order, each pair puts its
+    harder unit in the set whose running sum of error odds (``sigmoid(4 x difficulty)``) is
+    lower (a coin on equal sums), so both sets get the same expected errors."""
+    odds = _error_odds(difficulty)
+    load = np.zeros(2)
+    out = [(0, 0)] * len(pairs)
+    for p in rng.permutation(len(pairs)):
+        u, v = pairs[p]
+        if odds[v] > odds[u]:
+            u, v = v, u
+        first = int(rng.integers(2)) if load[0] == load[1] else int(np.argmin(load))
+        out[p] = (u, v) if first == 0 else (v, u)
+        load[first] += odds[u]
+        load[1 - first] += odds[v]
+    return out
+
+
+def _deal_twins(order, size, counts, difficulty, hard, strata, rng):
+    """The deal with the hard units as twins: set of each unit [U], or None where it does not
+    apply (not exactly two held-out sets of equal size, within one; groups; no pair; counts
+    the pairs cannot meet).
+
+    The hard units are paired first, over the whole of each label (:func:`_twin_partners`),
+    and a pair is dealt as one item at the place of its member met first along ``order``: to
+    the train set (the largest) whole, or split between the two held-out sets (e.g. validation
+    and test), one twin each, oriented by :func:`_orient`. The other units are dealt as by
+    :func:`deal`, first between train and the held-out sets together, then between the two
+    held-out sets along the same order. So a hard held-out unit always has its twin, the next
+    hardest of its label, in the other held-out set; pairing only the hard units the deal
+    happened to send to validation and test (:func:`_pair_held_out`) matched them with whatever
+    the held-out sets held, on small data often a much easier unit or none. One twin each is a
+    proportional share only for held-out sets of equal size, hence the restriction; a pair
+    dealt as one item moves a label's count in a set by at most one more unit than the plain
+    deal."""
+    counts = np.asarray(counts, np.int64)
+    largest = int(np.argmax(counts))
+    held_sets = [i for i in range(counts.size) if i != largest and counts[i] > 0]
+    if len(held_sets) != 2 or abs(int(counts[held_sets[0]] - counts[held_sets[1]])) > 1:
+        return None
+    if not np.all(size == 1):
+        return None
+    partner = _twin_partners(strata, difficulty, hard, rng)
+    if not np.any(partner >= 0):
+        return None
+    pos = np.empty(order.size, np.int64)
+    pos[order] = np.arange(order.size)
+    lead = (partner < 0) | (pos < pos[np.maximum(partner, 0)])  # a single, or the twin met first
+    items = order[lead[order]]
+    item_size = np.where(partner[items] >= 0, 2, 1)
+    held_total = int(counts[held_sets].sum())
+    top = deal(np.arange(items.size), item_size, [int(counts[largest]), held_total])
+    held = items[top == 1]
+    twins = held[partner[held] >= 0]
+    singles = held[partner[held] < 0]
+    left = counts[held_sets] - twins.size
+    if int(item_size[top == 1].sum()) != held_total or np.any(left < 0):
+        return None
+    out = np.full(size.size, largest, np.int64)
+    if singles.size:
+        ones = np.ones(singles.size, np.int64)
+        out[singles] = np.asarray(held_sets)[deal(np.arange(singles.size), ones, left.tolist())]
+    pairs = [(int(u), int(partner[u])) for u in twins]
+    for u, v in _orient(pairs, difficulty, rng):
+        out[u], out[v] = held_sets[0], held_sets[1]
+    # a label's count in a set at most one unit from the plain deal's (within two of its
+    # proportional share): else the plain deal, with pairs formed after it
+    base = deal(order, size, counts)
+    labels = np.unique(strata)
+    for i in range(counts.size):
+        mine = np.searchsorted(labels, strata[out == i])
+        theirs = np.searchsorted(labels, strata[base == i])
+        moved = np.bincount(mine, minlength=labels.size) - np.bincount(
+            theirs, minlength=labels.size
+        )
+        if np.abs(moved).max() > 1:
+            return None
+    return out
+
+
 def _pair_held_out(unit_set, size, counts, strata, difficulty, hard, rng):
     """Re-deals the hard units of the two held-out sets (all but the largest, e.g. validation
     and test) between them as matched pairs (:func:`_matched_pairs`), each set keeping its
@@ -234,16 +336,8 @@ def _matched_pairs(difficulty, strata, current, rng) -> np.ndarray:
         m = 2 * int(min(in0, in1))
         pairs.extend(run[:m].reshape(-1, 2).tolist())
         out[run[m:]] = 0 if in0 > in1 else 1  # the pairs took min(in0, in1) from each set
-    odds = 1.0 / (1.0 + np.exp(-4.0 * np.clip(difficulty, -20, 20)))
-    load = np.zeros(2)
-    for p in rng.permutation(len(pairs)):
-        u, v = pairs[p]
-        if odds[v] > odds[u]:
-            u, v = v, u
-        first = int(rng.integers(2)) if load[0] == load[1] else int(np.argmin(load))
-        out[u], out[v] = first, 1 - first
-        load[first] += odds[u]
-        load[1 - first] += odds[v]
+    for u, v in _orient(pairs, difficulty, rng):
+        out[u], out[v] = 0, 1
     return out
 
 
@@ -267,10 +361,14 @@ def representative_assignment(
     label and of every cell within it, up to about one unit: a stratified sample at the
     resolution of the cells, whose kernel mean (MMD to the whole) is closer to the data's than a
     stratified random split's. With labels, the *hard* units (:data:`HARD_MARGIN`: a ridge
-    one-vs-rest linear fit of the labels is closer to getting them wrong than right) that went
-    to the held-out sets are then re-dealt between them as matched pairs along each label's
-    difficulty ranking, oriented to balance the sets' expected errors, so validation accuracy
-    predicts test accuracy; every set keeps its count, label by label.
+    one-vs-rest linear fit of the labels is closer to getting them wrong than right) are paired
+    along each label's difficulty ranking before the deal (twins: hardest two, next two, ...)
+    and a pair is dealt as one item, to train whole or split between two held-out sets of equal
+    size (:func:`_deal_twins`), oriented to balance the sets' expected errors, so validation
+    accuracy predicts test accuracy; a label's count in a set can then differ from the plain
+    deal's by one more unit. Otherwise (held-out sets of different sizes, groups) the hard units
+    the deal sent to the held-out sets are re-dealt between them as matched pairs
+    (:func:`_pair_held_out`), every set keeping its count label by label.
     ``progress``: a tqdm bar over the stages (units, k-means cells, order, deal).
     """
     from tqdm.auto import tqdm
@@ -322,10 +420,14 @@ def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.n
     graded = bool(hard.any())
     bar.update(1)
     bar.set_postfix_str("deal")
-    unit_set = deal(order, size, counts)
-    paired = False
-    if graded:
-        unit_set, paired = _pair_held_out(unit_set, size, counts, strata, difficulty, hard, rng)
+    twins = _deal_twins(order, size, counts, difficulty, hard, strata, rng) if graded else None
+    paired = twin_deal = twins is not None
+    if paired:
+        unit_set = twins
+    else:
+        unit_set = deal(order, size, counts)
+        if graded:  # groups, other set layouts: pair what the deal sent to the held-out sets
+            unit_set, paired = _pair_held_out(unit_set, size, counts, strata, difficulty, hard, rng)
     bar.update(1)
     construction = {
         "name": "kmeans-cells-deal",
@@ -335,5 +437,6 @@ def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.n
         "num_iters": int(num_iters),
         "hard_units": int(np.count_nonzero(hard)),
         "held_out_pairs": paired,
+        "twins_dealt": twin_deal,  # pairs formed before the deal (False: after it, or none)
     }
     return unit_set[unit].astype(np.int32), construction
