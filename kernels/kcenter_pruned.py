@@ -14,14 +14,19 @@ the square of that bound (less a rounding margin, below) is ``>= M_b``, no row o
 smaller minimum and the block is not read. The next center is the first argmax over the blocks
 whose ``M_b`` equals the global maximum, so only touched blocks are read at all.
 
-Blocks: the first ``p = min(256, 2 nb, k)`` steps of a run stream (while the centers are few,
+Blocks: the first ``p = min(64, 2 nb, k)`` steps of a run stream (while the centers are few,
 they read nearly every block anyway) and note each row's nearest one of their centers. Those
 centers, in farthest-first order, are the pivots: the rows of each device are ordered by their
 nearest pivot (cells next to nearby cells, ``_pivot_rank``), cut into blocks of ``rows`` rows and
 copied in that order (one extra copy of the local rows, the price of reading a block
-contiguously: a gathered block costs about twice as much per byte on CPU). A block that straddles
-two cells is bounded as two segments (two balls), so a block holding the end of one cluster and
-the start of another is read only when the new center is near one of them. The grouping only
+contiguously: a gathered block costs about twice as much per byte on CPU). The pruned steps keep
+each row's nearest center, and each time the centers double (up to ``min(4096, 2 nb, k)``) the
+blocks are rebuilt from all of them: cells shrink with the coverage radius, so blocks stay
+tighter than the distances the bound must beat (with a fixed set of 256 pivots, a mixture of
+1,000 Gaussians at 500,000 x 256 left every block straddling several clusters and none
+skipped). A block that straddles cells is bounded as up to four segments (four balls, the last
+holding the rest), so a block holding the end of one cluster and the start of another is read
+only when the new center is near one of them. The grouping only
 decides which rows share a block, so it affects speed, never the result. A step whose touched
 blocks exceed ``FULL_PASS_SHARE`` of the blocks reads all rows in one full mat-vec instead (the
 loop over blocks runs on one thread; XLA's full mat-vec on all), so data that cannot be pruned
@@ -69,10 +74,16 @@ __all__ = [
 # A block read in the loop costs 2x or more a block of the full mat-vec on a 2-core CPU; at 0.5,
 # d=64 digits-like data (65-80% of blocks touched) ran 1.43x the streaming time.
 FULL_PASS_SHARE = 0.25
-# Pivots (cells) that group the rows into blocks: the first greedy centers of a run, taken by
-# streaming steps that also note each row's nearest one. More give tighter cells; each is one
-# streaming step.
-MAX_PIVOTS = 256
+# Pivots (cells) that group the rows into blocks: the greedy centers of the run so far. The
+# first FIRST_PIVOTS steps stream and note each row's nearest one; the blocks are then rebuilt
+# each time the centers double, from every center so far (finer cells: tighter blocks), up to
+# MAX_PIVOTS (the tree that orders the cells compares every pivot with every pivot).
+FIRST_PIVOTS = 64
+MAX_PIVOTS = 4096
+# Segments per block (each its own ball): a block can hold the ends and middles of several small
+# cells once the pivots outnumber the blocks' rows (e.g. 1,564 cells of 64 rows, blocks of 128:
+# with two segments the second ball spanned several cells and 88 % of blocks were read).
+SEGMENTS = 4
 _BIG = jnp.iinfo(jnp.int32).max
 
 
@@ -93,15 +104,16 @@ class BlockIndex(NamedTuple):
       row_slot: int32 ``[m]`` slot of each local row.
       xb: ``[nb * rows, d]`` the rows in slot order (storage dtype).
       sqb: ``[nb * rows]`` ``stats.sq`` in slot order.
-      split: int32 ``[nb]`` each block's two segments, slots ``[0, split)`` and
-        ``[split, rows)`` of the block: ``split`` is where the first cell ends inside the block
-        (``rows`` if none), so a block that straddles two cells (two clusters, say) is bounded
-        by two tight balls and read only when the new center is near one of them.
-      centre: ``[nb, 2, d]`` accumulation dtype, each segment's mean row (unit rows for cosine).
-      radius: ``[nb, 2]`` an upper bound on each row's distance to its segment's centre
+      seg: int32 ``[nb, rows]`` segment of each slot of a block, ``0 .. SEGMENTS - 1``: a new
+        segment starts where a cell ends inside the block (the last one holds the rest), so a
+        block that straddles cells (clusters, say) is bounded by tight balls and read only when
+        the new center is near one of them.
+      centre: ``[nb, SEGMENTS, d]`` accumulation dtype, each segment's mean row (unit rows for
+        cosine).
+      radius: ``[nb, SEGMENTS]`` an upper bound on each row's distance to its segment's centre
         (``-inf`` for an empty segment).
-      qmax: ``[nb, 2]`` largest ``stats.sq`` of the segment (Euclidean margin).
-      amax: ``[nb, 2]`` largest ``|x_i|`` of the segment (Euclidean margin).
+      qmax: ``[nb, SEGMENTS]`` largest ``stats.sq`` of the segment (Euclidean margin).
+      amax: ``[nb, SEGMENTS]`` largest ``|x_i|`` of the segment (Euclidean margin).
     """
 
     slot_row: jax.Array
@@ -109,7 +121,7 @@ class BlockIndex(NamedTuple):
     row_slot: jax.Array
     xb: jax.Array
     sqb: jax.Array
-    split: jax.Array
+    seg: jax.Array
     centre: jax.Array
     radius: jax.Array
     qmax: jax.Array
@@ -174,7 +186,7 @@ def block_index(
     cell = jnp.concatenate([key[order], jnp.full((nb * rows - m,), key[order[-1]])])
     cell = cell.reshape(nb, rows)
     change = jnp.concatenate([jnp.zeros((nb, 1), bool), cell[:, 1:] != cell[:, :-1]], axis=1)
-    split = jnp.where(jnp.any(change, axis=1), jnp.argmax(change, axis=1), rows).astype(jnp.int32)
+    seg = jnp.minimum(jnp.cumsum(change, axis=1), SEGMENTS - 1).astype(jnp.int32)
     pad = nb * rows - m
     slot_row = jnp.concatenate([order, jnp.full((pad,), order[-1], jnp.int32)])
     slot_id = jnp.concatenate([ids[order], jnp.full((pad,), _BIG, jnp.int32)])
@@ -183,15 +195,13 @@ def block_index(
     sqb = stats.sq[slot_row]
     g = _margin_unit(x)
 
-    lane = jnp.arange(rows)
-
     def one_block(b):
         blk = jax.lax.dynamic_slice_in_dim(xb, b * rows, rows).astype(acc)
         sq = jax.lax.dynamic_slice_in_dim(sqb, b * rows, rows)
         raw = jnp.sum(blk * blk, axis=1)
         if metric == "cosine":
             blk = blk * sq[:, None]  # unit rows (sq is 1 / |x_i|, 0 for zero rows)
-        segs = jnp.stack([lane < split[b], lane >= split[b]])  # [2, rows]
+        segs = seg[b][None, :] == jnp.arange(SEGMENTS)[:, None]  # [SEGMENTS, rows]
         count = jnp.maximum(jnp.sum(segs, axis=1, keepdims=True), 1)
         centre = jnp.dot(segs.astype(acc), blk, precision=jax.lax.Precision.HIGHEST) / count
         far = jnp.sum(jnp.square(blk[None] - centre[:, None]), axis=2)  # [2, rows]
@@ -202,7 +212,7 @@ def block_index(
         return centre, r, seg_max(sq), jnp.sqrt(jnp.maximum(seg_max(raw), 0.0))
 
     centre, radius, qmax, amax = jax.lax.map(one_block, jnp.arange(nb))
-    return BlockIndex(slot_row, slot_id, row_slot, xb, sqb, split, centre, radius, qmax, amax)
+    return BlockIndex(slot_row, slot_id, row_slot, xb, sqb, seg, centre, radius, qmax, amax)
 
 
 def skip_blocks(index: BlockIndex, stats: PointStats, z: jax.Array, top: jax.Array, metric: str):
@@ -212,11 +222,11 @@ def skip_blocks(index: BlockIndex, stats: PointStats, z: jax.Array, top: jax.Arr
       index: the ``BlockIndex``.
       stats: the rows' ``PointStats`` (its ``shift`` sets the Euclidean margin).
       z: the new center, ``[d]``.
-      top: ``[nb, 2]`` each segment's largest running minimum ``M_b`` (``-inf`` if empty).
+      top: ``[nb, SEGMENTS]`` each segment's largest running minimum ``M_b`` (``-inf`` if empty).
       metric: the metric.
 
     Returns:
-      bool ``[nb, 2]``: True where every row of the segment has a computed distance to ``z``
+      bool ``[nb, SEGMENTS]``: True where every row of the segment has a computed distance to ``z``
       ``>=`` its running minimum.
     """
     acc = index.centre.dtype
@@ -237,17 +247,11 @@ def skip_blocks(index: BlockIndex, stats: PointStats, z: jax.Array, top: jax.Arr
     return ((lb > 0) & (low >= top)) | (top == -jnp.inf)
 
 
-def _segment_max(md: jax.Array, split: jax.Array) -> jax.Array:
-    """``[nb, 2]`` largest running minimum of each block's two segments (``md`` is ``[nb, rows]``
-    or ``[rows]`` with a scalar ``split``)."""
-    lane = jnp.arange(md.shape[-1])
-    first = lane < split[..., None]
+def _segment_max(md: jax.Array, seg: jax.Array) -> jax.Array:
+    """``[nb, SEGMENTS]`` largest running minimum of each block's segments (``md`` and ``seg``
+    are ``[nb, rows]``, or ``[rows]`` for one block)."""
     return jnp.stack(
-        [
-            jnp.max(jnp.where(first, md, -jnp.inf), axis=-1),
-            jnp.max(jnp.where(first, -jnp.inf, md), axis=-1),
-        ],
-        axis=-1,
+        [jnp.max(jnp.where(seg == j, md, -jnp.inf), axis=-1) for j in range(SEGMENTS)], axis=-1
     )
 
 
@@ -299,10 +303,14 @@ def pruned_steps(min_dist, selected, count, x, stats, stop, *, n, metric, rows, 
     """Greedy k-center steps from ``count`` up to ``stop``, reading only blocks that can change.
 
     The body of ``kcenter``'s pruned run (one device or a ``shard_map`` over ``axis``): same
-    state in, same state out as the streaming steps. The first ``p = min(MAX_PIVOTS, 2 nb, k)``
+    state in, same state out as the streaming steps. The first ``p = min(FIRST_PIVOTS, 2 nb, k)``
     steps stream (they read every row anyway while the centers are few) and note each row's
     nearest one of their centers; those centers, in farthest-first order, are the pivots that
-    group the rows into blocks (``block_index``); the remaining steps are pruned.
+    group the rows into blocks (``block_index``); the next steps are pruned and keep each row's
+    nearest center, and each time the centers since ``count`` double (up to
+    ``min(MAX_PIVOTS, 2 nb, k)``) the blocks are rebuilt from all of them: more, smaller cells
+    give tighter blocks as the coverage radius shrinks (a mixture of 1,000 Gaussians needs about
+    1,000 cells before a block holds one cluster).
 
     Args:
       min_dist: ``[m]`` running minima of this device's rows (``-inf``: selected or padding).
@@ -323,7 +331,9 @@ def pruned_steps(min_dist, selected, count, x, stats, stop, *, n, metric, rows, 
     """
     m = x.shape[0]
     nb = -(-m // rows)
-    p = max(1, min(MAX_PIVOTS, 2 * nb, selected.shape[0]))
+    k = selected.shape[0]
+    p = max(1, min(FIRST_PIVOTS, 2 * nb, k))
+    cap = max(p, min(MAX_PIVOTS, 2 * nb, k))
     first = count
     min_dist, selected, count, labels, touched = _streaming_steps(
         min_dist,
@@ -336,36 +346,59 @@ def pruned_steps(min_dist, selected, count, x, stats, stop, *, n, metric, rows, 
         axis=axis,
         nb=nb,
     )
+    ids = collective.row_ids(m, axis)
+    while True:  # unrolled: one phase per pivot count p (static), each rebuilding the blocks
+        last = p >= cap
+        nxt = p if last else min(2 * p, cap)
 
-    def pruned(min_dist, selected, count, touched):
-        ids = collective.row_ids(m, axis)
-        pivots = collective.fetch_rows(
-            x, ids, jax.lax.dynamic_slice_in_dim(selected, first, p), axis
-        )
-        index = block_index(x, stats, ids < n, ids, pivots, labels, metric, rows)
-        return _pruned_loop(
-            index, min_dist, selected, count, touched, x, stats, stop, metric=metric, axis=axis
-        )
+        def phase(min_dist, selected, count, touched, labels, p=p, nxt=nxt, last=last):
+            pivots = collective.fetch_rows(
+                x, ids, jax.lax.dynamic_slice_in_dim(selected, first, p), axis
+            )
+            index = block_index(x, stats, ids < n, ids, pivots, labels, metric, rows)
+            end = stop if last else jnp.minimum(stop, first + nxt)
+            return _pruned_loop(
+                index,
+                min_dist,
+                selected,
+                count,
+                touched,
+                labels,
+                x,
+                stats,
+                end,
+                base=first,
+                metric=metric,
+                axis=axis,
+            )
 
-    # Past the streaming steps only if they took all p (so the pivots exist): the same on
-    # every device.
-    min_dist, selected, count, touched = jax.lax.cond(
-        count < stop, pruned, lambda *a: a, min_dist, selected, count, touched
-    )
+        # Past the previous steps only if they took all p (so the pivots exist): the same on
+        # every device.
+        min_dist, selected, count, touched, labels = jax.lax.cond(
+            count < stop, phase, lambda *a: a, min_dist, selected, count, touched, labels
+        )
+        if last:
+            break
+        p = nxt
     return min_dist, selected, count, collective.psum(touched, axis)
 
 
-def _pruned_loop(index, min_dist, selected, count, touched, x, stats, stop, *, metric, axis):
-    """The pruned steps from ``count`` to ``stop`` over the blocks of ``index``."""
+def _pruned_loop(
+    index, min_dist, selected, count, touched, labels, x, stats, stop, *, base, metric, axis
+):
+    """The pruned steps from ``count`` to ``stop`` over the blocks of ``index``; ``labels`` (each
+    row's nearest center, counted from ``base``) follow every row whose minimum drops."""
     m = x.shape[0]
     ids = collective.row_ids(m, axis)
-    nb, rows = index.split.shape[0], index.xb.shape[0] // index.split.shape[0]
+    nb, rows = index.seg.shape
     mdb = jnp.where(index.slot_id < _BIG, min_dist[index.slot_row], -jnp.inf)
-    top = _segment_max(mdb.reshape(nb, rows), index.split)
+    top = _segment_max(mdb.reshape(nb, rows), index.seg)
+    lab = labels[index.slot_row]
     shared = PointStats(stats.shift, index.sqb)
 
     def step(carry):
-        mdb, top, selected, count, touched = carry
+        mdb, top, lab, selected, count, touched = carry
+        me = count - base
         best = collective.pmax(jnp.max(top), axis)
         center = collective.pmin(_first_slot_of_max(mdb, top, index.slot_id, best, rows), axis)
         z = collective.fetch_row(x, ids, center, axis)
@@ -376,17 +409,18 @@ def _pruned_loop(index, min_dist, selected, count, touched, x, stats, stop, *, m
         active = active.at[slot // rows].set(True, mode="drop")  # the center's own block
         n_active = jnp.sum(active, dtype=jnp.int32)
 
-        def full(mdb, top):
+        def full(mdb, top, lab):
             d = point_rank_distances(index.xb, shared, z, metric).astype(mdb.dtype)
+            lab = jnp.where(d < mdb, me, lab)
             mdb = jnp.minimum(mdb, d).at[slot].set(-jnp.inf, mode="drop")
-            return mdb, _segment_max(mdb.reshape(nb, rows), index.split)
+            return mdb, _segment_max(mdb.reshape(nb, rows), index.seg), lab
 
-        def partial_pass(mdb, top):
+        def partial_pass(mdb, top, lab):
             blocks = jnp.nonzero(active, size=nb, fill_value=0)[0]
             lane = jnp.arange(rows, dtype=jnp.int32)
 
             def body(i, carry):
-                mdb, top = carry
+                mdb, top, lab = carry
                 b = blocks[i]
                 blk = jax.lax.dynamic_slice_in_dim(index.xb, b * rows, rows)
                 sq = jax.lax.dynamic_slice_in_dim(index.sqb, b * rows, rows)
@@ -394,17 +428,27 @@ def _pruned_loop(index, min_dist, selected, count, touched, x, stats, stop, *, m
                 d = point_rank_distances(blk, PointStats(stats.shift, sq), z, metric)
                 new = jnp.where(b * rows + lane == slot, -jnp.inf, jnp.minimum(old, d))
                 mdb = jax.lax.dynamic_update_slice_in_dim(mdb, new, b * rows, 0)
-                return mdb, top.at[b].set(_segment_max(new, index.split[b]))
+                # Everything after the update reads the updated mdb, never the old one: a read
+                # of the old values after an in-place update makes XLA copy all of mdb at every
+                # block read (measured: two m-vector copies per block). So the labels follow the
+                # rows whose minimum now equals their distance to the new center (ties included:
+                # labels only group rows, they never change a result).
+                now = jax.lax.dynamic_slice_in_dim(mdb, b * rows, rows)
+                was = jax.lax.dynamic_slice_in_dim(lab, b * rows, rows)
+                lab = jax.lax.dynamic_update_slice_in_dim(
+                    lab, jnp.where(now == d, me, was), b * rows, 0
+                )
+                return mdb, top.at[b].set(_segment_max(now, index.seg[b])), lab
 
-            return jax.lax.fori_loop(0, n_active, body, (mdb, top))
+            return jax.lax.fori_loop(0, n_active, body, (mdb, top, lab))
 
         use_full = n_active > int(FULL_PASS_SHARE * nb)
-        mdb, top = jax.lax.cond(use_full, full, partial_pass, mdb, top)
+        mdb, top, lab = jax.lax.cond(use_full, full, partial_pass, mdb, top, lab)
         touched = touched.at[count].set(jnp.where(use_full, nb, n_active))
         selected = selected.at[count].set(center)
-        return mdb, top, selected, count + 1, touched
+        return mdb, top, lab, selected, count + 1, touched
 
-    mdb, top, selected, count, touched = jax.lax.while_loop(
-        lambda c: c[3] < stop, step, (mdb, top, selected, count, touched)
+    mdb, top, lab, selected, count, touched = jax.lax.while_loop(
+        lambda c: c[4] < stop, step, (mdb, top, lab, selected, count, touched)
     )
-    return mdb[index.row_slot], selected, count, touched
+    return mdb[index.row_slot], selected, count, touched, lab[index.row_slot]

@@ -129,9 +129,9 @@ def test_skipped_blocks_cannot_change(kind, metric):
         center = int(np.argmax(md))
         z = x[center]
         md_slots = np.where(pad, -np.inf, md[np.asarray(rows)]).reshape(-1, BLOCK)
-        # Each block's two segments: slots [0, split) and [split, BLOCK).
-        first = np.arange(BLOCK)[None, :] < np.asarray(index.split)[:, None]
-        segs = np.stack([first, ~first], axis=1)  # [nb, 2, BLOCK]
+        # Each block's segments: slots by segment id.
+        seg = np.asarray(index.seg)  # [nb, BLOCK]
+        segs = seg[:, None, :] == np.arange(kp.SEGMENTS)[None, :, None]  # [nb, S, BLOCK]
         top = np.where(segs, md_slots[:, None, :], -np.inf).max(axis=2)
         skip = np.asarray(kp.skip_blocks(index, stats, z, jnp.asarray(top), metric))
         d = np.asarray(point_rank_distances(x, stats, z, metric))
