@@ -30,8 +30,8 @@ only when the new center is near one of them. The grouping only
 decides which rows share a block, so it affects speed, never the result. A step whose touched
 blocks exceed ``FULL_PASS_SHARE`` of the blocks reads all rows in one full mat-vec instead (the
 loop over blocks runs on one thread; XLA's full mat-vec on all), so data that cannot be pruned
-(uniform in high dimension) costs the full pass plus the bounds (about 1.07x the streaming run
-at n=200,000, d=256, k=500 on a shared 2-core CPU).
+(uniform in high dimension) costs the full pass plus the bounds and rebuilds (about 1.27x the
+streaming run at n=200,000, d=256, k=500 on a quiet 2-core CPU).
 
 Which metrics prune: all three. ``"euclidean"`` / ``"sqeuclidean"`` (rank distance ``|x - z|^2``)
 use the bound in Euclidean space and square it; ``"cosine"`` (rank distance ``1 - cos``) uses it

@@ -21,11 +21,11 @@ scored on the test part. The table gives mean +- std over seeds per round, the g
 random's mean and to scratch (points of accuracy) and, paired by seed, how often rounds beat or
 tie scratch.
 
-Greedy methods (k-center, typical k-center: what ``auto`` runs below 7.1 % of the pool) are
-nested: the first ``k`` picks of a run for ``k + m`` are the run for ``k``, so anchored rounds
-and a scratch run of the same method at the same total pick the same samples; they differ where
-scratch's size makes ``auto`` choose another method (ProbCover from 7.1 %), or for non-nested
-methods.
+Greedy methods (k-center, typical k-center: what ``auto`` runs below 40 picks) are nested: the
+first ``k`` picks of a run for ``k + m`` are the run for ``k``, so anchored rounds and a scratch
+run of the same method at the same total pick the same samples; they differ where scratch's size
+makes ``auto`` choose another method (ProbCover from 40 picks, while each round decides on its
+own count), or for non-nested methods.
 """
 
 from __future__ import annotations
