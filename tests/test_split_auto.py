@@ -81,17 +81,22 @@ def test_exact_counts_and_label_shares_with_matched_pairs(sets):
             assert abs(np.count_nonzero(y[idx] == lab) - share) <= 1.0 + 1e-9
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_hardest_held_out_samples_of_a_label_are_split_between_val_and_test(seed):
+def _split_overlapping(seed):
+    """Labels, reference ridge difficulty and each sample's set of a 70/15/15 auto split."""
     x, y = _overlapping(seed=seed)
     sets = {"train": 0.7, "val": 0.15, "test": 0.15}
     result = gj.split(
         x, sets, key=jax.random.key(seed), labels=y, manifest_path=False, progress=False
     )
-    difficulty = _ridge_difficulty(x, y)
     where = np.full(len(y), "", object)
     for name, idx in result.items():
         where[idx] = name
+    return y, _ridge_difficulty(x, y), where
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_hardest_held_out_samples_of_a_label_are_split_between_val_and_test(seed):
+    y, difficulty, where = _split_overlapping(seed)
     checked = 0
     for lab in range(3):
         held = np.flatnonzero((y == lab) & (where != "train") & (difficulty > -1.0))
@@ -111,15 +116,7 @@ def test_hard_samples_are_twins_over_the_whole_label(seed):
     # Pairs are formed over each label before the deal: the hard samples of a label ranked by
     # difficulty, first with second, third with fourth, ...; a pair goes to train whole or is
     # split between validation and test, never one twin in train and one held out.
-    x, y = _overlapping(seed=seed)
-    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
-    result = gj.split(
-        x, sets, key=jax.random.key(seed), labels=y, manifest_path=False, progress=False
-    )
-    difficulty = _ridge_difficulty(x, y)
-    where = np.full(len(y), "", object)
-    for name, idx in result.items():
-        where[idx] = name
+    y, difficulty, where = _split_overlapping(seed)
     checked = split = 0
     for lab in range(3):
         hard = np.flatnonzero((y == lab) & (difficulty > -1.0))
