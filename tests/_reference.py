@@ -201,3 +201,17 @@ def tie_heavy(kind: str, n: int, d: int, seed: int = 7) -> np.ndarray:
     elif kind == "heavy":
         x = rng.standard_t(1.5, size=(n, d)).astype(np.float32)
     return x
+
+
+def typicality(x, assignment, m):
+    """TypiClust's typicality, brute force in float64: 1 / mean distance to the ``m`` nearest
+    other rows of the same cluster (``inf`` when that mean is 0, 0 for a lone row)."""
+    x = np.asarray(x, np.float64)
+    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
+    out = np.zeros(len(x))
+    for i in range(len(x)):
+        others = np.flatnonzero((assignment == assignment[i]) & (np.arange(len(x)) != i))
+        near = np.sort(d[i, others])[:m]
+        mean = near.mean() if near.size else 0.0
+        out[i] = np.inf if mean == 0 else 1.0 / mean
+    return out

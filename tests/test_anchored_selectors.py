@@ -8,6 +8,7 @@ final centroids; picks never land in a covered cluster while an uncovered one is
 works on a mesh of 8 fake devices with the single-device indices.
 """
 
+import _reference
 import jax
 import numpy as np
 import pytest
@@ -161,18 +162,6 @@ def _nearest(rows, centroids):
     return ((rows[:, None] - centroids[None]) ** 2).sum(-1).argmin(1)
 
 
-def _typicality_ref(x, assignment, m):
-    x = np.asarray(x, np.float64)
-    dist = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-    out = np.zeros(len(x))
-    for i in range(len(x)):
-        others = np.flatnonzero((assignment == assignment[i]) & (np.arange(len(x)) != i))
-        near = np.sort(dist[i, others])[:m]
-        mean = near.mean() if near.size else 0.0
-        out[i] = np.inf if mean == 0 else 1.0 / mean
-    return out
-
-
 def _unit(a):
     a = np.asarray(a, np.float32)
     return a / np.linalg.norm(a, axis=1, keepdims=True)
@@ -220,7 +209,7 @@ def test_anchored_clustering_matches_reference_order(case):
         ak = _unit(anchors) if metric == "cosine" else anchors
         existing = np.bincount(_nearest(ak, c), minlength=len(c))
     if name == "typiclust":
-        score = _typicality_ref(xk, assignment, 4)
+        score = _reference.typicality(xk, assignment, 4)
     else:
         score = -((np.asarray(xk, np.float64) - c[assignment]) ** 2).sum(1)
     want = _round_robin_ref(assignment, score, len(c), k, min_size, existing)

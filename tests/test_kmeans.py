@@ -1,5 +1,6 @@
 """k-means, medoids and typicality against NumPy brute-force references."""
 
+import _reference
 import jax
 import numpy as np
 import pytest
@@ -64,18 +65,6 @@ def round_robin_ref(assignment, score, k, num_picks, min_size):
         taken[best] = True
         got[c] += 1
     return picks
-
-
-def typicality_ref(x, assignment, m):
-    x = np.asarray(x, np.float64)
-    d = np.sqrt(((x[:, None] - x[None]) ** 2).sum(-1))
-    out = np.zeros(len(x))
-    for i in range(len(x)):
-        others = np.flatnonzero((assignment == assignment[i]) & (np.arange(len(x)) != i))
-        near = np.sort(d[i, others])[:m]
-        mean = near.mean() if near.size else 0.0
-        out[i] = np.inf if mean == 0 else 1.0 / mean
-    return out
 
 
 def _blobs(n=96, d=3, k=4, seed=0):
@@ -299,7 +288,7 @@ def test_typicality_and_typical_points_match_brute_force():
     for m in (1, 4, 20):
         typ = np.asarray(gk.typicality(x, a, num_neighbors=m, block_size=16))
         # product-form distances: rounding of order eps * |x|^2 for close pairs
-        np.testing.assert_allclose(typ, typicality_ref(x, a, m), rtol=2e-3)
+        np.testing.assert_allclose(typ, _reference.typicality(x, a, m), rtol=2e-3)
     got = np.asarray(gk.typical_points(x, c, a, num_neighbors=4, block_size=16))
     typ = np.asarray(gk.typicality(x, a, num_neighbors=4))
     assert got.tolist() == round_robin_ref(a, typ, 5, 5, 1)
