@@ -6,10 +6,11 @@ Each step takes, among the points not chosen yet, the one covering the most poin
 all is covered (every degree 0), the remaining picks are the densest points by the same rule.
 
 Exact, two ways to run the same greedy:
-* **Ball graph** (one device, concrete ``x``, at most ``max_edges`` ball entries: the default).
-  The graph is built once from ``tile x tile`` blocks of the upper triangle of the pair matrix
-  only (half the ``O(n^2 d)`` products; a pair's mask serves both rows), packed 32 pairs a word
-  on the device and read into per-row neighbour lists (CSR) on the host. Degrees are then kept
+* **Ball graph** (one device, concrete ``x``, at most ``max_edges`` ball entries: the default;
+  ``kernels.probcover_graph``). The graph is built once from ``tile x tile`` blocks of the upper
+  triangle of the pair matrix only (half the ``O(n^2 d)`` products; a pair's mask serves both
+  rows), packed 32 pairs a word on the device and read into per-row neighbour lists (CSR) on the
+  host. Degrees are then kept
   by incremental updates: after a pick ``c``, each neighbour of each point ``c`` newly covers
   loses one (each edge touched at most once a run). The state stays ``O(n)`` (what a checkpoint
   saves); the last graph is kept for a run on the same ``x`` and radius (compared in ``O(n d)``).
@@ -17,6 +18,8 @@ Exact, two ways to run the same greedy:
   a pick, the points it newly covers, ``U``, are found with one mat-vec and every degree drops by
   the number of points of ``U`` in its ball, ``[n, chunk]`` at a time (``O(n |U| d)`` a step).
   One body for one device and a mesh (``kernels.collective``; padding rows taken and covered).
+  On a mesh, ``x`` may come already padded and row-sharded by ``shard_rows`` (e.g. each process
+  reading its own rows of a store) with ``n=`` its real rows: no process then holds all of it.
 
 Ball membership compares squared distances with ``delta^2`` (``|a|^2 + |b|^2 - 2 a.b``, float32
 accumulation). Counts are integers: both ways and any device count choose the same indices where
@@ -24,7 +27,9 @@ squared distances compare with ``delta^2`` alike (always if distances are exact;
 a pair within rounding of the radius).
 
 ``probcover_radius`` gives a data-driven ``delta``: a quantile of the distance from a point to
-its ``num_neighbors``-th nearest neighbour, over up to ``max_points`` rows spread over ``x``.
+its ``num_neighbors``-th nearest neighbour, over up to ``max_points`` rows spread over ``x``
+(on a mesh: those rows fetched onto every device, each device's nearest among its own rows, the
+devices' candidates merged; the same values as on one device where distances are exact).
 """
 
 from __future__ import annotations
@@ -45,9 +50,17 @@ from ._checks import (
     check_same_width,
     is_concrete,
 )
-from .distance import auto_block, block_rank_distances, fold_row_blocks, row_aux
+from .distance import (
+    accum_dtype,
+    auto_block,
+    block_rank_distances,
+    fold_row_blocks,
+    row_aux,
+    to_metric,
+)
 from .knn import knn
-from .sharding import ALL, ROWS, mesh_axis, on_mesh, replicate, shard_rows, unpad
+from .probcover_graph import MAX_EDGES, ball_graph, graph_greedy, neighbours_of
+from .sharding import ALL, ROWS, mesh_axis, on_mesh, padded_rows, replicate, shard_rows, unpad
 
 __all__ = ["ProbCoverState", "probcover", "probcover_init", "probcover_radius", "probcover_run"]
 __all__ += ["probcover_step"]
@@ -89,8 +102,7 @@ def _check_radius(radius) -> float:
 
 
 def _count(mask, axis):
-    # Summed as float32 (exact below 2^24): XLA's integer reductions on CPU ran ~2x slower than
-    # the matrix product they follow, float ones about as fast.
+    # As float32 (exact below 2^24): XLA:CPU's integer sums ran ~2x slower than the GEMM before.
     return jnp.sum(mask.astype(jnp.float32), axis=axis).astype(jnp.int32)
 
 
@@ -157,6 +169,24 @@ def _init(x, anchors, radius, *, mesh, n, k, block_size):
     return on_mesh(body, mesh, (ROWS, ALL, ALL), _STATE_SPECS)(x, anchors, radius)
 
 
+# Bytes of other rows a device receives at a time (a step's newly covered rows of every device,
+# the radius's sampled rows): wide rows come a few at a time, never [P x 256, d] per device.
+_PIECE_BYTES = 8 << 20
+
+
+def _piece_rows(rows: int, d: int, itemsize: int, devices: int) -> int:
+    """Rows per piece: at most ``rows``, and ``devices`` pieces within ``_PIECE_BYTES``."""
+    return max(1, min(rows, _PIECE_BYTES // max(1, devices * d * itemsize)))
+
+
+def _chunk_rows(n: int, d: int, itemsize: int, mesh, block_size) -> int:
+    """Newly covered rows per device compared at once in a step: ``block_size``, else 256 within
+    ``_PIECE_BYTES`` over all devices. Degrees are integer counts: any chunk, the same state."""
+    if block_size:
+        return max(1, min(n, block_size))
+    return _piece_rows(min(n, 256), d, itemsize, 1 if mesh is None else mesh.devices.size)
+
+
 def _take(state, x, aux, chunk, axis):
     m = x.shape[0]
     ids = collective.row_ids(m, axis)
@@ -212,137 +242,14 @@ def _run(state, x, max_steps, *, mesh, chunk):
     return on_mesh(body, mesh, (_STATE_SPECS, ROWS, ALL), _STATE_SPECS)(state, x, max_steps)
 
 
-# A tile of the pair matrix, [2048, 2048] float32, ran fastest on CPU. Default most ball entries
-# (directed, self included) of the graph: 512 MiB of int32 columns.
-_TILE, MAX_EDGES = 2048, 1 << 27
-
-
-def _tile_size(n: int) -> int:
-    # A multiple of 32: the graph packs 32 columns a word.
-    return min(_TILE, -(-n // 32) * 32)
-
-
-def _tile_mask(xp, aux, radius, i0, j0, *, n, tile):
-    """Ball mask of the tile (rows ``i0 + [0, tile)``, columns ``j0 + ...``), upper triangle
-    (column >= row) of real rows only, and its strictly upper part (mirrored to the columns)."""
-    a = jax.lax.dynamic_slice_in_dim(xp, i0, tile)
-    b = jax.lax.dynamic_slice_in_dim(xp, j0, tile)
-    sq = block_rank_distances(
-        a, jax.lax.dynamic_slice_in_dim(aux, i0, tile), b,
-        jax.lax.dynamic_slice_in_dim(aux, j0, tile), "euclidean",
-    )  # fmt: skip
-    gi = (i0 + jnp.arange(tile, dtype=jnp.int32))[:, None]
-    gj = (j0 + jnp.arange(tile, dtype=jnp.int32))[None, :]
-    upper = (sq <= radius**2) & (gj >= gi) & (gj < n)
-    return upper, upper & (gj > gi)
-
-
-def _pack(mask, axis):
-    """bool ``[r, c]`` -> uint32 words of 32 entries along ``axis`` (entry ``32 w + b`` at bit
-    ``b`` of word ``w``): ``[r, c / 32]`` along the columns, ``[r / 32, c]`` along the rows."""
-    r, c = mask.shape
-    shape, shift = ((r, c // 32, 32), (1, 1, 32)) if axis == 1 else ((r // 32, 32, c), (1, 32, 1))
-    bits = mask.reshape(shape).astype(jnp.uint32) << jnp.arange(32, dtype=jnp.uint32).reshape(shift)
-    return jnp.sum(bits, axis=axis + 1, dtype=jnp.uint32)  # distinct bits: the sum is their OR
-
-
-@partial(jax.jit, static_argnames=("n", "tile"))
-def _tile_words(xp, aux, radius, i0, j0, *, n, tile):
-    # The mirrored part packed down the rows, not transposed first: a transpose on the device
-    # cost 3x the packing; the host transposes the small word array instead.
-    upper, strict = _tile_mask(xp, aux, radius, i0, j0, n=n, tile=tile)
-    return _pack(upper, 1), _pack(strict, 0)
-
-
-def _tiles(x, radius, n: int):
-    """Per row block ``i``: ``(tile, nb, [(j, w, wt) for j >= i])``, ``w`` the row-packed upper
-    mask of tile ``(i, j)`` ``[tile, tile / 32]``, ``wt`` its strictly upper part packed down the
-    rows ``[tile / 32, tile]`` (the mirrored pairs); a block's tiles are dispatched at once."""
-    nb = -(-n // (tile := _tile_size(n)))
-    xp = jnp.pad(x, ((0, nb * tile - n), (0, 0)))
-    aux, r = row_aux(xp, "euclidean"), jnp.asarray(radius, jnp.float32)
-    for i in range(nb):
-        outs = [_tile_words(xp, aux, r, i * tile, j * tile, n=n, tile=tile) for j in range(i, nb)]
-        yield tile, nb, [(j, np.asarray(w), np.asarray(wt)) for j, (w, wt) in enumerate(outs, i)]
-
-
-def _ball_graph(x, radius, n: int, max_edges: int):
-    """The radius graph as CSR ``(indptr int64 [n + 1], cols int32 [E])`` (rows ascending, self
-    included), ``None`` past ``max_edges`` entries. Block ``i``'s full packed rows (its tiles'
-    rows, then the mirrored parts of tiles ``(i' <= i, i)``, kept sparse until then) read in
-    row-major order are its CSR rows: no sort needed."""
-    pending: dict[int, list] = {}
-    counts, cols, total = [], [], 0
-    for tile, nb, outs in _tiles(x, radius, n):
-        i, tw, width = outs[0][0], tile // 32, nb * tile // 32
-        full = np.zeros((tile, width), np.uint32)
-        for i2, idx, vals in pending.pop(i, []):
-            full[idx // tw, i2 * tw + idx % tw] = vals
-        for j, w, wt in outs:
-            full[:, j * tw : (j + 1) * tw] |= w
-            wt = np.ascontiguousarray(wt.T)
-            if j == i:
-                full[:, i * tw : (i + 1) * tw] |= wt
-            else:
-                idx = np.flatnonzero(wt)
-                pending.setdefault(j, []).append((i, idx, wt.ravel()[idx]))
-        rows = min(tile, n - i * tile)
-        nz = np.flatnonzero(full[:rows])
-        packed = full[:rows].ravel()[nz].view(np.uint8)
-        bits = np.flatnonzero(np.unpackbits(packed, bitorder="little"))
-        word = nz[bits >> 5]
-        counts.append(np.bincount(word // width, minlength=rows))
-        cols.append(((word % width) * 32 + (bits & 31)).astype(np.int32))
-        total += cols[-1].size
-        if total > max_edges:
-            return None
-    indptr = np.zeros(n + 1, np.int64)
-    np.cumsum(np.concatenate(counts), out=indptr[1:])
-    return indptr, np.concatenate(cols)
-
-
-def _neighbours_of(graph, rows):
-    """All neighbours of ``rows`` (with repeats), one flat array."""
-    indptr, cols = graph
-    starts, lens = indptr[rows], indptr[rows + 1] - indptr[rows]
-    ends = np.cumsum(lens)
-    return cols[np.repeat(starts - ends + lens, lens) + np.arange(ends[-1] if ends.size else 0)]
-
-
-def _graph_greedy(graph, state: ProbCoverState, stop: int) -> ProbCoverState:
-    """``state`` continued to ``stop`` picks on the host, the same rule as ``_take``."""
-    indptr, cols = graph
-    n = indptr.size - 1
-    degree = np.asarray(state.degree).astype(np.int64)
-    covered = np.array(state.covered, dtype=bool)
-    taken = np.array(state.taken, dtype=bool)
-    selected = np.array(state.selected, dtype=np.int32)
-    # (degree, ball size) as one key: ball sizes are < n + 1; argmax keeps the lowest index.
-    key = degree * (n + 1) + np.asarray(state.ball_size, np.int64)
-    key[taken] = -1
-    for t in range(int(state.count), stop):
-        c = int(np.argmax(key))
-        ball = cols[indptr[c] : indptr[c + 1]]
-        newly = ball[~covered[ball]]
-        covered[ball] = True
-        if newly.size:
-            drop = np.bincount(_neighbours_of(graph, newly), minlength=n)
-            degree -= drop
-            key -= drop * (n + 1)  # taken keys only go further below every free key
-        taken[c], key[c], selected[t] = True, -1, c
-    out = state._replace(degree=jnp.asarray(degree, jnp.int32), covered=jnp.asarray(covered))
-    out = out._replace(taken=jnp.asarray(taken), selected=jnp.asarray(selected))
-    return out._replace(count=jnp.asarray(stop, jnp.int32))
-
-
 @partial(jax.jit, static_argnames=("block_size",))
 def _covered_one(x, anchors, radius, *, block_size):
     free = jnp.zeros((x.shape[0],), bool)
     return _anchor_cover(x, row_aux(x, "euclidean"), anchors, radius**2, free, block_size)
 
 
-# The last graph, ``(key, copy of x, graph)``: a run on equal x (same dtype) and radius (an
-# O(n d) comparison) reuses it, not build it again (select's init, then run, in chunks).
+# The last graph, ``(key, copy of x, graph)``: a run on equal x (same dtype) and radius (an O(n d)
+# comparison) reuses it (select's init, then run, in chunks).
 _LAST: list = []
 
 
@@ -359,7 +266,7 @@ def _cached_graph(x, radius, n: int, max_edges: int):
     if _LAST and _LAST[0][0] == key and np.array_equal(_LAST[0][1], xh):
         return _LAST[0][2] if _LAST[0][2][1].size <= max_edges else None
     _LAST.clear()
-    graph = _ball_graph(x, radius, n, max_edges)
+    graph = ball_graph(x, radius, n, max_edges)
     # A copy: on CPU ``jnp.asarray`` can share a caller's NumPy buffer, which may change later.
     _LAST.extend([] if graph is None else [(key, xh.copy(), graph)])
     return graph
@@ -372,7 +279,7 @@ def _graph_state(x, anchors, radius, *, n, k, block_size, max_edges):
     if graph is None:
         return None
     covered = np.asarray(_covered_one(x, anchors, radius, block_size=block_size))
-    degree = np.bincount(_neighbours_of(graph, np.flatnonzero(~covered)), minlength=n)
+    degree = np.bincount(neighbours_of(graph, np.flatnonzero(~covered)), minlength=n)
     ball = np.diff(graph[0]).astype(np.int32)
     state = _new_state(jnp.asarray(degree, jnp.int32), jnp.asarray(ball), jnp.asarray(covered),
                        jnp.zeros(n, bool), k, radius)  # fmt: skip
@@ -380,12 +287,8 @@ def _graph_state(x, anchors, radius, *, n, k, block_size, max_edges):
 
 
 def _unpadded(state: ProbCoverState, n: int) -> ProbCoverState:
-    return state._replace(
-        degree=unpad(state.degree, n),
-        ball_size=unpad(state.ball_size, n),
-        covered=unpad(state.covered, n),
-        taken=unpad(state.taken, n),
-    )
+    rows = ("degree", "ball_size", "covered", "taken")
+    return state._replace(**{f: unpad(getattr(state, f), n) for f in rows})
 
 
 def _padded(state: ProbCoverState, mesh) -> ProbCoverState:
@@ -401,25 +304,49 @@ def _padded(state: ProbCoverState, mesh) -> ProbCoverState:
     )
 
 
-def _checked(x, k, radius, anchors, block_size, mesh):
-    """Validated arguments -> ``(x, k, radius as a float32 array, anchors, block_size)``."""
+@partial(jax.jit, static_argnames=("mesh",))
+def _padded_in_jit(state: ProbCoverState, mesh) -> ProbCoverState:
+    # Rows of another process cannot be read here: one program, run alike by every process.
+    return _padded(state, mesh)
+
+
+def _real_rows(x, mesh, n) -> int:
+    """The real rows of ``x``: all of them, or ``n`` of an ``x`` padded for ``mesh``."""
     if mesh is not None:
         mesh_axis(mesh)  # a clear TypeError / ValueError for anything but a 1-D Mesh
+    if n is None:
+        return x.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int (the real rows of x), got n={n!r}")
+    if mesh is None:
+        raise ValueError(f"n={n} is for an x padded for a mesh by shard_rows; got mesh=None")
+    rows = padded_rows(int(n), mesh)
+    if x.shape[0] not in (n, rows):
+        raise ValueError(
+            f"x has {x.shape[0]} rows but n={n}: expected {n} rows, or {rows} (padded for the "
+            "mesh by shard_rows)"
+        )
+    return int(n)
+
+
+def _checked(x, k, radius, anchors, block_size, mesh, n=None):
+    """Validated arguments -> ``(x, k, radius as a float32 array, anchors, block_size, n)``."""
     radius = _check_radius(radius)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    k = check_k(k, x.shape[0])
+    n = _real_rows(x, mesh, n)
+    k = check_k(k, n)
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
         anchors = replicate(anchors, mesh)
-    return x, k, replicate(np.float32(radius), mesh), anchors, block_size
+    return x, k, replicate(np.float32(radius), mesh), anchors, block_size, n
 
 
-def _checked_init(x, k, radius, anchors, block_size, mesh, max_edges=MAX_EDGES):
-    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``."""
-    x, k, r, anchors, block_size = _checked(x, k, radius, anchors, block_size, mesh)
-    n = x.shape[0]
+def _checked_init(x, k, radius, anchors, block_size, mesh, max_edges=MAX_EDGES, n=None):
+    """Validated arguments -> ``(state padded for mesh, x placed on mesh, n)``; ``n``: the real
+    rows of an ``x`` already padded for ``mesh`` by ``shard_rows``."""
+    x, k, r, anchors, block_size, n = _checked(x, k, radius, anchors, block_size, mesh, n)
     if mesh is None and is_concrete(x):
         got = _graph_state(x, anchors, r, n=n, k=k, block_size=block_size, max_edges=max_edges)
         if got is not None:
@@ -448,6 +375,7 @@ def probcover_init(
     anchors=None,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> ProbCoverState:
     """Initial state: ball sizes and degrees (points already covered by ``anchors`` excluded).
 
@@ -460,11 +388,14 @@ def probcover_init(
       block_size: rows per block of the pairwise pass (``[block, n]`` temporaries).
       mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices (the state still
         has ``n`` rows).
+      n: with ``mesh``, the number of real rows when ``x`` is already padded and sharded by
+        ``shard_rows`` (e.g. read per process from a store); rows from ``n`` on are never
+        anyone's neighbour, never counted, never chosen. ``None``: every row of ``x`` is real.
 
     Returns:
-      A :class:`ProbCoverState`.
+      A :class:`ProbCoverState` of ``n`` rows.
     """
-    state, _, n = _checked_init(x, k, radius, anchors, block_size, mesh)
+    state, _, n = _checked_init(x, k, radius, anchors, block_size, mesh, n=n)
     return _unpadded(state, n)
 
 
@@ -482,10 +413,11 @@ def probcover_run(
 
     Args:
       state: from :func:`probcover_init` or an earlier run.
-      x: the same ``[n, d]`` array.
+      x: the same ``[n, d]`` array; with ``mesh``, also the padded array given to
+        ``probcover_init(n=)``.
       max_steps: at most this many more picks (``None``: until ``k``).
-      block_size: newly covered points compared with all points at once (default 256; per
-        device on a mesh), on the graph-free way.
+      block_size: newly covered points compared with all points at once (per device on a mesh;
+        default: 256, fewer for wide rows, 8 MB over all devices), on the graph-free way.
       max_edges: most ball entries of the ball graph (one device); more: the graph-free way.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows sharded over its devices; a state from any
         device count (or none) continues.
@@ -495,19 +427,25 @@ def probcover_run(
     """
     block_size = check_block_size(block_size)
     n = state.degree.shape[0]
-    x, max_steps = check_run_args(x, n, state.selected.shape[0], max_steps)
+    # x may be the padded array of shard_rows (as given to probcover_init(n=)).
+    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
+    rows, k = x.shape[0] if padded else n, state.selected.shape[0]
+    x, max_steps = check_run_args(x, rows, k, max_steps)
     if state.selected.shape[0] == 0:
         return state
-    chunk = max(1, min(n, block_size or 256))
+    chunk = _chunk_rows(n, x.shape[1], x.dtype.itemsize, mesh, block_size)
     if _on_graph(x, state, _check_max_edges(max_edges), mesh, max_steps):
         stop = min(state.selected.shape[0], int(state.count) + int(max_steps))
         graph = _cached_graph(x, state.radius, n, max_edges) if stop > state.count else None
         if graph is not None or stop <= state.count:
-            return state if graph is None else _graph_greedy(graph, state, stop)
+            return state if graph is None else graph_greedy(graph, state, stop)
     if mesh is None:
         return _run(state, x, max_steps, mesh=None, chunk=chunk)
     xs, steps = shard_rows(x, mesh), replicate(max_steps, mesh)
-    return _unpadded(_run(_padded(state, mesh), xs, steps, mesh=mesh, chunk=chunk), n)
+    # A state whose rows sit on several processes is padded by one program run by all of them.
+    local = all(a.is_fully_addressable for a in state if isinstance(a, jax.Array))
+    state = (_padded if local else _padded_in_jit)(state, mesh)
+    return _unpadded(_run(state, xs, steps, mesh=mesh, chunk=chunk), n)
 
 
 def probcover_step(state: ProbCoverState, x, *, mesh=None) -> ProbCoverState:
@@ -542,18 +480,64 @@ def probcover(
     """
     max_edges = _check_max_edges(max_edges)
     if mesh is None and is_concrete(x):
-        x, k, r, anchors, block_size = _checked(x, k, radius, anchors, block_size, None)
-        n = x.shape[0]
+        x, k, r, anchors, block_size, n = _checked(x, k, radius, anchors, block_size, None)
         got = _graph_state(x, anchors, r, n=n, k=k, block_size=block_size, max_edges=max_edges)
         if got is not None:
-            return _graph_greedy(got[1], got[0], k).selected
+            return graph_greedy(got[1], got[0], k).selected
         max_edges = 0  # past max_edges: the graph-free way, without building the graph again
     state, xs, n = _checked_init(x, k, radius, anchors, block_size, mesh, max_edges)
     if state.selected.shape[0] == 0:
         return state.selected
     k = state.selected.shape[0]
     steps = jnp.asarray(k, jnp.int32) if mesh is None else replicate(np.int32(k), mesh)
-    return _run(state, xs, steps, mesh=mesh, chunk=max(1, min(n, block_size or 256))).selected
+    chunk = _chunk_rows(n, xs.shape[1], xs.dtype.itemsize, mesh, block_size)
+    return _run(state, xs, steps, mesh=mesh, chunk=chunk).selected
+
+
+def _kth_body(x, *, n, step, s, kk, piece, block_size, axis):
+    """The ``kk``-th smallest distance from each sampled row (real rows ``0, step, ...``, ``s``
+    of them, fetched onto every device a piece at a time) to the ``n`` real rows of all
+    devices."""
+    m = x.shape[0]
+    ids = collective.row_ids(m, axis)
+    acc = accum_dtype(x.dtype)
+    aux, local_k = row_aux(x, "euclidean"), min(kk, m)
+    block = auto_block(m, piece, block_size)
+
+    def nearest(sub_aux):
+        def fold(rows, start, fresh_from, out):  # this device's local_k nearest real rows
+            raux = jax.lax.dynamic_slice_in_dim(sub_aux, start, block)
+            sq = block_rank_distances(rows, raux, x, aux, "euclidean")
+            near = -jax.lax.top_k(-jnp.where((ids < n)[None, :], sq, jnp.inf), local_k)[0]
+            return jax.lax.dynamic_update_slice_in_dim(out, near.astype(acc), start, 0)
+
+        return fold
+
+    def fill(j, near):
+        # A piece of the sampled rows on every device (wide rows: never all of them at once);
+        # the last piece ends at row s (it overlaps the one before: the same values again).
+        start = jnp.minimum(j * piece, s - piece)
+        rows = (start + jnp.arange(piece, dtype=jnp.int32)) * step
+        sub = collective.fetch_rows(x, ids, rows, axis)
+        init = jnp.full((piece, local_k), jnp.inf, acc)
+        part = fold_row_blocks(nearest(row_aux(sub, "euclidean")), sub, block, init)
+        return jax.lax.dynamic_update_slice_in_dim(near, part, start, 0)
+
+    near = jax.lax.fori_loop(0, -(-s // piece), fill, jnp.full((s, local_k), jnp.inf, acc))
+
+    def merge(rows, start, fresh_from, other, other_ids, other_ok, best):
+        # The kk smallest of a union are the kk smallest of each part's kk smallest, merged in
+        # any order: each device's candidate lists go round the ring (one visiting list).
+        return -jax.lax.top_k(-jnp.concatenate([best, other], axis=1), kk)[0]
+
+    best = collective.fold_all_rows(merge, near, s, axis, s, jnp.full((s, kk), jnp.inf, acc))
+    return to_metric(best[:, kk - 1], "euclidean")
+
+
+@partial(jax.jit, static_argnames=("mesh", "n", "step", "s", "kk", "piece", "block_size"))
+def _kth(x, *, mesh, n, step, s, kk, piece, block_size):
+    body = partial(_kth_body, n=n, step=step, s=s, kk=kk, piece=piece, block_size=block_size)
+    return on_mesh(body, mesh, (ROWS,), ALL)(x)
 
 
 def probcover_radius(
@@ -564,6 +548,7 @@ def probcover_radius(
     max_points: int = 2048,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> float:
     """A ``delta`` for ProbCover: the ``quantile`` of the distance from a point to its
     ``num_neighbors``-th nearest other point, over up to ``max_points`` rows spread evenly over
@@ -577,13 +562,16 @@ def probcover_radius(
       max_points: rows whose neighbour distance is measured.
       block_size: rows per block.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` sharded over its devices (the
-        sampled rows are on every device).
+        sampled rows are fetched onto every device, no process reads ``x`` whole).
+      n: with ``mesh``, the number of real rows when ``x`` is already padded and sharded by
+        ``shard_rows``: the rows sampled and searched are the first ``n``, as for the unpadded
+        ``x``. ``None``: every row of ``x`` is real.
 
     Returns:
       The radius (a positive float; 1.0 if every such distance is 0).
     """
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    n = _real_rows(x, mesh, n)
     if n < 2:
         return 1.0
     if isinstance(num_neighbors, bool) or not isinstance(num_neighbors, int):
@@ -592,8 +580,21 @@ def probcover_radius(
         raise ValueError(f"num_neighbors must be in [1, {n - 1}], got {num_neighbors}")
     if not 0 < quantile <= 1:
         raise ValueError(f"quantile must be in (0, 1], got {quantile}")
-    sub = x[:: max(1, n // max_points)][:max_points]
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)):
+        raise TypeError(f"max_points must be an int >= 1, got {max_points!r}")
+    if max_points < 1:
+        raise ValueError(f"max_points must be an int >= 1, got {max_points!r}")
+    block_size = check_block_size(block_size)
+    step = max(1, n // max_points)
     # The row itself is its 0-th neighbour: the queries are not identified with rows of x.
-    near, _ = knn(x, num_neighbors + 1, queries=sub, block_size=block_size, mesh=mesh)
-    r = float(jnp.quantile(near[:, num_neighbors], quantile))
+    if mesh is None:
+        sub = x[::step][:max_points]
+        kth = knn(x, num_neighbors + 1, queries=sub, block_size=block_size)[0][:, num_neighbors]
+    else:
+        s = len(range(0, n, step)[:max_points])
+        piece = _piece_rows(s, x.shape[1], x.dtype.itemsize, 1)
+        kth = _kth(shard_rows(x, mesh), mesh=mesh, n=n, step=step, s=s, kk=num_neighbors + 1,
+                   piece=piece, block_size=block_size)  # fmt: skip
+        kth = jnp.asarray(np.asarray(kth))  # replicated: every process holds it
+    r = float(jnp.quantile(kth, quantile))
     return r if r > 0 else 1.0

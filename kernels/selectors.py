@@ -377,18 +377,22 @@ def probcover(
     with ``num_neighbors`` (default ``ceil(n / k)``: a median ball holds about as many points
     as one pick stands for) at ``quantile``. The radius lives in the state."""
 
-    def init(x, k, *, key=None, anchors=None):
+    def init(x, k, *, key=None, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
         xk = _unit_rows(x, metric)
         r = radius
         if r is None:
-            n = xk.shape[0]
-            m = int(num_neighbors or -(-n // max(1, k)))
-            m = max(1, min(m, n - 1))
-            # A quantile over at most 2048 rows' neighbours: cheap enough on the gathered rows.
-            r = probcover_radius(xk, m, quantile=float(quantile)) if n > 1 else 1.0
+            rows = xk.shape[0] if n is None else n
+            m = int(num_neighbors or -(-rows // max(1, k)))
+            m = max(1, min(m, rows - 1))
+            # A quantile over at most 2048 rows' neighbours: cheap enough on one device when x
+            # is here whole; rows spread over processes (or padded) are searched on the mesh.
+            spread = isinstance(xk, jax.Array) and not xk.is_fully_addressable
+            where = {"mesh": mesh, "n": n} if n is not None or spread else {}
+            r = probcover_radius(xk, m, quantile=float(quantile), **where) if rows > 1 else 1.0
         if anchors is not None:
             anchors = _unit_rows(anchors, metric)
-        return probcover_init(xk, k, float(r), anchors=anchors, **_on(mesh))
+        return probcover_init(xk, k, float(r), anchors=anchors, n=n, **_on(mesh))
 
     def run(state, x, max_steps=None):
         state = probcover_run(state, _unit_rows(x, metric), max_steps=max_steps, **_on(mesh))
