@@ -37,22 +37,31 @@ can differ from one device's in their last bits and a draw or a point within tha
 boundary can go the other way (measured at n = 200,000, d = 32, k = 100: equal seeds; after 10
 Lloyd iterations 1 to 6 points assigned differently, on 8 and 2 devices). Where the sums are
 exact (quarter-integer data symmetric about 0) everything is bit-identical, centroids included.
+
+Rows already padded and sharded (``n=``): every public function takes the real row count ``n``
+of an ``x`` that ``sharding.shard_rows`` padded and placed for ``mesh`` (e.g. a store's rows read
+per process, where no process may hold them all; such an ``x`` is never gathered). The padding
+rows are never drawn, assigned (``-1``) or summed, and only the ``n`` real rows of an assignment
+are returned. The result is that of the call with the ``n`` rows unpadded, bit for bit: the same
+program on the same padded rows.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
 from .distance import PointStats, accum_dtype, point_rank_distances
 from .kmeans_lloyd import assign, assign_block_rows, lloyd_loop
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import ALL, ROWS, mesh_axis, on_mesh, padded_rows, replicate, shard_rows, unpad
 from .typiclust import kmeans_medoids, typical_points, typicality
 
 __all__ = [
@@ -118,8 +127,46 @@ def _check_iters(num_iters) -> int:
 
 
 def _on_rows(a, mesh, fill):
-    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh."""
-    return a if mesh is None else shard_rows(a, mesh, fill=fill)
+    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh. A global
+    array of ``n < padded`` rows that this process cannot read whole (an assignment returned
+    with ``n=`` on a mesh spanning processes) is padded by a program instead."""
+    if mesh is None:
+        return a
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        rows = padded_rows(a.shape[0], mesh)
+        if rows != a.shape[0]:
+            return _pad_program(mesh, rows, a.ndim, fill)(a)
+    return shard_rows(a, mesh, fill=fill)
+
+
+@functools.lru_cache(maxsize=32)
+def _pad_program(mesh, rows: int, ndim: int, fill):
+    """A jitted pad of the rows to ``rows``, row-sharded on ``mesh`` (one program per shape)."""
+    axis, _ = mesh_axis(mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+
+    def pad(a):
+        widths = [(0, rows - a.shape[0])] + [(0, 0)] * (ndim - 1)
+        return jnp.pad(a, widths, constant_values=fill)
+
+    return jax.jit(pad, out_shardings=sharding)
+
+
+def _real_rows(x, n, mesh) -> int:
+    """The real row count of ``x``: ``n`` for rows padded by ``shard_rows`` for ``mesh`` (checked),
+    every row when ``n`` is ``None``."""
+    if n is None:
+        return x.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int or None, got {n!r} of type {type(n).__name__}")
+    n = int(n)
+    if n < 1 or mesh is None or x.shape[0] not in (n, padded_rows(n, mesh)):
+        expected = "a mesh" if mesh is None else f"{n} or {padded_rows(max(n, 1), mesh)} rows"
+        raise ValueError(
+            f"x has {x.shape[0]} rows but n={n}: n (>= 1) is the real rows of an x padded for "
+            f"mesh by shard_rows; expected {expected}"
+        )
+    return n
 
 
 # --------------------------------------------------------------------------- seeding
@@ -127,10 +174,14 @@ def _on_rows(a, mesh, fill):
 
 def _stats(x, n: int, axis) -> PointStats:
     """``point_stats(x, "euclidean")`` of all ``n`` rows: the mean row's column sums are
-    ``psum``ed over the devices (padding rows are zero)."""
+    ``psum``ed over the devices (padding rows left out)."""
     acc = accum_dtype(x.dtype)
     if jnp.dtype(x.dtype).itemsize >= 4:
-        shift = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+        rows = x.astype(acc)
+        if collective.axis_size(axis) * x.shape[0] != n:  # padding rows of any value count 0
+            valid = collective.row_ids(x.shape[0], axis) < n
+            rows = jnp.where(valid[:, None], rows, 0)
+        shift = collective.psum(jnp.sum(rows, axis=0), axis) / n
     else:
         shift = jnp.zeros((x.shape[1],), acc)
     return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
@@ -231,8 +282,11 @@ def greedy_trials(k: int) -> int:
     return 2 + int(math.log(k))
 
 
-@partial(jax.jit, static_argnames=("mesh", "n", "k", "trials"))
-def _seed(x, key, *, mesh, n, k, trials=1):
+@partial(jax.jit, static_argnames=("mesh", "n", "k", "trials", "impl"))
+def _seed(x, key_data, *, mesh, n, k, trials=1, impl=None):
+    # The key travels as its raw data: a typed key cannot be placed on a mesh spanning
+    # processes (that goes through NumPy), its data can.
+    key = jax.random.wrap_key_data(key_data, impl=impl)
     if trials == 1:
         body = partial(_seed_body, n=n, k=k)
     else:
@@ -249,26 +303,31 @@ def _trials(init: str, k: int) -> int:
     return greedy_trials(k) if init == "greedy" else 1
 
 
-def _seeds_checked(x, k, key, mesh, init="kmeans++"):
-    """``(seeds, centroids, x as placed)`` for validated arguments."""
+def _seeds_checked(x, k, key, mesh, init="kmeans++", n=None):
+    """``(seeds, centroids, x as placed)`` for validated arguments (``n``: real rows)."""
     xs = _on_rows(x, mesh, 0)
-    seeds, rows = _seed(
-        xs, replicate(key, mesh), mesh=mesh, n=x.shape[0], k=k, trials=_trials(init, k)
-    )
+    n = x.shape[0] if n is None else n
+    data = replicate(jax.random.key_data(key), mesh)
+    impl = str(jax.random.key_impl(key))
+    seeds, rows = _seed(xs, data, mesh=mesh, n=n, k=k, trials=_trials(init, k), impl=impl)
     return seeds, rows, xs
 
 
-def kmeans_plusplus(x, n_clusters: int, key, *, init: str = "kmeans++", mesh=None) -> jax.Array:
+def kmeans_plusplus(
+    x, n_clusters: int, key, *, init: str = "kmeans++", mesh=None, n: int | None = None
+) -> jax.Array:
     """k-means++ seeds: int32 ``[n_clusters]`` distinct row indices of ``x``, deterministic for
     ``key``. ``init="greedy"`` draws ``greedy_trials(n_clusters)`` candidates per seed and keeps
     the one that lowers the potential most (scikit-learn's default seeding). With ``mesh`` (a 1-D
     ``jax.sharding.Mesh``) the rows are sharded over its devices and the same uniforms are
-    drawn."""
+    drawn. ``n``: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows``
+    (padding rows are never drawn)."""
     _check_key(key)
     _check_init(init)
     x = as_float_matrix(x, "x")
-    k = _check_clusters(n_clusters, x.shape[0])
-    return _seeds_checked(x, k, key, mesh, init)[0]
+    n = _real_rows(x, n, mesh)
+    k = _check_clusters(n_clusters, n)
+    return _seeds_checked(x, k, key, mesh, init, n)[0]
 
 
 # --------------------------------------------------------------------------- Lloyd
@@ -290,7 +349,7 @@ def _run(state, x, max_steps, num_iters, *, mesh, n, block_size):
 
 
 def _assign_body(x, centroids, *, n, block_size, axis):
-    block = assign_block_rows(centroids.shape[0], x.shape[0], block_size)
+    block = assign_block_rows(centroids.shape[0], x.shape[0], block_size, x.shape[1])
     return _assign_rows(x, centroids, n, block, axis)
 
 
@@ -339,6 +398,7 @@ def kmeans_init(
     block_size: int | None = None,
     init: str = "kmeans++",
     mesh=None,
+    n: int | None = None,
 ) -> KMeansState:
     """Initial state: k-means++ seeds from ``key`` as centroids, no assignment yet.
 
@@ -352,6 +412,9 @@ def kmeans_init(
         ``kmeans_plusplus``).
       mesh: optional 1-D ``jax.sharding.Mesh``: the seeds are drawn over rows sharded on its
         devices (the same seeds as on one device).
+      n: with ``mesh``, the real rows of an ``x`` already padded and sharded by ``shard_rows``
+        (e.g. read per process); ``None``: every row of ``x`` is real. The state has ``n``
+        rows.
 
     Returns:
       A ``KMeansState``.
@@ -361,8 +424,9 @@ def kmeans_init(
     _check_init(init)
     check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    k = _check_clusters(n_clusters, x.shape[0])
-    return _new_state(_seeds_checked(x, k, key, mesh, init)[1], x.shape[0])
+    n = _real_rows(x, n, mesh)
+    k = _check_clusters(n_clusters, n)
+    return _new_state(_seeds_checked(x, k, key, mesh, init, n)[1], n)
 
 
 def kmeans_run(
@@ -373,15 +437,19 @@ def kmeans_run(
     max_steps: int | None = None,
     block_size: int | None = None,
     mesh=None,
+    n: int | None = None,
 ) -> KMeansState:
     """Continues ``state`` for at most ``max_steps`` more Lloyd iterations (traced: chunked runs
     do not recompile and equal one run exactly), up to ``num_iters`` in all or convergence.
     With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices and the
-    per-cluster sums are ``psum``ed; a state from any device count (or none) continues."""
+    per-cluster sums are ``psum``ed; a state from any device count (or none) continues.
+    ``n``: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows`` (the state
+    has ``n`` rows)."""
     x = as_float_matrix(x, "x")
+    n = _real_rows(x, n, mesh)
     num_iters = _check_iters(num_iters)
     block_size = check_block_size(block_size)
-    if state.assignment.shape[0] != x.shape[0] or state.centroids.shape[1] != x.shape[1]:
+    if state.assignment.shape[0] != n or state.centroids.shape[1] != x.shape[1]:
         raise ValueError(
             f"state was made for {state.assignment.shape[0]} points of width "
             f"{state.centroids.shape[1]} but x has shape {tuple(x.shape)}"
@@ -391,20 +459,24 @@ def kmeans_run(
     if isinstance(max_steps, int) and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
     xs = _on_rows(x, mesh, 0)
-    return _run_checked(state, xs, x.shape[0], max_steps, num_iters, block_size, mesh)
+    return _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh)
 
 
-def kmeans_assign(x, centroids, *, block_size: int | None = None, mesh=None) -> jax.Array:
+def kmeans_assign(
+    x, centroids, *, block_size: int | None = None, mesh=None, n: int | None = None
+) -> jax.Array:
     """Nearest centroid of each row (lowest index on ties): int32 ``[n]``, ``[block, k]`` at a
-    time (on each device of ``mesh`` if given: no communication)."""
+    time (on each device of ``mesh`` if given: no communication). ``n``: with ``mesh``, the
+    real rows of an ``x`` already padded by ``shard_rows`` (only those are returned)."""
     x = as_float_matrix(x, "x")
+    n = _real_rows(x, n, mesh)
     centroids = as_float_matrix(centroids, "centroids")
     if centroids.shape[1] != x.shape[1] or centroids.shape[0] < 1:
         raise ValueError(
             f"centroids must be [k >= 1, {x.shape[1]}], got shape {tuple(centroids.shape)}"
         )
     block_size = check_block_size(block_size)
-    return _assign_checked(_on_rows(x, mesh, 0), x.shape[0], centroids, block_size, mesh)
+    return _assign_checked(_on_rows(x, mesh, 0), n, centroids, block_size, mesh)
 
 
 def kmeans(
@@ -417,6 +489,7 @@ def kmeans(
     block_size: int | None = None,
     init: str = "kmeans++",
     mesh=None,
+    n: int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact k-means (Lloyd) from k-means++ seeds drawn from ``key``.
 
@@ -435,6 +508,10 @@ def kmeans(
         The seeds equal the single-device ones; the centroids may differ in their last bits
         (another order of the additions), so a point within rounding of a boundary between two
         clusters can be assigned differently.
+      n: with ``mesh``, the real rows of an ``x`` already padded and sharded by ``shard_rows``
+        (e.g. read per process from a store: never gathered on one process); the padding rows
+        are never drawn, assigned or summed, and the result equals the call on the ``n`` rows
+        unpadded, bit for bit. ``None``: every row of ``x`` is real.
 
     Returns:
       ``(centroids float32 [n_clusters, d], assignment int32 [n])``; the assignment is to the
@@ -445,9 +522,9 @@ def kmeans(
     _check_init(init)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    n = _real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     num_iters = _check_iters(num_iters)
-    _, centroids, xs = _seeds_checked(x, k, key, mesh, init)
+    _, centroids, xs = _seeds_checked(x, k, key, mesh, init, n)
     state = _run_checked(_new_state(centroids, n), xs, n, num_iters, num_iters, block_size, mesh)
     return state.centroids, _assign_checked(xs, n, state.centroids, block_size, mesh)

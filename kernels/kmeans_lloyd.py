@@ -62,12 +62,15 @@ ASSIGN_BLOCK_ROWS = (128, 512)
 DENSE_FRACTION = 0.7
 
 
-def assign_block_rows(k: int, n_rows: int, block_size: int | None) -> int:
+def assign_block_rows(k: int, n_rows: int, block_size: int | None, d: int = 1) -> int:
     """Rows per assignment block: ``block_size`` if given, else ``ASSIGN_BLOCK_VALUES // k``
-    clipped to ``ASSIGN_BLOCK_ROWS``."""
+    clipped to ``ASSIGN_BLOCK_ROWS``, and for rows wider than 8,192 at most
+    ``ROW_BLOCK_BUDGET // d`` (a block of rows gathered by the bounded pass is a copy: 512 rows
+    of 131,072 floats held 268 MB per device)."""
     if block_size is None:
         lo, hi = ASSIGN_BLOCK_ROWS
         block_size = max(lo, min(hi, ASSIGN_BLOCK_VALUES // max(1, k)))
+        block_size = max(1, min(block_size, ROW_BLOCK_BUDGET // max(1, d)))
     return auto_block(k, n_rows, block_size)
 
 
@@ -230,7 +233,7 @@ def lloyd_loop(
     gathered blocks)."""
     m, d = x.shape
     k = state.centroids.shape[0]
-    block = assign_block_rows(k, m, block_size)
+    block = assign_block_rows(k, m, block_size, d)
     stop = jnp.minimum(num_iters, state.iteration + max_steps)
     padded = collective.axis_size(axis) * m != n
     valid = collective.row_ids(m, axis) < n

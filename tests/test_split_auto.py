@@ -150,3 +150,24 @@ def test_error_prone_samples_are_balanced_between_val_and_test():
         gaps_random.append(abs(int(wrong[rand["val"]].sum()) - int(wrong[rand["test"]].sum())))
     assert max(gaps_auto) <= 3 * 3
     assert np.mean(gaps_auto) < np.mean(gaps_random)
+
+
+@pytest.mark.parametrize(
+    ("max_values", "width", "want"), [(1 << 21, 4, 60), (16, 4, 4), (12, 4, 3)]
+)
+def test_wide_vectors_get_fewer_cells(monkeypatch, max_values, width, want):
+    # k-means keeps copies of its [cells, d] centroids on every device: cells x width is capped
+    # (2^21 values: 256 cells up to 8,192 dims, 16 at 131,072). Here the cap is shrunk so that
+    # 4-wide rows meet it: 240 units in cells of 4 would be 60 cells.
+    from goldener_jax.pipeline import representative
+
+    monkeypatch.setattr(representative, "_MAX_CENTROID_VALUES", max_values)
+    x, y = _overlapping(seed=2)
+    assert x.shape[1] == width
+    sets = {"train": 0.5, "val": 0.25, "test": 0.25}
+    options = {"cell_size": 4}
+    result = gj.split(
+        x, sets, key=KEY, labels=y, method_options=options, manifest_path=False, progress=False
+    )
+    assert result.manifest["construction"]["cells"] == want
+    assert {k: len(v) for k, v in result.items()} == set_counts(sets, len(y))

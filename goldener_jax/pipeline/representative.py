@@ -1,6 +1,23 @@
 """``split(method="auto")``: representative sets, a stratified sample of the whole at the
 resolution of k-means cells; with labels, the hard units paired before the deal, a pair to
-train whole or split between validation and test (see :func:`representative_assignment`)."""
+train whole or split between validation and test (see :func:`representative_assignment`).
+
+On a mesh spanning several processes with a store (``Data.source``: rows read per process), no
+process reads every vector at once when each sample has one vector and there are no groups:
+the k-means runs on the rows each process reads for its own devices (``kmeans(..., n=)``; for
+cosine each process scales its own rows first) and the cell ids (``[U]`` ints) are gathered;
+the nearest-neighbour chains read their rows a run at a time (at most 512 units) and the
+difficulty a piece of :data:`_PIECE_BYTES` at a time, each run and piece made on one process
+(round robin) and the results gathered on every process. Every step is the single-process step
+on the same rows, so the split equals the single-process one (up to k-means on a mesh, whose
+centroid sums add in another order: see ``kernels.kmeans``). The difficulty's ridge fit still
+needs the ``[U, min(d, 256)]`` float32 (projected) unit vectors on every process. The
+projection is taken in fixed pieces of :data:`_PIECE_BYTES` on one process too (XLA's float32
+GEMM rounds a row differently for different row counts): identical to one product over all
+rows when they fit one piece. With groups or several vectors per sample the unit vectors are
+means over samples and every vector is read whole on each process (``Data.x``, with a
+warning).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +29,26 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax._allocation import assign_groups_to_sets
-from goldener_jax.pipeline.data import Data, key_data
+from goldener_jax.pipeline.data import Data, key_data, release_freed_memory
 
 __all__ = ["AutoSplitOptions", "deal", "representative_assignment"]
 
 # difficulty (best other label's ridge score minus its own, targets +-1) above which a unit is hard
 HARD_MARGIN = -1.0
+# Bytes of float32 unit vectors per piece: of the difficulty's projection (a product per piece
+# of this many rows, the last one padded: the same products on one process and on several, as
+# XLA's GEMM rounds a row differently for different row counts) and of the rows read per process
+_PIECE_BYTES = 32 << 20
+# Widths above this are projected before the ridge fit of the difficulty
+_RIDGE_WIDTH = 256
 
 
 @dataclasses.dataclass(frozen=True)
 class AutoSplitOptions:
     """``split(method="auto")``'s ``method_options``: k-means cells of about ``cell_size``
     units (None: ``max(4, ceil(N / smallest set))``), at most ``max_cells`` cells,
-    ``num_iters`` Lloyd iterations."""
+    ``num_iters`` Lloyd iterations (fewer cells for vectors wider than 8,192: at most
+    2^21 centroid values)."""
 
     cell_size: int | None = None
     # 256, not 4096: the nearest-neighbour chain inside a cell gives the fine resolution, and
@@ -33,15 +57,24 @@ class AutoSplitOptions:
     num_iters: int = 20
 
 
-def _unit_vectors(data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unit of each sample [S], vectors of the units [U, d] (mean of their vectors), samples per
-    unit [U])."""
+def _units(data) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """(unit of each sample [S], unit of each vector [Nv], samples per unit [U], whether vector
+    ``u`` is unit ``u``'s only vector for every unit)."""
     num_samples = data.sample_ids.shape[0]
     unit = np.arange(num_samples) if data.unit is None else np.asarray(data.unit)
     num_units = int(unit.max()) + 1
     vec_unit = unit[data.vec_sample]
     size = np.bincount(unit, minlength=num_units)
-    if data.x.shape[0] == num_units and np.array_equal(vec_unit, np.arange(num_units)):
+    one = data.num_vectors == num_units and np.array_equal(vec_unit, np.arange(num_units))
+    return unit, vec_unit, size, one
+
+
+def _unit_vectors(data) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(unit of each sample [S], vectors of the units [U, d] (mean of their vectors), samples per
+    unit [U])."""
+    unit, vec_unit, size, one = _units(data)
+    num_units = size.shape[0]
+    if one:
         return unit, np.asarray(data.x, np.float32), size
     order = np.argsort(vec_unit, kind="stable")
     starts = np.searchsorted(vec_unit[order], np.arange(num_units))
@@ -67,11 +100,62 @@ def _unit_strata(data, unit: np.ndarray, num_units: int) -> np.ndarray:
     return np.where(per_unit < lm.shape[1], order_to_col[np.minimum(per_unit, lm.shape[1] - 1)], -1)
 
 
+def _piece_rows(num_units: int, dim: int) -> int:
+    """Rows per piece of :data:`_PIECE_BYTES` float32 unit vectors (all of them when fewer)."""
+    return max(1, min(num_units, _PIECE_BYTES // (4 * max(1, dim))))
+
+
+def _projected(read, num_units: int, proj, spread) -> np.ndarray:
+    """``[U, 256]`` float32: the unit vectors (``read(a, b)``: float32 rows ``a:b``) times
+    ``proj``, one float32 product (exact passes) per piece of :func:`_piece_rows` rows, the last
+    piece padded with zero rows to the same shape: a row's product then never depends on where
+    the pieces are taken. ``spread(count, make, dtype, tail)``: the pieces ``make(j)``,
+    ``j < count``, each computed once (here, or on one process of several) and returned in
+    order."""
+    dim = proj.shape[0]
+    piece = _piece_rows(num_units, dim)
+    count = -(-num_units // piece)
+    hi = jax.lax.Precision.HIGHEST
+    p = jnp.asarray(proj, jnp.float32)
+
+    def make(j):
+        a, b = j * piece, min(num_units, (j + 1) * piece)
+        v = read(a, b)
+        if b - a < piece:
+            v = np.concatenate([v, np.zeros((piece - (b - a), dim), np.float32)])
+        return np.asarray(jnp.matmul(jnp.asarray(v), p, precision=hi))
+
+    return np.concatenate(spread(count, make, np.float32, (proj.shape[1],)))[:num_units]
+
+
+def _projection(rng: np.random.Generator, dim: int) -> np.ndarray:
+    """float32 ``[dim, 256]`` Gaussian directions over ``sqrt(256)``: drawn a few MB at a time,
+    the values (and what ``rng`` draws next) of one float64 draw cast to float32, without the
+    float64 ``[dim, 256]`` copy (268 MB at 131,072 dims)."""
+    out = np.empty((dim, _RIDGE_WIDTH), np.float32)
+    step = max(1, (8 << 20) // (8 * _RIDGE_WIDTH))
+    for a in range(0, dim, step):
+        b = min(dim, a + step)
+        out[a:b] = rng.standard_normal((b - a, _RIDGE_WIDTH)) / np.sqrt(float(_RIDGE_WIDTH))
+    return out
+
+
+def _spread_here(count, make, dtype=None, tail=()) -> list:
+    """``[make(j) for j < count]``: every piece made here (one process)."""
+    return [make(j) for j in range(count)]
+
+
 def _difficulty(ux: np.ndarray, strata: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Difficulty of each unit [U]: the best other stratum's score minus its own under a ridge
     one-vs-rest linear fit (targets +-1, L2 1.0, with intercept) of the stratum on the unit
     vectors; 0 for a unit without a stratum. Above 0: the linear fit gets it wrong. Vectors
     wider than 256 are first projected on 256 Gaussian directions (the fit stays O(U d^2))."""
+    return _difficulty_of(lambda a, b: ux[a:b], ux.shape[0], ux.shape[1], strata, rng, _spread_here)
+
+
+def _difficulty_of(read, num_units, dim, strata, rng, spread) -> np.ndarray:
+    """:func:`_difficulty` of the unit vectors ``read(a, b)`` (float32 rows ``a:b`` of
+    ``[num_units, dim]``), read in pieces; ``spread`` as in :func:`_projected`."""
     labelled = strata >= 0
     classes = np.unique(strata[labelled])
     out = np.zeros(strata.shape[0])
@@ -80,10 +164,21 @@ def _difficulty(ux: np.ndarray, strata: np.ndarray, rng: np.random.Generator) ->
     # the O(U d^2) products in XLA (float32, exact passes): NumPy's threaded float64 BLAS next
     # to JAX's threads was ~50x slower on a small machine
     hi = jax.lax.Precision.HIGHEST
-    v = jnp.asarray(ux, jnp.float32)
-    if v.shape[1] > 256:
-        proj = rng.standard_normal((v.shape[1], 256)) / np.sqrt(256.0)
-        v = jnp.matmul(v, jnp.asarray(proj, jnp.float32), precision=hi)
+    if dim > _RIDGE_WIDTH:
+        proj = _projection(rng, dim)
+        v = jnp.asarray(_projected(read, num_units, proj, spread))
+    elif spread is _spread_here:  # one process: the rows as they are, no copy
+        v = jnp.asarray(read(0, num_units), jnp.float32)
+    else:
+        piece = _piece_rows(num_units, dim)
+        count = -(-num_units // piece)
+        parts = spread(
+            count,
+            lambda j: np.asarray(read(j * piece, min(num_units, (j + 1) * piece)), np.float32),
+            np.float32,
+            (dim,),
+        )
+        v = jnp.asarray(parts[0] if count == 1 else np.concatenate(parts), jnp.float32)
     v = jnp.concatenate([v - v.mean(0), jnp.ones((v.shape[0], 1), jnp.float32)], axis=1)
     col = np.searchsorted(classes, strata)
     targets = np.full((v.shape[0], classes.size), -1.0, np.float32)
@@ -161,32 +256,55 @@ def deal(order: np.ndarray, size: np.ndarray, counts: list[int]) -> np.ndarray:
     return assign_groups_to_sets(size, counts_arr, order=prefs).set_of_group.astype(np.int64)
 
 
+def _chain_pieces(order: np.ndarray, run_id: np.ndarray, max_run: int = 512) -> list:
+    """``[a, b)`` positions along ``order`` of the pieces that :func:`_chain_runs` chains: each
+    run of equal ``run_id`` cut into pieces of at most ``max_run`` units, those of 3 or more."""
+    rid = run_id[order]
+    bounds = np.flatnonzero(np.diff(rid)) + 1
+    out = []
+    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, order.size], strict=True):
+        for a in range(int(start), int(stop), max_run):
+            b = min(int(stop), a + max_run)
+            if b - a >= 3:
+                out.append((a, b))
+    return out
+
+
+# Columns of a run's rows widened to float64 at a time by the chain's distances (a float64 copy
+# of 512 rows of 131,072 values was 537 MB).
+_CHAIN_COLUMNS = 8192
+
+
+def _chain(v: np.ndarray) -> np.ndarray:
+    """Nearest-neighbour chain through the rows ``v`` from row 0: positions in chain order.
+    Distances in float64, ``_CHAIN_COLUMNS`` columns at a time (one piece up to that width)."""
+    n, d = v.shape
+    sq, gram = np.zeros(n), np.zeros((n, n))
+    for a in range(0, d, _CHAIN_COLUMNS):
+        part = v[:, a : a + _CHAIN_COLUMNS].astype(np.float64)
+        sq += np.sum(part * part, axis=1)
+        gram += part @ part.T
+    dist = sq[:, None] + sq[None, :] - 2.0 * gram
+    chain = [0]
+    used = np.zeros(v.shape[0], bool)
+    used[0] = True
+    for _ in range(v.shape[0] - 1):
+        row = np.where(used, np.inf, dist[chain[-1]])
+        nxt = int(np.argmin(row))
+        chain.append(nxt)
+        used[nxt] = True
+    return np.asarray(chain)
+
+
 def _chain_runs(order: np.ndarray, ux: np.ndarray, run_id: np.ndarray, max_run: int = 512):
     """Reorders each run of equal ``run_id`` along ``order`` as a nearest-neighbour chain (from
     its first unit, each next unit the nearest one not yet in the chain; pieces of at most
     ``max_run`` units), so that units dealt side by side (e.g. one to validation, one to test)
     are near twins."""
-    rid = run_id[order]
-    bounds = np.flatnonzero(np.diff(rid)) + 1
     out = order.copy()
-    for start, stop in zip(np.r_[0, bounds], np.r_[bounds, order.size], strict=True):
-        for a in range(int(start), int(stop), max_run):
-            b = min(int(stop), a + max_run)
-            if b - a < 3:
-                continue
-            idx = order[a:b]
-            v = ux[idx].astype(np.float64)
-            sq = np.sum(v * v, axis=1)
-            dist = sq[:, None] + sq[None, :] - 2.0 * v @ v.T
-            chain = [0]
-            used = np.zeros(b - a, bool)
-            used[0] = True
-            for _ in range(b - a - 1):
-                row = np.where(used, np.inf, dist[chain[-1]])
-                nxt = int(np.argmin(row))
-                chain.append(nxt)
-                used[nxt] = True
-            out[a:b] = idx[np.asarray(chain)]
+    for a, b in _chain_pieces(order, run_id, max_run):
+        idx = order[a:b]
+        out[a:b] = idx[_chain(ux[idx])]
     return out
 
 
@@ -382,22 +500,21 @@ def representative_assignment(
 
 def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndarray, dict]:
     bar.set_postfix_str("unit vectors")
+    per_process = data.source is not None and data.x_host is None
+    if per_process and _units(data)[3]:
+        # rows read per process, one vector per unit: no process reads every vector at once
+        return _per_process(data, counts, key, options, metric, mesh, bar)
+    # groups / several vectors per sample (or the vectors on the host): unit means of every
+    # vector, read whole on each process when only `source` has them (Data.x warns)
     unit, ux, size = _unit_vectors(data)
     num_units = ux.shape[0]
     strata = _unit_strata(data, unit, num_units)
-    total = int(sum(counts))
-    default_cell = max(4, int(np.ceil(total / max(1, min(counts)))))
-    cell_size = default_cell if options.cell_size is None else options.cell_size
-    max_cells, num_iters = options.max_cells, options.num_iters
-    for name, v in (("cell_size", cell_size), ("max_cells", max_cells), ("num_iters", num_iters)):
-        if v < 1:
-            raise ValueError(f"method_options {name} must be an int >= 1, got {v!r}")
+    cell_size, max_cells, num_iters = _cell_options(counts, options)
     if metric == "cosine":
-        norm = np.linalg.norm(ux, axis=1, keepdims=True)
-        ux = ux / np.where(norm > 0, norm, 1.0)
+        ux = _unit_rows(ux)
     rng = np.random.default_rng(np.ravel(key_data(key)).tolist())
     tiebreak = rng.permutation(num_units)
-    k = int(min(max_cells, max(1, round(num_units / cell_size))))
+    k = _num_cells(num_units, cell_size, max_cells, ux.shape[1])
     bar.update(1)
     bar.set_postfix_str(f"k-means ({k} cells)")
     if k > 1:
@@ -416,6 +533,159 @@ def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.n
     # (+1) towards another's (-1), the units a classifier may get wrong, which validation and
     # test must share alike
     difficulty = _difficulty(ux, strata, rng)
+    return _finish(
+        unit, size, counts, order, cell, strata, difficulty, rng, cell_size, num_iters, bar
+    )
+
+
+def _cell_options(counts, options) -> tuple[int, int, int]:
+    """(cell_size, max_cells, num_iters), checked."""
+    total = int(sum(counts))
+    default_cell = max(4, int(np.ceil(total / max(1, min(counts)))))
+    cell_size = default_cell if options.cell_size is None else options.cell_size
+    max_cells, num_iters = options.max_cells, options.num_iters
+    for name, v in (("cell_size", cell_size), ("max_cells", max_cells), ("num_iters", num_iters)):
+        if v < 1:
+            raise ValueError(f"method_options {name} must be an int >= 1, got {v!r}")
+    return cell_size, max_cells, num_iters
+
+
+# Most centroid values (cells x width): k-means keeps several copies of its [k, d] centroids on
+# every device (about ten [k, d] arrays over a 4-device mesh, measured), so very wide vectors get
+# fewer cells: 256 cells up to 8,192 dims, 16 at 131,072, where 256 cells' centroids held more
+# memory per process than its rows (2,100 x 131,072 on 2 processes). The nearest-neighbour
+# chains inside each cell still order its units finely.
+_MAX_CENTROID_VALUES = 1 << 21
+
+
+def _num_cells(num_units: int, cell_size: int, max_cells: int, dim: int) -> int:
+    """k-means cells: about ``num_units / cell_size``, at most ``max_cells`` and
+    ``_MAX_CENTROID_VALUES / dim``."""
+    cap = min(max_cells, max(1, _MAX_CENTROID_VALUES // max(1, dim)))
+    return int(min(cap, max(1, round(num_units / cell_size))))
+
+
+def _unit_rows(v: np.ndarray) -> np.ndarray:
+    """Rows of ``v`` scaled to unit length (zero rows kept): row by row, so the same whether
+    taken on all rows or on any piece of them."""
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    return v / np.where(norm > 0, norm, 1.0)
+
+
+def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndarray, dict]:
+    """:func:`_representative` for one vector per unit read per process (``data.source``): the
+    same steps on the same rows, none of them reading every vector on a process."""
+    from jax.experimental import multihost_utils
+
+    source = data.source
+    unit, _, size, _ = _units(data)
+    num_units = size.shape[0]
+    dim = source.dim
+    strata = _unit_strata(data, unit, num_units)
+    cell_size, max_cells, num_iters = _cell_options(counts, options)
+    cosine = metric == "cosine"
+
+    def rows(vecs) -> np.ndarray:
+        """float32 unit vectors of units ``vecs`` (= their vectors), as the host path has them."""
+        v = np.asarray(source.host_rows(np.asarray(vecs, np.int64)), np.float32)
+        return _unit_rows(v) if cosine else v
+
+    rng = np.random.default_rng(np.ravel(key_data(key)).tolist())
+    tiebreak = rng.permutation(num_units)
+    k = _num_cells(num_units, cell_size, max_cells, dim)
+    bar.update(1)
+    bar.set_postfix_str(f"k-means ({k} cells)")
+    if k > 1:
+        xs, n = _sharded_units(data, rows, num_units, dim, cosine, mesh)
+        _, cell = gk.kmeans(
+            xs, k, jax.random.fold_in(key, 0x5E7), num_iters=int(num_iters), mesh=mesh, n=n
+        )
+        cell = np.asarray(multihost_utils.process_allgather(cell, tiled=True))[:num_units]
+        xs.delete()  # this process's rows: freed before the chains and the difficulty read more
+        del xs
+        release_freed_memory()
+    else:
+        cell = np.zeros(num_units, np.int64)
+    bar.update(1)
+    bar.set_postfix_str("order")
+    order = np.lexsort((tiebreak, cell, strata))
+    run_id = strata * (int(cell.max()) + 1) + cell
+    pieces = _chain_pieces(order, run_id)
+
+    def chained(j):
+        a, b = pieces[j]
+        idx = order[a:b]
+        return idx[_chain(rows(idx))].astype(np.int32)
+
+    links = _spread_processes(len(pieces), chained, np.int32)
+    order = order.copy()
+    for (a, b), idx in zip(pieces, links, strict=True):
+        order[a:b] = idx
+    difficulty = _difficulty_of(
+        lambda a, b: rows(np.arange(a, b)), num_units, dim, strata, rng, _spread_processes
+    )
+    release_freed_memory()
+    return _finish(
+        unit, size, counts, order, cell, strata, difficulty, rng, cell_size, num_iters, bar
+    )
+
+
+def _sharded_units(data, rows, num_units, dim, cosine, mesh) -> tuple[jax.Array, int]:
+    """``(x, n)``: the float32 unit vectors row-sharded and padded over ``mesh``
+    (``kernels.shard_rows``' layout), each process reading only its own devices' rows."""
+    if not cosine:
+        xs, n = data.task_rows(np.arange(num_units))
+        if xs.dtype != jnp.float32:  # as the host path gives them: widened (exact) or rounded
+            xs = jax.jit(lambda a: a.astype(jnp.float32), out_shardings=xs.sharding)(xs)
+        return xs, n
+    # cosine: each row scaled on the host, as the host path does (XLA's row sums would round
+    # differently from NumPy's)
+    axis, _ = gk.sharding.mesh_axis(mesh)
+    padded = gk.sharding.padded_rows(num_units, mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    piece = _piece_rows(num_units, dim)
+
+    def local(index):
+        start, stop, _ = index[0].indices(padded)
+        out = np.zeros((stop - start, dim), np.float32)
+        for a in range(start, min(stop, num_units), piece):
+            b = min(a + piece, stop, num_units)
+            out[a - start : b - start] = rows(np.arange(a, b))
+        return out
+
+    xs = jax.make_array_from_callback((padded, dim), sharding, local, dtype=jnp.float32)
+    return xs, num_units
+
+
+def _spread_processes(count: int, make, dtype, tail=()) -> list:
+    """``[make(j) for j < count]`` (arrays of ``dtype``, shape ``[m_j, *tail]``), each made on
+    one process (``j % processes``) and gathered on every process, in order."""
+    from jax.experimental import multihost_utils
+
+    procs, me = jax.process_count(), jax.process_index()
+    if procs == 1 or count == 0:
+        return _spread_here(count, make, dtype, tail)
+    per = -(-count // procs)
+    mine = [np.asarray(make(j), dtype).reshape(-1) for j in range(me, count, procs)]
+    sizes = np.zeros(per, np.int32)
+    sizes[: len(mine)] = [m.size for m in mine]
+    sizes = np.asarray(multihost_utils.process_allgather(sizes)).reshape(procs, per)
+    sizes = sizes.astype(np.int64)  # a process's total may pass 2**31 values
+    flat = np.zeros(int(sizes.sum(axis=1).max()), dtype)
+    if mine:
+        flat[: int(sizes[me].sum())] = np.concatenate(mine)
+    del mine
+    every = np.asarray(multihost_utils.process_allgather(flat)).reshape(procs, -1)
+    out: list = [None] * count
+    for p in range(procs):
+        ends = np.cumsum(sizes[p])
+        for i, j in enumerate(range(p, count, procs)):
+            out[j] = every[p, ends[i] - sizes[p, i] : ends[i]].reshape(-1, *tail)
+    return out
+
+
+def _finish(unit, size, counts, order, cell, strata, difficulty, rng, cell_size, num_iters, bar):
+    """The deal along ``order`` (hard units paired) and the construction's description."""
     hard = difficulty > HARD_MARGIN
     graded = bool(hard.any())
     bar.update(1)
