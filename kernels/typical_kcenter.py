@@ -90,10 +90,17 @@ def typicality_weights(
         block_size=block_size,
         mesh=mesh,
     )
+    return _relative(typ, jnp.float32(power))
+
+
+@jax.jit
+def _relative(typ, power):
+    # One program (not six eager ones per shape: on a mesh spanning processes each task shape
+    # would keep them all compiled, ~2 MB each on XLA:CPU).
     finite = jnp.isfinite(typ)
     top = jnp.max(jnp.where(finite, typ, 0.0))
     rel = jnp.where(finite, typ / jnp.where(top > 0, top, 1.0), 1.0)
-    return (rel ** jnp.float32(power)).astype(jnp.float32)
+    return (rel**power).astype(jnp.float32)
 
 
 def _init_body(x, weight, anchors, *, n, k, axis):

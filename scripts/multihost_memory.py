@@ -2,28 +2,28 @@
 
 Builds a store of at least 1 GB (written with the store API, ``FeatureStore.create`` +
 ``write_batch``: clustered float32 vectors, one per sample, with labels), then runs
-``select(method="auto")`` -> ``split`` -> ``label_issues`` in 2 JAX processes on 127.0.0.1 (gloo),
-2 CPU devices each, with ``mesh`` over the 4 devices. Each process measures its resident-memory
-high-water mark (``VmHWM``, Linux) per step, above its baseline (the JAX runtime initialised and
-the collectives warmed up, before any data), and the script prints it as a fraction of the
-store's vector bytes.
+``select(method="auto")`` -> ``split`` (``method="auto"``, 70/15/15) -> ``label_issues`` in 2 JAX
+processes on 127.0.0.1 (gloo), 2 CPU devices each, with ``mesh`` over the 4 devices. Each process
+measures its resident-memory high-water mark (``VmHWM``, Linux) per step, above its baseline
+(the JAX runtime initialised and the collectives warmed up, before any data), and the script
+prints it as a fraction of the store's vector bytes.
 
     python scripts/multihost_memory.py [--rows 2100] [--dim 131072] [--workdir DIR]
 
 The default shape (2,100 rows of 131,072 floats, 1.1 GB) is chosen for the cost of
 ``label_issues``: its exact kNN is O(N^2 d), about 1.2e12 multiply-adds at this shape, where the
-1.1M x 256 shape of the same size would be 3e14 (hours on 2 CPU cores). The memory bound does not
-depend on the shape: a process holds ``N / 2`` rows (its 2 of the 4 devices) plus small pieces.
+1.1M x 256 shape of the same size would be 3e14 (hours on 2 CPU cores). Wide rows are the hard
+case for memory: every "small" temporary of a few rows or of one centroid per cell is large next
+to the store.
 
 The vectors are integers in [-3, 3] (clustered), so every distance is exact in float32 and
 one process must agree with the mesh bit for bit. With ``--check`` the same steps also run in
 one process without a mesh (the whole store read) and the results are compared.
-``--clear-caches`` drops JAX's compiled programs between steps (``jax.clear_caches``, what a
-user short of memory does between pipeline steps): one set of about a dozen programs per task
-shape (about 2 MB each on XLA:CPU) stays in JAX's caches otherwise. The library hands freed
-heap back at the end of each task (``malloc_trim``); run with ``MALLOC_MMAP_THRESHOLD_=1048576``
-so that glibc also maps every buffer of 1 MB or more on its own and returns it when freed
-(without it freed buffers stay in the heaps of the threads that freed them during a step).
+
+The library bounds what stays resident in a multi-process step (``pipeline/data.py``:
+``bound_heap`` maps buffers of 1 MB or more on their own, ``release_freed_memory`` drops the
+programs compiled for a finished task and hands freed heap back); ``--keep-memory`` turns that
+off (``GOLDENER_JAX_KEEP_MEMORY=1``) to show what it saves.
 """
 
 from __future__ import annotations
@@ -162,16 +162,6 @@ def worker(args) -> None:
             "builds": len(reads),
         }
         reads.clear()
-        if args.clear_caches:
-            # Drops the compiled programs (and returns freed heap to the system) between steps:
-            # shows how much of a step's peak is compiled code rather than data.
-            import ctypes
-            import gc
-
-            jax.clear_caches()
-            gc.collect()
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-            steps[name]["rss_after_clear_above_baseline"] = _status("VmRSS") - baseline
         return out
 
     key = jax.random.key(0)
@@ -185,10 +175,7 @@ def worker(args) -> None:
         "split",
         lambda: gj.split(
             store,
-            # k-center fills the first set: 10 % keeps its k steps (each a pass over a
-            # label's rows) affordable on 2 CPU cores.
-            {"train": 0.1, "test": 0.9},
-            method="kcenter",  # sets filled in order by select's engine
+            {"train": 0.7, "val": 0.15, "test": 0.15},  # method="auto", the default
             key=key,
             mesh=mesh,
             manifest_path=False,
@@ -222,8 +209,11 @@ def _free_port() -> int:
 def _spawn(args, proc: int, nproc: int, port: int) -> subprocess.Popen:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--store", args.store]
     cmd += ["--proc", str(proc), "--nproc", str(nproc), "--port", str(port)]
-    cmd += ["--select", str(args.select)] + (["--clear-caches"] if args.clear_caches else [])
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    cmd += ["--select", str(args.select)]
+    env = dict(os.environ)
+    if args.keep_memory:
+        env["GOLDENER_JAX_KEEP_MEMORY"] = "1"
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
 
 
 def _collect(p: subprocess.Popen) -> dict:
@@ -243,9 +233,9 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/goldener_multihost_memory")
     ap.add_argument("--check", action="store_true", help="also run one process, no mesh")
     ap.add_argument(
-        "--clear-caches",
+        "--keep-memory",
         action="store_true",
-        help="drop compiled programs between steps (jax.clear_caches + malloc_trim)",
+        help="GOLDENER_JAX_KEEP_MEMORY=1: keep compiled programs and glibc's default allocator",
     )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)

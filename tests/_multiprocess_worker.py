@@ -20,7 +20,7 @@ import sys
 PROC, NPROC, PORT, WORKDIR = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 MODE = sys.argv[5] if len(sys.argv) > 5 else None
 PIPELINE = MODE == "pipeline"
-KILL_AT = int(MODE) if MODE is not None and not PIPELINE else None
+KILL_AT = int(MODE) if MODE is not None and MODE.isdigit() else None
 if NPROC:
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
@@ -230,4 +230,148 @@ def pipeline_main():
     )
 
 
-pipeline_main() if PIPELINE else main()
+def probcover_main():
+    """``select(method="auto")`` with 45 picks (ProbCover) with ``mesh`` when NPROC > 0: the
+    selector takes ``n=``, so each process reads only its own devices' rows of each task."""
+    import warnings
+
+    from goldener_jax.pipeline.data import StoreRows
+
+    builds, host_reads = [], []
+    sharded, host_rows = StoreRows.sharded, StoreRows.host_rows
+
+    def counted_sharded(self, vecs):
+        before = self.rows_read
+        out = sharded(self, vecs)
+        builds.append([int(len(vecs)), int(self.rows_read - before)])
+        return out
+
+    def counted_host_rows(self, vecs):
+        host_reads.append(int(len(vecs)))
+        return host_rows(self, vecs)
+
+    StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    _, _, extractor = build()
+    rng = np.random.RandomState(2)
+    x = rng.rand(130, 8, 8, 3).astype(np.float32)
+    source = ArraySource(x, labels=rng.randint(0, 3, 130), name="probcover-test")
+    path = os.path.join(WORKDIR, "pcstore")
+    store = describe(source, extractor, path, batch_size=BATCH_SIZE, progress=False)
+    mesh = None
+    if NPROC:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("worker:described")
+        mesh = gk.make_mesh()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sel = gj.select(store, 45, key=jax.random.key(3), mesh=mesh, progress=False)
+    out = {"proc": PROC, "devices": jax.device_count(), "local_devices": jax.local_device_count()}
+    out.update(select=[int(i) for i in sel.indices], select_method=sel.config["method"])
+    out.update(builds=builds, host_reads=host_reads)
+    out["whole_reads"] = [str(w.message) for w in caught if "every vector" in str(w.message)]
+    print(json.dumps(out))
+
+
+def _labelled_store(path, n, dim, seed):
+    """A store of ``n`` vectors of width ``dim``, three labelled blobs that overlap: small
+    vectors, which the ridge (L2 1.0) fits loosely, so some units are hard."""
+    from goldener_jax.store import FeatureStore
+
+    batch = 100
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, n)
+    centers = rng.standard_normal((3, dim))
+    x = (0.05 * (0.3 * centers[labels] + rng.standard_normal((n, dim)))).astype(np.float32)
+    manifest = FeatureStore.build_manifest(
+        extractor_fingerprint="auto-split-test",
+        extractor_config={},
+        source={"n": n, "seed": seed},
+        num_samples=n,
+        rows_per_sample=1,
+        dim=dim,
+        dtype="float32",
+        batch_size=batch,
+        labels=((), "int64"),
+    )
+    store = FeatureStore.create(path, manifest)
+    for b in range(-(-n // batch)):
+        rows = slice(b * batch, min(n, (b + 1) * batch))
+        store.write_batch(b, x[rows], np.ones(x[rows].shape[0], bool), labels=labels[rows])
+
+
+def auto_split_main():
+    """``split(method="auto")`` with ``mesh`` when NPROC > 0, no process reading a whole store:
+    euclidean on 260 vectors of width 300 (projected for the difficulty), cosine on 150 of
+    width 24. The difficulty's pieces have 64 rows (in the reference too: the pieces decide
+    the float32 products). Then a chunked k-means with ``n=`` on the narrow store's rows."""
+    import warnings
+
+    from goldener_jax.pipeline import representative
+    from goldener_jax.pipeline.data import StoreRows
+    from goldener_jax.store import FeatureStore
+
+    builds, host_reads = [], []
+    sharded, host_rows = StoreRows.sharded, StoreRows.host_rows
+
+    def counted_sharded(self, vecs):
+        before = self.rows_read
+        out = sharded(self, vecs)
+        builds.append([int(len(vecs)), int(self.rows_read - before)])
+        return out
+
+    def counted_host_rows(self, vecs):
+        host_reads.append(int(len(vecs)))
+        return host_rows(self, vecs)
+
+    StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    cases = {"euclidean": (260, 300, 5), "cosine": (150, 24, 6)}  # metric: (n, dim, seed)
+    if PROC == 0:  # one writer
+        for metric, (n, dim, seed) in cases.items():
+            _labelled_store(os.path.join(WORKDIR, metric), n, dim, seed)
+    mesh = None
+    if NPROC:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("worker:written")
+        mesh = gk.make_mesh()
+    sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+    out = {"proc": PROC, "devices": jax.device_count(), "local_devices": jax.local_device_count()}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for metric, (n, dim, seed) in cases.items():
+            store = FeatureStore.open(os.path.join(WORKDIR, metric))
+            representative._PIECE_BYTES = 64 * dim * 4
+            del host_reads[:], builds[:]
+            parts = gj.split(
+                store, sets, key=jax.random.key(seed), metric=metric, mesh=mesh,
+                manifest_path=False, progress=False,
+            )  # fmt: skip
+            out[metric] = {k: [int(i) for i in v] for k, v in parts.items()}
+            out[metric + "_construction"] = parts.manifest["construction"]
+            out[metric + "_reads"] = {"n": n, "builds": list(builds), "host": list(host_reads)}
+    out["whole_reads"] = [str(w.message) for w in caught if "every vector" in str(w.message)]
+    # k-means seeded, one Lloyd iteration, then the rest, on rows read per process (n=; 150
+    # rows: 2 padding rows on 4 devices, so the state's assignment is padded back by a program)
+    store = FeatureStore.open(os.path.join(WORKDIR, "cosine"))
+    key, n = jax.random.key(7), store.num_rows
+    if NPROC:
+        from jax.experimental import multihost_utils
+
+        xs = gk.shard_rows(store.vectors, mesh)
+        state = gk.kmeans_init(xs, 6, key, mesh=mesh, n=n)
+        state = gk.kmeans_run(state, xs, num_iters=10, max_steps=1, mesh=mesh, n=n)
+        state = gk.kmeans_run(state, xs, num_iters=10, mesh=mesh, n=n)
+        assignment = multihost_utils.process_allgather(state.assignment, tiled=True)
+    else:
+        x = store.vectors.read().result()
+        state = gk.kmeans_run(gk.kmeans_init(x, 6, key), x, num_iters=10)
+        assignment = state.assignment
+    out["kmeans"] = np.asarray(assignment).tolist()
+    out["kmeans_iterations"] = int(np.asarray(state.iteration))
+    print(json.dumps(out))
+
+
+{"probcover": probcover_main, "auto_split": auto_split_main}.get(
+    MODE, pipeline_main if PIPELINE else main
+)()

@@ -128,3 +128,66 @@ def test_pipeline_reads_own_rows_and_equals_single_process(tmp_path):
         own = -(-m0 // 4) * 2
         assert read0 <= own and read1 <= own, (m0, read0, read1)
         assert read0 + read1 == m0
+
+
+def test_select_auto_probcover_reads_own_rows_and_equals_single_process(tmp_path):
+    """45 picks: ``method="auto"`` runs ProbCover, whose selector takes ``n=``: each process
+    reads only its own devices' rows of every task (nothing whole), with the single-process
+    picks."""
+    (tmp_path / "single").mkdir()
+    single = _start(0, 0, 0, tmp_path / "single", "probcover")
+    results = _run_pair(tmp_path, "probcover", timeout=3 * TIMEOUT_S)
+    reference = _result(single, 3 * TIMEOUT_S)
+    assert reference["select_method"] == "probcover" and len(reference["select"]) == 45
+    assert reference["builds"] == []  # no mesh: the vectors are read whole, as before
+    for r in results:
+        assert r["devices"] == 4 and r["local_devices"] == 2
+        assert r["select"] == reference["select"] and r["select_method"] == "probcover"
+        assert r["host_reads"] == [] and r["whole_reads"] == []
+    builds = [r["builds"] for r in results]
+    assert len(builds[0]) == len(builds[1]) > 0
+    # Some task is padded (its rows not a multiple of the 4 devices): the n= path ran.
+    assert any(m % 4 for m, _ in builds[0])
+    for (m0, read0), (m1, read1) in zip(*builds, strict=True):
+        own = -(-m0 // 4) * 2
+        assert m0 == m1 and read0 <= own and read1 <= own and read0 + read1 == m0
+
+
+def test_split_auto_reads_no_whole_store_and_equals_single_process(tmp_path):
+    """``split(method="auto")`` with ``mesh`` (euclidean on a wide store, cosine on a narrow
+    one): the k-means on the rows each process reads for its own devices, the chains and the
+    difficulty's pieces read a run / a piece at a time, each on one process; the sets equal
+    the single-process ones. A chunked k-means with ``n=`` on rows read per process too."""
+    (tmp_path / "single").mkdir()
+    single = _start(0, 0, 0, tmp_path / "single", "auto_split")
+    results = _run_pair(tmp_path, "auto_split", timeout=3 * TIMEOUT_S)
+    reference = _result(single, 3 * TIMEOUT_S)
+    for metric in ("euclidean", "cosine"):
+        reads = reference[metric + "_reads"]
+        assert reads["builds"] == [] and reads["host"] == []  # read whole, as before
+        assert reference[metric + "_construction"]["hard_units"] > 0  # the twins path ran
+    for r in results:
+        assert r["devices"] == 4 and r["local_devices"] == 2
+        assert r["whole_reads"] == []  # Data.x (every vector on the host) never used
+        for metric in ("euclidean", "cosine"):
+            assert r[metric] == reference[metric], metric
+            assert r[metric + "_construction"] == reference[metric + "_construction"], metric
+            # runs of the chains (<= 512 units), 64-row pieces of the difficulty and of the
+            # own devices' rows (cosine): never the store
+            host, n = r[metric + "_reads"]["host"], r[metric + "_reads"]["n"]
+            assert host and max(host) <= 64 < n
+        # the k-means rows: euclidean's one array over every unit (cosine scales them first)
+        assert [m for m, _ in r["euclidean_reads"]["builds"]] == [260]
+        assert r["cosine_reads"]["builds"] == []
+        assert r["kmeans"] == reference["kmeans"]
+        assert r["kmeans_iterations"] == reference["kmeans_iterations"]
+    # each run / piece read on one process: together every row once per pass at most (the
+    # chains, the difficulty, cosine's own rows), at least once for the difficulty
+    for metric, passes in (("euclidean", 2), ("cosine", 3)):
+        n = reference[metric + "_reads"]["n"]
+        reads = [sum(r[metric + "_reads"]["host"]) for r in results]
+        assert (passes - 1) * n <= sum(reads) <= passes * n, (metric, reads)
+    builds = [r["euclidean_reads"]["builds"] for r in results]
+    for (m0, read0), (m1, read1) in zip(*builds, strict=True):
+        own = -(-m0 // 4) * 2
+        assert m0 == m1 and read0 <= own and read1 <= own and read0 + read1 == m0

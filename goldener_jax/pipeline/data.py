@@ -28,6 +28,7 @@ __all__ = [
     "StoreRows",
     "anchor_samples",
     "apply_reduce",
+    "bound_heap",
     "check_common",
     "full_hash",
     "key_data",
@@ -39,28 +40,68 @@ __all__ = [
 ]
 
 
+# Set to "1" to leave the C allocator and JAX's compiled programs as they are in multi-process
+# runs (see ``release_freed_memory`` and ``bound_heap``).
+KEEP_MEMORY_ENV = "GOLDENER_JAX_KEEP_MEMORY"
+_M_MMAP_THRESHOLD = -3  # glibc mallopt parameter (malloc.h)
+_MMAP_THRESHOLD_BYTES = 1 << 20
+
+
+def _releasing() -> bool:
+    return os.environ.get(KEEP_MEMORY_ENV, "") != "1"
+
+
 @functools.lru_cache(maxsize=1)
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or ``None`` (another OS or C library: nothing to call)."""
+def _libc():
+    """glibc, or ``None`` (another OS or C library: nothing to call)."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim, libc.mallopt  # noqa: B018 (both exist: glibc)
     except (OSError, AttributeError):  # no glibc (e.g. musl)
         return None
+    return libc
+
+
+@functools.lru_cache(maxsize=1)
+def bound_heap() -> bool:
+    """Makes glibc map every buffer of 1 MB or more on its own (``mallopt(M_MMAP_THRESHOLD)``,
+    once per process; what ``MALLOC_MMAP_THRESHOLD_=1048576`` does), so that a freed buffer
+    goes back to the OS at once. Called when a multi-process step starts reading rows per
+    process: rows arrive in pieces of a few MB, decoded by TensorStore's threads, and with
+    glibc's default (a threshold that rises to 32 MB after the first large free) the freed
+    pieces stay in those threads' heaps, where a step's peak reached 0.7-0.9x the store per
+    process instead of 0.5x (``scripts/multihost_memory.py``). Nothing on other systems, or with
+    ``GOLDENER_JAX_KEEP_MEMORY=1``. Returns whether the setting was made."""
+    libc = _libc()
+    if libc is None or not _releasing():
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES))
 
 
 def release_freed_memory() -> None:
-    """Hands the C heap's free pages back to the OS (glibc ``malloc_trim(0)``; nothing elsewhere).
+    """Hands memory a finished multi-process task no longer needs back to the OS.
 
-    The rows of a task read per process live in buffers of a few MB per device (and XLA's
-    temporaries in smaller ones): glibc keeps such freed blocks in its heap, so the rows of
-    finished tasks and the transient memory of compiles would stay resident and pile up over a
-    pipeline. Called where a multi-process step frees a task's rows; it changes no result."""
-    gc.collect()  # the rows' arrays sit in reference cycles: freed by a collection
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+    * The rows of a task read per process live in buffers of a few MB per device (and XLA's
+      temporaries in smaller ones): glibc keeps freed blocks in its heap, so the rows of
+      finished tasks would stay resident and pile up: a garbage collection (the arrays sit in
+      reference cycles) and ``malloc_trim(0)`` return them.
+    * Every task shape compiles its own programs (``n`` and ``k`` are static), and on XLA:CPU a
+      compiled program with JAX's caches of it holds about 1-3 MB of host memory: a stratified
+      selection compiles hundreds, which stayed resident (0.2-0.4x the store per process on a
+      1.1 GB store). So ``jax.clear_caches()`` runs too: programs of the process's other code
+      compile again on their next call. ``GOLDENER_JAX_KEEP_MEMORY=1`` keeps them (and the
+      allocator, ``bound_heap``) as they are.
+
+    Called only where a multi-process step (a mesh spanning processes, rows read per process)
+    frees a task's rows; it changes no result."""
+    if _releasing():
+        jax.clear_caches()
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def spans_processes(mesh) -> bool:
@@ -105,6 +146,7 @@ class StoreRows:
     """
 
     def __init__(self, store, store_rows: np.ndarray, mesh):
+        bound_heap()  # freed pieces of rows go back to the OS at once (see there)
         self.store = store
         self.vectors = store.vectors
         self.store_rows = np.asarray(store_rows, np.int64)  # [Nv] store row of each vector
@@ -125,12 +167,10 @@ class StoreRows:
         self.rows_read += int(rows.size)
         if rows.size == 0:
             return np.zeros((0, self.dim), self.dtype)
-        if rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
-            part = self.vectors[int(rows[0]) : int(rows[-1]) + 1]
-        else:
-            part = self.vectors[rows]
         try:
-            return np.asarray(part.read().result())
+            if rows[-1] - rows[0] + 1 == rows.size and np.all(np.diff(rows) == 1):
+                return np.asarray(self.vectors[int(rows[0]) : int(rows[-1]) + 1].read().result())
+            return self._scattered(rows)
         except ValueError as e:  # a damaged chunk (checksum, truncated)
             from goldener_jax.store import StoreCorruptError
 
@@ -138,6 +178,22 @@ class StoreRows:
                 f"store {str(self.store.path)!r}: vectors could not be read ({e}); "
                 "FeatureStore.verify() names the damaged batches"
             ) from e
+
+    def _scattered(self, rows: np.ndarray) -> np.ndarray:
+        """Store rows ``rows`` (any order) a few chunks at a time: TensorStore decodes every
+        chunk an index array touches at once (200 rows from 200 chunks of 16 x 131,072 floats
+        peaked at 689 MB for a 105 MB result), so the sorted rows go in groups spanning at most
+        ``_PIECE_BYTES`` of chunks (at least one chunk)."""
+        chunk = max(1, int(self.vectors.chunk_layout.read_chunk.shape[0] or 1))
+        per = max(1, _PIECE_BYTES // max(1, chunk * self.dim * self.dtype.itemsize))
+        order = np.argsort(rows, kind="stable")
+        srt = rows[order]
+        first = np.flatnonzero(np.r_[True, np.diff(srt // chunk) > 0])  # each chunk's first row
+        ends = np.r_[first[per::per], srt.size]
+        out = np.empty((rows.size, self.dim), self.dtype)
+        for a, b in zip(first[::per], ends, strict=True):
+            out[order[a:b]] = np.asarray(self.vectors[srt[a:b]].read().result())
+        return out
 
     def host_rows(self, vecs: np.ndarray) -> np.ndarray:
         """Rows ``vecs`` read whole on this process (for kernels without ``n=``)."""
@@ -224,7 +280,8 @@ class Data:
     With a store and a mesh spanning several processes, ``source`` reads each task's rows per
     process (:class:`StoreRows`) and no process holds all the vectors: ``x`` then reads them all
     on first use (with a warning), for the paths that still need every row on the host
-    (``reduce``, ``split(method="auto")``, the leakage check)."""
+    (``reduce``, ``split(method="auto")`` with groups or several vectors per sample, the
+    leakage check)."""
 
     x_host: np.ndarray | None  # [Nv, d] on the host (None: read per task from `source`)
     vec_sample: np.ndarray  # [Nv] compact sample id of each vector
@@ -248,7 +305,7 @@ class Data:
 
             warnings.warn(
                 "this step needs every vector on the host: each process reads the whole store "
-                "(only select / split with a selection method and label_issues read per process)",
+                "(select, split without groups and label_issues read per process)",
                 stacklevel=2,
             )
             self.x_host = np.asarray(
