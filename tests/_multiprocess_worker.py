@@ -147,10 +147,10 @@ def main():
     )
 
 
-def pipeline_main():
-    """describe -> select(auto) -> split -> label_issues, each with ``mesh`` when NPROC > 0."""
-    import warnings
-
+def _count_reads() -> tuple[list, list]:
+    """``(builds, host_reads)``, filled as the pipeline reads the store per process: each
+    row-sharded array built ``[rows asked, rows this process read]``, and the row count of
+    each whole read on the host (``StoreRows.host_rows``)."""
     from goldener_jax.pipeline.data import StoreRows
 
     builds, host_reads = [], []
@@ -167,6 +167,14 @@ def pipeline_main():
         return host_rows(self, vecs)
 
     StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    return builds, host_reads
+
+
+def pipeline_main():
+    """describe -> select(auto) -> split -> label_issues, each with ``mesh`` when NPROC > 0."""
+    import warnings
+
+    builds, host_reads = _count_reads()
     _, _, extractor = build()
     # 122 samples: per-label tasks of about 40 rows (padded on 4 devices), 6 picks (5 %: typical
     # k-center under the auto rule).
@@ -235,22 +243,7 @@ def probcover_main():
     selector takes ``n=``, so each process reads only its own devices' rows of each task."""
     import warnings
 
-    from goldener_jax.pipeline.data import StoreRows
-
-    builds, host_reads = [], []
-    sharded, host_rows = StoreRows.sharded, StoreRows.host_rows
-
-    def counted_sharded(self, vecs):
-        before = self.rows_read
-        out = sharded(self, vecs)
-        builds.append([int(len(vecs)), int(self.rows_read - before)])
-        return out
-
-    def counted_host_rows(self, vecs):
-        host_reads.append(int(len(vecs)))
-        return host_rows(self, vecs)
-
-    StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    builds, host_reads = _count_reads()
     _, _, extractor = build()
     rng = np.random.RandomState(2)
     x = rng.rand(130, 8, 8, 3).astype(np.float32)
@@ -308,23 +301,9 @@ def auto_split_main():
     import warnings
 
     from goldener_jax.pipeline import representative
-    from goldener_jax.pipeline.data import StoreRows
     from goldener_jax.store import FeatureStore
 
-    builds, host_reads = [], []
-    sharded, host_rows = StoreRows.sharded, StoreRows.host_rows
-
-    def counted_sharded(self, vecs):
-        before = self.rows_read
-        out = sharded(self, vecs)
-        builds.append([int(len(vecs)), int(self.rows_read - before)])
-        return out
-
-    def counted_host_rows(self, vecs):
-        host_reads.append(int(len(vecs)))
-        return host_rows(self, vecs)
-
-    StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    builds, host_reads = _count_reads()
     cases = {"euclidean": (260, 300, 5), "cosine": (150, 24, 6)}  # metric: (n, dim, seed)
     if PROC == 0:  # one writer
         for metric, (n, dim, seed) in cases.items():
