@@ -176,7 +176,7 @@ _PIECE_BYTES = 8 << 20
 
 def _piece_rows(rows: int, d: int, itemsize: int, devices: int) -> int:
     """Rows per piece: at most ``rows``, and ``devices`` pieces within ``_PIECE_BYTES``."""
-    return max(1, min(rows, _PIECE_BYTES // max(1, devices * d * itemsize)))
+    return auto_block(devices * d * itemsize, rows, budget=_PIECE_BYTES)
 
 
 def _chunk_rows(n: int, d: int, itemsize: int, mesh, block_size) -> int:

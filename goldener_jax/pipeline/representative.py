@@ -29,6 +29,7 @@ import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax._allocation import assign_groups_to_sets
+from goldener_jax.kernels.distance import auto_block
 from goldener_jax.pipeline.data import Data, key_data, release_freed_memory
 
 __all__ = ["AutoSplitOptions", "deal", "representative_assignment"]
@@ -102,7 +103,7 @@ def _unit_strata(data, unit: np.ndarray, num_units: int) -> np.ndarray:
 
 def _piece_rows(num_units: int, dim: int) -> int:
     """Rows per piece of :data:`_PIECE_BYTES` float32 unit vectors (all of them when fewer)."""
-    return max(1, min(num_units, _PIECE_BYTES // (4 * max(1, dim))))
+    return auto_block(4 * dim, num_units, budget=_PIECE_BYTES)
 
 
 def _projected(read, num_units: int, proj, spread) -> np.ndarray:
