@@ -47,7 +47,7 @@ from ._checks import (
     check_run_args,
     check_same_width,
 )
-from .distance import auto_block, block_rank_distances, row_aux
+from .distance import auto_block, block_rank_distances, column_sums, row_aux
 from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
 
 __all__ = [
@@ -129,7 +129,7 @@ def _init_body(x, anchors, *, n, k, kernel, length_scale, block_size, axis):
     # Padding rows exist only on a mesh whose size does not divide n (static).
     padded = collective.axis_size(axis) * m != n
     if kernel == "linear":
-        mean = collective.psum(jnp.sum(x.astype(jnp.float32), axis=0), axis) / n
+        mean = collective.psum(column_sums(x, jnp.float32), axis) / n
         mean_kernel = jnp.dot(x.astype(jnp.float32), mean, precision=_HIGHEST)
     else:
         block = auto_block(m, m, block_size)

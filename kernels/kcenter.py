@@ -57,10 +57,12 @@ from .distance import (
     accum_dtype,
     auto_block,
     block_rank_distances,
+    column_sums,
     fold_row_blocks,
     point_rank_distances,
     point_stats,
     row_aux,
+    shifted_sq,
     to_metric,
 )
 from .sharding import ALL, ROWS, on_mesh, padded_rows, replicate, shard_rows, unpad
@@ -104,10 +106,10 @@ def global_point_stats(x: jax.Array, n: int, metric: str, axis: str | None) -> P
     if metric == "cosine":
         return PointStats(jnp.zeros((d,), acc), row_aux(x, "cosine"))
     if jnp.dtype(x.dtype).itemsize >= 4 and n > 0:
-        shift = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+        shift = collective.psum(column_sums(x, acc), axis) / n
     else:
         shift = jnp.zeros((d,), acc)
-    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+    return PointStats(shift, shifted_sq(x, shift))
 
 
 def _seed_scores(x, stats: PointStats, n: int, metric: str, axis) -> jax.Array:
@@ -122,7 +124,7 @@ def _seed_scores(x, stats: PointStats, n: int, metric: str, axis) -> jax.Array:
     if metric != "cosine":
         if jnp.dtype(x.dtype).itemsize >= 4:
             return stats.sq  # already |x_i - mean|^2
-        mean = collective.psum(jnp.sum(x.astype(acc), axis=0), axis) / n
+        mean = collective.psum(column_sums(x, acc), axis) / n
         return jnp.sum(jnp.square(x.astype(acc) - mean), axis=1)  # once, elementwise: exact
 
     block = auto_block(d, m, budget=ROW_BLOCK_BUDGET)

@@ -59,7 +59,7 @@ import numpy as np
 
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
-from .distance import PointStats, accum_dtype, point_rank_distances
+from .distance import PointStats, accum_dtype, column_sums, point_rank_distances, shifted_sq
 from .kmeans_lloyd import assign, assign_block_rows, lloyd_loop
 from .sharding import ALL, ROWS, mesh_axis, on_mesh, padded_rows, replicate, shard_rows, unpad
 from .typiclust import kmeans_medoids, typical_points, typicality
@@ -68,6 +68,7 @@ __all__ = [
     "KMeansState",
     "kmeans",
     "kmeans_assign",
+    "kmeans_compile",
     "kmeans_init",
     "kmeans_medoids",
     "kmeans_plusplus",
@@ -177,14 +178,13 @@ def _stats(x, n: int, axis) -> PointStats:
     ``psum``ed over the devices (padding rows left out)."""
     acc = accum_dtype(x.dtype)
     if jnp.dtype(x.dtype).itemsize >= 4:
-        rows = x.astype(acc)
+        valid = None
         if collective.axis_size(axis) * x.shape[0] != n:  # padding rows of any value count 0
             valid = collective.row_ids(x.shape[0], axis) < n
-            rows = jnp.where(valid[:, None], rows, 0)
-        shift = collective.psum(jnp.sum(rows, axis=0), axis) / n
+        shift = collective.psum(column_sums(x, acc, valid), axis) / n
     else:
         shift = jnp.zeros((x.shape[1],), acc)
-    return PointStats(shift, jnp.sum(jnp.square(x.astype(acc) - shift), axis=1))
+    return PointStats(shift, shifted_sq(x, shift))
 
 
 def _seed_body(x, key, *, n, k, axis):
@@ -341,11 +341,16 @@ def _assign_rows(x, centroids, n, block, axis):
     return a
 
 
-@partial(jax.jit, static_argnames=("mesh", "n", "block_size"))
-def _run(state, x, max_steps, num_iters, *, mesh, n, block_size):
+def _lloyd(state, x, max_steps, num_iters, *, mesh, n, block_size):
     body = partial(lloyd_loop, n=n, block_size=block_size)
     specs = (_STATE_SPECS, ROWS, ALL, ALL)
     return on_mesh(body, mesh, specs, _STATE_SPECS)(state, x, max_steps, num_iters)
+
+
+_run = jax.jit(_lloyd, static_argnames=("mesh", "n", "block_size"))
+# ``kmeans``' own run: its state is internal, so the result takes the state's buffers (the
+# [k, d] centroids held once less per device: wide rows read per process are short of memory).
+_run_own_state = jax.jit(_lloyd, static_argnames=("mesh", "n", "block_size"), donate_argnums=0)
 
 
 def _assign_body(x, centroids, *, n, block_size, axis):
@@ -368,8 +373,9 @@ def _new_state(centroids, n: int) -> KMeansState:
     )
 
 
-def _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh):
-    """``kmeans_run`` on ``xs`` (``x`` as placed): the state placed, run, unpadded."""
+def _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh, own_state=False):
+    """``kmeans_run`` on ``xs`` (``x`` as placed): the state placed, run, unpadded
+    (``own_state``: ``state`` is the caller's no longer, its buffers are reused)."""
     max_steps = jnp.asarray(max_steps, jnp.int32)
     num_iters = jnp.asarray(num_iters, jnp.int32)
     if mesh is not None:
@@ -380,7 +386,8 @@ def _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh):
             replicate(jnp.asarray(state.changed, bool), mesh),
         )
         max_steps, num_iters = replicate(max_steps, mesh), replicate(num_iters, mesh)
-    out = _run(state, xs, max_steps, num_iters, mesh=mesh, n=n, block_size=block_size)
+    run = _run_own_state if own_state else _run
+    out = run(state, xs, max_steps, num_iters, mesh=mesh, n=n, block_size=block_size)
     return out._replace(assignment=unpad(out.assignment, n))
 
 
@@ -479,6 +486,67 @@ def kmeans_assign(
     return _assign_checked(_on_rows(x, mesh, 0), n, centroids, block_size, mesh)
 
 
+def kmeans_compile(
+    x,
+    n_clusters: int,
+    key,
+    *,
+    block_size: int | None = None,
+    init: str = "kmeans++",
+    mesh=None,
+    n: int | None = None,
+) -> None:
+    """Compiles the programs ``kmeans(x, n_clusters, key, ...)`` runs, without running them.
+
+    For a caller short of memory: an XLA:CPU compile holds transient host memory (about 60 MB
+    per k-means program, measured), so rows read afterwards (e.g. each process its own rows of a
+    store) never have it on top of them. The next ``kmeans`` call with the same shapes and
+    settings runs these programs (until ``jax.clear_caches()``). Nothing else changes.
+
+    Args:
+      x: the rows, or a ``jax.ShapeDtypeStruct`` of them as ``kmeans`` will get them (with
+        ``mesh``: padded by ``shard_rows``, with its row sharding).
+      n_clusters: as for ``kmeans``.
+      key: as for ``kmeans`` (only its kind matters).
+      block_size: as for ``kmeans``.
+      init: as for ``kmeans``.
+      mesh: as for ``kmeans``.
+      n: as for ``kmeans``.
+    """
+    _check_key(key)
+    _check_init(init)
+    block_size = check_block_size(block_size)
+    if len(getattr(x, "shape", ())) != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"x must be [n, d] floating rows, got {x!r}")
+    n = _real_rows(x, n, mesh)
+    k = _check_clusters(n_clusters, n)
+    data = jax.random.key_data(key)
+    rows_spec = all_spec = None
+    if mesh is not None:
+        axis, _ = mesh_axis(mesh)
+        rows_spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis, None))
+        all_spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+    like = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
+    xs = like(x.shape, x.dtype, rows_spec if mesh is not None else None)
+    acc = accum_dtype(x.dtype)
+    one = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis)) if mesh else None
+    state = KMeansState(
+        like((k, x.shape[1]), acc, all_spec),
+        like((x.shape[0],), jnp.int32, one),
+        like((), jnp.int32, all_spec),
+        like((), jnp.bool_, all_spec),
+    )
+    scalar = like((), jnp.int32, all_spec)
+    impl = str(jax.random.key_impl(key))
+    trials = _trials(init, k)
+    _seed.lower(
+        xs, like(data.shape, data.dtype, all_spec), mesh=mesh, n=n, k=k, trials=trials, impl=impl
+    ).compile()
+    _run_own_state.lower(state, xs, scalar, scalar, mesh=mesh, n=n, block_size=block_size).compile()
+    _final_assign.lower(xs, state.centroids, mesh=mesh, n=n, block_size=block_size).compile()
+
+
 def kmeans(
     x,
     n_clusters: int,
@@ -526,5 +594,6 @@ def kmeans(
     k = _check_clusters(n_clusters, n)
     num_iters = _check_iters(num_iters)
     _, centroids, xs = _seeds_checked(x, k, key, mesh, init, n)
-    state = _run_checked(_new_state(centroids, n), xs, n, num_iters, num_iters, block_size, mesh)
+    state = _new_state(centroids, n)
+    state = _run_checked(state, xs, n, num_iters, num_iters, block_size, mesh, own_state=True)
     return state.centroids, _assign_checked(xs, n, state.centroids, block_size, mesh)

@@ -22,6 +22,9 @@ fns = {
     "kcenter_cosine": lambda: gk.greedy_k_center(x, k, metric="cosine"),
     "kcenter_anchors": lambda: gk.greedy_k_center(x, k, anchors=x[:1000] + 1.0, block_size=block),
     "farthest": lambda: gk.farthest_point(x, k, block_size=block),
+    # wide rows: the mean row and |x - mean|^2 of every row, with no copy of x
+    "kcenter_wide": lambda: gk.greedy_k_center(x, k),
+    "kmeans_wide": lambda: gk.kmeans(x, k, jax.random.key(1), num_iters=3)[1],
 }
 fn = fns[kernel]
 np.asarray(fn())  # compile and warm up at the same shapes

@@ -85,3 +85,48 @@ def test_empty_inputs():
 def test_bad_input(kwargs, error, match):
     with pytest.raises(error, match=match):
         gk.pairwise_distances(**kwargs)
+
+
+# Rows wider than WIDE_ROWS are column-summed and norm-summed a few rows at a time.
+WIDE = gk.distance.WIDE_ROWS + 3
+
+
+@pytest.mark.parametrize("m", [1, 7, 8, 13, 33])
+@pytest.mark.parametrize("masked", [False, True])
+def test_wide_column_sums_and_shifted_norms_match_numpy(m, masked):
+    rng = np.random.default_rng(m)
+    x = rng.normal(loc=3.0, size=(m, WIDE)).astype(np.float32)
+    valid = rng.random(m) < 0.6 if masked else None
+    got = np.asarray(gk.distance.column_sums(jnp.asarray(x), jnp.float32, valid))
+    keep = np.ones(m, bool) if valid is None else valid
+    want = x.astype(np.float64)[keep].sum(axis=0)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+    shift = jnp.asarray(rng.normal(size=WIDE).astype(np.float32))
+    sq = np.asarray(gk.distance.shifted_sq(jnp.asarray(x), shift))
+    ref = ((x.astype(np.float64) - np.asarray(shift, np.float64)) ** 2).sum(axis=1)
+    np.testing.assert_allclose(sq, ref, rtol=1e-5)
+
+
+def test_narrow_column_sums_are_one_sum():
+    # Up to WIDE_ROWS the sums are the single reduction every kernel used before: same bits.
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(57, gk.distance.WIDE_ROWS)), jnp.float32)
+    np.testing.assert_array_equal(
+        np.asarray(gk.distance.column_sums(x, jnp.float32)), np.asarray(jnp.sum(x, axis=0))
+    )
+    stats = gk.distance.point_stats(x, "euclidean")
+    want = jnp.sum(jnp.square(x - stats.shift), axis=1)
+    np.testing.assert_array_equal(np.asarray(stats.sq), np.asarray(want))
+
+
+@pytest.mark.parametrize("devices", [3, 8])
+def test_wide_rows_on_a_mesh_equal_one_device(devices):
+    # Integer rows: every sum is exact, so the blocked sums on each device and their psum give
+    # the single-device bits, and k-center and k-means pick the same rows.
+    x = np.random.default_rng(4).integers(-3, 4, size=(29, WIDE)).astype(np.float32)
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    one = gk.greedy_k_center(x, 6)
+    np.testing.assert_array_equal(np.asarray(gk.greedy_k_center(x, 6, mesh=mesh)), one)
+    c1, a1 = gk.kmeans(x, 3, jax.random.key(0), num_iters=4)
+    c2, a2 = gk.kmeans(x, 3, jax.random.key(0), num_iters=4, mesh=mesh)
+    np.testing.assert_array_equal(np.asarray(a2), np.asarray(a1))
+    np.testing.assert_array_equal(np.asarray(c2), np.asarray(c1))

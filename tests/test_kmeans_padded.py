@@ -259,3 +259,88 @@ def test_wide_rows_cluster_like_a_brute_force_assignment():
     d2 = ((x[:, None, :].astype(np.float64) - np.asarray(c, np.float64)[None]) ** 2).sum(-1)
     np.testing.assert_array_equal(np.asarray(a), d2.argmin(1))
     assert len(set(np.asarray(a).tolist())) == 3
+
+
+# --------------------------------------------------------------------------- kmeans_compile
+
+
+class _CompileLog:
+    """Names of the programs JAX compiles while it is in use (``jax.log_compiles``)."""
+
+    def __init__(self):
+        import logging
+
+        self.names: list[str] = []
+        outer = self
+
+        class Handler(logging.Handler):
+            def emit(self, record):
+                msg = record.getMessage()
+                if msg.startswith("Compiling "):
+                    outer.names.append(msg.split(" ")[1])
+
+        self.handler = Handler()
+        self.logger = logging.getLogger("jax")
+
+    def __enter__(self):
+        self.logger.addHandler(self.handler)
+        self.ctx = jax.log_compiles(True)
+        self.ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.ctx.__exit__(*exc)
+        self.logger.removeHandler(self.handler)
+
+
+COMPILE_CASES = [
+    # (n, d, k, devices or None, init)
+    (50, 6, 4, None, "kmeans++"),
+    (37, 5, 3, 8, "kmeans++"),  # padded to 40
+    (48, 3, 5, 3, "greedy"),  # a multiple of 3: nothing padded
+    (29, 4, 2, 3, "greedy"),
+]
+
+
+@pytest.mark.parametrize(("n", "d", "k", "devices", "init"), COMPILE_CASES)
+def test_kmeans_compile_then_kmeans_compiles_nothing_more(n, d, k, devices, init):
+    # Shapes no other test uses (d + 90), so nothing is in JAX's caches before.
+    d = d + 90
+    x = _floats(n, d, seed=n)
+    mesh = None if devices is None else gk.make_mesh(jax.devices()[:devices])
+    xs = jnp.asarray(x) if mesh is None else gk.shard_rows(x, mesh)
+    rows = None if mesh is None else n
+    like = jax.ShapeDtypeStruct(xs.shape, xs.dtype, sharding=None if mesh is None else xs.sharding)
+    gk.kmeans_compile(like, k, KEY, init=init, mesh=mesh, n=rows)
+    with _CompileLog() as log:
+        got = gk.kmeans(xs, k, KEY, num_iters=6, init=init, mesh=mesh, n=rows)
+        jax.block_until_ready(got)
+    # Only small helper programs (finiteness check, padding) may compile; k-means' own three
+    # (seeding, Lloyd, assignment) were compiled ahead.
+    assert not [s for s in log.names if any(p in s for p in ("_seed", "_lloyd", "_final_assign"))]
+    want = gk.kmeans(x, k, KEY, num_iters=6, init=init, mesh=mesh)  # after: nothing warmed
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+
+
+def test_compile_log_sees_kmeans_programs():
+    # The check above can fail: without kmeans_compile the same call logs the three programs.
+    x = _floats(31, 97, seed=9)
+    with _CompileLog() as log:
+        jax.block_until_ready(gk.kmeans(x, 3, KEY, num_iters=2))
+    for program in ("_seed", "_lloyd", "_final_assign"):
+        assert any(program in s for s in log.names), (program, log.names)
+
+
+@pytest.mark.parametrize(
+    ("x", "kwargs", "match"),
+    [
+        (jax.ShapeDtypeStruct((10,), jnp.float32), {}, "x must be"),
+        (jax.ShapeDtypeStruct((10, 3), jnp.int32), {}, "x must be"),
+        (jax.ShapeDtypeStruct((10, 3), jnp.float32), {"n": 4}, "n=4"),
+        (jax.ShapeDtypeStruct((10, 3), jnp.float32), {"init": "kmeans|"}, "init must be"),
+    ],
+)
+def test_kmeans_compile_refuses_bad_arguments(x, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        gk.kmeans_compile(x, 2, KEY, **kwargs)

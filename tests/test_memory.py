@@ -38,6 +38,15 @@ def test_k_center_extra_memory_is_o_n(kernel):
     assert r["extra"] < 0.25 * r["data"] + 16 * MB, r
 
 
+@pytest.mark.parametrize("kernel", ["kcenter_wide", "kmeans_wide"])
+def test_wide_rows_are_not_copied(kernel):
+    # 512 rows of 131,072 floats (256 MB): XLA:CPU's one-shot column sum (the mean row) and
+    # row sums of x - mean held a whole copy of x and a quarter of it (measured); blocked, the
+    # extra is the O(n + k d) state and small blocks.
+    r = _measure(kernel, 512, 131_072, 4)
+    assert r["extra"] < 0.15 * r["data"] + 16 * MB, r
+
+
 @pytest.mark.slow
 def test_farthest_point_extra_memory_is_one_block():
     n, d, block = 20_000, 16, 256  # N x N would need 1.6 GB; one block is 20 MB

@@ -153,11 +153,11 @@ def test_error_prone_samples_are_balanced_between_val_and_test():
 
 
 @pytest.mark.parametrize(
-    ("max_values", "width", "want"), [(1 << 21, 4, 60), (16, 4, 4), (12, 4, 3)]
+    ("max_values", "width", "want"), [(1 << 20, 4, 60), (16, 4, 4), (12, 4, 3)]
 )
 def test_wide_vectors_get_fewer_cells(monkeypatch, max_values, width, want):
     # k-means keeps copies of its [cells, d] centroids on every device: cells x width is capped
-    # (2^21 values: 256 cells up to 8,192 dims, 16 at 131,072). Here the cap is shrunk so that
+    # (2^20 values: 256 cells up to 4,096 dims, 8 at 131,072). Here the cap is shrunk so that
     # 4-wide rows meet it: 240 units in cells of 4 would be 60 cells.
     from goldener_jax.pipeline import representative
 

@@ -98,6 +98,12 @@ def release_freed_memory() -> None:
     frees a task's rows; it changes no result."""
     if _releasing():
         jax.clear_caches()
+    trim_heap()
+
+
+def trim_heap() -> None:
+    """A garbage collection and ``malloc_trim(0)``: freed buffers back to the OS, compiled
+    programs kept (``release_freed_memory`` without its ``jax.clear_caches()``)."""
     gc.collect()
     libc = _libc()
     if libc is not None:

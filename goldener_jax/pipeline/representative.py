@@ -30,7 +30,7 @@ import numpy as np
 from goldener_jax import kernels as gk
 from goldener_jax._allocation import assign_groups_to_sets
 from goldener_jax.kernels.distance import auto_block
-from goldener_jax.pipeline.data import Data, key_data, release_freed_memory
+from goldener_jax.pipeline.data import Data, key_data, release_freed_memory, trim_heap
 
 __all__ = ["AutoSplitOptions", "deal", "representative_assignment"]
 
@@ -48,8 +48,8 @@ _RIDGE_WIDTH = 256
 class AutoSplitOptions:
     """``split(method="auto")``'s ``method_options``: k-means cells of about ``cell_size``
     units (None: ``max(4, ceil(N / smallest set))``), at most ``max_cells`` cells,
-    ``num_iters`` Lloyd iterations (fewer cells for vectors wider than 8,192: at most
-    2^21 centroid values)."""
+    ``num_iters`` Lloyd iterations (fewer cells for vectors wider than 4,096: at most
+    2^20 centroid values)."""
 
     cell_size: int | None = None
     # 256, not 4096: the nearest-neighbour chain inside a cell gives the fine resolution, and
@@ -552,11 +552,12 @@ def _cell_options(counts, options) -> tuple[int, int, int]:
 
 
 # Most centroid values (cells x width): k-means keeps several copies of its [k, d] centroids on
-# every device (about ten [k, d] arrays over a 4-device mesh, measured), so very wide vectors get
-# fewer cells: 256 cells up to 8,192 dims, 16 at 131,072, where 256 cells' centroids held more
-# memory per process than its rows (2,100 x 131,072 on 2 processes). The nearest-neighbour
-# chains inside each cell still order its units finely.
-_MAX_CENTROID_VALUES = 1 << 21
+# every device (the seeds, the state in and out, the sums and their psum: about five per device,
+# measured), so very wide vectors get fewer cells: 256 cells up to 4,096 dims, 8 at 131,072. At
+# 2^21 (16 cells at 131,072) they took a process reading its own rows of a 2,100 x 131,072 store
+# on 2 processes to 0.63x the store, against the rows' 0.5x. The nearest-neighbour chains inside
+# each cell still order its units finely.
+_MAX_CENTROID_VALUES = 1 << 20
 
 
 def _num_cells(num_units: int, cell_size: int, max_cells: int, dim: int) -> int:
@@ -597,10 +598,13 @@ def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndar
     bar.update(1)
     bar.set_postfix_str(f"k-means ({k} cells)")
     if k > 1:
+        km_key = jax.random.fold_in(key, 0x5E7)
+        # Compiled before the rows are read: the compile's transient memory (~60 MB a program
+        # at d = 131,072 on XLA:CPU) is handed back before the rows arrive, never on top of them.
+        gk.kmeans_compile(_units_like(num_units, dim, mesh), k, km_key, mesh=mesh, n=num_units)
+        trim_heap()
         xs, n = _sharded_units(data, rows, num_units, dim, cosine, mesh)
-        _, cell = gk.kmeans(
-            xs, k, jax.random.fold_in(key, 0x5E7), num_iters=int(num_iters), mesh=mesh, n=n
-        )
+        _, cell = gk.kmeans(xs, k, km_key, num_iters=int(num_iters), mesh=mesh, n=n)
         cell = np.asarray(multihost_utils.process_allgather(cell, tiled=True))[:num_units]
         xs.delete()  # this process's rows: freed before the chains and the difficulty read more
         del xs
@@ -631,6 +635,14 @@ def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndar
     )
 
 
+def _units_like(num_units: int, dim: int, mesh) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and sharding of ``_sharded_units``' rows."""
+    axis, _ = gk.sharding.mesh_axis(mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis, None))
+    shape = (gk.sharding.padded_rows(num_units, mesh), dim)
+    return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
+
+
 def _sharded_units(data, rows, num_units, dim, cosine, mesh) -> tuple[jax.Array, int]:
     """``(x, n)``: the float32 unit vectors row-sharded and padded over ``mesh``
     (``kernels.shard_rows``' layout), each process reading only its own devices' rows."""
@@ -641,9 +653,8 @@ def _sharded_units(data, rows, num_units, dim, cosine, mesh) -> tuple[jax.Array,
         return xs, n
     # cosine: each row scaled on the host, as the host path does (XLA's row sums would round
     # differently from NumPy's)
-    axis, _ = gk.sharding.mesh_axis(mesh)
-    padded = gk.sharding.padded_rows(num_units, mesh)
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    like = _units_like(num_units, dim, mesh)
+    padded = like.shape[0]
     piece = _piece_rows(num_units, dim)
 
     def local(index):
@@ -654,7 +665,7 @@ def _sharded_units(data, rows, num_units, dim, cosine, mesh) -> tuple[jax.Array,
             out[a - start : b - start] = rows(np.arange(a, b))
         return out
 
-    xs = jax.make_array_from_callback((padded, dim), sharding, local, dtype=jnp.float32)
+    xs = jax.make_array_from_callback(like.shape, like.sharding, local, dtype=jnp.float32)
     return xs, num_units
 
 
