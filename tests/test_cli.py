@@ -38,6 +38,24 @@ def test_bench_kcenter_reports_ratios(capsys, tmp_path):
     assert result["effective_gb_s"] > 0 and result["read_bandwidth_gb_s"] > 0
 
 
+def test_bench_kmeans_on_a_mesh_of_cpu_devices(capsys, tmp_path):
+    # conftest gives the test process 8 CPU devices: a mesh of 3 runs the row-sharded Lloyd body
+    out_json = tmp_path / "k.json"
+    args = ["bench", "kmeans", "--n", "600", "--d", "8", "--k", "5", "--repeats", "1"]
+    args += ["--seeding-seeds", "0", "--sklearn-threads", "1", "--sklearn-algorithms", "lloyd"]
+    assert cli.main([*args, "--cpu-devices", "3", "--json", str(out_json)]) == 0
+    assert "ours on a mesh of 3 CPU devices" in capsys.readouterr().out
+    r = json.loads(out_json.read_text())
+    assert r["ours_mesh_devices"] == 3 and isinstance(r["ours_mesh_per_iter_s"], float)
+    assert r["ours_mesh_iterations"] == r["ours_iterations"]  # the same iteration counts timed
+    # the same clustering up to the sums' order: the same inertia to float32 rounding
+    assert r["ours_mesh_final_inertia"] == pytest.approx(r["ours_final_inertia"], rel=1e-4)
+    assert all("ours_mesh_speedup" in p for p in r["peers"])
+    with pytest.raises(SystemExit, match="--cpu-devices 64: JAX has 8 CPU devices"):
+        # (conftest's 8 are kept: the bench never lowers a count the process asked for)
+        cli.main([*args, "--cpu-devices", "64"])  # more than the process has
+
+
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])

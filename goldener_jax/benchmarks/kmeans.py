@@ -68,6 +68,13 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument("--seeding-k", type=int, default=30, help="clusters in the seeding table")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--cpu-devices",
+        type=int,
+        default=0,
+        help="also time ours row-sharded on a mesh of this many CPU devices (jax_num_cpu_devices, "
+        "one per core: how a CPU's cores all work on one k-means); 0: no",
+    )
 
 
 def make_data(kind: str, n: int, d: int, seed: int) -> np.ndarray:
@@ -139,9 +146,26 @@ def _faiss_fit(faiss, x, c0, iters, threads):
     return iters
 
 
-def _contenders(state, xj, x, c0, sklearn_threads, algorithms=("lloyd",)) -> dict:
-    """name -> fit(iters) returning the iterations done; ours first, then the installed peers."""
+def _mesh_fit(state, x, devices: int):
+    """fit(iters) for ours on a mesh of ``devices`` CPU devices (rows placed once)."""
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    xs = gk.shard_rows(x, mesh)
+
+    def fit(iters):
+        out = gk.kmeans_run(state, xs, num_iters=iters, mesh=mesh)
+        out.centroids.block_until_ready()
+        return out
+
+    return fit
+
+
+def _contenders(state, xj, x, c0, sklearn_threads, algorithms=("lloyd",), devices=0) -> dict:
+    """name -> fit(iters) returning the iterations done; ours first (on one device, then on a
+    mesh of ``devices`` CPU devices when > 1), then the installed peers."""
     out = {"ours": lambda it: int(_ours(state, xj, it).iteration)}
+    if devices > 1:
+        mesh_fit = _mesh_fit(state, x, devices)
+        out[f"ours_mesh_{devices}"] = lambda it: int(mesh_fit(it).iteration)
     try:
         import sklearn  # noqa: F401
 
@@ -161,7 +185,24 @@ def _contenders(state, xj, x, c0, sklearn_threads, algorithms=("lloyd",)) -> dic
     return out
 
 
+def _set_cpu_devices(count: int) -> None:
+    if count <= 1:
+        return
+    if jax.config.jax_num_cpu_devices < count:  # never fewer than the process asked for
+        try:
+            jax.config.update("jax_num_cpu_devices", count)
+        except RuntimeError:  # the backend already started: too late to split the CPU
+            pass
+    if len(jax.devices("cpu")) < count:
+        raise SystemExit(
+            f"--cpu-devices {count}: JAX has {len(jax.devices('cpu'))} CPU devices (set "
+            "jax_num_cpu_devices before JAX starts)"
+        )
+
+
 def run(args) -> dict:
+    devices = getattr(args, "cpu_devices", 0)
+    _set_cpu_devices(devices)
     x = make_data(args.data, args.n, args.d, args.seed)
     xj = jnp.asarray(x)
     key = jax.random.key(args.seed)
@@ -170,7 +211,8 @@ def run(args) -> dict:
     lo, hi = args.iters_short, args.iters_long
     threads = [int(t) for t in str(args.sklearn_threads).split(",")]
     algorithms = [a for a in str(args.sklearn_algorithms).split(",") if a]
-    fits = _contenders(state, xj, x, c0, threads, algorithms)
+    fits = _contenders(state, xj, x, c0, threads, algorithms, devices)
+    meshed = f"ours_mesh_{devices}" if devices > 1 else None
 
     # Rounds interleave the contenders so that each sees the same share of the machine's load
     # (other people's jobs): best of `repeats` per contender and iteration count.
@@ -202,18 +244,27 @@ def run(args) -> dict:
                 "iterations": list(iters[name]),
                 "per_iter_s": per_iter[name],
                 "ours_speedup": per_iter[name] / ours_iter,
+                **({"ours_mesh_speedup": per_iter[name] / per_iter[meshed]} if meshed else {}),
             }
             for name in fits
-            if name != "ours"
+            if name not in ("ours", meshed)
         ],
         "machine": machine_summary(),
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
+    if meshed:
+        result["ours_mesh_devices"] = devices
+        result["ours_mesh_iterations"] = list(iters[meshed])
+        result["ours_mesh_per_iter_s"] = per_iter[meshed]
     if args.total_iters > 0:
         result["total_runs"] = _total_runs(fits, args.total_iters, args.total_repeats)
     final = gk.kmeans_run(state, xj, num_iters=args.max_iter)
     result["ours_final_iterations"] = int(final.iteration)
     result["ours_final_inertia"] = inertia(x, np.asarray(final.centroids))
+    if meshed:  # the mesh's sums add in another order: its own run to convergence
+        on_mesh = _mesh_fit(state, x, devices)(args.max_iter)
+        result["ours_mesh_final_iterations"] = int(on_mesh.iteration)
+        result["ours_mesh_final_inertia"] = inertia(x, np.asarray(on_mesh.centroids))
 
     try:
         import sklearn
@@ -300,11 +351,17 @@ def _print(r: dict) -> None:
     print(f"k-means Lloyd  n={r['n']:,} d={r['d']} k={r['k']} data={r['data']}")
     print(f"  machine: {m['cpu']}, {m['cores']} cores, jax {m['jax']} on {m['backend']}")
     print(f"  ours:    {r['ours_per_iter_s'] * 1e3:.1f} ms/iteration (best of {r['repeats']})")
+    if "ours_mesh_per_iter_s" in r:
+        print(
+            f"  ours on a mesh of {r['ours_mesh_devices']} CPU devices: "
+            f"{r['ours_mesh_per_iter_s'] * 1e3:.1f} ms/iteration"
+        )
     print(f"  load average at the end: {r['load_average']}  (a shared machine: compare ratios)")
     for p in r["peers"]:
+        mesh = f", on the mesh {p['ours_mesh_speedup']:.2f}x" if "ours_mesh_speedup" in p else ""
         print(
             f"  {p['name']}: {p['per_iter_s'] * 1e3:.1f} ms/iteration -> ours is "
-            f"{p['ours_speedup']:.2f}x its speed"
+            f"{p['ours_speedup']:.2f}x its speed{mesh}"
         )
     for name, t in r.get("total_runs", {}).items():
         print(
@@ -317,6 +374,11 @@ def _print(r: dict) -> None:
             f"({r['ours_final_iterations']} it), sklearn {r['sklearn_final_inertia']:.6g} "
             f"({r['sklearn_final_iterations']} it), ratio "
             f"{r['inertia_ratio_ours_over_sklearn']:.6f}"
+        )
+    if "ours_mesh_final_inertia" in r:
+        print(
+            f"  final inertia on the mesh: {r['ours_mesh_final_inertia']:.6g} "
+            f"({r['ours_mesh_final_iterations']} it)"
         )
     for row in r.get("seeding", []):
         parts = [
