@@ -242,10 +242,11 @@ def _run_pruned(state, x, max_steps, *, mesh, n, metric, rows):
 
 # `method="auto"` takes the pruned steps on CPU from this many rows and centers on (measured with
 # goldener-jax bench kcenter, docs/benchmarks.md): the first min(64, 2 * blocks) steps stream
-# anyway (they pick the pivots), so fewer centers gain little, and on data that cannot be
-# pruned (uniform, d=256) the pruned run costs ~1.27x the streaming one; clustered data gains
-# several-fold. 16-bit storage keeps the streaming steps: XLA:CPU's bf16 mat-vec of a block is
-# slow (pruned bf16 ran 2.3x the streaming time on clustered data). Accelerators keep the
+# anyway (they pick the pivots), so fewer centers gain little. On data that cannot be pruned
+# (uniform, d=256) the pruned run streams too (a cell-level prediction skips the block
+# rebuilds): 0.99-1.07x the streaming time; clustered data gains several-fold. 16-bit storage
+# keeps the streaming steps: XLA:CPU's bf16 mat-vec of a block is slow (pruned bf16 ran 2.3x
+# the streaming time on clustered data). Accelerators keep the
 # streaming steps too (not measured there: no device here).
 AUTO_PRUNE_MIN_ROWS = 50_000
 AUTO_PRUNE_MIN_K = 512
@@ -450,10 +451,10 @@ def greedy_k_center(
         skips row blocks the new center provably cannot change (same indices, ties included;
         it holds one grouped copy of ``x``); ``"auto"``: pruned on CPU from
         ``AUTO_PRUNE_MIN_ROWS`` rows and ``AUTO_PRUNE_MIN_K`` centers with 32-bit storage,
-        naive otherwise. The default is ``"naive"``: pruning costs 1.27x on data that cannot be
-        pruned (uniform, d = 256); it took 0.30x on a 1,000-Gaussian mixture at 500,000 x 256,
-        k = 5,000, and 0.56x on digits tiled with noise (docs/benchmarks.md): opt in where the
-        data has clusters.
+        naive otherwise. The default is ``"naive"``, which holds no copy of ``x``: pruning costs
+        0.99-1.07x on data that cannot be pruned (uniform, d = 256); it took 0.26x on a
+        1,000-Gaussian mixture at 500,000 x 256, k = 5,000, and 0.52x on digits tiled with
+        noise (docs/benchmarks.md): opt in where the data has clusters and memory to spare.
       block_rows: rows per block of the pruned steps (``None``: about 128 KiB of rows).
       return_touched: also return, per step, the share of the rows' blocks read (1.0 for a
         streaming step; for benchmarks).

@@ -6,7 +6,10 @@ tiled with and without noise: exact duplicates give real ties), with and without
 every metric, bf16 storage, on one device and on 8 (and 3) devices. A step-by-step check builds
 the block bounds and asserts that every block they skip would not have changed (its rows'
 computed distances to the new center are ``>=`` their running minima), on data built to stress
-the rounding margin (a large offset from the origin, near-equal distances).
+the rounding margin (a large offset from the origin, near-equal distances). The rebuild predictor
+(``predicted_skip_share``) is checked on closed-form cases and against a NumPy version of its
+rule; runs forced through each branch (stream because the prediction is low, then rebuild; always
+rebuild) on one device and on meshes return the streaming indices, and the rebuilt blocks skip.
 """
 
 import functools
@@ -18,6 +21,8 @@ import pytest
 from _reference import k_center
 from goldener_jax.kernels import kcenter_pruned as kp
 from goldener_jax.kernels.distance import point_rank_distances, point_stats
+from goldener_jax.kernels.kcenter import global_point_stats
+from goldener_jax.kernels.sharding import ALL, ROWS, on_mesh, replicate, shard_rows
 from sklearn.datasets import load_digits
 
 from goldener_jax import kernels as gk
@@ -160,20 +165,180 @@ MESH_CASES = [
 
 
 @pytest.mark.parametrize(("kind", "with_anchors", "metric", "devices"), MESH_CASES)
-def test_pruned_on_mesh_equals_one_device(kind, with_anchors, metric, devices):
+def test_pruned_on_mesh_equals_naive_on_mesh(kind, with_anchors, metric, devices):
+    """Against the streaming steps on the same mesh: the contract. (Streaming on a mesh and on
+    one device can break a near-tie differently: the mat-vec of ``m / P`` rows may sum in
+    another order; digits_tiled with anchors, Euclidean, 8 devices swaps picks 101 and 102.)"""
     x = data(kind, quantized=True)[: N - 7]  # not a multiple of the mesh: padding rows
     anchors = np.round(anchors_for(kind) * 16) / 16 if with_anchors else None
-    one = gk.greedy_k_center(x, K, metric=metric, anchors=anchors, method="naive")
-    sharded = gk.greedy_k_center(
-        x,
-        K,
-        metric=metric,
-        anchors=anchors,
-        method="pruned",
-        block_rows=BLOCK,
-        mesh=mesh(devices),
+    run = functools.partial(gk.greedy_k_center, x, K, metric=metric, anchors=anchors)
+    naive = run(method="naive", mesh=mesh(devices))
+    sharded = run(method="pruned", block_rows=BLOCK, mesh=mesh(devices))
+    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(naive))
+
+
+@functools.cache
+def many_clusters(kind: str) -> np.ndarray:
+    """``[N, D]``: 100 clusters of 12 rows, rows shuffled; ``"tight"``: means about 110 apart,
+    clusters about 0.4 wide; ``"wide"``: about 11 apart, 2 wide. The first 64 centers leave
+    clusters uncovered (cells span several clusters: little to skip, the phase streams); by 128
+    every cluster has one (the cells are tight: the blocks are rebuilt and most skipped)."""
+    scale, spread = {"tight": (10.0, 0.05), "wide": (1.0, 0.25)}[kind]
+    rng = np.random.default_rng(7)
+    means = rng.normal(size=(100, D)) * scale
+    x = means[rng.permutation(np.arange(N) % 100)] + spread * rng.normal(size=(N, D))
+    return x.astype(np.float32)
+
+
+@functools.cache
+def pruned_program(k, n, rows, rebuild_share, devices, metric="euclidean"):
+    """``(x, anchors) -> (selected, touched)``: ``pruned_steps`` run to ``k`` (one device or a
+    mesh of ``devices``) with the given rebuild threshold; ``touched``: share of blocks read."""
+    mesh_ = None if devices == 1 else mesh(devices)
+
+    def body(min_dist, selected, count, x, *, axis):
+        stats = global_point_stats(x, n, metric, axis)
+        *_, sel, _, touched = kp.pruned_steps(
+            min_dist, selected, count, x, stats, jnp.int32(k), n=n, metric=metric,
+            rows=rows, axis=axis, rebuild_share=rebuild_share,
+        )  # fmt: skip
+        return sel, touched
+
+    run = jax.jit(on_mesh(body, mesh_, (ROWS, ALL, ALL, ROWS), (ALL, ALL)))
+
+    def call(x, anchors=None):
+        state = gk.kcenter_init(x, k, metric=metric, anchors=anchors, mesh=mesh_)
+        md, x = (state.min_dist, x) if mesh_ is None else (
+            shard_rows(state.min_dist, mesh_, fill=-jnp.inf), shard_rows(x, mesh_)
+        )  # fmt: skip
+        sel, touched = run(md, replicate(state.selected, mesh_), replicate(state.count, mesh_), x)
+        blocks = -(-md.shape[0] // (devices * rows)) * devices
+        return np.asarray(sel), np.asarray(touched) / blocks
+
+    return call
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])  # sqeuclidean: euclidean's steps
+@pytest.mark.parametrize("with_anchors", [False, True])
+@pytest.mark.parametrize("kind", KINDS)
+def test_forced_rebuilds_equal_naive(kind, with_anchors, metric):
+    """Every phase rebuilt and pruned, whatever the prediction (most of these data would
+    stream): the pruned steps themselves against the streaming ones, ties included."""
+    x = data(kind)
+    anchors = anchors_for(kind) if with_anchors else None
+    sel, _ = pruned_program(K, N, BLOCK, -1.0, 1, metric)(x, anchors)
+    naive = gk.greedy_k_center(x, K, metric=metric, anchors=anchors, method="naive")
+    np.testing.assert_array_equal(sel, np.asarray(naive))
+
+
+def test_forced_rebuilds_on_mesh_equal_naive_on_mesh():
+    """Exact ties (tiled rows), anchors, cosine, padding rows, 8 devices, every phase pruned."""
+    x = data("digits_tiled")[: N - 7]
+    anchors = anchors_for("digits_tiled")
+    sel, _ = pruned_program(K, N - 7, BLOCK, -1.0, 8, "cosine")(x, anchors)
+    naive = gk.greedy_k_center(x, K, metric="cosine", anchors=anchors, mesh=mesh(8))
+    np.testing.assert_array_equal(sel, np.asarray(naive))
+
+
+# (data, threshold, devices, rows, the step whose phase rebuilds, bound on the share of blocks
+# read from there). None: the predictor decides. Wide, one device, rows 8: 64 pivots predict
+# 0.27 (the phase streams to 128), 128 predict 0.99 (rebuild; 7 % of blocks read after). Tight,
+# 8 devices, rows 8: 38 pivots (twice the blocks), a prediction every 38 steps from 38 on
+# (0.08, 0.40: stream; 0.93 at 114: rebuild). -1.0: always rebuild (at 64 the blocks already
+# skip some rows before 128, so the natural runs did stream: a rebuild shows partial steps).
+# Never rebuilding is what the random data of the tests above take (their predictions are 0).
+# The 0.11 bound: with the centers' own rows left in the cells of the first pivots when the
+# phase before streamed, 16 % of blocks were read (on the 1,000-Gaussian benchmark: all).
+BRANCH_CASES = [
+    ("wide", None, 1, 8, 128, 0.11),
+    ("tight", None, 8, 8, 114, 0.2),
+    ("wide", -1.0, 3, 8, 64, 0.6),
+]
+
+
+@pytest.mark.parametrize(("kind", "share", "devices", "rows", "rebuild_at", "bound"), BRANCH_CASES)
+def test_predicted_phases_equal_naive(kind, share, devices, rows, rebuild_at, bound):
+    x = many_clusters(kind)
+    sel, touched = pruned_program(K, N, rows, share, devices)(x)
+    naive = gk.greedy_k_center(x, K, mesh=None if devices == 1 else mesh(devices))
+    np.testing.assert_array_equal(sel, np.asarray(naive))
+    assert touched[0] == 0  # taken by kcenter_init
+    assert np.all(touched[1:rebuild_at] == 1.0)  # streamed up to the rebuild
+    assert touched[rebuild_at : rebuild_at + 64].min() < 1.0  # the rebuilt blocks skip
+    assert touched[rebuild_at:].mean() < bound
+
+
+def _cells(x, pivots):
+    d2 = ((x[:, None, :].astype(np.float64) - x[pivots][None].astype(np.float64)) ** 2).sum(-1)
+    return np.argmin(d2, axis=1).astype(np.int32), d2.min(axis=1)
+
+
+def test_predicted_share_closed_form_separated_clusters():
+    """8 tight clusters 100 apart, of 10, 20, ..., 80 rows; the pivots their first rows: every
+    other cell is skippable, so the share is the rows outside the center's own cluster."""
+    rng = np.random.default_rng(0)
+    sizes = np.arange(1, 9) * 10
+    means = np.eye(8, 16) * 100.0
+    x = np.repeat(means, sizes, axis=0) + 0.01 * rng.normal(size=(sizes.sum(), 16))
+    x = x.astype(np.float32)
+    pivots = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    labels, near = _cells(x, pivots)
+    md = near.astype(np.float32)
+    md[pivots] = -np.inf  # selected rows: left out of the cells
+    live = sizes - 1
+    share = kp.predicted_skip_share(
+        x[pivots], x[pivots[[0, 3]]], labels, near.astype(np.float32), md, "euclidean"
     )
-    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(one))
+    want = ((live.sum() - live[0]) + (live.sum() - live[3])) / (2 * live.sum())
+    np.testing.assert_allclose(float(share), want, rtol=1e-6)
+
+
+def _share(args, devices: int):
+    """``predicted_skip_share(pivots, recent, labels, near, min_dist)`` on one device, or with
+    the rows sharded over a mesh of ``devices`` (padding rows at ``-inf``: left out)."""
+    if devices == 1:
+        return kp.predicted_skip_share(*args, "euclidean")
+    m = mesh(devices)
+    body = functools.partial(kp.predicted_skip_share, metric="euclidean")
+    run = jax.jit(on_mesh(body, m, (ALL, ALL, ROWS, ROWS, ROWS), ALL))
+    rows = [shard_rows(a, m) for a in args[2:4]] + [shard_rows(args[4], m, fill=-jnp.inf)]
+    return run(*args[:2], *rows)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_predicted_share_uniform_is_zero_and_mesh_agrees(devices):
+    """Uniform in 64 dimensions: every cell's radius is about the distance between pivots, so
+    no cell is skippable; on a mesh the share is the same (cells span the devices)."""
+    x = data("random")
+    pivots = np.asarray(gk.greedy_k_center(x, 24))
+    labels, near = _cells(x, pivots)
+    md = near.astype(np.float32)
+    md[pivots] = -np.inf
+    args = (x[pivots], x[pivots[-8:]], labels, near.astype(np.float32), md)
+    share = _share(args, devices)
+    assert float(share) == 0.0
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_predicted_share_matches_numpy_rule(devices):
+    """Clustered data, 32 pivots: the share equals the rule computed in NumPy (float64)."""
+    x = data("clustered")
+    pivots = np.asarray(gk.greedy_k_center(x, 32))
+    labels, near = _cells(x, pivots)
+    md = np.minimum(near, ((x - x[0]) ** 2).sum(-1)).astype(np.float32)  # an extra center
+    md[pivots] = -np.inf
+    recent = pivots[-8:]
+    live = md > -np.inf
+    rho = np.array([np.sqrt(near[live & (labels == j)].max(initial=0)) for j in range(32)])
+    top = np.array([np.sqrt(md[live & (labels == j)].max(initial=0)) for j in range(32)])
+    size = np.bincount(labels[live], minlength=32)
+    dz = np.sqrt(((x[recent][:, None].astype(np.float64) - x[pivots][None]) ** 2).sum(-1))
+    skip = (dz - rho >= top) & (dz > 0)  # each recent center is a pivot: its own cell is 0 away
+    want = (skip * size).sum() / (8 * size.sum())
+    args = (x[pivots], x[recent], labels, near.astype(np.float32), md)
+    share = _share(args, devices)
+    assert 0.05 < want < 0.95  # neither closed-form extreme
+    np.testing.assert_allclose(float(share), want, rtol=1e-5)
 
 
 def test_run_continues_in_chunks():
