@@ -521,19 +521,20 @@ def kmeans_compile(
     n = _real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     data = jax.random.key_data(key)
-    rows_spec = all_spec = None
-    if mesh is not None:
+    rows_spec = vec_spec = all_spec = None  # without a mesh: no sharding
+    if mesh is not None:  # as shard_rows (rows), replicate (all) and the state's ROWS place them
         axis, _ = mesh_axis(mesh)
-        rows_spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis, None))
-        all_spec = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        spec = jax.sharding.PartitionSpec
+        rows_spec = jax.sharding.NamedSharding(mesh, spec(axis, None))
+        vec_spec = jax.sharding.NamedSharding(mesh, spec(axis))
+        all_spec = jax.sharding.NamedSharding(mesh, spec())
 
     like = lambda shape, dtype, sharding: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding)  # noqa: E731
-    xs = like(x.shape, x.dtype, rows_spec if mesh is not None else None)
+    xs = like(x.shape, x.dtype, rows_spec)
     acc = accum_dtype(x.dtype)
-    one = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis)) if mesh else None
     state = KMeansState(
         like((k, x.shape[1]), acc, all_spec),
-        like((x.shape[0],), jnp.int32, one),
+        like((x.shape[0],), jnp.int32, vec_spec),
         like((), jnp.int32, all_spec),
         like((), jnp.bool_, all_spec),
     )

@@ -41,7 +41,7 @@ def test_bench_kcenter_reports_ratios(capsys, tmp_path):
 def test_bench_kmeans_on_a_mesh_of_cpu_devices(capsys, tmp_path):
     # conftest gives the test process 8 CPU devices: a mesh of 3 runs the row-sharded Lloyd body
     out_json = tmp_path / "k.json"
-    args = ["bench", "kmeans", "--n", "600", "--d", "8", "--k", "5", "--repeats", "1"]
+    args = ["bench", "kmeans", "--n", "601", "--d", "8", "--k", "5", "--repeats", "1"]  # padded
     args += ["--seeding-seeds", "0", "--sklearn-threads", "1", "--sklearn-algorithms", "lloyd"]
     assert cli.main([*args, "--cpu-devices", "3", "--json", str(out_json)]) == 0
     assert "ours on a mesh of 3 CPU devices" in capsys.readouterr().out

@@ -152,7 +152,7 @@ def _mesh_fit(state, x, devices: int):
     xs = gk.shard_rows(x, mesh)
 
     def fit(iters):
-        out = gk.kmeans_run(state, xs, num_iters=iters, mesh=mesh)
+        out = gk.kmeans_run(state, xs, num_iters=iters, mesh=mesh, n=x.shape[0])
         out.centroids.block_until_ready()
         return out
 
