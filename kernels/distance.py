@@ -157,6 +157,35 @@ def point_stats(x: jax.Array, metric: str) -> PointStats:
     return PointStats(shift, shifted_sq(x, shift))
 
 
+# XLA:CPU's mat-vec computes rows in tiles of this many; the last ``m mod MATVEC_TILE`` rows of
+# an ``m``-row array take another path whose last bit can differ (measured, float32, d = 7..256).
+MATVEC_TILE = 8
+
+
+def row_dots(x: jax.Array, v: jax.Array, acc) -> jax.Array:
+    """``x @ v`` (``[m]``, ``acc`` accumulation) whose every row gets the same bits wherever it
+    sits in ``x``.
+
+    A plain mat-vec rounds the last ``m mod 8`` rows by another path than the rest, so the same
+    row could get a different last bit on one device than as a shard's last row on a mesh, and
+    exact duplicates then broke their ties differently (picks swapped on 8 devices). Here those
+    rows are taken from a mat-vec of the last 8 rows (an ``m < 8`` array is padded to 8), so every
+    row is computed by the tiled path; ``tests/test_distance.py`` checks every offset. Cost: one
+    8-row mat-vec, within noise of the full step at 1,000,003 x 256 (``/tmp``-free figures in
+    docs/benchmarks.md).
+    """
+    m = x.shape[0]
+    tail = m % MATVEC_TILE
+    dot = partial(jnp.dot, precision=_HIGHEST, preferred_element_type=acc)
+    if m < MATVEC_TILE:
+        return dot(jnp.pad(x, ((0, MATVEC_TILE - m), (0, 0))), v)[:m]
+    out = dot(x, v)
+    if tail == 0:
+        return out
+    last = dot(x[m - MATVEC_TILE :], v)
+    return out.at[m - tail :].set(last[MATVEC_TILE - tail :])
+
+
 def point_rank_distances(
     x: jax.Array, stats: PointStats, center: jax.Array, metric: str
 ) -> jax.Array:
@@ -169,12 +198,12 @@ def point_rank_distances(
     acc = accum_dtype(x.dtype)
     c = center.astype(acc)
     if metric == "cosine":
-        dots = jnp.dot(x, center.astype(x.dtype), precision=_HIGHEST, preferred_element_type=acc)
+        dots = row_dots(x, center.astype(x.dtype), acc)
         c_sq = jnp.sum(c * c)
         c_inv = jnp.where(c_sq > 0, jax.lax.rsqrt(jnp.where(c_sq > 0, c_sq, 1)), 0)
         return 1.0 - jnp.clip(dots * stats.sq * c_inv, -1.0, 1.0)
     v = c - stats.shift
-    dots = jnp.dot(x, v.astype(x.dtype), precision=_HIGHEST, preferred_element_type=acc)
+    dots = row_dots(x, v.astype(x.dtype), acc)
     d = stats.sq - 2.0 * (dots - jnp.dot(stats.shift, v)) + jnp.dot(v, v)
     return jnp.maximum(d, 0.0)
 

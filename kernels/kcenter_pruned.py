@@ -47,8 +47,9 @@ on unit rows, where ``1 - cos(x, z) = |x/|x| - z/|z||^2 / 2`` (a zero row is at 
 everything, and at most 1/2 on the unit sphere's side: the bound stays a lower bound).
 
 Exactness: a touched row's distance is computed by the same ``point_rank_distances`` formula as
-the streaming step (the mat-vec of a block gives each row the same bits as the full mat-vec: an
-XLA:CPU property the tests check, not a guarantee of every backend), and
+the streaming step (the mat-vec of a block gives each row the same bits as the full mat-vec:
+``distance.row_dots`` keeps every row on XLA:CPU's tiled mat-vec path, in a block as in the whole
+array; an XLA:CPU property the tests check, not a guarantee of every backend), and
 a block is skipped only when every row's *computed* distance provably exceeds its minimum: the
 bound is shrunk by a margin ``g (Q_b + 2 (A_b + |s|) |v| + |v|^2)`` covering the rounding of the
 mean-shifted mat-vec formula (``Q_b = max |x_i - s|^2``, ``A_b = max |x_i|``, ``v = z - s``,

@@ -130,3 +130,28 @@ def test_wide_rows_on_a_mesh_equal_one_device(devices):
     c2, a2 = gk.kmeans(x, 3, jax.random.key(0), num_iters=4, mesh=mesh)
     np.testing.assert_array_equal(np.asarray(a2), np.asarray(a1))
     np.testing.assert_array_equal(np.asarray(c2), np.asarray(c1))
+
+
+@pytest.mark.parametrize("d", [7, 64, 100])
+def test_row_dots_give_a_row_the_same_bits_wherever_it_sits(d):
+    """A plain mat-vec rounds the last ``m mod 8`` rows by another path (the control below shows
+    it still does); ``row_dots`` gives every row the bits it gets inside a multiple-of-8 array, at
+    every offset and length, ``m < 8`` included, and its values are the mat-vec's."""
+    from goldener_jax.kernels.distance import row_dots
+
+    rng = np.random.default_rng(d)
+    x = rng.normal(size=(200, d)).astype(np.float32)
+    v = jnp.asarray(rng.normal(size=(d,)).astype(np.float32))
+    rows = jax.jit(row_dots, static_argnums=2)
+    plain = jax.jit(lambda a, b: jnp.dot(a, b, precision="highest"))
+    ref = np.asarray(plain(jnp.asarray(x[:192]), v))  # 192 rows: no remainder
+    np.testing.assert_allclose(ref, x[:192] @ np.asarray(v), rtol=1e-5, atol=1e-4)
+    plain_differ = 0
+    for start in range(8):
+        for m in (1, 3, 7, 8, 9, 15, 37, 150, 151, 184):
+            a = jnp.asarray(x[start : start + m])
+            got = np.asarray(rows(a, v, jnp.float32))
+            np.testing.assert_array_equal(got, ref[start : start + m], err_msg=f"{start}:{m}")
+            plain_differ += int(np.sum(np.asarray(plain(a, v)) != ref[start : start + m]))
+    if d >= 64:
+        assert plain_differ > 0  # the remainder path the fix avoids is still there
