@@ -56,6 +56,28 @@ def test_bench_kmeans_on_a_mesh_of_cpu_devices(capsys, tmp_path):
         cli.main([*args, "--cpu-devices", "64"])  # more than the process has
 
 
+def test_bench_accel_runs_every_section_at_a_toy_size(capsys, tmp_path):
+    """The GPU session's prepared benchmark (scripts/gpu_check.sh), on the CPU at a toy size: every
+    section runs, the pruned picks equal the naive ones, the shares are real numbers."""
+    out_json = tmp_path / "a.json"
+    args = ["bench", "accel", "--n", "3001", "--d", "16", "--dtype", "f32", "--clusters", "12"]
+    args += ["--kcenter-k", "80", "--block-rows", "32", "--knn-queries", "40", "--knn-block", "16"]
+    args += ["--kmeans-k", "6", "--kmeans-iters", "4", "--json", str(out_json)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "k-center pruned k=80" in out and "kNN 40 queries" in out and "k-means k=6" in out
+    r = json.loads(out_json.read_text())
+    assert r["data_bytes"] == 3001 * 16 * 4 and r["read_bandwidth_gb_s"] > 0
+    kc = r["kcenter"]
+    assert kc["identical"] is True
+    assert kc["naive"]["bytes_read_share"] == 1.0
+    assert 0 < kc["pruned"]["bytes_read_share"] < 1.0  # 12 Gaussians, 80 centers: blocks skipped
+    assert r["knn"]["passes_over_x"] == 3  # ceil(40 / 16)
+    assert r["kmeans"]["iterations_timed"] >= 1 and r["kmeans"]["per_iter_s"] > 0
+    with pytest.raises(SystemExit, match="--kmeans-iters must be >= 1"):
+        cli.main([*args[:2], "--n", "100", "--kmeans-iters", "0"])
+
+
 def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])

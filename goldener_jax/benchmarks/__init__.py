@@ -23,6 +23,7 @@ BENCHMARKS = {
     "probcover": "probcover",
     "peers": "peers",
     "active-learning": "active_learning",
+    "accel": "accel",
 }
 
 
