@@ -48,20 +48,28 @@ program on the same padded rows.
 
 from __future__ import annotations
 
-import functools
 import math
 from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
 from .distance import PointStats, accum_dtype, column_sums, point_rank_distances, shifted_sq
 from .kmeans_lloyd import assign, assign_block_rows, lloyd_loop
-from .sharding import ALL, ROWS, mesh_axis, on_mesh, padded_rows, replicate, shard_rows, unpad
+from .sharding import (
+    ALL,
+    ROWS,
+    mesh_axis,
+    on_mesh,
+    on_rows,
+    real_rows,
+    replicate,
+    shard_rows,
+    unpad,
+)
 from .typiclust import kmeans_medoids, typical_points, typicality
 
 __all__ = [
@@ -125,49 +133,6 @@ def _check_iters(num_iters) -> int:
     if isinstance(num_iters, bool) or not isinstance(num_iters, int) or num_iters < 0:
         raise ValueError(f"num_iters must be an int >= 0, got {num_iters!r}")
     return num_iters
-
-
-def _on_rows(a, mesh, fill):
-    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh. A global
-    array of ``n < padded`` rows that this process cannot read whole (an assignment returned
-    with ``n=`` on a mesh spanning processes) is padded by a program instead."""
-    if mesh is None:
-        return a
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
-        rows = padded_rows(a.shape[0], mesh)
-        if rows != a.shape[0]:
-            return _pad_program(mesh, rows, a.ndim, fill)(a)
-    return shard_rows(a, mesh, fill=fill)
-
-
-@functools.lru_cache(maxsize=32)
-def _pad_program(mesh, rows: int, ndim: int, fill):
-    """A jitted pad of the rows to ``rows``, row-sharded on ``mesh`` (one program per shape)."""
-    axis, _ = mesh_axis(mesh)
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
-
-    def pad(a):
-        widths = [(0, rows - a.shape[0])] + [(0, 0)] * (ndim - 1)
-        return jnp.pad(a, widths, constant_values=fill)
-
-    return jax.jit(pad, out_shardings=sharding)
-
-
-def _real_rows(x, n, mesh) -> int:
-    """The real row count of ``x``: ``n`` for rows padded by ``shard_rows`` for ``mesh`` (checked),
-    every row when ``n`` is ``None``."""
-    if n is None:
-        return x.shape[0]
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be an int or None, got {n!r} of type {type(n).__name__}")
-    n = int(n)
-    if n < 1 or mesh is None or x.shape[0] not in (n, padded_rows(n, mesh)):
-        expected = "a mesh" if mesh is None else f"{n} or {padded_rows(max(n, 1), mesh)} rows"
-        raise ValueError(
-            f"x has {x.shape[0]} rows but n={n}: n (>= 1) is the real rows of an x padded for "
-            f"mesh by shard_rows; expected {expected}"
-        )
-    return n
 
 
 # --------------------------------------------------------------------------- seeding
@@ -305,7 +270,7 @@ def _trials(init: str, k: int) -> int:
 
 def _seeds_checked(x, k, key, mesh, init="kmeans++", n=None):
     """``(seeds, centroids, x as placed)`` for validated arguments (``n``: real rows)."""
-    xs = _on_rows(x, mesh, 0)
+    xs = on_rows(x, mesh, 0)
     n = x.shape[0] if n is None else n
     data = replicate(jax.random.key_data(key), mesh)
     impl = str(jax.random.key_impl(key))
@@ -325,7 +290,7 @@ def kmeans_plusplus(
     _check_key(key)
     _check_init(init)
     x = as_float_matrix(x, "x")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     return _seeds_checked(x, k, key, mesh, init, n)[0]
 
@@ -431,7 +396,7 @@ def kmeans_init(
     _check_init(init)
     check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     return _new_state(_seeds_checked(x, k, key, mesh, init, n)[1], n)
 
@@ -453,7 +418,7 @@ def kmeans_run(
     ``n``: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows`` (the state
     has ``n`` rows)."""
     x = as_float_matrix(x, "x")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     num_iters = _check_iters(num_iters)
     block_size = check_block_size(block_size)
     if state.assignment.shape[0] != n or state.centroids.shape[1] != x.shape[1]:
@@ -465,7 +430,7 @@ def kmeans_run(
         max_steps = num_iters
     if isinstance(max_steps, int) and max_steps < 0:
         raise ValueError(f"max_steps must be >= 0, got {max_steps}")
-    xs = _on_rows(x, mesh, 0)
+    xs = on_rows(x, mesh, 0)
     return _run_checked(state, xs, n, max_steps, num_iters, block_size, mesh)
 
 
@@ -476,14 +441,14 @@ def kmeans_assign(
     time (on each device of ``mesh`` if given: no communication). ``n``: with ``mesh``, the
     real rows of an ``x`` already padded by ``shard_rows`` (only those are returned)."""
     x = as_float_matrix(x, "x")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     centroids = as_float_matrix(centroids, "centroids")
     if centroids.shape[1] != x.shape[1] or centroids.shape[0] < 1:
         raise ValueError(
             f"centroids must be [k >= 1, {x.shape[1]}], got shape {tuple(centroids.shape)}"
         )
     block_size = check_block_size(block_size)
-    return _assign_checked(_on_rows(x, mesh, 0), n, centroids, block_size, mesh)
+    return _assign_checked(on_rows(x, mesh, 0), n, centroids, block_size, mesh)
 
 
 def kmeans_compile(
@@ -518,7 +483,7 @@ def kmeans_compile(
     block_size = check_block_size(block_size)
     if len(getattr(x, "shape", ())) != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"x must be [n, d] floating rows, got {x!r}")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     data = jax.random.key_data(key)
     rows_spec = vec_spec = all_spec = None  # without a mesh: no sharding
@@ -591,7 +556,7 @@ def kmeans(
     _check_init(init)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = _real_rows(x, n, mesh)
+    n = real_rows(x, n, mesh)
     k = _check_clusters(n_clusters, n)
     num_iters = _check_iters(num_iters)
     _, centroids, xs = _seeds_checked(x, k, key, mesh, init, n)

@@ -265,8 +265,9 @@ def anchored_clusters(n: int, k: int, num_anchors: int, max_clusters: int) -> in
 
 def _clustered(name, options, metric, num_iters, max_clusters, mesh, pick) -> Selector:
     """k-means (k-means++ seeds from the key), then the picks by ``pick(rows, centroids,
-    assignment, existing, num_picks)``. Without anchors: one cluster per pick. With ``m``
-    anchors (TypiClust's anchored form): ``anchored_clusters`` clusters of the rows, and
+    assignment, existing, num_picks, n)`` (``n``: the real rows of rows padded to the mesh, or
+    ``None``). Without anchors: one cluster per pick. With ``m`` anchors (TypiClust's anchored
+    form): ``anchored_clusters`` clusters of the rows, and
     ``existing`` counts the anchors per cluster of their nearest centroid, so clusters holding an
     anchor are covered: picks go to the uncovered ones first, largest first, then round robin by
     fewest (anchors + picks) as without anchors. Steps are Lloyd iterations."""
@@ -274,29 +275,38 @@ def _clustered(name, options, metric, num_iters, max_clusters, mesh, pick) -> Se
     def done(km) -> bool:
         return int(km.iteration) >= num_iters or not bool(km.changed)
 
-    def init(x, k, *, key, anchors=None):
+    def padded(km, x):
+        """``n=`` for the kernels: the real rows when ``x`` came padded to the mesh (rows read
+        per process; the state's assignment has the real count), else ``None``."""
+        n = km.assignment.shape[0]
+        return None if x.shape[0] == n else n
+
+    def init(x, k, *, key, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
         xk = _unit_rows(x, metric)
-        n, d = xk.shape
+        rows, d = xk.shape
+        rows = rows if n is None else n
         m = 0 if anchors is None else int(anchors.shape[0])
         a = jnp.zeros((1, d), jnp.float32) if m == 0 else _unit_rows(anchors, metric)
-        clusters = anchored_clusters(n, k, m, max_clusters)
-        km = kmeans_init(xk, clusters, key, **_on(mesh))
+        clusters = anchored_clusters(rows, k, m, max_clusters)
+        km = kmeans_init(xk, clusters, key, n=n, **_on(mesh))
         picks = jnp.full((k,), -1, jnp.int32)
         return ClusterSelection(km, picks, jnp.asarray(a, jnp.float32), jnp.asarray(m, jnp.int32))
 
     def run(state, x, max_steps=None):
         xk = _unit_rows(x, metric)
         km, picks, anchors, m = state
+        n = padded(km, x)
         if not done(km):
             steps = None if max_steps is None else int(max_steps)
-            km = kmeans_run(km, xk, num_iters=num_iters, max_steps=steps, **_on(mesh))
+            km = kmeans_run(km, xk, num_iters=num_iters, max_steps=steps, n=n, **_on(mesh))
         if done(km) and int(picks[0]) < 0:
-            assignment = kmeans_assign(xk, km.centroids, **_on(mesh))
+            assignment = kmeans_assign(xk, km.centroids, n=n, **_on(mesh))
             existing = None
             if int(m):  # a few replicated rows: assigned on the default device
                 near = kmeans_assign(anchors[: int(m)], km.centroids)
                 existing = jnp.bincount(near, length=km.centroids.shape[0]).astype(jnp.int32)
-            picks = pick(xk, km.centroids, assignment, existing, picks.shape[0])
+            picks = pick(xk, km.centroids, assignment, existing, picks.shape[0], n)
         return ClusterSelection(km, picks, anchors, m)
 
     return _make(
@@ -321,7 +331,7 @@ def kmeans_medoids(
     """k-means medoids (representative points: one per cluster, large clusters first); with
     anchors, ``anchored_clusters`` clusters and the clusters without an anchor first."""
 
-    def pick(x, centroids, assignment, existing, num_picks):
+    def pick(x, centroids, assignment, existing, num_picks, n):
         return _medoid_points(
             x,
             centroids,
@@ -329,6 +339,7 @@ def kmeans_medoids(
             num_picks=num_picks,
             min_cluster_size=min_cluster_size,
             existing=existing,
+            n=n,
             **_on(mesh),
         )
 
@@ -349,7 +360,7 @@ def typiclust(
     ``anchored_clusters`` clusters and the clusters without an anchor first (the paper's
     anchored form)."""
 
-    def pick(x, centroids, assignment, existing, num_picks):
+    def pick(x, centroids, assignment, existing, num_picks, n):
         return typical_points(
             x,
             centroids,
@@ -358,6 +369,7 @@ def typiclust(
             num_picks=num_picks,
             min_cluster_size=min_cluster_size,
             existing=existing,
+            n=n,
             **_on(mesh),
         )
 
@@ -439,15 +451,11 @@ class PicksState(NamedTuple):
     picks: jax.Array  # int32 [k]
 
 
-def one_shot(name: str, choose: Callable, options: dict | None = None) -> Selector:
-    """A selector that chooses in one go: ``choose(x, k, key) -> int [k]`` row indices."""
-
-    def init(x, k, *, key=None, anchors=None):
-        return PicksState(jnp.asarray(np.asarray(choose(x, k, key)), jnp.int32))
-
+def _in_one_go(name: str, options: dict, init) -> Selector:
+    """A selector whose ``init`` already holds the picks (a ``PicksState``)."""
     return _make(
         name,
-        options or {},
+        options,
         init,
         lambda state, x, max_steps=None: state,
         lambda s: np.asarray(s.picks),
@@ -456,12 +464,24 @@ def one_shot(name: str, choose: Callable, options: dict | None = None) -> Select
     )
 
 
+def one_shot(name: str, choose: Callable, options: dict | None = None) -> Selector:
+    """A selector that chooses in one go: ``choose(x, k, key) -> int [k]`` row indices."""
+
+    def init(x, k, *, key=None, anchors=None):
+        return PicksState(jnp.asarray(np.asarray(choose(x, k, key)), jnp.int32))
+
+    return _in_one_go(name, options or {}, init)
+
+
 def random(*, mesh=None) -> Selector:
     """Uniform random picks, drawn on the host from the key (no compile per ``(n, k)`` shape;
-    nothing to shard, so ``mesh`` changes nothing)."""
+    nothing to shard, so ``mesh`` changes nothing). Reads no row: ``n`` (the real rows of an
+    ``x`` padded to a mesh) is all it needs, so a pipeline reading rows per process passes it
+    rather than gathering every row on each process."""
 
-    def choose(x, k, key):
+    def init(x, k, *, key=None, anchors=None, n=None):
+        rows = int(x.shape[0]) if n is None else int(n)
         rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist())
-        return rng.permutation(x.shape[0])[:k].astype(np.int32)
+        return PicksState(jnp.asarray(rng.permutation(rows)[:k].astype(np.int32)))
 
-    return one_shot("random", choose)
+    return _in_one_go("random", {}, init)

@@ -22,7 +22,7 @@ and ``select`` / ``split`` with ``mesh=``. Each section below says how exact its
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 
 import jax
 import jax.numpy as jnp
@@ -177,3 +177,46 @@ def replicate(a, mesh):
 def unpad(a, n: int):
     """The first ``n`` rows of ``a`` (drops the padding ``shard_rows`` added)."""
     return a if a.shape[0] == n else a[:n]
+
+
+def on_rows(a, mesh, fill):
+    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh. A global
+    array of ``n < padded`` rows that this process cannot read whole (an assignment returned
+    with ``n=`` on a mesh spanning processes) is padded by a program instead."""
+    if mesh is None:
+        return a
+    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+        rows = padded_rows(a.shape[0], mesh)
+        if rows != a.shape[0]:
+            return pad_program(mesh, rows, a.ndim, fill)(a)
+    return shard_rows(a, mesh, fill=fill)
+
+
+@lru_cache(maxsize=32)
+def pad_program(mesh, rows: int, ndim: int, fill):
+    """A jitted pad of the rows to ``rows``, row-sharded on ``mesh`` (one program per shape)."""
+    axis, _ = mesh_axis(mesh)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+
+    def pad(a):
+        widths = [(0, rows - a.shape[0])] + [(0, 0)] * (ndim - 1)
+        return jnp.pad(a, widths, constant_values=fill)
+
+    return jax.jit(pad, out_shardings=sharding)
+
+
+def real_rows(x, n, mesh) -> int:
+    """The real row count of ``x``: ``n`` for rows padded by ``shard_rows`` for ``mesh`` (checked),
+    every row when ``n`` is ``None``."""
+    if n is None:
+        return x.shape[0]
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be an int or None, got {n!r} of type {type(n).__name__}")
+    n = int(n)
+    if n < 1 or mesh is None or x.shape[0] not in (n, padded_rows(n, mesh)):
+        expected = "a mesh" if mesh is None else f"{n} or {padded_rows(max(n, 1), mesh)} rows"
+        raise ValueError(
+            f"x has {x.shape[0]} rows but n={n}: n (>= 1) is the real rows of an x padded for "
+            f"mesh by shard_rows; expected {expected}"
+        )
+    return n

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k
 from .distance import accum_dtype, auto_block, block_rank_distances, row_aux
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import ALL, ROWS, on_mesh, on_rows, real_rows, replicate, unpad
 
 __all__ = ["kmeans_medoids", "typical_points", "typicality"]
 
@@ -45,8 +45,11 @@ def _check_existing(existing, num_clusters: int):
     return existing.astype(jnp.int32)
 
 
-def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
+def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size, n=None, mesh=None):
+    """Validated ``(x, centroids, assignment, num_picks, n)``; ``n``: the real rows of an ``x``
+    padded for ``mesh`` (``assignment`` is ``[n]``)."""
     x = as_float_matrix(x, "x")
+    n = real_rows(x, n, mesh)
     centroids = as_float_matrix(centroids, "centroids")
     if centroids.shape[1] != x.shape[1]:
         raise ValueError(
@@ -54,17 +57,17 @@ def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size):
         )
     if centroids.shape[0] < 1:
         raise ValueError("need at least one centroid")
-    assignment = _check_assignment(assignment, x.shape[0])
+    assignment = _check_assignment(assignment, n)
     if num_picks is None:
         num_picks = centroids.shape[0]
-    num_picks = check_k(num_picks, x.shape[0], "num_picks")
+    num_picks = check_k(num_picks, n, "num_picks")
     if (
         isinstance(min_cluster_size, bool)
         or not isinstance(min_cluster_size, int)
         or min_cluster_size < 1
     ):
         raise ValueError(f"min_cluster_size must be an int >= 1, got {min_cluster_size!r}")
-    return x, centroids, assignment, num_picks
+    return x, centroids, assignment, num_picks, n
 
 
 def _check_assignment(assignment, n: int) -> jax.Array:
@@ -128,11 +131,6 @@ def _medoids(x, centroids, assignment, existing, *, mesh, n, num_picks, min_clus
     return on_mesh(body, mesh, (ROWS, ALL, ROWS, ALL), ALL)(x, centroids, assignment, existing)
 
 
-def _on_rows(a, mesh, fill):
-    """``a`` row-sharded (padded with ``fill``) on ``mesh``; as it is without a mesh."""
-    return a if mesh is None else shard_rows(a, mesh, fill=fill)
-
-
 def kmeans_medoids(
     x,
     centroids,
@@ -142,6 +140,7 @@ def kmeans_medoids(
     min_cluster_size: int = 1,
     existing=None,
     mesh=None,
+    n: int | None = None,
 ) -> jax.Array:
     """The point nearest each centroid: int32 ``[num_picks]`` distinct indices.
 
@@ -153,19 +152,21 @@ def kmeans_medoids(
     ``existing`` (int ``[k]``, e.g. anchors per cluster of their nearest centroid) counts as
     picks the clusters already hold: clusters with none are served first (TypiClust's anchored
     order). With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows are sharded over its devices
-    and each pick is a global reduction.
+    and each pick is a global reduction. ``n``: with ``mesh``, the real rows of an ``x`` already
+    padded by ``shard_rows`` (e.g. each process its own rows of a store); ``assignment`` is
+    ``[n]``, as ``kmeans_assign(..., n=n)`` returns it.
     """
-    x, centroids, assignment, num_picks = _check_clustering(
-        x, centroids, assignment, num_picks, min_cluster_size
+    x, centroids, assignment, num_picks, n = _check_clustering(
+        x, centroids, assignment, num_picks, min_cluster_size, n, mesh
     )
     existing = _check_existing(existing, centroids.shape[0])
     return _medoids(
-        _on_rows(x, mesh, 0),
+        on_rows(x, mesh, 0),
         replicate(centroids, mesh),
-        _on_rows(assignment, mesh, 0),
+        on_rows(assignment, mesh, 0),
         None if existing is None else replicate(existing, mesh),
         mesh=mesh,
-        n=x.shape[0],
+        n=n,
         num_picks=num_picks,
         min_cluster_size=min_cluster_size,
     )
@@ -238,14 +239,13 @@ def _check_neighbors(num_neighbors) -> int:
     return num_neighbors
 
 
-def _typicality_checked(x, assignment, num_neighbors, block_size, mesh):
-    """``typicality`` of validated arguments: float32 ``[n]``."""
-    n = x.shape[0]
+def _typicality_checked(x, assignment, num_neighbors, block_size, mesh, n):
+    """``typicality`` of validated arguments (``n`` real rows): float32 ``[n]``."""
     if n == 1:
         return jnp.full((1,), jnp.inf, jnp.float32)
     typ = _typicality(
-        _on_rows(x, mesh, 0),
-        _on_rows(assignment, mesh, -1),
+        on_rows(x, mesh, 0),
+        on_rows(assignment, mesh, -1),
         mesh=mesh,
         n=n,
         num_neighbors=num_neighbors,
@@ -254,18 +254,27 @@ def _typicality_checked(x, assignment, num_neighbors, block_size, mesh):
     return unpad(typ, n)
 
 
-def typicality(x, assignment, *, num_neighbors: int = 20, block_size: int | None = None, mesh=None):
+def typicality(
+    x,
+    assignment,
+    *,
+    num_neighbors: int = 20,
+    block_size: int | None = None,
+    mesh=None,
+    n: int | None = None,
+):
     """TypiClust typicality: ``1 / mean Euclidean distance to the num_neighbors nearest other
     points of the same cluster`` (fewer when the cluster is smaller; ``inf`` for a point with no
     other member or only duplicates of itself). float32 ``[n]``; ``[block_size, n]`` distances
     at a time (``O(n^2 d)`` work, never an ``n x n`` matrix). With ``mesh`` (a 1-D
     ``jax.sharding.Mesh``) the rows are sharded and travel round a ring of its devices
-    (``[block_size, n / P]`` distances at a time)."""
+    (``[block_size, n / P]`` distances at a time). ``n``: as in :func:`kmeans_medoids`."""
     x = as_float_matrix(x, "x")
-    assignment = _check_assignment(assignment, x.shape[0])
+    n = real_rows(x, n, mesh)
+    assignment = _check_assignment(assignment, n)
     num_neighbors = _check_neighbors(num_neighbors)
     block_size = check_block_size(block_size)
-    return _typicality_checked(x, assignment, num_neighbors, block_size, mesh)
+    return _typicality_checked(x, assignment, num_neighbors, block_size, mesh, n)
 
 
 def _typical_body(assignment, typ, existing, *, n, num_clusters, num_picks, min_cluster_size, axis):
@@ -295,6 +304,7 @@ def typical_points(
     block_size: int | None = None,
     existing=None,
     mesh=None,
+    n: int | None = None,
 ) -> jax.Array:
     """The most typical points of the clusters (TypiClust): int32 ``[num_picks]`` distinct indices.
 
@@ -304,20 +314,21 @@ def typical_points(
     (``num_picks = k``) that is one pick per non-empty cluster, largest cluster first.
     ``existing`` (int ``[k]``, e.g. anchors per cluster) counts as picks the clusters already
     hold, as in :func:`kmeans_medoids`. With ``mesh`` (a 1-D ``jax.sharding.Mesh``) the rows
-    are sharded over its devices.
+    are sharded over its devices; ``n`` as in :func:`kmeans_medoids`.
     """
-    x, centroids, assignment, num_picks = _check_clustering(
-        x, centroids, assignment, num_picks, min_cluster_size
+    x, centroids, assignment, num_picks, n = _check_clustering(
+        x, centroids, assignment, num_picks, min_cluster_size, n, mesh
     )
     num_neighbors = _check_neighbors(num_neighbors)
     existing = _check_existing(existing, centroids.shape[0])
-    typ = _typicality_checked(x, assignment, num_neighbors, check_block_size(block_size), mesh)
+    block_size = check_block_size(block_size)
+    typ = _typicality_checked(x, assignment, num_neighbors, block_size, mesh, n)
     return _typical(
-        _on_rows(assignment, mesh, 0),
-        _on_rows(typ, mesh, 0.0),
+        on_rows(assignment, mesh, 0),
+        on_rows(typ, mesh, 0.0),
         None if existing is None else replicate(existing, mesh),
         mesh=mesh,
-        n=x.shape[0],
+        n=n,
         num_clusters=centroids.shape[0],
         num_picks=num_picks,
         min_cluster_size=min_cluster_size,

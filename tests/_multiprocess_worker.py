@@ -204,6 +204,14 @@ def pipeline_main():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
+        # random and typiclust take n=: no process gathers a task's rows (host_reads stays
+        # empty); typiclust's k-means, assignment and typicality run on the padded rows
+        rnd = gj.select(
+            store, 6, method="random", key=jax.random.key(3), mesh=mesh, progress=False
+        )
+        typ = gj.select(
+            store, 6, method="typiclust", key=jax.random.key(4), mesh=mesh, progress=False
+        )
         parts = gj.split(
             store,
             {"train": 0.75, "test": 0.25},
@@ -224,6 +232,8 @@ def pipeline_main():
                 "select_method": sel.config["method"],
                 "label_counts": {str(k): int(v) for k, v in sel.label_counts.items()},
                 "coverage_radius": sel.coverage_radius,
+                "random": [int(i) for i in rnd.indices],
+                "typiclust": [int(i) for i in typ.indices],
                 "split": {k: [int(i) for i in v] for k, v in parts.items()},
                 "issues": [int(i) for i in issues.indices],
                 "issue_scores": [float(v) for v in issues.scores],

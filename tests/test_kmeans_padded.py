@@ -344,3 +344,54 @@ def test_compile_log_sees_kmeans_programs():
 def test_kmeans_compile_refuses_bad_arguments(x, kwargs, match):
     with pytest.raises(ValueError, match=match):
         gk.kmeans_compile(x, 2, KEY, **kwargs)
+
+
+# ------------------------------------------- pickers and selectors built on k-means, padded rows
+
+PICKER_CASES = [
+    # (selector, metric, data, k, devices, anchors)
+    ("kmeans_medoids", "euclidean", "f32 n=37", 5, 8, False),
+    ("kmeans_medoids", "cosine", "f32 n=45 d=7", 4, 4, True),
+    ("typiclust", "euclidean", "symmetric n=58", 6, 8, True),
+    ("typiclust", "cosine", "f32 n=37", 5, 3, False),
+    ("typiclust", "euclidean", "f32 n=13", 2, 8, False),
+]
+
+
+@pytest.mark.parametrize("case", PICKER_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_clustering_selectors_on_padded_rows_equal_unpadded(case):
+    """``kmeans_medoids`` / ``typiclust`` selectors take ``n=`` (as ``select`` hands each process
+    its own rows of a store): the picks of padded rows (filled with 1e3, never a pick or a
+    neighbour), run in two chunks, equal the unpadded call on the same mesh, and the medoid
+    and typical-point kernels called with ``n=`` equal their unpadded calls."""
+    name, metric, data, k, devices, with_anchors = case
+    x = DATA[data]()
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    junk = gk.shard_rows(x, mesh, fill=1e3)
+    assert junk.shape[0] > x.shape[0]
+    n = x.shape[0]
+    anchors = x[:2] + np.float32(0.25) if with_anchors else None
+    make = getattr(gk.selectors, name)
+    sel = make(metric=metric, num_iters=20, min_cluster_size=1, mesh=mesh)
+    want = sel.picks(sel.run(sel.init(x, k, key=KEY, anchors=anchors), x))
+    state = sel.init(junk, k, key=KEY, anchors=anchors, n=n)
+    state = sel.run(sel.run(state, junk, 2), junk)
+    got = sel.picks(state)
+    np.testing.assert_array_equal(got, want)
+    assert got.max() < n and len(set(got.tolist())) == k
+
+    rows = x if metric == "euclidean" else x / np.linalg.norm(x, axis=1, keepdims=True)
+    padded = gk.shard_rows(rows, mesh, fill=1e3)
+    c, a = gk.kmeans(rows, k, KEY, num_iters=20, mesh=mesh)
+    picker = gk.kmeans_medoids if name == "kmeans_medoids" else gk.typical_points
+    kw = {} if name == "kmeans_medoids" else {"num_neighbors": 4}
+    np.testing.assert_array_equal(
+        _np(picker(padded, c, a, mesh=mesh, n=n, **kw)), _np(picker(rows, c, a, mesh=mesh, **kw))
+    )
+    if name == "typiclust":
+        np.testing.assert_array_equal(
+            _np(gk.typicality(padded, a, num_neighbors=4, mesh=mesh, n=n)),
+            _np(gk.typicality(rows, a, num_neighbors=4, mesh=mesh)),
+        )
+    with pytest.raises(ValueError, match="assignment must be int"):
+        picker(padded, c, a[:-1], mesh=mesh, n=n, **kw)
