@@ -39,7 +39,7 @@ import numpy as np
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_run_args
 from .distance import auto_block, block_rank_distances, row_aux
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import ALL, ROWS, on_mesh, on_rows, padded_rows, real_rows, replicate, unpad
 
 __all__ = [
     "GreedyState",
@@ -198,27 +198,35 @@ def _unpadded(state: GreedyState, n: int) -> GreedyState:
 def _padded(state: GreedyState, mesh) -> GreedyState:
     """The caller's state on ``mesh``; padding rows are not remaining (never chosen)."""
     return GreedyState(
-        shard_rows(state.nn_dist, mesh, fill=jnp.inf),
-        shard_rows(state.nn_index, mesh, fill=-1),
-        shard_rows(state.remaining, mesh, fill=False),
+        on_rows(state.nn_dist, mesh, jnp.inf),
+        on_rows(state.nn_index, mesh, -1),
+        on_rows(state.remaining, mesh, False),
         replicate(state.selected, mesh),
         replicate(jnp.asarray(state.count, jnp.int32), mesh),
     )
 
 
 def greedy_init(
-    x, k: int, *, metric: str = "euclidean", block_size: int | None = None, mesh=None
+    x,
+    k: int,
+    *,
+    metric: str = "euclidean",
+    block_size: int | None = None,
+    mesh=None,
+    n: int | None = None,
 ) -> GreedyState:
     """Builds the exact nearest-neighbour table, ``block_size`` rows against all at a time.
 
     With ``mesh`` (1-D ``jax.sharding.Mesh``) the rows and the table are sharded over its
-    devices; the returned state has ``n`` rows either way."""
+    devices; the returned state has ``n`` rows either way. ``n``: with ``mesh``, the real rows
+    of an ``x`` already padded by ``shard_rows`` (padding rows never a neighbour or chosen);
+    ``greedy_run`` then takes the same padded ``x``."""
     check_metric(metric)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    n = real_rows(x, n, mesh)
     k = check_k(k, n)
-    xs = x if mesh is None else shard_rows(x, mesh)
+    xs = x if mesh is None else on_rows(x, mesh, 0)
     state = _init(xs, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size)
     return _unpadded(state, n)
 
@@ -253,14 +261,18 @@ def greedy_run(
     _check_mode(mode)
     check_metric(metric)
     n = state.nn_dist.shape[0]
-    x, max_steps = check_run_args(x, n, state.selected.shape[0], max_steps)
+    # rows padded for the mesh (greedy_init's n=) are accepted as they are
+    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
+    x, max_steps = check_run_args(
+        x, x.shape[0] if padded else n, state.selected.shape[0], max_steps
+    )
     if state.selected.shape[0] == 0:
         return state
     if mesh is None:
         return _run(state, x, max_steps, mesh=None, mode=mode, metric=metric)
     out = _run(
         _padded(state, mesh),
-        shard_rows(x, mesh),
+        on_rows(x, mesh, 0),
         replicate(max_steps, mesh),
         mesh=mesh,
         mode=mode,
@@ -278,7 +290,7 @@ def _select(x, k, mode, metric, block_size, mesh=None):
         return jnp.arange(k, dtype=jnp.int32)
     block_size = check_block_size(block_size)
     # x is placed once and the state stays padded between the two programs.
-    xs = x if mesh is None else shard_rows(x, mesh)
+    xs = x if mesh is None else on_rows(x, mesh, 0)
     state = _init(xs, mesh=mesh, n=n, k=k, metric=metric, block_size=block_size)
     if k == 0:
         return state.selected

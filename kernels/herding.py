@@ -32,7 +32,7 @@ device's only where two different candidates' scores are within rounding of each
 
 from __future__ import annotations
 
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -48,7 +48,17 @@ from ._checks import (
     check_same_width,
 )
 from .distance import auto_block, block_rank_distances, column_sums, row_aux
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import (
+    ALL,
+    ROWS,
+    mesh_axis,
+    on_mesh,
+    on_rows,
+    padded_rows,
+    real_rows,
+    replicate,
+    unpad,
+)
 
 __all__ = [
     "HERDING_KERNELS",
@@ -129,7 +139,8 @@ def _init_body(x, anchors, *, n, k, kernel, length_scale, block_size, axis):
     # Padding rows exist only on a mesh whose size does not divide n (static).
     padded = collective.axis_size(axis) * m != n
     if kernel == "linear":
-        mean = collective.psum(column_sums(x, jnp.float32), axis) / n
+        # padding rows (any value: rows read per process come padded) are not in the mean
+        mean = collective.psum(column_sums(x, jnp.float32, valid if padded else None), axis) / n
         mean_kernel = jnp.dot(x.astype(jnp.float32), mean, precision=_HIGHEST)
     else:
         block = auto_block(m, m, block_size)
@@ -215,9 +226,9 @@ def _place_state(state: HerdingState, mesh) -> HerdingState:
     """``state`` on ``mesh``: N-vectors padded (padding rows taken) and row-sharded."""
     count = state.count if isinstance(state.count, jax.Array) else np.int32(state.count)
     return HerdingState(
-        shard_rows(state.mean_kernel, mesh, fill=0.0),
-        shard_rows(state.penalty, mesh, fill=0.0),
-        shard_rows(state.taken, mesh, fill=True),
+        on_rows(state.mean_kernel, mesh, 0.0),
+        on_rows(state.penalty, mesh, 0.0),
+        on_rows(state.taken, mesh, True),
         replicate(state.selected, mesh),
         replicate(count, mesh),
         replicate(jnp.asarray(state.num_anchors, jnp.int32), mesh),
@@ -232,18 +243,19 @@ def _unpad_state(state: HerdingState, n: int) -> HerdingState:
     )
 
 
-def _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors=None):
-    """(state, x as placed for the run): validation, then the init on one device or ``mesh``."""
+def _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors=None, n=None):
+    """(state, x as placed for the run): validation, then the init on one device or ``mesh``
+    (``n``: the real rows of an ``x`` already padded for it)."""
     length_scale = _check_kernel(kernel, length_scale)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    n = real_rows(x, n, mesh)
     k = check_k(k, n)
     if anchors is not None:
         anchors = as_float_matrix(anchors, "anchors")
         check_same_width(x, anchors, "x", "anchors")
         anchors = replicate(anchors, mesh)
-    xs = x if mesh is None else shard_rows(x, mesh)
+    xs = x if mesh is None else on_rows(x, mesh, 0)
     kw = dict(kernel=kernel, length_scale=length_scale, block_size=block_size)
     return _unpad_state(_init(xs, anchors, mesh=mesh, n=n, k=k, **kw), n), xs
 
@@ -257,6 +269,7 @@ def herding_init(
     block_size: int | None = None,
     anchors=None,
     mesh=None,
+    n: int | None = None,
 ) -> HerdingState:
     """Initial state (the kernel mean of every point, the anchors' kernel rows).
 
@@ -271,24 +284,31 @@ def herding_init(
         herding whose first ``m`` points they are (see the module docstring); never returned.
       mesh: optional 1-D ``jax.sharding.Mesh``: rows of ``x`` are sharded over its devices
         (``kernels.sharding``); the state's vectors still have length ``n``.
+      n: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows`` (e.g. each
+        process its own rows of a store): padding rows are never in the mean or chosen.
+        ``herding_run`` then takes the same padded ``x`` (the state knows ``n``).
 
     Returns:
       A ``HerdingState``.
     """
-    return _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors)[0]
+    return _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors, n)[0]
 
 
 def _checked_run(state, x, kernel, length_scale, max_steps, mesh, xs=None):
     length_scale = _check_kernel(kernel, length_scale)
-    x, max_steps = check_run_args(x, state.mean_kernel.shape[0], state.selected.shape[0], max_steps)
+    n = state.mean_kernel.shape[0]
+    # rows padded for the mesh (herding_init's n=) are accepted as they are
+    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
+    rows = x.shape[0] if padded else n
+    x, max_steps = check_run_args(x, rows, state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     kw = dict(kernel=kernel, length_scale=length_scale)
     if mesh is None:
         return _run(state, x, max_steps, mesh=None, **kw)
-    xs = shard_rows(x, mesh) if xs is None else xs
+    xs = on_rows(x, mesh, 0) if xs is None else xs
     out = _run(_place_state(state, mesh), xs, replicate(max_steps, mesh), mesh=mesh, **kw)
-    return _unpad_state(out, x.shape[0])
+    return _unpad_state(out, n)
 
 
 def herding_run(
@@ -346,15 +366,30 @@ def kernel_herding(
     return _checked_run(state, x, kernel, length_scale, None, mesh, xs=xs).selected
 
 
-def median_length_scale(x, *, max_points: int = 2048) -> float:
+@lru_cache(maxsize=16)
+def _spread_rows_program(mesh, n: int, step: int, count: int):
+    """Rows ``0, step, ...`` (``count`` of them) of a row-sharded ``x``, replicated on ``mesh``:
+    one program every process runs, so none needs the whole ``x``."""
+    mesh_axis(mesh)  # a 1-D mesh, or a clear error
+    every = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.jit(lambda a: a[jnp.arange(0, n, step)[:count]], out_shardings=every)
+
+
+def median_length_scale(x, *, max_points: int = 2048, mesh=None, n: int | None = None) -> float:
     """Median heuristic bandwidth: the median pairwise Euclidean distance among the first
-    ``max_points`` rows spread evenly over ``x`` (deterministic; O(max_points^2) memory)."""
+    ``max_points`` rows spread evenly over ``x`` (deterministic; O(max_points^2) memory).
+    ``n``: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows`` (the rows are
+    gathered by one program on the mesh: no process reads ``x`` whole)."""
     x = as_float_matrix(x, "x")
-    n = x.shape[0]
+    n = real_rows(x, n, mesh)
     if n < 2:
         return 1.0
     step = max(1, n // max_points)
-    sub = x[::step][:max_points].astype(jnp.float32)
+    if mesh is None:
+        sub = x[::step][:max_points]
+    else:
+        sub = _spread_rows_program(mesh, n, step, min(max_points, -(-n // step)))(x)
+    sub = jnp.asarray(sub, jnp.float32)
     aux = row_aux(sub, "euclidean")
     sq = block_rank_distances(sub, aux, sub, aux, "euclidean")
     iu = jnp.triu_indices(sub.shape[0], 1)

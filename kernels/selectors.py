@@ -126,8 +126,9 @@ def kcenter(*, metric: str = "euclidean", mesh=None) -> Selector:
 
 
 def _greedy(mode: str, metric: str, mesh) -> Selector:
-    def init(x, k, *, key=None, anchors=None):
-        return greedy_init(x, k, metric=metric, **_on(mesh))
+    def init(x, k, *, key=None, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
+        return greedy_init(x, k, metric=metric, n=n, **_on(mesh))
 
     def run(state, x, max_steps=None):
         return greedy_run(state, x, mode=mode, metric=metric, max_steps=max_steps, **_on(mesh))
@@ -162,11 +163,14 @@ def herding(*, kernel: str = "rbf", length_scale: float | None = None, mesh=None
         # The median heuristic's value is a float32 number, so the state holds it exactly.
         return float(state.length_scale) if length_scale is None else float(length_scale or 1.0)
 
-    def init(x, k, *, key=None, anchors=None):
-        ls = median_length_scale(x) if length_scale is None and kernel == "rbf" else 1.0
+    def init(x, k, *, key=None, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
+        padded = {} if n is None else {"n": n, "mesh": mesh}
+        median = length_scale is None and kernel == "rbf"
+        ls = median_length_scale(x, **padded) if median else 1.0
         state = HerdingSelection(None, jnp.asarray(ls, jnp.float32))
         h = herding_init(
-            x, k, kernel=kernel, length_scale=scale(state), anchors=anchors, **_on(mesh)
+            x, k, kernel=kernel, length_scale=scale(state), anchors=anchors, n=n, **_on(mesh)
         )
         return state._replace(herding=h)
 

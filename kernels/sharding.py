@@ -185,7 +185,8 @@ def on_rows(a, mesh, fill):
     with ``n=`` on a mesh spanning processes) is padded by a program instead."""
     if mesh is None:
         return a
-    if isinstance(a, jax.Array) and not a.is_fully_addressable:
+    traced = isinstance(a, jax.core.Tracer)  # inside a caller's jit: shard_rows pads it
+    if isinstance(a, jax.Array) and not traced and not a.is_fully_addressable:
         rows = padded_rows(a.shape[0], mesh)
         if rows != a.shape[0]:
             return pad_program(mesh, rows, a.ndim, fill)(a)

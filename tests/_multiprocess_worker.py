@@ -204,13 +204,17 @@ def pipeline_main():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
-        # random and typiclust take n=: no process gathers a task's rows (host_reads stays
+        # random, typiclust and herding take n=: no process gathers a task's rows (host_reads stays
         # empty); typiclust's k-means, assignment and typicality run on the padded rows
         rnd = gj.select(
             store, 6, method="random", key=jax.random.key(3), mesh=mesh, progress=False
         )
         typ = gj.select(
             store, 6, method="typiclust", key=jax.random.key(4), mesh=mesh, progress=False
+        )
+        # herding's median bandwidth: rows gathered by one program on the mesh
+        herd = gj.select(
+            store, 6, method="herding", key=jax.random.key(5), mesh=mesh, progress=False
         )
         parts = gj.split(
             store,
@@ -234,6 +238,7 @@ def pipeline_main():
                 "coverage_radius": sel.coverage_radius,
                 "random": [int(i) for i in rnd.indices],
                 "typiclust": [int(i) for i in typ.indices],
+                "herding": [int(i) for i in herd.indices],
                 "split": {k: [int(i) for i in v] for k, v in parts.items()},
                 "issues": [int(i) for i in issues.indices],
                 "issue_scores": [float(v) for v in issues.scores],

@@ -87,3 +87,31 @@ def test_bad_input():
             np.zeros((3, 2), np.float32),
             mode="middle",
         )
+
+
+@pytest.mark.parametrize(
+    ("mode", "metric", "n", "devices"),
+    [
+        ("farthest", "euclidean", 37, 8),
+        ("closest", "cosine", 45, 4),
+        ("closest", "euclidean", 13, 8),
+    ],
+)
+def test_padded_rows_with_n_equal_the_unpadded_call(mode, metric, n, devices):
+    """``greedy_init(..., n=)`` on rows padded for the mesh (filled with 1e3: never a neighbour,
+    never chosen), run in chunks, and the selector given ``n=``, equal the unpadded calls on the
+    same mesh (integer rows: exact distances, so the mesh cannot round differently)."""
+    x = np.random.default_rng(n).integers(-4, 5, (n, 3)).astype(np.float32)
+    k = min(n, 9)
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    junk = gk.shard_rows(x, mesh, fill=1e3)
+    assert junk.shape[0] > n
+    want = np.asarray(SELECT[mode](x, k, metric=metric, mesh=mesh))
+    state = gk.greedy_init(junk, k, metric=metric, mesh=mesh, n=n)
+    assert state.nn_dist.shape == (n,)
+    while int(state.count) < k:
+        state = gk.greedy_run(state, junk, mode=mode, metric=metric, max_steps=4, mesh=mesh)
+    np.testing.assert_array_equal(np.asarray(state.selected), want)
+    sel = getattr(gk.selectors, mode)(metric=metric, mesh=mesh)
+    got = sel.picks(sel.run(sel.init(junk, k, n=n), junk))
+    np.testing.assert_array_equal(got, want)

@@ -42,3 +42,43 @@ def test_bad_input():
         gk.kernel_herding(x, 6)
     with pytest.raises(ValueError, match="state was made for 5 points"):
         gk.herding_run(gk.herding_init(x, 2), np.zeros((4, 2), np.float32))
+
+
+PADDED_CASES = [
+    # (kernel, n, d, k, devices, anchors)
+    ("rbf", 37, 5, 9, 8, False),
+    ("linear", 45, 4, 7, 4, True),
+    ("rbf", 13, 3, 13, 8, True),  # every real row chosen; padding rows never
+]
+
+
+@pytest.mark.parametrize("case", PADDED_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_padded_rows_with_n_equal_the_unpadded_call(case):
+    """``herding_init(..., n=)`` on rows padded for the mesh (filled with 1e3: far away, never in
+    the mean nor chosen), run in chunks, and the herding selector given ``n=`` (its median
+    bandwidth from the real rows) equal the unpadded calls on the same mesh; a run refuses rows
+    that are neither its state's nor their padding."""
+    import jax
+
+    kernel, n, d, k, devices, with_anchors = case
+    x = np.random.default_rng(n).normal(size=(n, d)).astype(np.float32)
+    anchors = x[:2] + np.float32(0.5) if with_anchors else None
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    junk = gk.shard_rows(x, mesh, fill=1e3)
+    assert junk.shape[0] > n
+    want = gk.kernel_herding(x, k, kernel=kernel, length_scale=1.3, anchors=anchors, mesh=mesh)
+    state = gk.herding_init(
+        junk, k, kernel=kernel, length_scale=1.3, anchors=anchors, mesh=mesh, n=n
+    )
+    assert state.mean_kernel.shape == (n,)
+    while int(state.count) < k:
+        state = gk.herding_run(state, junk, kernel=kernel, length_scale=1.3, max_steps=4, mesh=mesh)
+    np.testing.assert_array_equal(np.asarray(state.selected), np.asarray(want))
+
+    assert gk.median_length_scale(junk, mesh=mesh, n=n) == gk.median_length_scale(x)
+    sel = gk.selectors.herding(kernel=kernel, mesh=mesh)
+    plain = sel.picks(sel.run(sel.init(x, k, anchors=anchors), x))
+    padded = sel.picks(sel.run(sel.init(junk, k, anchors=anchors, n=n), junk))
+    np.testing.assert_array_equal(padded, plain)
+    with pytest.raises(ValueError, match="state was made for"):  # 9 rows short: not its padding
+        gk.herding_run(gk.herding_init(x[: n - 9], 2, mesh=mesh), junk, mesh=mesh)
