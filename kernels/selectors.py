@@ -226,8 +226,9 @@ def zcore(
         impl=impl,
     )
 
-    def init(x, k, *, key, anchors=None):
-        state = zcore_init(x, key, variant=variant, **_on(mesh))
+    def init(x, k, *, key, anchors=None, n=None):
+        # n: real rows of an x already padded for the mesh (rows read per process).
+        state = zcore_init(x, key, variant=variant, n=n, **_on(mesh))
         return ZCoreSelection(state, jnp.asarray(k, jnp.int32))
 
     def run(state, x, max_steps=None):

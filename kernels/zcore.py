@@ -41,7 +41,16 @@ import numpy as np
 from . import _zcore_window, collective
 from ._checks import as_float_matrix, check_k
 from ._zcore_body import chunk_body, stats_body
-from .sharding import ALL, ROWS, on_mesh, replicate, shard_rows, unpad
+from .sharding import (
+    ALL,
+    ROWS,
+    on_mesh,
+    on_rows,
+    padded_rows,
+    real_rows,
+    replicate,
+    unpad,
+)
 
 __all__ = [
     "IMPLS",
@@ -215,7 +224,7 @@ def _stats_host(x: np.ndarray):
     return jnp.asarray(x.min(0)), jnp.asarray(med), jnp.asarray(x.max(0))
 
 
-def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
+def zcore_init(x, key, *, variant: str = "paper", mesh=None, n: int | None = None) -> ZCoreState:
     """Initial state: per-dimension statistics and the variant's initial scores.
 
     Args:
@@ -224,6 +233,9 @@ def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
       variant: ``"paper"`` (random ``U(0, 1)`` initial scores) or ``"goldener"`` (zeros).
       mesh: optional 1-D ``jax.sharding.Mesh``: the statistics are reduced over rows sharded
         on its devices (the same values; the lower median by an exact bisection).
+      n: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows`` (e.g. each
+        process its own rows of a store): padding rows are in no statistic, never scored;
+        ``zcore_run`` then takes the same padded ``x`` (the state knows ``n``).
 
     Returns:
       A ``ZCoreState``.
@@ -232,9 +244,9 @@ def zcore_init(x, key, *, variant: str = "paper", mesh=None) -> ZCoreState:
     x = as_float_matrix(x, "x")
     sample_key, init_key = jax.random.split(jax.random.wrap_key_data(_key_data(key)))
     key_data = jax.random.key_data(sample_key)
-    n = x.shape[0]
+    n = real_rows(x, n, mesh)
     if mesh is not None:
-        lo, med, hi = _stats(shard_rows(x, mesh), mesh=mesh, n=n)
+        lo, med, hi = _stats(on_rows(x, mesh, 0), mesh=mesh, n=n)
         lo, med, hi = jax.block_until_ready((lo, med, hi))  # see _wait
     elif all(dev.platform == "cpu" for dev in x.devices()):
         lo, med, hi = _stats_host(np.asarray(x, np.float32))
@@ -312,12 +324,12 @@ def _run_xla(state, x, num_samples, chunk, num_dims, num_redundancy, metric, exp
              mesh, fallback: int = 8):  # fmt: skip
     """The XLA kernel; returns the state and how many samples the windows could not prove."""
     done = int(state.done)
-    n = x.shape[0]
+    n = state.scores.shape[0]  # x may come padded for the mesh (zcore_init's n=)
     opts = dict(chunk=chunk, num_redundancy=num_redundancy, metric=metric, exponent=exponent)
     if widths is None or num_samples == 0:
         scores = _run_chunks(
-            shard_rows(state.scores, mesh, fill=0.0) if mesh is not None else state.scores,
-            shard_rows(x, mesh) if mesh is not None else x,
+            on_rows(state.scores, mesh, 0.0) if mesh is not None else state.scores,
+            on_rows(x, mesh, 0) if mesh is not None else x,
             *(replicate(a, mesh) for a in (state.key, np.int32(done), np.int32(num_samples))),
             *(replicate(a, mesh) for a in (state.lo, state.med, state.hi)),
             mesh=mesh, n=n, num_dims=num_dims, **opts,
@@ -354,14 +366,15 @@ def _run_checked(state, x, num_samples, *, chunk, variant, num_dims, num_redunda
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
-    if state.scores.shape[0] != x.shape[0]:
-        raise ValueError(
-            f"state was made for {state.scores.shape[0]} points but x has shape {tuple(x.shape)}"
-        )
+    n = state.scores.shape[0]
+    # rows padded for the mesh (zcore_init's n=) are accepted as they are
+    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
+    if n != x.shape[0] and not padded:
+        raise ValueError(f"state was made for {n} points but x has shape {tuple(x.shape)}")
     if int(state.done) + num_samples >= 2**31:
         raise ValueError(f"num_samples: samples are numbered in int32, got {num_samples}")
     impl = _resolve_impl(impl, num_dims, x, mesh)
-    widths = _check_widths(widths, x.shape[0], num_dims, num_redundancy, mesh)
+    widths = _check_widths(widths, n, num_dims, num_redundancy, mesh)
     if impl == "native":
         return _run_native(state, x.T, num_samples, num_redundancy, metric, exponent), (0, 0)
     return _run_xla(

@@ -204,8 +204,8 @@ def pipeline_main():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
-        # random, typiclust and herding take n=: no process gathers a task's rows (host_reads stays
-        # empty); typiclust's k-means, assignment and typicality run on the padded rows
+        # random, typiclust, herding and zcore take n=: no process gathers a task's rows
+        # (host_reads stays empty); their kernels run on the padded rows
         rnd = gj.select(
             store, 6, method="random", key=jax.random.key(3), mesh=mesh, progress=False
         )
@@ -215,6 +215,15 @@ def pipeline_main():
         # herding's median bandwidth: rows gathered by one program on the mesh
         herd = gj.select(
             store, 6, method="herding", key=jax.random.key(5), mesh=mesh, progress=False
+        )
+        zc = gj.select(
+            store,
+            6,
+            method="zcore",
+            method_options={"num_samples": 64, "chunk": 32, "num_redundancy": 5},
+            key=jax.random.key(6),
+            mesh=mesh,
+            progress=False,
         )
         parts = gj.split(
             store,
@@ -239,6 +248,7 @@ def pipeline_main():
                 "random": [int(i) for i in rnd.indices],
                 "typiclust": [int(i) for i in typ.indices],
                 "herding": [int(i) for i in herd.indices],
+                "zcore": [int(i) for i in zc.indices],
                 "split": {k: [int(i) for i in v] for k, v in parts.items()},
                 "issues": [int(i) for i in issues.indices],
                 "issue_scores": [float(v) for v in issues.scores],

@@ -219,3 +219,31 @@ def test_reported_mesh_case_returns():
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode == 0, tail
     assert "RETURNED" in done.stdout, tail
+
+
+@pytest.mark.parametrize(("variant", "n", "devices"), [("paper", 37, 8), ("goldener", 45, 4)])
+def test_padded_rows_with_n_equal_the_unpadded_call(variant, n, devices):
+    """``zcore_init(..., n=)`` on rows padded for the mesh (filled with 1e3: in no statistic,
+    never a nearest point or neighbour), run in two calls, and the ZCore selector given ``n=``,
+    equal the unpadded calls on the same mesh bit for bit (integer rows)."""
+    x = _ints(np.random.default_rng(n), n, 3)
+    mesh = gk.make_mesh(jax.devices()[:devices])
+    junk = gk.shard_rows(x, mesh, fill=1e3)
+    assert junk.shape[0] > n
+    key = jax.random.key(2)
+    kw = dict(chunk=8, variant=variant, num_redundancy=5, mesh=mesh)
+    want = gk.zcore_run(gk.zcore_init(x, key, variant=variant, mesh=mesh), x, 24, **kw)
+    state = gk.zcore_init(junk, key, variant=variant, mesh=mesh, n=n)
+    for name in ("lo", "med", "hi"):
+        np.testing.assert_array_equal(
+            np.asarray(getattr(state, name)), np.asarray(getattr(want, name))
+        )
+    state = gk.zcore_run(gk.zcore_run(state, junk, 16, **kw), junk, 8, **kw)
+    assert state.scores.shape == (n,)
+    np.testing.assert_array_equal(np.asarray(state.scores), np.asarray(want.scores))
+    sel = gk.selectors.zcore(num_samples=24, chunk=8, variant=variant, num_redundancy=5, mesh=mesh)
+    plain = sel.picks(sel.run(sel.init(x, 6, key=key), x))
+    padded = sel.picks(sel.run(sel.init(junk, 6, key=key, n=n), junk))
+    np.testing.assert_array_equal(padded, plain)
+    with pytest.raises(ValueError, match="state was made for"):  # neither its rows nor padding
+        gk.zcore_run(gk.zcore_init(x[: n - 9], key, mesh=mesh), junk, 8, **kw)

@@ -109,7 +109,7 @@ def test_pipeline_reads_own_rows_and_equals_single_process(tmp_path):
         for key in ("select", "select_method", "label_counts", "split", "issues", "suggested"):
             assert r[key] == reference[key], key
         assert r["random"] == reference["random"] and len(set(r["random"])) == 6
-        for method in ("typiclust", "herding"):
+        for method in ("typiclust", "herding", "zcore"):
             assert r[method] == reference[method] and len(set(r[method])) == 6, method
         assert r["issue_scores"] == reference["issue_scores"]
         assert r["coverage_radius"] == pytest.approx(reference["coverage_radius"], rel=1e-6)
