@@ -39,7 +39,16 @@ import numpy as np
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_k, check_metric, check_run_args
 from .distance import auto_block, block_rank_distances, row_aux
-from .sharding import ALL, ROWS, on_mesh, on_rows, padded_rows, real_rows, replicate, unpad
+from .sharding import (
+    ALL,
+    ROWS,
+    on_mesh,
+    on_rows,
+    real_rows,
+    replicate,
+    run_rows,
+    unpad,
+)
 
 __all__ = [
     "GreedyState",
@@ -261,11 +270,7 @@ def greedy_run(
     _check_mode(mode)
     check_metric(metric)
     n = state.nn_dist.shape[0]
-    # rows padded for the mesh (greedy_init's n=) are accepted as they are
-    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
-    x, max_steps = check_run_args(
-        x, x.shape[0] if padded else n, state.selected.shape[0], max_steps
-    )
+    x, max_steps = check_run_args(x, run_rows(x, n, mesh), state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     if mesh is None:

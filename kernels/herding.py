@@ -54,9 +54,9 @@ from .sharding import (
     mesh_axis,
     on_mesh,
     on_rows,
-    padded_rows,
     real_rows,
     replicate,
+    run_rows,
     unpad,
 )
 
@@ -297,10 +297,7 @@ def herding_init(
 def _checked_run(state, x, kernel, length_scale, max_steps, mesh, xs=None):
     length_scale = _check_kernel(kernel, length_scale)
     n = state.mean_kernel.shape[0]
-    # rows padded for the mesh (herding_init's n=) are accepted as they are
-    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
-    rows = x.shape[0] if padded else n
-    x, max_steps = check_run_args(x, rows, state.selected.shape[0], max_steps)
+    x, max_steps = check_run_args(x, run_rows(x, n, mesh), state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     kw = dict(kernel=kernel, length_scale=length_scale)

@@ -60,7 +60,17 @@ from .distance import (
 )
 from .knn import knn
 from .probcover_graph import MAX_EDGES, ball_graph, graph_greedy, neighbours_of
-from .sharding import ALL, ROWS, mesh_axis, on_mesh, padded_rows, replicate, shard_rows, unpad
+from .sharding import (
+    ALL,
+    ROWS,
+    mesh_axis,
+    on_mesh,
+    padded_rows,
+    replicate,
+    run_rows,
+    shard_rows,
+    unpad,
+)
 
 __all__ = ["ProbCoverState", "probcover", "probcover_init", "probcover_radius", "probcover_run"]
 __all__ += ["probcover_step"]
@@ -428,9 +438,7 @@ def probcover_run(
     block_size = check_block_size(block_size)
     n = state.degree.shape[0]
     # x may be the padded array of shard_rows (as given to probcover_init(n=)).
-    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
-    rows, k = x.shape[0] if padded else n, state.selected.shape[0]
-    x, max_steps = check_run_args(x, rows, k, max_steps)
+    x, max_steps = check_run_args(x, run_rows(x, n, mesh), state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     chunk = _chunk_rows(n, x.shape[1], x.dtype.itemsize, mesh, block_size)

@@ -221,3 +221,10 @@ def real_rows(x, n, mesh) -> int:
             f"mesh by shard_rows; expected {expected}"
         )
     return n
+
+
+def run_rows(x, n: int, mesh) -> int:
+    """Rows a run over a state of ``n`` points accepts: ``x``'s own count when ``x`` is those
+    ``n`` rows padded for ``mesh`` (the init took ``n=``), else ``n``."""
+    rows = x.shape[0]
+    return rows if mesh is not None and rows != n and rows == padded_rows(n, mesh) else n

@@ -32,7 +32,7 @@ from ._checks import (
 from .distance import point_rank_distances
 from .kcenter import global_point_stats
 from .kmeans import typicality
-from .sharding import ALL, ROWS, on_mesh, padded_rows, replicate, shard_rows, unpad
+from .sharding import ALL, ROWS, on_mesh, padded_rows, replicate, run_rows, shard_rows, unpad
 
 __all__ = [
     "TypicalKCenterState",
@@ -242,9 +242,7 @@ def typical_kcenter_run(
     are sharded over its devices; a state from any device count (or none) continues."""
     n = state.min_dist.shape[0]
     # x may be the padded array of shard_rows (as given to typical_kcenter_init(n=)).
-    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
-    rows = x.shape[0] if padded else n
-    x, max_steps = check_run_args(x, rows, state.selected.shape[0], max_steps)
+    x, max_steps = check_run_args(x, run_rows(x, n, mesh), state.selected.shape[0], max_steps)
     if state.selected.shape[0] == 0:
         return state
     if mesh is None:

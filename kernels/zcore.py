@@ -46,9 +46,9 @@ from .sharding import (
     ROWS,
     on_mesh,
     on_rows,
-    padded_rows,
     real_rows,
     replicate,
+    run_rows,
     unpad,
 )
 
@@ -367,9 +367,7 @@ def _run_checked(state, x, num_samples, *, chunk, variant, num_dims, num_redunda
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 0:
         raise ValueError(f"num_samples must be an int >= 0, got {num_samples!r}")
     n = state.scores.shape[0]
-    # rows padded for the mesh (zcore_init's n=) are accepted as they are
-    padded = mesh is not None and x.shape[0] != n and x.shape[0] == padded_rows(n, mesh)
-    if n != x.shape[0] and not padded:
+    if x.shape[0] != run_rows(x, n, mesh):
         raise ValueError(f"state was made for {n} points but x has shape {tuple(x.shape)}")
     if int(state.done) + num_samples >= 2**31:
         raise ValueError(f"num_samples: samples are numbered in int32, got {num_samples}")
