@@ -60,17 +60,7 @@ from .distance import (
 )
 from .knn import knn
 from .probcover_graph import MAX_EDGES, ball_graph, graph_greedy, neighbours_of
-from .sharding import (
-    ALL,
-    ROWS,
-    mesh_axis,
-    on_mesh,
-    padded_rows,
-    replicate,
-    run_rows,
-    shard_rows,
-    unpad,
-)
+from .sharding import ALL, ROWS, mesh_axis, on_mesh, replicate, run_rows, shard_rows, unpad
 
 __all__ = ["ProbCoverState", "probcover", "probcover_init", "probcover_radius", "probcover_run"]
 __all__ += ["probcover_step"]
@@ -330,11 +320,10 @@ def _real_rows(x, mesh, n) -> int:
         raise ValueError(f"n must be a positive int (the real rows of x), got n={n!r}")
     if mesh is None:
         raise ValueError(f"n={n} is for an x padded for a mesh by shard_rows; got mesh=None")
-    rows = padded_rows(int(n), mesh)
-    if x.shape[0] not in (n, rows):
+    if run_rows(x, int(n), mesh) != x.shape[0]:
         raise ValueError(
-            f"x has {x.shape[0]} rows but n={n}: expected {n} rows, or {rows} (padded for the "
-            "mesh by shard_rows)"
+            f"x has {x.shape[0]} rows but n={n}: expected {n} rows, or them padded for the mesh "
+            "by shard_rows"
         )
     return int(n)
 
