@@ -629,26 +629,43 @@ def leakage_pairs(
             raise ValueError(f"{name} must have shape [{n}] (one per row of x), got {value.shape}")
     set_names, set_of = np.unique(vec_set, return_inverse=True)
     members = [np.flatnonzero(set_of == s) for s in range(len(set_names))]
-    # Each two sets: their `budget` closest pairs. Samples with several vectors can repeat a
-    # pair of samples, so a cut list may be short of unique pairs after merging: then retry
-    # with a larger budget. The merge is exact once no cut list could still hold a pair as close
-    # as the last one returned.
-    budget = max_pairs
-    while True:
-        rows_a, rows_b, dists, cut_at = [], [], [], []
+
+    def search(budget: int):
+        """Each two sets: their ``budget`` closest pairs (rows of ``x``)."""
         for s in range(len(members)):
             for t in range(s + 1, len(members)):
                 i, j, d = gk.pairs_within(
                     x[members[s]], threshold, y=x[members[t]], metric=metric,
                     block_size=block_size, max_pairs=budget,
                 )  # fmt: skip
-                i, j = members[s][i], members[t][j]
-                rows_a.append(np.minimum(i, j))
-                rows_b.append(np.maximum(i, j))
-                dists.append(d)
-                if len(d) == budget:  # cut: pairs at distances >= d[-1] may be missing
-                    cut_at.append(d[-1])
-        ra, rb, d = (np.concatenate(v) if v else np.zeros(0) for v in (rows_a, rows_b, dists))
+                yield members[s][i], members[t][j], d
+
+    return closest_leaks(search, vec_set, vec_sample, max_pairs)
+
+
+def closest_leaks(search, vec_set, vec_sample, max_pairs: int, gather=None) -> list[dict]:
+    """``leakage_pairs``' result from ``search(budget)``, which yields ``(rows, rows, distances)``
+    lists of vector pairs in different sets, each list its ``budget`` closest pairs, closest
+    first (a list of ``budget`` pairs is *cut*: pairs at its last distance or more may be
+    missing). ``gather`` (optional) combines the lists of every process: it takes and returns
+    ``(rows_a, rows_b, distances, cut_at)`` arrays.
+
+    Samples with several vectors can repeat a pair of samples, so a cut list may be short of
+    unique pairs after merging: then the search is run again with twice the budget. The merge is
+    exact once no cut list could still hold a pair as close as the last one returned."""
+    budget = max_pairs
+    while True:
+        rows_a, rows_b, dists, cut_at = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [], []
+        for i, j, d in search(budget):
+            rows_a.append(np.minimum(i, j))
+            rows_b.append(np.maximum(i, j))
+            dists.append(d)
+            if len(d) == budget:  # cut: pairs at distances >= d[-1] may be missing
+                cut_at.append(d[-1])
+        ra, rb = np.concatenate(rows_a), np.concatenate(rows_b)
+        d, cut = np.concatenate([np.zeros(0), *dists]), np.asarray(cut_at, np.float64)
+        if gather is not None:
+            ra, rb, d, cut = gather(ra, rb, d, cut)
         order = np.lexsort((rb, ra, d))
         out, seen = [], set()
         for r, c, dist in zip(ra[order].tolist(), rb[order].tolist(), d[order].tolist(),
@@ -669,6 +686,6 @@ def leakage_pairs(
             if len(out) == max_pairs:
                 break
         last = out[-1]["distance"] if len(out) == max_pairs else np.inf
-        if not cut_at or min(cut_at) > last:
+        if not cut.size or cut.min() > last:
             return out
         budget *= 2

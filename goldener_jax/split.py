@@ -27,7 +27,7 @@ import numpy as np
 
 from goldener_jax import pipeline
 from goldener_jax._allocation import set_counts
-from goldener_jax.curate import leakage_pairs
+from goldener_jax.pipeline.leakage import split_leakage_pairs
 
 __all__ = ["Split", "split"]
 
@@ -336,7 +336,7 @@ def _leaks(data, names, assignment, threshold, metric) -> list:
         raise ValueError(f"leakage_threshold must be > 0, got {threshold!r}")
     vec_set = np.asarray(names, dtype=object)[assignment[data.vec_sample]]
     sample_of_vec = data.sample_ids[data.vec_sample]
-    return leakage_pairs(data.x, vec_set, sample_of_vec, float(threshold), metric=metric)
+    return split_leakage_pairs(data, vec_set, sample_of_vec, float(threshold), metric)
 
 
 def _write_manifest(manifest: dict, manifest_path, store_or_array) -> str | None:

@@ -166,8 +166,18 @@ def _count_reads() -> tuple[list, list]:
         host_reads.append(int(len(vecs)))
         return host_rows(self, vecs)
 
+    read_rows = StoreRows.read_rows
+
+    def counted_read_rows(self, vecs):
+        PIECE_READS.append(int(len(vecs)))
+        return read_rows(self, vecs)
+
     StoreRows.sharded, StoreRows.host_rows = counted_sharded, counted_host_rows
+    StoreRows.read_rows = counted_read_rows
     return builds, host_reads
+
+
+PIECE_READS: list = []  # rows of each StoreRows.read_rows (the leakage check's own rows, pieces)
 
 
 def pipeline_main():
@@ -193,7 +203,7 @@ def pipeline_main():
     if NPROC:
         from jax.experimental import multihost_utils
 
-        from goldener_jax.pipeline import engine
+        from goldener_jax.pipeline import engine, leakage
 
         multihost_utils.sync_global_devices("worker:described")
         mesh = gk.make_mesh()
@@ -201,6 +211,13 @@ def pipeline_main():
         # pieces and a short last one (the default, 32 MB per device, is one piece here).
         engine._RADIUS_PIECE_BYTES = 3 * store.dim * 4
         radius_piece = 12
+        # The split's leakage check streams the test set past each process's rows 8 at a time.
+        leakage._PIECE_BYTES = 8 * store.dim * 4
+    # A leakage threshold that some cross-set pairs meet: the 2 % quantile of all distances
+    # (read here from the store directly, not through the pipeline's per-process reads).
+    every = np.asarray(store.vectors.read().result(), np.float64)
+    gaps = np.sqrt(((every[:, None] - every[None]) ** 2).sum(-1))[np.triu_indices(len(every), 1)]
+    leak_at = float(np.quantile(gaps, 0.02))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sel = gj.select(store, 6, key=jax.random.key(1), mesh=mesh, progress=False)
@@ -232,6 +249,7 @@ def pipeline_main():
             key=jax.random.key(2),
             mesh=mesh,
             manifest_path=False,
+            leakage_threshold=leak_at,
             progress=False,
         )
         issues = gj.label_issues(store, k=5, mesh=mesh, progress=False)
@@ -250,6 +268,8 @@ def pipeline_main():
                 "herding": [int(i) for i in herd.indices],
                 "zcore": [int(i) for i in zc.indices],
                 "split": {k: [int(i) for i in v] for k, v in parts.items()},
+                "leakage": parts.manifest["leakage"],
+                "piece_reads": PIECE_READS,
                 "issues": [int(i) for i in issues.indices],
                 "issue_scores": [float(v) for v in issues.scores],
                 "suggested": [int(v) for v in issues.suggested],

@@ -1,6 +1,7 @@
 """Label issues and near duplicates against NumPy brute force, and on planted problems."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ from _reference import distances
 
 import goldener_jax as gj
 from goldener_jax import curate
+from goldener_jax import kernels as gk
 
 
 def flip_labels(y, fraction, seed, num_classes):
@@ -472,3 +474,84 @@ def test_leakage_pairs_bad_arguments(kwargs, error, match):
     }
     with pytest.raises(error, match=match):
         curate.leakage_pairs(np.zeros((4, 2), np.float32), **args)
+
+
+@pytest.mark.parametrize("fixture", ["leaky", "many_vectors"])
+@pytest.mark.parametrize("processes", [1, 3])
+@pytest.mark.parametrize("piece", [3, 128])
+def test_store_leakage_pairs_over_processes_equal_leakage_pairs(tmp_path, monkeypatch, fixture,
+                                                                processes, piece):  # fmt: skip
+    """The leakage check of a store read per process (``pipeline.leakage``): each (simulated)
+    process owns a range of rows, streams the later sets past them in pieces of 3 or 128 rows, and
+    the merged result equals ``leakage_pairs`` on every vector, and the brute force: cut lists
+    and the retry with a larger budget included (``many_vectors``, max_pairs 6: with pieces of
+    128 rows, one process retries as leakage_pairs does)."""
+    import threading
+
+    from goldener_jax.pipeline import data as pdata
+    from goldener_jax.pipeline import leakage
+
+    if fixture == "leaky":
+        x, vec_set, vec_sample = _leaky_split()
+        threshold, max_pairs = 0.75, 5
+    else:
+        rng = np.random.default_rng(12)
+        base = rng.normal(size=(20, 3)).astype(np.float32) * 10
+        x = np.concatenate([np.repeat(base, 4, axis=0), base + 0.01])
+        x[:80] += rng.normal(scale=0.001, size=(80, 3)).astype(np.float32)
+        vec_sample = np.r_[np.repeat(np.arange(20), 4), 20 + np.arange(20)]
+        vec_set = np.array(["train"] * 80 + ["test"] * 20, dtype=object)
+        rows = rng.permutation(len(x))  # the sets interleaved in the store
+        x, vec_set, vec_sample = x[rows], vec_set[rows], vec_sample[rows]
+        threshold, max_pairs = 0.5, 6
+    store = _store(tmp_path / fixture, x, np.zeros(len(x), np.int64))
+    monkeypatch.setattr(leakage, "_PIECE_BYTES", piece * x.shape[1] * 4)
+    n = len(x)
+    cuts = np.linspace(0, n, processes + 1).astype(int)
+    barrier, box, out = threading.Barrier(processes), [None] * processes, [None] * processes
+    reads = []
+
+    def gather(rank, *arrays):
+        box[rank] = arrays
+        barrier.wait()
+        merged = tuple(np.concatenate([b[i] for b in box]) for i in range(4))
+        barrier.wait()
+        return merged
+
+    def run(rank):
+        src = pdata.StoreRows(store, np.arange(n), gk.make_mesh())
+        src.own_vector_ranges = lambda: [(int(cuts[rank]), int(cuts[rank + 1]))]
+        read = src.read_rows
+        src.read_rows = lambda v: reads.append(len(v)) or read(v)
+        out[rank] = leakage.store_leakage_pairs(
+            src, vec_set, vec_sample, threshold, "euclidean", max_pairs,
+            gather=partial(gather, rank),
+        )  # fmt: skip
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in range(processes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    want = curate.leakage_pairs(x, vec_set, vec_sample, threshold, max_pairs=max_pairs)
+    assert len(want) == max_pairs
+    assert [((p["a"], p["b"]), p["set_a"], p["set_b"], p["distance"]) for p in want] == (
+        _leakage_ref(x, vec_set, vec_sample, threshold, max_pairs)
+    )
+    for got in out:
+        assert got == want
+    # each process read its own rows once, then pieces of at most `piece` rows
+    own = [int(v) for v in np.diff(cuts)]
+    assert max(reads) <= max(piece, *own)
+    if piece == 3:
+        assert sorted(r for r in reads if r > 3) == sorted(v for v in own if v > 3)
+
+
+def test_gather_pairs_keeps_float64_bits_on_one_process():
+    from goldener_jax.pipeline.leakage import _gather_pairs
+
+    d = np.array([0.1, 1 / 3, np.nextafter(1.0, 2.0)])
+    ra, rb, cut = np.array([5, 2**40, 7]), np.array([9, 3, 2**33]), np.array([np.pi])
+    got = _gather_pairs(ra, rb, d, cut)
+    for a, b in zip(got, (ra, rb, d, cut), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()

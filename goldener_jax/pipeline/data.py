@@ -205,6 +205,11 @@ class StoreRows:
         """Rows ``vecs`` read whole on this process (for kernels without ``n=``)."""
         return self._read(np.asarray(vecs, np.int64))
 
+    def read_rows(self, vecs: np.ndarray) -> np.ndarray:
+        """Rows ``vecs`` on the host: a piece (this process's own rows, a block streamed past
+        them), not a task whole (that is :meth:`host_rows`)."""
+        return self._read(np.asarray(vecs, np.int64))
+
     def sharded(self, vecs: np.ndarray) -> jax.Array:
         """Rows ``vecs`` of the vectors as a ``[padded_rows(m), d]`` array row-sharded over the
         mesh (``kernels.shard_rows``' layout: padding rows of zeros at the end); each process
@@ -286,8 +291,7 @@ class Data:
     With a store and a mesh spanning several processes, ``source`` reads each task's rows per
     process (:class:`StoreRows`) and no process holds all the vectors: ``x`` then reads them all
     on first use (with a warning), for the paths that still need every row on the host
-    (``reduce``, ``split(method="auto")`` with groups or several vectors per sample, the
-    leakage check)."""
+    (``reduce``, ``split(method="auto")`` with groups or several vectors per sample)."""
 
     x_host: np.ndarray | None  # [Nv, d] on the host (None: read per task from `source`)
     vec_sample: np.ndarray  # [Nv] compact sample id of each vector
