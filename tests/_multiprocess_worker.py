@@ -374,6 +374,17 @@ def auto_split_main():
             out[metric] = {k: [int(i) for i in v] for k, v in parts.items()}
             out[metric + "_construction"] = parts.manifest["construction"]
             out[metric + "_reads"] = {"n": n, "builds": list(builds), "host": list(host_reads)}
+        # groups of 3 samples (units: their mean vectors), read per process as well
+        store = FeatureStore.open(os.path.join(WORKDIR, "euclidean"))
+        representative._PIECE_BYTES = 16 * store.dim * 4
+        del host_reads[:], builds[:]
+        parts = gj.split(
+            store, sets, groups=np.arange(store.num_rows) // 3, key=jax.random.key(8),
+            mesh=mesh, manifest_path=False, progress=False,
+        )  # fmt: skip
+        out["groups"] = {k: [int(i) for i in v] for k, v in parts.items()}
+        out["groups_construction"] = parts.manifest["construction"]
+        out["groups_reads"] = {"builds": list(builds), "host": list(host_reads)}
     out["whole_reads"] = [str(w.message) for w in caught if "every vector" in str(w.message)]
     # k-means seeded, one Lloyd iteration, then the rest, on rows read per process (n=; 150
     # rows: 2 padding rows on 4 devices, so the state's assignment is padded back by a program)

@@ -186,6 +186,11 @@ def test_split_auto_reads_no_whole_store_and_equals_single_process(tmp_path):
         # the k-means rows: euclidean's one array over every unit (cosine scales them first)
         assert [m for m, _ in r["euclidean_reads"]["builds"]] == [260]
         assert r["cosine_reads"]["builds"] == []
+        # groups of 3 (unit means): the same sets, each read a piece of units' vectors
+        assert r["groups"] == reference["groups"]
+        assert r["groups_construction"] == reference["groups_construction"]
+        host = r["groups_reads"]["host"]
+        assert host and max(host) <= 48 and r["groups_reads"]["builds"] == []
         assert r["kmeans"] == reference["kmeans"]
         assert r["kmeans_iterations"] == reference["kmeans_iterations"]
     # each run / piece read on one process: together every row once per pass at most (the

@@ -291,7 +291,7 @@ class Data:
     With a store and a mesh spanning several processes, ``source`` reads each task's rows per
     process (:class:`StoreRows`) and no process holds all the vectors: ``x`` then reads them all
     on first use (with a warning), for the paths that still need every row on the host
-    (``reduce``, ``split(method="auto")`` with groups or several vectors per sample)."""
+    (``reduce``)."""
 
     x_host: np.ndarray | None  # [Nv, d] on the host (None: read per task from `source`)
     vec_sample: np.ndarray  # [Nv] compact sample id of each vector
@@ -315,7 +315,7 @@ class Data:
 
             warnings.warn(
                 "this step needs every vector on the host: each process reads the whole store "
-                "(select, split without groups and label_issues read per process)",
+                "(select, split and label_issues read per process)",
                 stacklevel=2,
             )
             self.x_host = np.asarray(

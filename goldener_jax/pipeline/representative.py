@@ -3,7 +3,7 @@ resolution of k-means cells; with labels, the hard units paired before the deal,
 train whole or split between validation and test (see :func:`representative_assignment`).
 
 On a mesh spanning several processes with a store (``Data.source``: rows read per process), no
-process reads every vector at once when each sample has one vector and there are no groups:
+process reads every vector at once:
 the k-means runs on the rows each process reads for its own devices (``kmeans(..., n=)``; for
 cosine each process scales its own rows first) and the cell ids (``[U]`` ints) are gathered;
 the nearest-neighbour chains read their rows a run at a time (at most 512 units) and the
@@ -14,9 +14,10 @@ centroid sums add in another order: see ``kernels.kmeans``). The difficulty's ri
 needs the ``[U, min(d, 256)]`` float32 (projected) unit vectors on every process. The
 projection is taken in fixed pieces of :data:`_PIECE_BYTES` on one process too (XLA's float32
 GEMM rounds a row differently for different row counts): identical to one product over all
-rows when they fit one piece. With groups or several vectors per sample the unit vectors are
-means over samples and every vector is read whole on each process (``Data.x``, with a
-warning).
+rows when they fit one piece. With groups or several vectors per sample a unit's vector is
+the mean of its vectors: each run, piece or device's rows then reads those units' vectors and
+averages them on the host as one process does (float64 sums in vector order), so a piece holds
+every vector of its units.
 """
 
 from __future__ import annotations
@@ -501,12 +502,9 @@ def representative_assignment(
 
 def _representative(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndarray, dict]:
     bar.set_postfix_str("unit vectors")
-    per_process = data.source is not None and data.x_host is None
-    if per_process and _units(data)[3]:
-        # rows read per process, one vector per unit: no process reads every vector at once
+    if data.source is not None and data.x_host is None:
+        # rows read per process: no process reads every vector at once
         return _per_process(data, counts, key, options, metric, mesh, bar)
-    # groups / several vectors per sample (or the vectors on the host): unit means of every
-    # vector, read whole on each process when only `source` has them (Data.x warns)
     unit, ux, size = _unit_vectors(data)
     num_units = ux.shape[0]
     strata = _unit_strata(data, unit, num_units)
@@ -580,16 +578,28 @@ def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndar
     from jax.experimental import multihost_utils
 
     source = data.source
-    unit, _, size, _ = _units(data)
+    unit, vec_unit, size, one = _units(data)
     num_units = size.shape[0]
     dim = source.dim
     strata = _unit_strata(data, unit, num_units)
     cell_size, max_cells, num_iters = _cell_options(counts, options)
     cosine = metric == "cosine"
+    by_unit = np.argsort(vec_unit, kind="stable")  # each unit's vectors, in vector order
+    first = np.searchsorted(vec_unit[by_unit], np.arange(num_units + 1))
 
-    def rows(vecs) -> np.ndarray:
-        """float32 unit vectors of units ``vecs`` (= their vectors), as the host path has them."""
-        v = np.asarray(source.host_rows(np.asarray(vecs, np.int64)), np.float32)
+    def rows(units) -> np.ndarray:
+        """float32 unit vectors of ``units``, as the host path has them (``_unit_vectors``: a
+        unit's one vector, or the float64 mean of its vectors summed in vector order)."""
+        units = np.asarray(units, np.int64)
+        if one:
+            v = np.asarray(source.host_rows(units), np.float32)
+        else:
+            per = first[units + 1] - first[units]
+            at = np.repeat(first[units] - np.cumsum(per) + per, per) + np.arange(per.sum())
+            sums = np.add.reduceat(
+                np.asarray(source.host_rows(by_unit[at]), np.float64), np.cumsum(per) - per
+            )
+            v = (sums / per[:, None]).astype(np.float32)
         return _unit_rows(v) if cosine else v
 
     rng = np.random.default_rng(np.ravel(key_data(key)).tolist())
@@ -603,7 +613,7 @@ def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndar
         # at d = 131,072 on XLA:CPU) is handed back before the rows arrive, never on top of them.
         gk.kmeans_compile(_units_like(num_units, dim, mesh), k, km_key, mesh=mesh, n=num_units)
         trim_heap()
-        xs, n = _sharded_units(data, rows, num_units, dim, cosine, mesh)
+        xs, n = _sharded_units(data, rows, num_units, dim, cosine or not one, mesh)
         _, cell = gk.kmeans(xs, k, km_key, num_iters=int(num_iters), mesh=mesh, n=n)
         cell = np.asarray(multihost_utils.process_allgather(cell, tiled=True))[:num_units]
         xs.delete()  # this process's rows: freed before the chains and the difficulty read more
@@ -643,16 +653,17 @@ def _units_like(num_units: int, dim: int, mesh) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(shape, jnp.float32, sharding=sharding)
 
 
-def _sharded_units(data, rows, num_units, dim, cosine, mesh) -> tuple[jax.Array, int]:
+def _sharded_units(data, rows, num_units, dim, on_host, mesh) -> tuple[jax.Array, int]:
     """``(x, n)``: the float32 unit vectors row-sharded and padded over ``mesh``
-    (``kernels.shard_rows``' layout), each process reading only its own devices' rows."""
-    if not cosine:
+    (``kernels.shard_rows``' layout), each process reading only its own devices' rows;
+    ``on_host``: made by ``rows`` on the host (cosine's scaled rows, groups' means)."""
+    if not on_host:
         xs, n = data.task_rows(np.arange(num_units))
         if xs.dtype != jnp.float32:  # as the host path gives them: widened (exact) or rounded
             xs = jax.jit(lambda a: a.astype(jnp.float32), out_shardings=xs.sharding)(xs)
         return xs, n
     # cosine: each row scaled on the host, as the host path does (XLA's row sums would round
-    # differently from NumPy's)
+    # differently from NumPy's); groups: each unit's mean, as the host path takes it
     like = _units_like(num_units, dim, mesh)
     padded = like.shape[0]
     piece = _piece_rows(num_units, dim)
