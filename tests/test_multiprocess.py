@@ -113,9 +113,11 @@ def test_pipeline_reads_own_rows_and_equals_single_process(tmp_path):
             assert r[method] == reference[method] and len(set(r[method])) == 6, method
         assert r["issue_scores"] == reference["issue_scores"]
         # The leakage check: the same pairs as one process holding every vector; each process
-        # read its own rows (2 of the 4 devices': at most 62) and the test set 8 rows at a time.
+        # read its own rows (2 of the 4 devices': at most 62), set by set, and the later set
+        # 8 rows at a time.
         assert r["leakage"] == reference["leakage"] and r["leakage"]["pairs"] > 0
-        assert max(r["piece_reads"]) <= 62 and 0 < sorted(r["piece_reads"])[-2] <= 8
+        own = [v for v in r["piece_reads"] if v > 8]
+        assert len(own) <= 2 and sum(own) <= 62 and len(r["piece_reads"]) > len(own)
         assert r["coverage_radius"] == pytest.approx(reference["coverage_radius"], rel=1e-6)
         # Nothing fell back to reading a task's rows (or the store) whole on a process.
         assert r["host_reads"] == [] and r["whole_reads"] == []

@@ -18,12 +18,14 @@ larger budget, only when samples with several vectors repeat a pair of samples).
 
 from __future__ import annotations
 
+import jax
 import numpy as np
 
 from goldener_jax import kernels as gk
 from goldener_jax.curate import closest_leaks, leakage_pairs
 from goldener_jax.kernels._checks import check_metric
 from goldener_jax.kernels.pairs import check_threshold
+from goldener_jax.pipeline.representative import spread_processes
 
 __all__ = ["split_leakage_pairs"]
 
@@ -57,10 +59,8 @@ def store_leakage_pairs(
     ranges = source.own_vector_ranges()
     own = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges] or [[]])
     own = own.astype(np.int64)
-    own_x = source.read_rows(own)
     own_of = [own[set_of[own] == s] for s in range(len(names))]
-    own_rows = [own_x[set_of[own] == s] for s in range(len(own_of))]
-    del own_x
+    own_rows = [source.read_rows(rows) for rows in own_of]  # each own row read once
     piece = max(1, _PIECE_BYTES // max(1, source.dim * source.dtype.itemsize))
 
     def search(budget: int):
@@ -85,34 +85,20 @@ def store_leakage_pairs(
 
 def _gather_pairs(ra, rb, d, cut):
     """Every process's ``(rows_a, rows_b, distances, cut_at)``, concatenated in process order
-    (the same arrays on every process). Sent as int32 words: without ``jax_enable_x64`` a
-    gather would round float64 distances to float32."""
-    from jax.experimental import multihost_utils
-
-    sizes = np.asarray(
-        multihost_utils.process_allgather(np.asarray([d.size, cut.size], np.int32))
-    ).reshape(-1, 2)
-    width, cuts = int(sizes[:, 0].max()), int(sizes[:, 1].max())
-
-    def words(a, size, dtype):
-        full = np.zeros(size, dtype)
-        full[: a.size] = a
-        return full.view(np.int32)
-
-    mine = np.concatenate(
-        [
-            words(ra, width, np.int64),
-            words(rb, width, np.int64),
-            words(d, width, np.float64),
-            words(cut, cuts, np.float64),
-        ]
+    (the same arrays on every process), by ``representative.spread_processes``. Sent as int32
+    words: without ``jax_enable_x64`` a gather would round float64 distances to float32."""
+    kinds = (np.int64, np.int64, np.float64, np.float64)
+    arrays = zip((ra, rb, d, cut), kinds, strict=True)
+    words = np.concatenate(
+        [np.asarray([d.size, cut.size], np.int32)]
+        + [np.ascontiguousarray(a, t).view(np.int32) for a, t in arrays]
     )
-    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(sizes.shape[0], -1)
-    parts = np.split(every, np.cumsum([2 * width, 2 * width, 2 * width]), axis=1)
-    out = [[], [], [], []]
-    for p, (size, ncut) in enumerate(sizes.tolist()):
-        out[0].append(parts[0][p].copy().view(np.int64)[:size])
-        out[1].append(parts[1][p].copy().view(np.int64)[:size])
-        out[2].append(parts[2][p].copy().view(np.float64)[:size])
-        out[3].append(parts[3][p].copy().view(np.float64)[:ncut])
+    out: list = [[], [], [], []]
+    for part in spread_processes(jax.process_count(), lambda _: words, np.int32):
+        size, cuts = int(part[0]), int(part[1])
+        ends = np.cumsum([2 * size, 2 * size, 2 * size])
+        for i, (chunk, t) in enumerate(zip(np.split(part[2:], ends), kinds, strict=True)):
+            out[i].append(chunk.copy().view(t))
+        if out[3][-1].size != cuts:  # pragma: no cover - an invariant
+            raise RuntimeError("internal error: a process's pairs came back cut")
     return tuple(np.concatenate(v) for v in out)

@@ -632,12 +632,12 @@ def _per_process(data, counts, key, options, metric, mesh, bar) -> tuple[np.ndar
         idx = order[a:b]
         return idx[_chain(rows(idx))].astype(np.int32)
 
-    links = _spread_processes(len(pieces), chained, np.int32)
+    links = spread_processes(len(pieces), chained, np.int32)
     order = order.copy()
     for (a, b), idx in zip(pieces, links, strict=True):
         order[a:b] = idx
     difficulty = _difficulty_of(
-        lambda a, b: rows(np.arange(a, b)), num_units, dim, strata, rng, _spread_processes
+        lambda a, b: rows(np.arange(a, b)), num_units, dim, strata, rng, spread_processes
     )
     release_freed_memory()
     return _finish(
@@ -680,7 +680,7 @@ def _sharded_units(data, rows, num_units, dim, on_host, mesh) -> tuple[jax.Array
     return xs, num_units
 
 
-def _spread_processes(count: int, make, dtype, tail=()) -> list:
+def spread_processes(count: int, make, dtype, tail=()) -> list:
     """``[make(j) for j < count]`` (arrays of ``dtype``, shape ``[m_j, *tail]``), each made on
     one process (``j % processes``) and gathered on every process, in order."""
     from jax.experimental import multihost_utils
