@@ -186,13 +186,15 @@ def _host_float_matrix(a, name: str) -> np.ndarray:
     return a
 
 
-def _exact_distances(a: np.ndarray, b: np.ndarray, metric: str) -> np.ndarray:
-    """float64 distances between the rows ``a[p]`` and ``b[p]`` (see the module docstring)."""
-    out = np.empty(a.shape[0])
+def _exact_distances(a: np.ndarray, rows, b: np.ndarray, cols, metric: str) -> np.ndarray:
+    """float64 distances between the rows ``a[rows[p]]`` and ``b[cols[p]]`` (see the module
+    docstring), gathered ``RECHECK_BUDGET`` values at a time: all candidates' rows at once were
+    gigabytes for rows of 131,072 values."""
+    out = np.empty(len(rows))
     step = max(1, RECHECK_BUDGET // max(1, a.shape[1]))
-    for s in range(0, a.shape[0], step):
-        u = a[s : s + step].astype(np.float64)
-        v = b[s : s + step].astype(np.float64)
+    for s in range(0, len(rows), step):
+        u = a[rows[s : s + step]].astype(np.float64)
+        v = b[cols[s : s + step]].astype(np.float64)
         if metric == "cosine":
             dot = np.einsum("ij,ij->i", u, v)
             norms = np.einsum("ij,ij->i", u, u) * np.einsum("ij,ij->i", v, v)
@@ -408,7 +410,7 @@ def pairs_within(
             rows, cols = same_direction_pairs(host_x, None if upper else host_y)
         else:  # every pair found is at distance 0: the first max_pairs by (i, j) are kept
             rows, cols = equal_row_pairs(host_x, None if upper else host_y, max_pairs)
-        dist = _exact_distances(host_x[rows], host_y[cols], metric)
+        dist = _exact_distances(host_x, rows, host_y, cols, metric)
         within = dist <= threshold
         i, j, d = _closest_first(rows[within], cols[within], dist[within], max_pairs)
         if on_block is not None:
@@ -447,7 +449,7 @@ def pairs_within(
                             rank_metric, upper, mesh)  # fmt: skip
     kept = 0
     for done, rows, cols in steps:
-        dist = _exact_distances(host_x[rows], host_y[cols], metric)
+        dist = _exact_distances(host_x, rows, host_y, cols, metric)
         within = dist <= threshold
         found_i.append(rows[within])
         found_j.append(cols[within])

@@ -165,27 +165,50 @@ def worker(args) -> None:
         return out
 
     key = jax.random.key(0)
-    sel = run(
-        "select",
-        lambda: gj.select(store, args.select, key=key, mesh=mesh, progress=False),
-    )
-    results["select"] = [int(i) for i in sel.indices]
-    results["select_method"] = sel.config["method"]
-    parts = run(
-        "split",
-        lambda: gj.split(
-            store,
-            {"train": 0.7, "val": 0.15, "test": 0.15},  # method="auto", the default
-            key=key,
-            mesh=mesh,
-            manifest_path=False,
-            progress=False,
-        ),
-    )
-    results["split"] = {k: [int(i) for i in v] for k, v in parts.items()}
-    issues = run("label_issues", lambda: gj.label_issues(store, k=10, mesh=mesh, progress=False))
-    results["issues"] = [int(i) for i in issues.indices[:200]]
-    results["issue_scores"] = [float(v) for v in issues.scores[:200]]
+    wanted = args.steps.split(",")
+    if "select" in wanted:
+        sel = run(
+            "select",
+            lambda: gj.select(store, args.select, key=key, mesh=mesh, progress=False),
+        )
+        results["select"] = [int(i) for i in sel.indices]
+        results["select_method"] = sel.config["method"]
+    if "leakage" in wanted:
+        # split's leakage check alone (a random split reads no vectors): each process holds its
+        # own rows and streams the later sets past them (pipeline/leakage.py)
+        parts = run(
+            "leakage",
+            lambda: gj.split(
+                store,
+                {"train": 0.7, "val": 0.15, "test": 0.15},
+                method="random",
+                key=key,
+                mesh=mesh,
+                manifest_path=False,
+                leakage_threshold=args.leakage_threshold,
+                progress=False,
+            ),
+        )
+        results["leakage"] = parts.manifest["leakage"]
+    if "split" in wanted:
+        parts = run(
+            "split",
+            lambda: gj.split(
+                store,
+                {"train": 0.7, "val": 0.15, "test": 0.15},  # method="auto", the default
+                key=key,
+                mesh=mesh,
+                manifest_path=False,
+                progress=False,
+            ),
+        )
+        results["split"] = {k: [int(i) for i in v] for k, v in parts.items()}
+    if "label_issues" in wanted:
+        issues = run(
+            "label_issues", lambda: gj.label_issues(store, k=10, mesh=mesh, progress=False)
+        )
+        results["issues"] = [int(i) for i in issues.indices[:200]]
+        results["issue_scores"] = [float(v) for v in issues.scores[:200]]
     print(
         json.dumps(
             {
@@ -209,7 +232,8 @@ def _free_port() -> int:
 def _spawn(args, proc: int, nproc: int, port: int) -> subprocess.Popen:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--store", args.store]
     cmd += ["--proc", str(proc), "--nproc", str(nproc), "--port", str(port)]
-    cmd += ["--select", str(args.select)]
+    cmd += ["--select", str(args.select), "--steps", args.steps]
+    cmd += ["--leakage-threshold", str(args.leakage_threshold)]
     env = dict(os.environ)
     if args.keep_memory:
         env["GOLDENER_JAX_KEEP_MEMORY"] = "1"
@@ -232,6 +256,13 @@ def main() -> None:
     ap.add_argument("--select", type=int, default=100, help="samples select(auto) picks")
     ap.add_argument("--workdir", default="/tmp/goldener_multihost_memory")
     ap.add_argument("--check", action="store_true", help="also run one process, no mesh")
+    ap.add_argument(
+        "--steps",
+        default="select,split,label_issues",
+        help="comma-separated steps, in this order: select, leakage (split(method='random', "
+        "leakage_threshold=...)), split, label_issues",
+    )
+    ap.add_argument("--leakage-threshold", type=float, default=468.5)
     ap.add_argument(
         "--keep-memory",
         action="store_true",
@@ -283,7 +314,7 @@ def main() -> None:
             )
         print(
             f"process {r['proc']}: worst step {worst / store_bytes:.3f} x store "
-            f"(select(auto) ran {r['results']['select_method']!r})"
+            f"(select(auto) ran {r['results'].get('select_method')!r})"
         )
     same = results[0]["results"] == results[1]["results"]
     print(f"both processes agree: {same}")

@@ -25,6 +25,8 @@ fns = {
     # wide rows: the mean row and |x - mean|^2 of every row, with no copy of x
     "kcenter_wide": lambda: gk.greedy_k_center(x, k),
     "kmeans_wide": lambda: gk.kmeans(x, k, jax.random.key(1), num_iters=3)[1],
+    # every pair a candidate: the float64 recheck gathers its rows a piece at a time
+    "pairs_wide": lambda: gk.pairs_within(x, 1e9)[0],
 }
 fn = fns[kernel]
 np.asarray(fn())  # compile and warm up at the same shapes

@@ -47,6 +47,14 @@ def test_wide_rows_are_not_copied(kernel):
     assert r["extra"] < 0.15 * r["data"] + 16 * MB, r
 
 
+def test_pair_recheck_of_wide_rows_reads_a_piece_at_a_time():
+    # 64 rows of 131,072 floats (32 MB), all 2,016 pairs within the threshold: gathering every
+    # candidate's two rows for the float64 recheck at once took 2 GB (4 GB in float64).
+    r = _measure("pairs_wide", 64, 131_072, 0)
+    assert r["n_out"] == 64 * 63 // 2
+    assert r["extra"] < 4 * r["data"] + 256 * MB, r
+
+
 @pytest.mark.slow
 def test_farthest_point_extra_memory_is_one_block():
     n, d, block = 20_000, 16, 256  # N x N would need 1.6 GB; one block is 20 MB
