@@ -64,7 +64,7 @@ import numpy as np
 
 from . import collective
 from ._checks import as_float_matrix, check_block_size, check_metric, check_same_width
-from .distance import auto_block, block_rank_distances, row_aux
+from .distance import auto_block, block_rank_distances, column_sums, row_aux
 from .pairs_hash import RECHECK_BUDGET, equal_row_pairs, same_direction_pairs
 from .sharding import ALL, ROWS, mesh_axis, on_mesh, shard_rows
 
@@ -83,6 +83,7 @@ _UNIT_ROUNDOFF = 2.0**-24
 # the triangle of tiles wastes little of the x-alone search (only the diagonal tiles compute pairs
 # twice).
 _TILE = 2048
+_SLICE_VALUES = 1 << 23  # at most this many values in a block or tile slice (32 MB of float32)
 _BITS = 32  # columns per packed word of the candidate mask
 _IN_FLIGHT = 16  # tiles dispatched before the first is read back
 
@@ -161,6 +162,16 @@ def _unpack(words: np.ndarray, row0: int, col0: int) -> tuple[np.ndarray, np.nda
     k, b = np.nonzero(bits)
     word = hit[k]
     return row0 + word // per_row, col0 + (word % per_row) * _BITS + b
+
+
+@partial(jax.jit, static_argnames=("rows", "dtype"))
+def _shifted(a, centre, *, rows: int, dtype):
+    """``a`` cast to ``dtype``, less ``centre`` (``None``: as it is), with zero rows up to
+    ``rows``: one program, one new array."""
+    a = a.astype(dtype)
+    if centre is not None:
+        a = a - centre
+    return jnp.pad(a, ((0, rows - a.shape[0]), (0, 0)))
 
 
 def _pad_rows(a: jax.Array, rows: int) -> jax.Array:
@@ -419,17 +430,12 @@ def pairs_within(
     dtype = x.dtype if upper else jnp.promote_types(x.dtype, y.dtype)
     if jnp.dtype(dtype).itemsize < 4:
         dtype = jnp.float32  # 16-bit rounding would be far above the slack
-    xs = x.astype(dtype)
-    ys = xs if upper else y.astype(dtype)
+    centre = None
     if metric != "cosine":
         # Distances do not move with the origin; centring keeps the norms, and so the block
         # form's rounding, at the scale of the data's spread.
-        centre = jnp.mean(xs.astype(jnp.float32), axis=0).astype(dtype)
-        xs = xs - centre
-        ys = xs if upper else ys - centre
+        centre = (column_sums(x, jnp.float32) / n).astype(dtype)
     aux_metric = "cosine" if metric == "cosine" else "euclidean"
-    x_aux = row_aux(xs, aux_metric)
-    y_aux = x_aux if upper else row_aux(ys, aux_metric)
     rank_metric = "cosine" if metric == "cosine" else "sqeuclidean"
 
     def to_rank(distance: float) -> float:
@@ -437,14 +443,28 @@ def pairs_within(
 
     limit = to_rank(threshold)
     slack = max(_MIN_SLACK, (4 * x.shape[1] + 16) * _UNIT_ROUNDOFF)
-    tile = -(-min(m, _TILE) // _BITS) * _BITS
+    # A block of rows and a tile of columns are sliced (copied) in the tile program: at most
+    # _SLICE_VALUES values each (2048 rows of 131,072 floats were a 1 GB slice).
+    wide = max(1, _SLICE_VALUES // x.shape[1])
+    tile = -(-min(m, _TILE, max(_BITS, wide)) // _BITS) * _BITS
     col_tiles = -(-m // tile)
     state = {"limit": limit}
     if mesh is None:
-        block = auto_block(m, n, block_size) if block_size is not None else min(n, _TILE)
+        block = auto_block(m, n, block_size) if block_size is not None else min(n, _TILE, wide)
+        # cast, centred and padded to whole blocks / tiles in one program: one copy of each
+        rows_x = -(-n // block) * block
+        xs = _shifted(x, centre, rows=max(rows_x, col_tiles * tile) if upper else rows_x,
+                      dtype=dtype)  # fmt: skip
+        ys = xs if upper else _shifted(y, centre, rows=col_tiles * tile, dtype=dtype)
+        x_aux = row_aux(xs, aux_metric)
+        y_aux = x_aux if upper else row_aux(ys, aux_metric)
         steps = _device_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state,
                               rank_metric, upper)  # fmt: skip
     else:
+        xs = _shifted(x, centre, rows=n, dtype=dtype)
+        ys = xs if upper else _shifted(y, centre, rows=m, dtype=dtype)
+        x_aux = row_aux(xs, aux_metric)
+        y_aux = x_aux if upper else row_aux(ys, aux_metric)
         steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, block_size, tile, col_tiles, slack, state,
                             rank_metric, upper, mesh)  # fmt: skip
     kept = 0

@@ -1,19 +1,21 @@
 """The leakage check of ``split`` (``leakage_threshold``) on a store read per process.
 
 With a mesh spanning processes no process holds every vector (:class:`~.data.StoreRows`), and
-the check must not read them all into memory either. Each process holds the rows of its own
-devices (the pool's row-sharded layout) and compares those of each set ``s`` with the rows of
-every later set ``t > s``, streamed from the store in pieces of a fixed number of rows (at most
-``_PIECE_BYTES`` each). Every pair of vectors in different sets is so searched exactly once, by
-the process that owns its row of the earlier set. Each search keeps its closest ``budget`` pairs
-(``kernels.pairs_within``: candidates on the device, rechecked in float64 on the host), the
-processes exchange what they found (a few arrays of pairs, not vectors), and
+the check must not read them all into memory either. Each process owns the rows of its own
+devices (the pool's row-sharded layout) and compares those of each set ``s`` in turn with the
+rows of the later sets ``t > s``, streamed from the store in pieces of a fixed number of rows
+(at most ``_PIECE_BYTES`` each). Every pair of vectors in different sets is so searched exactly
+once, by the process that owns its row of the earlier set. Each search keeps its closest
+``budget`` pairs (``kernels.pairs_within``: candidates on the device, rechecked in float64 on
+the host), the processes exchange what they found (a few arrays of pairs, not vectors), and
 ``curate.closest_leaks`` merges them as ``leakage_pairs`` does on one process: the same pairs,
 distances and order, bit for bit (the float64 distances depend only on the two rows).
 
-Memory per process: its own rows, one piece of another set, and the pairs kept. Reads per
-process: its own rows once, and every later set's rows once per search (a second search, with a
-larger budget, only when samples with several vectors repeat a pair of samples).
+Memory per process: its own rows of one set (read into a page-aligned buffer that the CPU client
+uses as the device array without a copy), ``pairs_within``'s centred copy of them, one piece,
+and the pairs kept. Reads per process: its own rows once and the later sets' rows once per set,
+per search (a second search, with a larger budget, only when samples with several vectors
+repeat a pair of samples).
 """
 
 from __future__ import annotations
@@ -60,25 +62,21 @@ def store_leakage_pairs(
     own = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in ranges] or [[]])
     own = own.astype(np.int64)
     own_of = [own[set_of[own] == s] for s in range(len(names))]
-    own_rows = [source.read_rows(rows) for rows in own_of]  # each own row read once
     piece = max(1, _PIECE_BYTES // max(1, source.dim * source.dtype.itemsize))
 
     def search(budget: int):
-        for t in range(1, len(own_of)):
-            later = np.flatnonzero(set_of == t)
-            if not any(len(own_of[s]) for s in range(t)):
+        for s in range(len(own_of) - 1):  # one set's own rows held at a time
+            if len(own_of[s]) == 0:
                 continue
+            mine = jax.device_put(source.read_rows(own_of[s]))  # no copy on CPU
+            later = np.flatnonzero(set_of > s)
             for a in range(0, later.size, piece):
                 cols = later[a : a + piece]
-                y = source.read_rows(cols)
-                for s in range(t):
-                    if len(own_of[s]) == 0:
-                        continue
-                    i, j, d = gk.pairs_within(
-                        own_rows[s], threshold, y=y, metric=metric, max_pairs=budget
-                    )
-                    yield own_of[s][i], cols[j], d
-                del y
+                i, j, d = gk.pairs_within(
+                    mine, threshold, y=source.read_rows(cols), metric=metric, max_pairs=budget
+                )
+                yield own_of[s][i], cols[j], d
+            del mine
 
     return closest_leaks(search, vec_set, vec_sample, max_pairs, gather=gather or _gather_pairs)
 
