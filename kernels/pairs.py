@@ -313,7 +313,7 @@ def _mesh_steps(xs, x_aux, ys, y_aux, n, m, block_size, tile, col_tiles, slack, 
             "reads both rows of a candidate on the host"
         )
     local = -(-n // p)
-    block = auto_block(m, local, block_size) if block_size is not None else min(local, _TILE)
+    block = auto_block(m, local, block_size)
     local = -(-local // block) * block
     xs_sharded = shard_rows(_pad_rows(xs, p * local), mesh)
     aux_sharded = shard_rows(_pad_rows(x_aux, p * local), mesh)
@@ -465,7 +465,8 @@ def pairs_within(
         ys = xs if upper else _shifted(y, centre, rows=m, dtype=dtype)
         x_aux = row_aux(xs, aux_metric)
         y_aux = x_aux if upper else row_aux(ys, aux_metric)
-        steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, block_size, tile, col_tiles, slack, state,
+        rows_per = min(_TILE, wide) if block_size is None else block_size
+        steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, rows_per, tile, col_tiles, slack, state,
                             rank_metric, upper, mesh)  # fmt: skip
     kept = 0
     for done, rows, cols in steps:

@@ -412,6 +412,26 @@ def test_mesh_search_matches_exact_brute_force(metric, threshold, offset):
     _assert_same_pairs(got, want, metric)
 
 
+@pytest.mark.parametrize(("devices", "n", "m"), [(1, 777, None), (1, 500, 301), (8, 1777, 301)])
+def test_wide_rows_get_smaller_slices_and_the_same_pairs(monkeypatch, devices, n, m):
+    """Blocks and tiles hold at most ``_SLICE_VALUES`` values (wide rows: fewer rows per slice);
+    capped here at 100 rows of 4 values (tiles of 128 columns), on one device and a mesh."""
+    import jax
+    from goldener_jax.kernels import pairs
+
+    monkeypatch.setattr(pairs, "_SLICE_VALUES", 4 * 100)
+    x = _grid(20, n, 4, -4, 4)
+    y = None if m is None else _grid(21, m, 4, -4, 4)
+    want_i, want_j, want_sq = _numpy_pairs(x, y, 1.0)
+    mesh = None if devices == 1 else gk.make_mesh(jax.devices()[:devices])
+    seen = []
+    i, j, d = gk.pairs_within(x, 1.0, y=y, mesh=mesh, on_block=lambda r, p: seen.append(r))
+    assert len(seen) > 1 and max(seen) <= 100 * max(1, devices)  # several capped blocks
+    np.testing.assert_array_equal(i, want_i)
+    np.testing.assert_array_equal(j, want_j)
+    np.testing.assert_array_equal(d, np.sqrt(want_sq))
+
+
 def test_mesh_search_with_max_pairs_keeps_the_closest():
     import jax
 
