@@ -59,16 +59,18 @@ def auto_block(
     return max(1, min(int(block_size), max(1, n_rows)))
 
 
-def row_aux(x: jax.Array, metric: str) -> jax.Array:
+def row_aux(x: jax.Array, metric: str, *, blocked: bool = False) -> jax.Array:
     """Per-row quantity the block form needs: squared norm (Euclidean) or inverse norm (cosine).
 
     A zero row gets inverse norm 0, so every cosine similarity with it is 0 and its cosine
-    distance to anything (itself included) is 1. Rows wider than ``WIDE_ROWS`` are summed
-    ``WIDE_SUM_ROWS`` at a time (``shifted_sq``: the one-shot row reduction held 0.75x of a
-    ``[735, 131072]`` ``x`` in temporaries).
+    distance to anything (itself included) is 1. ``blocked``: rows wider than ``WIDE_ROWS`` are
+    summed ``WIDE_SUM_ROWS`` at a time (``shifted_sq``: the one-shot row reduction held 0.75x of a
+    ``[735, 131072]`` ``x`` in temporaries; ``pairs_within`` uses it). Not the default: inside
+    ``select`` on wide rows the blocked loop raised the peak (0.346x -> 0.36x the store,
+    ``scripts/multihost_memory.py --steps select``), and it would change the bits of wide rows.
     """
     acc = accum_dtype(x.dtype)
-    if x.shape[1] > WIDE_ROWS:
+    if blocked and x.shape[1] > WIDE_ROWS:
         sq = shifted_sq(x, jnp.zeros((x.shape[1],), acc))
     else:
         sq = jnp.sum(jnp.square(x.astype(acc)), axis=1)

@@ -456,15 +456,15 @@ def pairs_within(
         xs = _shifted(x, centre, rows=max(rows_x, col_tiles * tile) if upper else rows_x,
                       dtype=dtype)  # fmt: skip
         ys = xs if upper else _shifted(y, centre, rows=col_tiles * tile, dtype=dtype)
-        x_aux = row_aux(xs, aux_metric)
-        y_aux = x_aux if upper else row_aux(ys, aux_metric)
+        x_aux = row_aux(xs, aux_metric, blocked=True)
+        y_aux = x_aux if upper else row_aux(ys, aux_metric, blocked=True)
         steps = _device_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state,
                               rank_metric, upper)  # fmt: skip
     else:
         xs = _shifted(x, centre, rows=n, dtype=dtype)
         ys = xs if upper else _shifted(y, centre, rows=m, dtype=dtype)
-        x_aux = row_aux(xs, aux_metric)
-        y_aux = x_aux if upper else row_aux(ys, aux_metric)
+        x_aux = row_aux(xs, aux_metric, blocked=True)
+        y_aux = x_aux if upper else row_aux(ys, aux_metric, blocked=True)
         rows_per = min(_TILE, wide) if block_size is None else block_size
         steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, rows_per, tile, col_tiles, slack, state,
                             rank_metric, upper, mesh)  # fmt: skip
