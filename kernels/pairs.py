@@ -449,24 +449,22 @@ def pairs_within(
     tile = -(-min(m, _TILE, max(_BITS, wide)) // _BITS) * _BITS
     col_tiles = -(-m // tile)
     state = {"limit": limit}
+    block = min(_TILE, wide) if block_size is None else block_size
+    rows_x, rows_y = n, m  # a mesh pads to its own layout
     if mesh is None:
-        block = auto_block(m, n, block_size) if block_size is not None else min(n, _TILE, wide)
-        # cast, centred and padded to whole blocks / tiles in one program: one copy of each
-        rows_x = -(-n // block) * block
-        xs = _shifted(x, centre, rows=max(rows_x, col_tiles * tile) if upper else rows_x,
-                      dtype=dtype)  # fmt: skip
-        ys = xs if upper else _shifted(y, centre, rows=col_tiles * tile, dtype=dtype)
-        x_aux = row_aux(xs, aux_metric, blocked=True)
-        y_aux = x_aux if upper else row_aux(ys, aux_metric, blocked=True)
+        block = auto_block(m, n, block)
+        rows_x, rows_y = -(-n // block) * block, col_tiles * tile  # whole blocks and tiles
+        rows_x = max(rows_x, rows_y) if upper else rows_x
+    # cast, centred and padded in one program: one copy of each input
+    xs = _shifted(x, centre, rows=rows_x, dtype=dtype)
+    ys = xs if upper else _shifted(y, centre, rows=rows_y, dtype=dtype)
+    x_aux = row_aux(xs, aux_metric, blocked=True)
+    y_aux = x_aux if upper else row_aux(ys, aux_metric, blocked=True)
+    if mesh is None:
         steps = _device_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state,
                               rank_metric, upper)  # fmt: skip
     else:
-        xs = _shifted(x, centre, rows=n, dtype=dtype)
-        ys = xs if upper else _shifted(y, centre, rows=m, dtype=dtype)
-        x_aux = row_aux(xs, aux_metric, blocked=True)
-        y_aux = x_aux if upper else row_aux(ys, aux_metric, blocked=True)
-        rows_per = min(_TILE, wide) if block_size is None else block_size
-        steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, rows_per, tile, col_tiles, slack, state,
+        steps = _mesh_steps(xs, x_aux, ys, y_aux, n, m, block, tile, col_tiles, slack, state,
                             rank_metric, upper, mesh)  # fmt: skip
     kept = 0
     for done, rows, cols in steps:
