@@ -173,35 +173,24 @@ def worker(args) -> None:
         )
         results["select"] = [int(i) for i in sel.indices]
         results["select_method"] = sel.config["method"]
+
+    def split(**options):
+        sets = {"train": 0.7, "val": 0.15, "test": 0.15}
+        return gj.split(
+            store, sets, key=key, mesh=mesh, manifest_path=False, progress=False, **options
+        )
+
     if "leakage" in wanted:
-        # split's leakage check alone (a random split reads no vectors): each process holds its
-        # own rows and streams the later sets past them (pipeline/leakage.py)
+        # split's leakage check (after a random split, whose tasks read their rows per
+        # process): each process holds its own rows and streams the later sets past them
+        # (pipeline/leakage.py)
         parts = run(
             "leakage",
-            lambda: gj.split(
-                store,
-                {"train": 0.7, "val": 0.15, "test": 0.15},
-                method="random",
-                key=key,
-                mesh=mesh,
-                manifest_path=False,
-                leakage_threshold=args.leakage_threshold,
-                progress=False,
-            ),
+            lambda: split(method="random", leakage_threshold=args.leakage_threshold),
         )
         results["leakage"] = parts.manifest["leakage"]
     if "split" in wanted:
-        parts = run(
-            "split",
-            lambda: gj.split(
-                store,
-                {"train": 0.7, "val": 0.15, "test": 0.15},  # method="auto", the default
-                key=key,
-                mesh=mesh,
-                manifest_path=False,
-                progress=False,
-            ),
-        )
+        parts = run("split", lambda: split())  # method="auto", the default
         results["split"] = {k: [int(i) for i in v] for k, v in parts.items()}
     if "label_issues" in wanted:
         issues = run(
