@@ -60,7 +60,7 @@ def rows_digest(x, *, block_rows: int | None = None) -> str:
         block = _block(x, start, min(start + int(block_rows), n))
         if block.dtype != dtype:
             block = block.astype(dtype)
-        h.update(memoryview(block).cast("B"))
+        h.update(_raw_bytes(block))
     return h.hexdigest()
 
 
@@ -73,5 +73,10 @@ def batch_digest(batch: Mapping[str, np.ndarray], keys) -> bytes:
         if value.dtype == object:
             raise TypeError(f"batch key {key!r} holds Python objects; give numeric arrays")
         h.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
-        h.update(memoryview(value).cast("B") if value.size else b"")
+        h.update(_raw_bytes(value))
     return h.digest()
+
+
+def _raw_bytes(a: np.ndarray) -> memoryview:
+    """The bytes of ``a`` in C order, for any dtype (``memoryview`` refuses ml_dtypes' bfloat16)."""
+    return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))

@@ -108,7 +108,7 @@ def _load(obj, name: str) -> tuple[np.ndarray, np.ndarray]:
         ids = np.arange(x.shape[0] if x.ndim else 0, dtype=np.int64)
     if x.ndim != 2:
         raise ValueError(f"{name} must be 2-D [n, d], got shape {tuple(x.shape)}")
-    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+    if not (jnp.issubdtype(x.dtype, jnp.floating) or np.issubdtype(x.dtype, np.integer)):
         raise TypeError(f"{name} must hold numbers, got dtype {x.dtype}")
     x = x.astype(np.float32)
     if x.shape[0] < 2:

@@ -291,7 +291,6 @@ def _fill_in_order(
                 checkpoint_dir=None
                 if checkpoint_dir is None
                 else os.path.join(os.fspath(checkpoint_dir), f"set-{i}"),
-                ratio_total=num_samples,
                 progress=progress,
                 desc=f"split: {name}",
                 pack=False,  # short greedy picks are packed with all sets (_pack_sets)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from _describe_worker import BATCH_SIZE, NUM_SAMPLES, build
 
+import goldener_jax as gj
 from goldener_jax.describe import describe
 from goldener_jax.sources import ArraySource, IterableSource
 from goldener_jax.store import FeatureStore, StoreCorruptError, StoreMismatchError
@@ -116,6 +117,25 @@ def test_bfloat16_and_groups(tmp_path):
     np.testing.assert_array_equal(store.read_groups(), groups)
     meta = json.loads((tmp_path / "s" / "vectors" / "zarr.json").read_text())
     assert meta["zarr_format"] == 3 and meta["data_type"] == "bfloat16"
+
+
+def test_bfloat16_store_feeds_select_split_and_drift(tmp_path):
+    # The bf16 store the multi-device guide recommends: select / split hash its rows (the digest
+    # once refused bf16 buffers) and drift reads it, each as on the same rows given as an array.
+    x, _ = _data()
+    store = describe(
+        x, RowsExtractor(), tmp_path / "s", batch_size=5, dtype="bfloat16", progress=False
+    )
+    got = store.read_rows(0, store.num_rows)
+    rows, sidx = got["vectors"][got["valid"]], got["sample_idx"][got["valid"]]
+    assert rows.dtype == jnp.bfloat16
+    kw = dict(method="kcenter", key=jax.random.key(0), coverage=False, progress=False)
+    sel = gj.select(store, 5, **kw)
+    np.testing.assert_array_equal(sel.indices, gj.select(rows, 5, sample_idx=sidx, **kw).indices)
+    sets = gj.split(store, {"a": 0.5, "b": 0.5}, key=jax.random.key(0), progress=False)
+    assert sorted(np.concatenate(list(sets.values())).tolist()) == np.unique(sidx).tolist()
+    report = gj.drift(rows, rows.astype(np.float32), key=jax.random.key(0), num_permutations=20)
+    assert report.p_value > 0.5  # the same rows
 
 
 def test_multi_hot_labels(tmp_path):

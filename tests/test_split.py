@@ -31,6 +31,24 @@ def test_every_sample_in_exactly_one_set_with_largest_remainder_counts():
     np.testing.assert_array_equal(result["train"], sel.indices)
 
 
+@pytest.mark.parametrize("method", ["kcenter", "random"])
+def test_later_sets_are_stratified_over_what_earlier_sets_left(method):
+    # 60 samples, 3 balanced labels, 70/15/15: 6 of each label remain after train, and val / test
+    # take half of them each. (Round-1 targets once came from the whole pool's ratio applied to
+    # the remaining 6, floor(0.9) = 0 for every label, and the split raised.)
+    labels = np.repeat([0, 1, 2], 20)
+    result = gj.split(_x(60), SETS, method=method, key=KEY, labels=labels, progress=False)
+    per_set = {k: np.bincount(labels[v], minlength=3).tolist() for k, v in result.items()}
+    assert per_set == {"train": [14, 14, 14], "val": [3, 3, 3], "test": [3, 3, 3]}
+    # Unbalanced labels (100 / 60 / 40): each set's label shares follow the pool's, within one.
+    labels = np.repeat([0, 1, 2], [100, 60, 40])
+    result = gj.split(_x(200), SETS, method=method, key=KEY, labels=labels, progress=False)
+    for name, chosen in result.items():
+        got = np.bincount(labels[chosen], minlength=3)
+        want = np.array([100, 60, 40]) * len(chosen) / 200
+        assert np.all(np.abs(got - want) <= 1), (name, got, want)
+
+
 def test_counts_and_determinism():
     a = gj.split(_x(), {"a": 30, "b": 50, "c": 20}, key=KEY)
     b = gj.split(_x(), {"a": 30, "b": 50, "c": 20}, key=KEY)

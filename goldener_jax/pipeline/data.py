@@ -438,7 +438,7 @@ def load_data(store_or_array, labels, groups, sample_idx, exclude_labels, mesh=N
         nv = source.num_vectors
         if nv == 0:
             raise ValueError("there are no vectors to select from")
-        if not np.issubdtype(source.dtype, np.floating):
+        if not jnp.issubdtype(source.dtype, jnp.floating):
             raise TypeError(f"x must have a floating dtype, got {source.dtype}")
         # Every row hashed (and checked finite), each process its own rows.
         fp["vectors_sharded"], finite = source.fingerprint()

@@ -383,14 +383,13 @@ def run_selection(
     anchor_samples: np.ndarray,
     checkpoint_dir,
     base_config: dict,
-    ratio_total: int | None = None,
     progress: bool = False,
     desc: str = "select",
     pack: bool = True,
 ) -> Outcome:
     """Chooses ``count_or_size`` of the ``alive`` samples of ``data`` (see the module
-    docstring); ``ratio_total`` is what a float size's label ratio is taken over (default: the
-    alive samples). ``progress``: a tqdm bar (``desc``) over the selected samples.
+    docstring); a count's label ratio is taken over the alive samples (a set of a split: over what
+    the earlier sets left). ``progress``: a tqdm bar (``desc``) over the selected samples.
 
     With groups, when the greedy fill (a picked group that no longer fits is skipped) ends short
     of the count, whole groups are packed to it from the picks (:func:`pack_groups`): the count
@@ -400,8 +399,7 @@ def run_selection(
     if num_alive == 0:
         raise ValueError("there are no candidate samples to select from")
     count = count_from_size(count_or_size, num_alive)
-    total = num_alive if ratio_total is None else ratio_total
-    ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, total)
+    ratio = exact_ratio(count_or_size) if _is_float(count_or_size) else Fraction(count, num_alive)
     method, rule = resolve_method(settings.method, data.num_vectors, count)
     mesh = settings.mesh
     if mesh is not None:
