@@ -66,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from goldener_jax import kernels as gk
+from goldener_jax._keys import as_key
 
 __all__ = ["DriftCluster", "DriftReport", "drift", "monitoring_selection"]
 
@@ -127,11 +128,6 @@ def _check_int(value, name: str, low: int) -> int:
     if value < low:
         raise ValueError(f"{name} must be >= {low}, got {value}")
     return int(value)
-
-
-def _check_key(key) -> None:
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
 
 
 def _check_metric(metric) -> None:
@@ -405,7 +401,7 @@ def drift(
     Returns:
       A :class:`DriftReport`.
     """
-    _check_key(key)
+    key = as_key(key)
     _check_metric(metric)
     num_permutations = _check_int(num_permutations, "num_permutations", 1)
     max_samples = _check_int(max_samples, "max_samples", 2)
@@ -550,7 +546,7 @@ def monitoring_selection(
       int64 ``[size]``: indices of new samples (row numbers of an array, sample ids of a store),
       in pick order.
     """
-    _check_key(key)
+    key = as_key(key)
     _check_metric(metric)
     ref, ref_ids = _load(reference, "reference")
     nx, new_ids = _load(new, "new")
@@ -569,8 +565,8 @@ def monitoring_selection(
     if not 1 <= size <= n:
         raise ValueError(f"size must be in [1, {n}] (new samples), got {size}")
     num_neighbors = _check_int(num_neighbors, "num_neighbors", 1)
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
-        raise ValueError(f"power must be a float >= 0, got {power!r}")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power < np.inf:
+        raise ValueError(f"power must be a finite float >= 0, got {power!r}")
     if labelled is None:
         rows = np.arange(ref.shape[0])
     else:

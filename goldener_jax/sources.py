@@ -425,6 +425,18 @@ def as_source(
     if isinstance(source, Source):
         if labels is not None or groups is not None:
             raise ValueError("labels= / groups= apply to array data; set them on the Source itself")
+        # A key given here that the Source does not use would be dropped without a word (a store
+        # without labels, found out only when curation asks for them).
+        given = dict(label_key=label_key, group_key=group_key, mask_key=mask_key)
+        if data_key != "image":
+            given["data_key"] = data_key
+        for name, value in given.items():
+            if value is not None and value != getattr(source, name, None):
+                raise ValueError(
+                    f"{name}={value!r} does not match the Source's {name} "
+                    f"({getattr(source, name, None)!r}); give the keys to the Source itself, "
+                    f"e.g. ArraySource(arrays, {name}={value!r})"
+                )
         return source
     keys = dict(data_key=data_key, label_key=label_key, group_key=group_key, mask_key=mask_key)
     if isinstance(source, Mapping) or (hasattr(source, "shape") and hasattr(source, "dtype")):

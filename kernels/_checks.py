@@ -67,6 +67,16 @@ def check_k(k, n: int, name: str = "k") -> int:
     return k
 
 
+def empty_selection(x, k):
+    """int32 ``[0]`` when ``x`` is an array without rows (``k`` must then be 0), else None: the
+    greedy loops start from a first row, so a pool of none is answered before they run."""
+    shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 2 or shape[0] != 0:
+        return None
+    check_k(k, 0)
+    return jnp.zeros((0,), jnp.int32)
+
+
 def check_same_width(a, b, name_a: str, name_b: str) -> None:
     if a.shape[1] != b.shape[1]:
         raise ValueError(
@@ -104,3 +114,33 @@ def check_run_args(x, state_points: int, k: int, max_steps) -> tuple[jax.Array, 
     ):
         raise ValueError(f"max_steps must be an int >= 0 or None, got {max_steps!r}")
     return x, jnp.asarray(max_steps, jnp.int32)
+
+
+def as_key(key, name: str = "key") -> jax.Array:
+    """A typed scalar PRNG key from ``key``.
+
+    Args:
+      key: a typed key (``jax.random.key(seed)``) or a legacy raw key
+        (``jax.random.PRNGKey(seed)``: ``uint32[2]`` for threefry), wrapped with the default
+        implementation.
+      name: the argument's name, for the error message.
+
+    Raises:
+      TypeError: ``key`` is not a PRNG key (an int seed, a float array, a batch of keys...).
+    """
+    fix = f"pass {name}=jax.random.key(0) (or jax.random.PRNGKey(0)), not a seed"
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise TypeError(
+                f"{name} must be a single PRNG key, got a key array of shape {key.shape}"
+            )
+        return key
+    if isinstance(key, (jax.Array, np.ndarray)):
+        raw_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+        if key.shape == raw_shape and key.dtype == np.uint32:  # (2,) for the default threefry
+            return jax.random.wrap_key_data(jnp.asarray(key))
+        raise TypeError(
+            f"{name} must be a PRNG key, got an array of shape {tuple(key.shape)} and dtype "
+            f"{key.dtype}; {fix}"
+        )
+    raise TypeError(f"{name} must be a PRNG key, got {type(key).__name__} {key!r}; {fix}")

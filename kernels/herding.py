@@ -46,6 +46,7 @@ from ._checks import (
     check_k,
     check_run_args,
     check_same_width,
+    empty_selection,
 )
 from .distance import auto_block, block_rank_distances, column_sums, row_aux
 from .sharding import (
@@ -359,6 +360,8 @@ def kernel_herding(
     Returns:
       int32 ``[k]`` indices into ``x`` in selection order.
     """
+    if (empty := empty_selection(x, k)) is not None:
+        return empty
     state, xs = _checked_init(x, k, kernel, length_scale, block_size, mesh, anchors)
     return _checked_run(state, x, kernel, length_scale, None, mesh, xs=xs).selected
 

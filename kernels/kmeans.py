@@ -56,7 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from . import collective
-from ._checks import as_float_matrix, check_block_size, check_k
+from ._checks import as_float_matrix, as_key, check_block_size, check_k
 from .distance import PointStats, accum_dtype, column_sums, point_rank_distances, shifted_sq
 from .kmeans_lloyd import assign, assign_block_rows, lloyd_loop
 from .sharding import (
@@ -122,11 +122,6 @@ def _check_metric(metric: str) -> None:
             f"k-means supports metric in {_KMEANS_METRICS}, got {metric!r}; for cosine, "
             "L2-normalise the rows first"
         )
-
-
-def _check_key(key) -> None:
-    if not (isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key)):
-        raise TypeError(f"key must be a jax.random.key(...), got {key!r}")
 
 
 def _check_iters(num_iters) -> int:
@@ -287,7 +282,7 @@ def kmeans_plusplus(
     ``jax.sharding.Mesh``) the rows are sharded over its devices and the same uniforms are
     drawn. ``n``: with ``mesh``, the real rows of an ``x`` already padded by ``shard_rows``
     (padding rows are never drawn)."""
-    _check_key(key)
+    key = as_key(key)
     _check_init(init)
     x = as_float_matrix(x, "x")
     n = real_rows(x, n, mesh)
@@ -392,7 +387,7 @@ def kmeans_init(
       A ``KMeansState``.
     """
     _check_metric(metric)
-    _check_key(key)
+    key = as_key(key)
     _check_init(init)
     check_block_size(block_size)
     x = as_float_matrix(x, "x")
@@ -478,7 +473,7 @@ def kmeans_compile(
       mesh: as for ``kmeans``.
       n: as for ``kmeans``.
     """
-    _check_key(key)
+    key = as_key(key)
     _check_init(init)
     block_size = check_block_size(block_size)
     if len(getattr(x, "shape", ())) != 2 or not jnp.issubdtype(x.dtype, jnp.floating):
@@ -552,7 +547,7 @@ def kmeans(
       nearest returned centroid (lowest index on ties).
     """
     _check_metric(metric)
-    _check_key(key)
+    key = as_key(key)
     _check_init(init)
     block_size = check_block_size(block_size)
     x = as_float_matrix(x, "x")

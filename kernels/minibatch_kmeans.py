@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._checks import as_float_matrix, check_k
+from ._checks import as_float_matrix, as_key, check_k
 from .kmeans import kmeans_init
 
 __all__ = [
@@ -142,7 +142,7 @@ def minibatch_kmeans(
     if init_size is None:
         init_size = min(n, max(3 * int(n_clusters), batch_size))
     init_size = min(_check_pos(init_size, "init_size"), n)
-    k_init, k_order = jax.random.split(key)
+    k_init, k_order = jax.random.split(as_key(key))
     rows = np.sort(np.asarray(jax.random.choice(k_init, n, (init_size,), replace=False)))
     state = minibatch_kmeans_init(x[rows], n_clusters, jax.random.fold_in(k_init, 1), init=init)
     for epoch in range(num_epochs):

@@ -48,6 +48,7 @@ from ._checks import (
     check_k,
     check_run_args,
     check_same_width,
+    empty_selection,
     is_concrete,
 )
 from .distance import (
@@ -476,6 +477,8 @@ def probcover(
       int32 ``[k]`` distinct row indices.
     """
     max_edges = _check_max_edges(max_edges)
+    if (empty := empty_selection(x, k)) is not None:
+        return empty
     if mesh is None and is_concrete(x):
         x, k, r, anchors, block_size, n = _checked(x, k, radius, anchors, block_size, None)
         got = _graph_state(x, anchors, r, n=n, k=k, block_size=block_size, max_edges=max_edges)

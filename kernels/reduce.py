@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._checks import as_float_matrix, check_block_size
+from ._checks import as_float_matrix, as_key, check_block_size
 from .distance import ROW_BLOCK_BUDGET, auto_block, fold_row_blocks
 
 __all__ = [
@@ -104,7 +104,7 @@ def pca_fit(
         if key is None:
             raise ValueError("sample_size needs a key (jax.random.key) to draw the rows")
         if sample_size < n:
-            rows = jnp.sort(jax.random.permutation(key, n)[:sample_size])
+            rows = jnp.sort(jax.random.permutation(as_key(key), n)[:sample_size])
             x = x[rows]
     block = auto_block(d, x.shape[0], block_size, budget=ROW_BLOCK_BUDGET)
     return _fit(x, n_components=n_components, block=block)
@@ -128,7 +128,7 @@ def pca_transform(state: PCAState, x) -> jax.Array:
 def gaussian_projection_matrix(key, d: int, n_components: int) -> jax.Array:
     """``[d, c]`` entries ``N(0, 1 / c)`` (as scikit-learn's GaussianRandomProjection)."""
     n_components = _check_components(n_components, max(d, n_components))
-    return jax.random.normal(key, (d, n_components), jnp.float32) / jnp.sqrt(n_components)
+    return jax.random.normal(as_key(key), (d, n_components), jnp.float32) / jnp.sqrt(n_components)
 
 
 def random_projection(x, n_components: int, key) -> jax.Array:

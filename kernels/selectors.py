@@ -161,7 +161,7 @@ def herding(*, kernel: str = "rbf", length_scale: float | None = None, mesh=None
 
     def scale(state) -> float:
         # The median heuristic's value is a float32 number, so the state holds it exactly.
-        return float(state.length_scale) if length_scale is None else float(length_scale or 1.0)
+        return float(state.length_scale) if length_scale is None else float(length_scale)
 
     def init(x, k, *, key=None, anchors=None, n=None):
         # n: real rows of an x already padded for the mesh (rows read per process).

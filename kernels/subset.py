@@ -7,7 +7,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from ._checks import check_k
+from ._checks import as_key, check_k
 
 __all__ = ["random_subset"]
 
@@ -31,4 +31,4 @@ def random_subset(key: jax.Array, n: int, k: int) -> jax.Array:
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be an int >= 0, got {n!r}")
     k = check_k(k, n)
-    return _random_subset(key, n=n, k=k)
+    return _random_subset(as_key(key), n=n, k=k)

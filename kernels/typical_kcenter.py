@@ -28,6 +28,7 @@ from ._checks import (
     check_k,
     check_run_args,
     check_same_width,
+    empty_selection,
 )
 from .distance import point_rank_distances
 from .kcenter import global_point_stats
@@ -78,8 +79,8 @@ def typicality_weights(
     ``n``: the real rows of an ``x`` already padded by ``shard_rows`` (the weights then have
     ``x``'s padded length)."""
     x = as_float_matrix(x, "x")
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
-        raise ValueError(f"power must be a float >= 0, got {power!r}")
+    if isinstance(power, bool) or not isinstance(power, (int, float)) or not 0 <= power < np.inf:
+        raise ValueError(f"power must be a finite float >= 0, got {power!r}")
     # Padding rows (from n on) are a cluster of their own: never a real row's neighbour, and
     # their typicality is inf (no other member, or duplicates only), left out of the maximum.
     real = x.shape[0] if n is None else n
@@ -278,6 +279,8 @@ def typical_kcenter(
     Returns:
       int32 ``[k]`` distinct row indices.
     """
+    if (empty := empty_selection(x, k)) is not None:
+        return empty
     state, xs, n = _checked_init(x, k, None, anchors, num_neighbors, power, block_size, mesh)
     if state.selected.shape[0] == 0:
         return state.selected

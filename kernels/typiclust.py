@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from . import collective
-from ._checks import as_float_matrix, check_block_size, check_k
+from ._checks import as_float_matrix, check_block_size, check_k, is_concrete
 from .distance import accum_dtype, auto_block, block_rank_distances, row_aux
 from .sharding import ALL, ROWS, on_mesh, on_rows, real_rows, replicate, unpad
 
@@ -57,7 +57,7 @@ def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size, n=N
         )
     if centroids.shape[0] < 1:
         raise ValueError("need at least one centroid")
-    assignment = _check_assignment(assignment, n)
+    assignment = _check_assignment(assignment, n, centroids.shape[0])
     if num_picks is None:
         num_picks = centroids.shape[0]
     num_picks = check_k(num_picks, n, "num_picks")
@@ -70,10 +70,24 @@ def _check_clustering(x, centroids, assignment, num_picks, min_cluster_size, n=N
     return x, centroids, assignment, num_picks, n
 
 
-def _check_assignment(assignment, n: int) -> jax.Array:
+def _check_assignment(assignment, n: int, num_clusters: int | None = None) -> jax.Array:
     assignment = jnp.asarray(assignment)
     if assignment.shape != (n,) or not jnp.issubdtype(assignment.dtype, jnp.integer):
         raise ValueError(f"assignment must be int [n={n}], got {assignment.shape}")
+    # Ids outside [0, k) once gave the same pick k times. Checked where the values are at hand
+    # (not under jit, not rows spread over other processes).
+    if (
+        num_clusters is not None
+        and n > 0
+        and is_concrete(assignment)
+        and assignment.is_fully_addressable
+    ):
+        low, high = int(assignment.min()), int(assignment.max())
+        if low < 0 or high >= num_clusters:
+            raise ValueError(
+                f"assignment ids must be in [0, {num_clusters}) (one per centroid), got "
+                f"{low}..{high}"
+            )
     return assignment.astype(jnp.int32)
 
 
@@ -160,6 +174,8 @@ def kmeans_medoids(
         x, centroids, assignment, num_picks, min_cluster_size, n, mesh
     )
     existing = _check_existing(existing, centroids.shape[0])
+    if num_picks == 0:
+        return jnp.zeros((0,), jnp.int32)
     return _medoids(
         on_rows(x, mesh, 0),
         replicate(centroids, mesh),
@@ -322,6 +338,8 @@ def typical_points(
     num_neighbors = _check_neighbors(num_neighbors)
     existing = _check_existing(existing, centroids.shape[0])
     block_size = check_block_size(block_size)
+    if num_picks == 0:
+        return jnp.zeros((0,), jnp.int32)
     typ = _typicality_checked(x, assignment, num_neighbors, block_size, mesh, n)
     return _typical(
         on_rows(assignment, mesh, 0),

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _zcore_window, collective
-from ._checks import as_float_matrix, check_k
+from ._checks import as_float_matrix, check_k, is_concrete
 from ._zcore_body import chunk_body, stats_body
 from .sharding import (
     ALL,
@@ -562,6 +562,8 @@ def zcore_scores(
     Returns:
       float32 array of shape ``[n]``.
     """
+    if len(getattr(x, "shape", ())) == 2 and x.shape[0] == 0:
+        return jnp.zeros((0,), jnp.float32)  # no rows, no scores (the walk needs a first row)
     state = zcore_init(x, key, variant=variant, mesh=mesh)
     state = zcore_run(
         state,
@@ -582,5 +584,9 @@ def zcore_scores(
 def zcore_select(scores, k: int) -> jax.Array:
     """Indices of the ``k`` highest scores, highest first, lowest index on ties (int32 ``[k]``)."""
     scores = jnp.asarray(scores)
+    if scores.ndim != 1 or not jnp.issubdtype(scores.dtype, jnp.number):
+        raise ValueError(f"scores must be numbers [n], got {scores.dtype} {tuple(scores.shape)}")
+    if is_concrete(scores) and not bool(jnp.isfinite(scores).all()):
+        raise ValueError("scores contain NaN or Inf (top_k would rank NaN first)")
     k = check_k(k, scores.shape[0])
     return jax.lax.top_k(scores, k)[1].astype(jnp.int32)

@@ -293,6 +293,21 @@ def test_existing_counts_are_checked():
     assert [int(a[i]) for i in np.asarray(got)] == [1, 1]
 
 
+@pytest.mark.parametrize("fn", [gk.kmeans_medoids, gk.typical_points])
+def test_assignment_ids_are_checked_and_zero_picks_is_empty(fn):
+    x = _floats(10, 2)
+    c, a = x[:2], np.array([0, 1] * 5, np.int32)
+    # Ids outside [0, k) once gave the same pick num_picks times.
+    for bad in (np.full(10, 9, np.int32), np.full(10, -1, np.int32)):
+        with pytest.raises(ValueError, match=r"assignment ids must be in \[0, 2\)"):
+            fn(x, c, bad)
+    got = fn(x, c, a, num_picks=0)
+    assert got.shape == (0,) and got.dtype == np.int32
+    # Under jit the ids are not at hand: the same picks as outside it.
+    jitted = jax.jit(lambda x, c, a: fn(x, c, a))
+    np.testing.assert_array_equal(jitted(x, c, a), fn(x, c, a))
+
+
 # --------------------------------------------------------------------------- select
 
 
@@ -384,3 +399,30 @@ def test_size_of_errors(size, size_of, m, match):
     anchors = np.arange(m) if m else None
     with pytest.raises(ValueError, match=match):
         gj.select(x, size, size_of=size_of, key=KEY, anchors=anchors, method="kcenter")
+
+
+@pytest.mark.parametrize(
+    "pick",
+    [
+        lambda x, k: gk.greedy_k_center(x, k),
+        lambda x, k: gk.kernel_herding(x, k),
+        lambda x, k: gk.typical_kcenter(x, k),
+        lambda x, k: gk.probcover(x, k, 1.0),
+    ],
+)
+def test_a_pool_without_rows_gives_no_picks(pick):
+    # 0 rows once crashed inside JAX (a first row sliced from nothing) or divided by zero.
+    empty = np.zeros((0, 4), np.float32)
+    got = pick(empty, 0)
+    assert got.shape == (0,) and got.dtype == np.int32
+    with pytest.raises(ValueError, match="larger than the number of points n=0"):
+        pick(empty, 1)
+
+
+def test_zcore_scores_and_select_check_their_inputs():
+    assert gk.zcore_scores(np.zeros((0, 4), np.float32), jax.random.key(0)).shape == (0,)
+    with pytest.raises(ValueError, match=r"scores must be numbers \[n\]"):
+        gk.zcore_select(np.ones((3, 3), np.float32), 2)  # once returned a [3, 2] array
+    with pytest.raises(ValueError, match="NaN"):
+        gk.zcore_select(np.array([1.0, np.nan, 3.0, 2.0], np.float32), 2)  # NaN ranked first
+    np.testing.assert_array_equal(gk.zcore_select(np.array([1, 3, 3, 2]), 3), [1, 2, 3])

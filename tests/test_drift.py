@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 
+from goldener_jax import kernels as gk
 from goldener_jax.drift import drift, monitoring_selection
 
 
@@ -257,6 +258,16 @@ def test_monitoring_selection_finds_the_new_classes(digits):
             ),
             ValueError,
             "mask",
+        ),
+        (
+            lambda r, n: monitoring_selection(r, n, 2, key=jax.random.key(0), power=float("nan")),
+            ValueError,
+            "power must be a finite float",
+        ),
+        (
+            lambda r, n: gk.typical_kcenter(n, 2, power=float("nan")),
+            ValueError,
+            "power must be a finite float",
         ),
     ],
 )

@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from _stores import ARRAYS, FAULTS, copy, damage, make
 
+import goldener_jax as gj
+from goldener_jax import kernels as gk
 from goldener_jax._keys import as_key
 from goldener_jax.checkpoint import CheckpointCorruptError, Checkpointer
 from goldener_jax.store import FeatureStore, StoreCorruptError
@@ -277,3 +279,26 @@ def test_legacy_prngkey_is_wrapped_to_the_same_draws(seed):
 def test_bad_keys_are_refused_with_the_fix(bad, message):
     with pytest.raises(TypeError, match=message):
         as_key(bad)
+
+
+_X16 = np.random.default_rng(0).normal(size=(16, 3)).astype(np.float32)
+_KEYED = {
+    "random_subset": lambda key: gk.random_subset(key, 16, 4),
+    "kmeans": lambda key: gk.kmeans(_X16, 3, key, num_iters=2)[0],
+    "minibatch_kmeans": lambda key: gk.minibatch_kmeans(_X16, 3, key, batch_size=8)[0],
+    "random_projection": lambda key: gk.random_projection(_X16, 2, key),
+    "pca_fit": lambda key: gk.pca_fit(_X16, 2, sample_size=8, key=key).mean,
+    "drift": lambda key: gj.drift(_X16[:8], _X16[8:], key=key, num_permutations=5).p_value,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_KEYED))
+def test_every_keyed_function_takes_keys_by_one_rule(name):
+    # An int seed once crashed deep in JAX for some (random_subset, pca_fit...), and a legacy
+    # PRNGKey was refused by others (kmeans, drift): now as_key everywhere.
+    call = _KEYED[name]
+    with pytest.raises(TypeError, match="not a seed"):
+        call(0)
+    np.testing.assert_array_equal(
+        np.asarray(call(jax.random.PRNGKey(3))), np.asarray(call(jax.random.key(3)))
+    )

@@ -176,6 +176,27 @@ def test_options_are_typed_and_fingerprinted_by_value():
     assert d.config == c.config and d.indices.tolist() == c.indices.tolist()
 
 
+@pytest.mark.parametrize(
+    "method, option, value",
+    [
+        ("herding", "length_scale", 0.0),  # once ran as 1.0
+        ("herding", "length_scale", float("nan")),
+        ("zcore", "num_samples", -5),  # once ran as 0
+        ("zcore", "chunk", 0),
+        ("kmeans_medoids", "num_iters", -1),
+        ("typiclust", "min_cluster_size", 0),
+        ("probcover", "num_neighbors", 0),  # once fell back to the default
+        ("probcover", "radius", -1.0),
+        ("probcover", "quantile", 1.5),
+        ("typical_kcenter", "power", float("nan")),  # once gave meaningless picks
+        ("typical_kcenter", "power", float("inf")),
+    ],
+)
+def test_option_out_of_range_is_refused(method, option, value):
+    with pytest.raises(ValueError, match=f"'{option}' of method '{method}' must be"):
+        gj.select(_x(20), 3, method=method, key=KEY, method_options={option: value})
+
+
 def test_auto_is_a_rule_object():
     x = _x()
     n = x.shape[0]

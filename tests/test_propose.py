@@ -89,6 +89,15 @@ def test_propagation_digits_beats_the_vote(digits):
     assert r.config["method"] == "propagation" and r.loo["folds"] == 5
 
 
+def test_propagation_default_folds_follow_few_labels():
+    # 4 labelled samples: the default folds (5) once refused its own default.
+    x = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    r = propose_labels(x, [0, 1, 2, 3], [0, 1, 0, 1], method="propagation", progress=False)
+    assert r.loo["folds"] == 4 and r.labels.shape == (56,)
+    with pytest.raises(ValueError, match="folds"):
+        propose_labels(x, [0, 1, 2, 3], [0, 1, 0, 1], method="propagation", folds=5)
+
+
 def test_propagation_matches_dense_numpy_solve():
     """Uncalibrated: the class shares of (I - alpha S)^-1 Y, S from a dense NumPy kNN graph."""
     rng = np.random.default_rng(2)

@@ -77,6 +77,9 @@ def test_anchors_are_never_returned_and_steer_the_choice():
     assert not set(sel.indices.tolist()) & set(anchors.tolist())
     want = gk.greedy_k_center(np.delete(x, anchors, 0), 10, anchors=x[anchors])
     np.testing.assert_array_equal(sel.indices, np.delete(np.arange(120), anchors)[want])
+    # An empty list is no anchors (NumPy makes it float64: once refused as a wrong dtype).
+    none = gj.select(x, 10, key=KEY, method="kcenter", anchors=[])
+    np.testing.assert_array_equal(none.indices, gj.select(x, 10, key=KEY, method="kcenter").indices)
 
 
 def test_exclude_labels():

@@ -115,6 +115,14 @@ def test_as_source_dispatch():
         as_source("mnist")
     with pytest.raises(ValueError, match="labels= / groups="):
         as_source([{"image": x}], labels=np.zeros(4))
+    # Keys given with a Source must be the Source's own: a label_key it does not use was once
+    # dropped silently (a store without labels). The same keys are accepted.
+    arrays = {"image": x, "label": np.arange(4)}
+    for kw in (dict(label_key="label"), dict(group_key="label"), dict(data_key="label")):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))}='label' does not match"):
+            as_source(ArraySource(arrays), **kw)
+    labelled = ArraySource(arrays, label_key="label")
+    assert as_source(labelled, label_key="label", data_key="image") is labelled
 
 
 class _MeanExtractor:

@@ -584,6 +584,8 @@ def anchor_samples(anchors, data: Data) -> np.ndarray:
     if anchors is None:
         return np.zeros((0,), np.int64)
     anchors = np.asarray(anchors)
+    if anchors.size == 0 and anchors.ndim == 1:  # [] is float64 to NumPy: no anchors, not a type
+        return np.zeros((0,), np.int64)
     if anchors.ndim != 1 or not np.issubdtype(anchors.dtype, np.integer):
         raise TypeError(
             f"anchors must be a 1-D array of sample indices, got {anchors.dtype} "

@@ -184,7 +184,44 @@ def check_options(method: str, options: type, given: Mapping | None):
                 f"method_options {name!r} of method {method!r} must be "
                 f"{_type_name(hints[name])}, got {value!r}"
             )
-    return options(**values)
+    checked = options(**values)
+    if options.__module__ == __name__:  # the built-in methods' options: their ranges too
+        for name, (ok, what) in _RANGES.items():
+            value = getattr(checked, name, None)
+            if value is not None and not ok(value):
+                raise ValueError(
+                    f"method_options {name!r} of method {method!r} must be {what}, got {value!r}"
+                )
+    return checked
+
+
+# Value ranges of the built-in options (by field name; None = the method's default). A value out
+# of range was once changed or ignored without a word (herding's length_scale 0 ran as 1.0, a
+# negative zcore num_samples as 0).
+def _positive(v) -> bool:
+    return 0 < v < np.inf
+
+
+_RANGES: dict[str, tuple[Callable[[object], bool], str]] = {
+    "length_scale": (_positive, "a finite float > 0"),
+    "radius": (_positive, "a finite float > 0"),
+    "power": (lambda v: 0 <= v < np.inf, "a finite float >= 0"),
+    "exponent": (lambda v: bool(np.isfinite(v)), "a finite float"),
+    "quantile": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "num_iters": (lambda v: v >= 0, "an int >= 0"),
+    **{
+        name: (lambda v: v >= 1, "an int >= 1")
+        for name in (
+            "num_samples",
+            "chunk",
+            "num_dims",
+            "num_redundancy",
+            "min_cluster_size",
+            "max_clusters",
+            "num_neighbors",
+        )
+    },
+}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -220,7 +220,7 @@ def propose_labels(
     num_classes: int | None = None,
     calibrate: bool = True,
     alpha: float = 0.9,
-    folds: int = 5,
+    folds: int | None = None,
     block_size: int | None = None,
     mesh=None,
     progress: bool = True,
@@ -244,7 +244,8 @@ def propose_labels(
       calibrate: fit smoothing and temperature by leave-one-out (``"knn"``) or on held-out
         folds of the labelled samples (``"propagation"``); else the raw vote shares.
       alpha: ``"propagation"``: how far labels spread, in ``(0, 1)``.
-      folds: ``"propagation"``: folds of the labelled samples for the calibration fit.
+      folds: ``"propagation"``: folds of the labelled samples for the calibration fit
+        (default ``min(5, labelled samples)``).
       block_size: passed to ``kernels.knn``.
       mesh: passed to ``kernels.knn`` (a mesh shards the rows over devices).
       progress: a tqdm bar over the queries when there are more than 16384.
@@ -394,7 +395,7 @@ def _propose_by_propagation(
     k = min(10, n - 1) if k is None else check_int(k, "k", 1, n - 1)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise ValueError(f"alpha must be a number in (0, 1), got {alpha!r}")
-    folds = check_int(folds, "folds", 2, len(lab))
+    folds = min(5, len(lab)) if folds is None else check_int(folds, "folds", 2, len(lab))
     dist, nbr = _knn_others(x, k, metric, block_size, mesh, progress, "kNN graph")
     sigma = float(np.median(dist[:, -1]))
     weight = np.exp(-((dist / (sigma if sigma > 0 else 1.0)) ** 2))
