@@ -503,7 +503,8 @@ def _pick_calls(calls: list, layer: Layer) -> list:
             raise ValueError(
                 f"layer {layer.path!r} was called {n} times in one forward pass (a shared "
                 f"module); say which output to use: Layer({layer.path!r}, call='first' | 'last' "
-                "| 'all' | INDEX)"
+                "| 'all' | INDEX) (a module run by nn.scan is called once per step, and no step's "
+                "output can be captured: choose a layer outside the scan)"
             )
         return calls
     if layer.call == "first":
@@ -541,7 +542,10 @@ def _collect(model, variables, x, spec, method, apply_kwargs) -> dict:
         )
     for path, meth in sorted(targets):
         if not records.outputs[(path, meth)]:
-            raise ValueError(f"layer {path!r} ran but its method {meth!r} was never called")
+            raise ValueError(
+                f"layer {path!r} ran but no call of its method {meth!r} was recorded: either "
+                f"the method is not called, or the layer {_LIFTED_WHY}"
+            )
     return records.outputs
 
 
@@ -737,8 +741,21 @@ def capture(
     _check_fusion(fusion, "fusion")
     _check_fusion(group_fusion, "group_fusion")
     outputs = _collect(model, variables, x, spec, method, apply_kwargs)
-    groups = _picked(outputs, spec, channel_axis)
+    try:
+        groups = _picked(outputs, spec, channel_axis)
+    except jax.errors.UnexpectedTracerError as e:
+        raise ValueError(_LIFTED) from e
     return _fuse_groups(groups, fusion, group_fusion, resize_method)
+
+
+# The interceptor sees a layer inside a lifted transform (nn.remat / nn.vmap / nn.scan) run on
+# the transform's own tracers, which cannot leave it; NNX transforms run copies of the modules.
+_LIFTED_WHY = (
+    "runs inside a lifted transform (nn.remat / nn.vmap / nn.scan, or nnx.remat / nnx.scan /"
+    " nnx.vmap), whose outputs capture cannot take out of it; choose the transformed module's"
+    " parent or a layer outside the transform"
+)
+_LIFTED = "a chosen layer " + _LIFTED_WHY
 
 
 def layer_names(model, variables, x, *, method=None, apply_kwargs=None) -> list[str]:
@@ -763,11 +780,22 @@ def _stable_repr(obj) -> str:
     return _ADDRESS.sub("", repr(obj))
 
 
-def _callable_name(fn) -> str | None:
+def _callable_name(fn):
+    """What identifies ``fn`` in a fingerprint: its qualified name (a lambda or local function:
+    plus a digest of its source), and the values it carries at run time, which change what it
+    computes under the same name: a ``functools.partial``'s arguments, a closure's cell values
+    (``make_scale(1.0)`` and ``make_scale(3.0)`` once fingerprinted alike). A plain function
+    keeps the bare name (the fingerprints of stores written before stay valid)."""
     if fn is None:
         return None
     if isinstance(fn, str):
         return fn
+    if isinstance(fn, functools.partial):
+        return {
+            "partial": _callable_name(fn.func),
+            "args": _json_safe(list(fn.args)),
+            "keywords": _json_safe(dict(fn.keywords)),
+        }
     name = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
     if "<lambda>" in name or "<locals>" in name:
         # A lambda's name says nothing about what it does; its source does.
@@ -775,6 +803,17 @@ def _callable_name(fn) -> str | None:
             name += ":" + hashlib.sha256(inspect.getsource(fn).encode()).hexdigest()[:16]
         except (OSError, TypeError):
             pass
+    cells = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        # A function in its own closure (recursion) is named, not followed.
+        cells.append(name if value is fn else _json_safe(value))
+    if cells:
+        digest = hashlib.sha256(json.dumps(cells, sort_keys=True).encode()).hexdigest()[:16]
+        name += "|closure:" + digest
     return name
 
 
@@ -787,6 +826,14 @@ def _json_safe(value):
         return [_json_safe(v) for v in value]
     if callable(value):
         return _callable_name(value)
+    if (
+        isinstance(value, (np.ndarray, jax.Array))
+        and value.size > np.get_printoptions()["threshold"]
+    ):
+        # repr elides the middle of a large array ("..."): two arrays differing there printed
+        # alike. Their bytes are hashed instead (a small array keeps its exact repr).
+        dtype, shape, data = _leaf_bytes(value)
+        return {"array": dtype, "shape": list(shape), "sha256": hashlib.sha256(data).hexdigest()}
     return _stable_repr(value)
 
 

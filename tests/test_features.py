@@ -6,6 +6,7 @@ Captured values are compared with the same activations obtained another way: Lin
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -552,6 +553,88 @@ def test_fingerprint_tracks_config_and_values(cnn, nnx_model):
         nnx_ex.fingerprint
         != FeatureExtractor(model=NNXCNN(nnx.Rngs(1)), layers=["conv1"]).fingerprint
     )
+
+
+def _scaled(x, scale, shift=0.0):
+    return x * scale + shift
+
+
+def _make_scale(scale):
+    def pre(x):
+        return x * scale
+
+    return pre
+
+
+def test_fingerprint_tracks_the_values_a_preprocess_carries(cnn):
+    # A partial's arguments, a closure's cells and a large array's elided middle once left the
+    # fingerprint unchanged: a store written with one preprocessing accepted for another.
+    model, variables, _ = cnn
+    big = np.zeros(2000, np.float32)
+    bigger = big.copy()
+    bigger[500] = 1.0
+
+    def ex(**kw):
+        return FeatureExtractor(model=model, variables=variables, layers=["stage_0"], **kw)
+
+    pairs = [
+        (
+            dict(preprocess=functools.partial(_scaled, scale=1.0)),
+            dict(preprocess=functools.partial(_scaled, scale=2.0)),
+        ),
+        (
+            dict(preprocess=functools.partial(_scaled, shift=1.0, scale=2.0)),
+            dict(preprocess=functools.partial(_scaled, shift=0.0, scale=2.0)),
+        ),
+        (dict(preprocess=_make_scale(1.0)), dict(preprocess=_make_scale(3.0))),
+        (dict(apply_kwargs={"offset": big}), dict(apply_kwargs={"offset": bigger})),
+    ]
+    for a, b in pairs:
+        assert ex(**a).fingerprint != ex(**b).fingerprint, a
+        assert ex(**a).fingerprint == ex(**a).fingerprint  # and stable for the same values
+    # A plain function keeps the bare name it always had (older stores stay valid).
+    assert ex(preprocess=_scaled).config()["preprocess"] == f"{__name__}._scaled"
+
+
+class _Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(4, name="fc")(x) * 2
+
+
+class _RematNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.remat(_Block)(name="b1")(nn.Dense(4, name="d")(x))
+
+
+class _NNXBlock(nnx.Module):
+    def __init__(self, rngs):
+        self.fc = nnx.Linear(4, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return nnx.tanh(self.fc(x))
+
+
+class _NNXRematNet(nnx.Module):
+    def __init__(self, rngs):
+        self.b = _NNXBlock(rngs)
+
+    def __call__(self, x):
+        return nnx.remat(lambda b, x: b(x))(self.b, x)
+
+
+def test_layers_inside_lifted_transforms_are_refused_clearly():
+    # Once a leaked-tracer error (Linen) or "its method was never called" (NNX, untrue).
+    x = jnp.ones((2, 4))
+    linen = _RematNet()
+    variables = linen.init(jax.random.key(0), x)
+    for layer in ("b1", "b1/fc"):
+        with pytest.raises(ValueError, match="inside a lifted transform"):
+            capture(linen, variables, x, layers=[layer])
+    assert capture(linen, variables, x, layers=["d"]).shape == (2, 4)  # outside: fine
+    with pytest.raises(ValueError, match="or the layer runs inside a lifted transform"):
+        capture(_NNXRematNet(nnx.Rngs(0)), None, x, layers=["b/fc"])
 
 
 def test_fingerprint_is_stable_across_processes():
