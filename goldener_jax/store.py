@@ -11,6 +11,8 @@ Layout under ``path`` (a local directory or any TensorStore kvstore URL: ``file:
     groups/         zarr v3 [N] int                      (only when the source has groups)
     done/           zarr v3 [num_batches] uint8          -- 1 once a batch is fully written
     source_digest/  zarr v3 [num_batches, 16] uint8      -- BLAKE2b of the source batch described
+    batch_digest/   zarr v3 [num_batches, K, 16] uint8   -- CRC-32 of what batch b wrote to each of
+                                                            the K arrays above, b included
     .goldener-jax.lock                                   -- flock of the run writing (describe)
 
 Row layout: every sample owns ``R`` consecutive rows (``R`` = rows per sample of the extractor,
@@ -33,6 +35,26 @@ raise :class:`StoreCorruptError` naming the batch, and ``describe`` re-does the 
 Stores written before checksums (no ``integrity`` section) open and read as before, but
 ``verify`` says it cannot check them (describe them again with ``overwrite=True`` to add it).
 
+A checksum says a chunk's bytes are intact, not that they are its batch's: a chunk copied or
+swapped in from another batch passes it. So every batch also records, next to its data (written
+with it, before its done flag), one digest per array it writes (``batch_digest[b, k]``: a CRC-32 of
+``b``, the array's name and the bytes of its chunk ``b``; the arrays ``k`` are listed in the
+manifest's ``integrity.batch_digest``). ``verify`` compares them with the chunks it reads, and
+:meth:`FeatureStore.read_vectors` / :meth:`FeatureStore.read_labels` /
+:meth:`FeatureStore.read_groups` (what ``select`` and ``split`` read) hash the bytes they have
+just read, so a moved chunk is damage like a flipped one. Stores written before batch digests
+(checksums, no ``batch_digest``) open, read and append as before; ``verify`` checks their
+checksums and says that their chunks are not tied to their batches (only ``sample_idx`` is).
+
+The manifest's ``layout`` (counts) and ``arrays`` (shapes, chunks) must agree with each other:
+opening a store whose manifest was edited or damaged raises :class:`StoreCorruptError` naming the
+disagreement, rather than reading a different number of rows than the arrays hold.
+
+Creating a store writes the manifest, then each array's ``zarr.json``. A write that fails (a full
+disk, permissions) raises ``OSError`` naming the problem (``errno`` set when the OS gave one); a
+store whose arrays were never created, or only some, is not corrupt: opening it raises
+:class:`StoreIncompleteError` ("creation interrupted") and running ``describe`` again finishes it.
+
 Appending (:meth:`FeatureStore.grow`, used by ``describe(..., append=True)``): a store records
 how many samples it holds (``layout.num_samples``); growing it rewrites the manifest to the one a
 one-shot description of the grown source has and extends every array along its first axis
@@ -43,6 +65,7 @@ last batch, whose chunk is completed.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -52,21 +75,45 @@ from typing import Any, NamedTuple
 import numpy as np
 import tensorstore as ts
 
-__all__ = ["FeatureStore", "IntegrityReport", "StoreCorruptError", "StoreMismatchError"]
+from goldener_jax._digest import chunk_digest
+
+__all__ = [
+    "FeatureStore",
+    "IntegrityReport",
+    "StoreCorruptError",
+    "StoreIncompleteError",
+    "StoreMismatchError",
+]
 
 SCHEMA_VERSION = 1
 FORMAT = "goldener-jax.feature-store"
 MANIFEST = "manifest.json"
-_ARRAY_NAMES = ("vectors", "sample_idx", "valid", "labels", "groups", "done", "source_digest")
+_ARRAY_NAMES = (
+    "vectors", "sample_idx", "valid", "labels", "groups", "done", "source_digest", "batch_digest",
+)  # fmt: skip
+# The arrays whose chunk b each batch b ties to itself in batch_digest (in this order; those a
+# store has). Not `done`: a flag a batch owns and rewrites, and `batch_digest` itself.
+_TIED = ("vectors", "sample_idx", "valid", "labels", "groups", "source_digest")
 _VECTOR_DTYPES = ("float32", "bfloat16")
 _LOCK_NAME = ".goldener-jax.lock"  # goldener_jax._locks.LOCK_NAME (checked by the lock tests)
 SOURCE_DIGEST_BYTES = 16
+BATCH_DIGEST_BYTES = 16
 _INTEGRITY = {
     "checksum": "crc32c",
     "fill_chunks_stored": True,
     "batch_chunks": "batch b writes chunk b along the first axis of every array",
 }
+_BATCH_DIGEST_HASH = (
+    "batch_digest[b, k] = CRC-32 (then the byte count) of b, the name of array k (arrays, in "
+    "this order), its dtype, shape and the bytes batch b wrote to it "
+    "(goldener_jax._digest.chunk_digest)"
+)
 _REPAIR = "run describe again: it re-does damaged batches (goldener-jax verify STORE lists them)"
+_UNTIED = (
+    "chunks are not tied to their batches (store written before goldener-jax recorded batch "
+    "digests: a chunk copied or swapped between batches is caught only in sample_idx); describe "
+    "it again with overwrite=True to add them"
+)
 
 
 class StoreMismatchError(ValueError):
@@ -75,12 +122,19 @@ class StoreMismatchError(ValueError):
 
 class StoreCorruptError(ValueError):
     """The store's manifest or arrays cannot be read as a goldener-jax feature store, or a chunk
-    of a done batch is damaged (checksum mismatch, truncated, missing). ``batches`` lists the
-    damaged batches when known."""
+    of a done batch is damaged (checksum mismatch, truncated, missing, another batch's). ``batches``
+    lists the damaged batches when known."""
 
     def __init__(self, message: str, batches: Iterable[int] = ()):
         super().__init__(message)
         self.batches = sorted(set(int(b) for b in batches))
+
+
+class StoreIncompleteError(StoreCorruptError):
+    """The store's creation was interrupted (a full disk, a killed run) after its manifest was
+    written and before all its arrays were: nothing is damaged, running ``describe`` again
+    finishes it. A :class:`StoreCorruptError` for callers that catch that (the store cannot be
+    read either way)."""
 
 
 class IntegrityReport(NamedTuple):
@@ -92,6 +146,8 @@ class IntegrityReport(NamedTuple):
       batches_checked: number of done batches whose chunks were read.
       damaged: ``{batch: [problem, ...]}`` for every damaged batch (each problem names the chunk).
       batches_not_done: batches not written yet (not damage: ``describe`` computes them).
+      limits: what could not be checked in a checked store (empty when nothing): stores written
+        before batch digests do not tie their chunks to their batches.
     """
 
     checked: bool
@@ -99,6 +155,7 @@ class IntegrityReport(NamedTuple):
     batches_checked: int
     damaged: dict[int, list[str]]
     batches_not_done: int = 0
+    limits: str = ""
 
     @property
     def ok(self) -> bool:
@@ -114,8 +171,10 @@ class IntegrityReport(NamedTuple):
             else ""
         )
         if not self.damaged:
+            limits = f"; {self.limits}" if self.limits else ""
             return (
                 f"ok: {self.batches_checked} done batches, every chunk present and intact{pending}"
+                f"{limits}"
             )
         bad = sorted(self.damaged)
         first = self.damaged[bad[0]][0]
@@ -130,7 +189,7 @@ def _fspath(path):
     return os.fspath(path) if isinstance(path, os.PathLike) else path
 
 
-def _kvstore_spec(path) -> dict:
+def kvstore_spec(path) -> dict:
     """Kvstore spec (JSON) of a directory: local paths become ``file`` kvstores."""
     path = _fspath(path)
     if not isinstance(path, str) or not path:
@@ -176,14 +235,54 @@ def _zarr3_metadata(shape, chunk, dtype: str, fill, checksum: bool = False) -> d
 
 
 _CHUNK_KEY = re.compile(
-    r"(?:^|/)(vectors|sample_idx|valid|labels|groups|done|source_digest)/c/(\d+)"
+    r"(?:^|/)(vectors|sample_idx|valid|labels|groups|done|source_digest|batch_digest)/c/(\d+)"
 )
+_OS_ERROR_CODE = re.compile(r"os_error_code='?(\d+)")
+# Above this many bytes the per-batch digests of a read are hashed on several threads (hashlib
+# releases the GIL while it hashes): the tie then costs little next to reading the chunks.
+_PARALLEL_DIGEST_BYTES = 16 << 20
 
 
 def _chunk_of_error(e: BaseException) -> tuple[str, int] | None:
     """(array, chunk index along axis 0) named in a TensorStore error, if any."""
     m = _CHUNK_KEY.search(str(e))
     return (m.group(1), int(m.group(2))) if m else None
+
+
+def _short(e: BaseException) -> str:
+    """A TensorStore error without its (long) spec."""
+    text = str(e).split("[tensorstore_spec=")[0].strip()
+    return text[:300] + "..." if len(text) > 300 else text
+
+
+def _write_error(e: BaseException, doing: str, advice: str) -> OSError:
+    """The ``OSError`` for a failed write, naming the OS's problem (TensorStore raises
+    ``ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']")`` for a full disk; callers catch
+    ``OSError`` for disk problems, and "no space left on device" says what to do)."""
+    text = str(e)
+    code = e.errno if isinstance(e, OSError) and e.errno else None
+    found = _OS_ERROR_CODE.search(text)
+    if code is None and found:
+        code = int(found.group(1))
+    if code is None and ("No space left on device" in text or "RESOURCE_EXHAUSTED" in text):
+        code = errno.ENOSPC
+    if code is None:
+        return OSError(f"{doing} failed: {_short(e)}; {advice}")
+    problem = "no space left on device" if code == errno.ENOSPC else os.strerror(code).lower()
+    if code == errno.ENOSPC:
+        advice += " (free disk space first)"
+    return OSError(code, f"{doing} failed: {problem} ({_short(e)}); {advice}")
+
+
+def _digests(items: list[tuple[int, str, np.ndarray]]) -> list[bytes]:
+    """``chunk_digest(batch, name, value)`` of each item, on several threads for large reads."""
+    total = sum(int(value.nbytes) for _, _, value in items)
+    if total < _PARALLEL_DIGEST_BYTES or len(items) < 2:
+        return [chunk_digest(*item) for item in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return list(pool.map(lambda item: chunk_digest(*item), items))
 
 
 def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
@@ -202,6 +301,100 @@ def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if a != b:
         return [f"{prefix or 'value'}: {a!r} in store, {b!r} requested"]
     return []
+
+
+def _layout_problems(manifest: dict) -> list[str]:
+    """How the manifest's ``layout`` disagrees with itself or with its ``arrays`` (empty: it
+    agrees). Every read trusts the layout's counts (rows, batches, batch size) to index the
+    arrays, and opening checks the arrays against ``arrays`` only: a layout that disagrees would
+    read a different number of rows than the arrays hold, or fail with an internal error."""
+    layout, arrays = manifest["layout"], manifest["arrays"]
+    if not isinstance(layout, dict) or not isinstance(arrays, dict):
+        return ["'layout' and 'arrays' must be JSON objects"]
+    problems = []
+    counts = {}
+    for key, low in (
+        ("num_samples", 0), ("rows_per_sample", 1), ("num_rows", 0), ("dim", 1),
+        ("batch_size", 1), ("num_batches", 0),
+    ):  # fmt: skip
+        value = layout.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            problems.append(f"layout.{key} is {value!r}, expected an int >= {low}")
+        counts[key] = value
+    if layout.get("dtype") not in _VECTOR_DTYPES:
+        problems.append(
+            f"layout.dtype is {layout.get('dtype')!r}, expected one of {_VECTOR_DTYPES}"
+        )
+    unknown = sorted(set(arrays) - set(_ARRAY_NAMES), key=str)
+    if unknown:
+        problems.append(f"arrays has unknown entries {unknown}")
+    for name in ("vectors", "sample_idx", "valid", "done"):
+        if arrays.get(name) is None:
+            problems.append(f"arrays.{name} is missing")
+    for name, meta in arrays.items():
+        if meta is None:
+            continue
+        if not isinstance(meta, dict) or not all(
+            isinstance(meta.get(k), list)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in meta[k])
+            for k in ("shape", "chunk_shape")
+        ):
+            problems.append(f"arrays.{name} needs a shape and a chunk_shape (lists of ints)")
+        elif "dtype" not in meta or "fill_value" not in meta:
+            problems.append(f"arrays.{name} needs a dtype and a fill_value")
+    if problems:
+        return problems
+    n, r, rows = counts["num_samples"], counts["rows_per_sample"], counts["num_rows"]
+    d, bs, nb = counts["dim"], counts["batch_size"], counts["num_batches"]
+    if n * r != rows:
+        problems.append(
+            f"layout.num_rows is {rows}, but num_samples x rows_per_sample is {n} x {r} = {n * r}"
+        )
+    if -(-n // bs) != nb:
+        problems.append(
+            f"layout.num_batches is {nb}, but ceil(num_samples / batch_size) is "
+            f"ceil({n} / {bs}) = {-(-n // bs)}"
+        )
+    tied = [k for k in _TIED if arrays.get(k) is not None]
+    expected = {
+        "vectors": ([rows, d], [max(bs * r, 1), d], layout["dtype"]),
+        "sample_idx": ([rows], [max(bs * r, 1)], "int64"),
+        "valid": ([rows], [max(bs * r, 1)], "bool"),
+        "done": ([nb], [1], "uint8"),
+        "source_digest": ([nb, SOURCE_DIGEST_BYTES], [1, SOURCE_DIGEST_BYTES], "uint8"),
+        "batch_digest": (
+            [nb, len(tied), BATCH_DIGEST_BYTES], [1, len(tied), BATCH_DIGEST_BYTES], "uint8",
+        ),
+    }  # fmt: skip
+    for name in ("labels", "groups"):
+        meta = arrays.get(name)
+        if meta is not None:
+            rest = meta["shape"][1:]
+            expected[name] = ([n, *rest], [max(bs, 1), *rest], meta["dtype"])
+    for name, (shape, chunk, dtype) in expected.items():
+        meta = arrays.get(name)
+        if meta is None:
+            continue
+        if meta["shape"] != shape:
+            problems.append(f"arrays.{name}.shape is {meta['shape']}, the layout says {shape}")
+        elif meta["chunk_shape"] != chunk:
+            problems.append(
+                f"arrays.{name}.chunk_shape is {meta['chunk_shape']}, the layout says {chunk}"
+            )
+        if meta["dtype"] != dtype:
+            problems.append(f"arrays.{name}.dtype is {meta['dtype']!r}, the layout says {dtype!r}")
+    integrity = manifest.get("integrity") or {}
+    record = integrity.get("batch_digest") if isinstance(integrity, dict) else None
+    if arrays.get("batch_digest") is not None:
+        if not isinstance(record, dict) or record.get("arrays") != tied:
+            problems.append(
+                f"integrity.batch_digest.arrays is "
+                f"{record.get('arrays') if isinstance(record, dict) else None!r}, the store's "
+                f"arrays are {tied}"
+            )
+    elif record is not None:
+        problems.append("integrity.batch_digest is recorded but arrays.batch_digest is missing")
+    return problems
 
 
 class FeatureStore:
@@ -254,6 +447,15 @@ class FeatureStore:
                 + "; ".join(problems)
                 + "; pass overwrite=True to start the store over"
             )
+        problems = _layout_problems(manifest)
+        if problems:
+            raise StoreCorruptError(
+                f"{MANIFEST} of store {path!r} is inconsistent (it was edited or damaged): "
+                + "; ".join(problems[:5])
+                + ("; ..." if len(problems) > 5 else "")
+                + "; restore it from a copy of the store, or pass overwrite=True to start the "
+                "store over"
+            )
         return manifest
 
     @classmethod
@@ -261,7 +463,7 @@ class FeatureStore:
         """Opens an existing store (read and write). Raises ``FileNotFoundError`` when ``path``
         holds no store, :class:`StoreCorruptError` when its manifest is unreadable."""
         path = _fspath(path)
-        kvspec = _kvstore_spec(path)
+        kvspec = kvstore_spec(path)
         kv = ts.KvStore.open(kvspec).result()
         manifest = cls._read_manifest(kv, path)
         if manifest is None:
@@ -273,7 +475,7 @@ class FeatureStore:
         """Opens the store whose manifest is ``manifest`` for writing, creating the arrays a run
         killed between writing the manifest and creating them left missing."""
         path = _fspath(path)
-        kvspec = _kvstore_spec(path)
+        kvspec = kvstore_spec(path)
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
 
     @classmethod
@@ -297,33 +499,77 @@ class FeatureStore:
                 spec["store_data_equal_to_fill_value"] = True
             futures_spec[name] = spec
             futures[name] = ts.open(spec, open=True, create=create)  # opened concurrently
-        arrays = {}
+        # Every open (and creation) is waited for before any failure is raised: one array
+        # failing does not cancel the others' creation, so what a rerun finds does not depend
+        # on timing.
+        outcomes: dict[str, Any] = {}
         for name, future in futures.items():
             try:
-                arrays[name] = None if future is None else future.result()
+                outcomes[name] = None if future is None else future.result()
             except ValueError as e:
-                # An append killed between writing the grown manifest (its commit point) and
-                # resizing every array leaves arrays shorter than the manifest: the writer
-                # finishes the resize, a reader is told how to finish the append.
-                grown = cls._open_shorter(futures_spec[name], manifest["arrays"][name])
-                if grown is not None and create:
-                    arrays[name] = grown.resize(
-                        exclusive_max=manifest["arrays"][name]["shape"], expand_only=True
-                    ).result()
-                    continue
-                if grown is not None:
-                    want = manifest["arrays"][name]["shape"][0]
-                    raise StoreCorruptError(
-                        f"array {name!r} of store {path!r} does not match its manifest: it holds "
-                        f"{grown.shape[0]} rows, the manifest {want}"
-                        "; if an append to the store was interrupted, run describe(..., "
-                        "append=True) with the grown source again to finish it"
+                outcomes[name] = e
+        arrays = {}
+        for name, outcome in outcomes.items():
+            if not isinstance(outcome, ValueError):
+                arrays[name] = outcome
+                continue
+            e = outcome
+            if not cls._has_metadata(kvspec, name):
+                # Never created: the creation stopped between the manifest and this array
+                # (a full disk, a kill). Not damage: describe creates what is missing.
+                if create:
+                    raise _write_error(
+                        e,
+                        f"creating array {name!r} of store {path!r}",
+                        "the store's creation is not finished: run describe again to finish it",
                     ) from e
+                if not cls._has_chunks(kvspec, name):
+                    raise StoreIncompleteError(
+                        f"store {path!r} is incomplete: its creation was interrupted before "
+                        f"array {name!r} was created (a full disk or a killed run, say); run "
+                        "describe again to finish creating it"
+                    ) from e
+            # An append killed between writing the grown manifest (its commit point) and
+            # resizing every array leaves arrays shorter than the manifest: the writer
+            # finishes the resize, a reader is told how to finish the append.
+            grown = cls._open_shorter(futures_spec[name], manifest["arrays"][name])
+            if grown is not None and create:
+                arrays[name] = grown.resize(
+                    exclusive_max=manifest["arrays"][name]["shape"], expand_only=True
+                ).result()
+                continue
+            if grown is not None:
+                want = manifest["arrays"][name]["shape"][0]
                 raise StoreCorruptError(
-                    f"array {name!r} of store {path!r} does not match its manifest or cannot be "
-                    f"opened ({e}); pass overwrite=True to start the store over"
+                    f"array {name!r} of store {path!r} does not match its manifest: it holds "
+                    f"{grown.shape[0]} rows, the manifest {want}"
+                    "; if an append to the store was interrupted, run describe(..., "
+                    "append=True) with the grown source again to finish it"
                 ) from e
+            raise StoreCorruptError(
+                f"array {name!r} of store {path!r} does not match its manifest or cannot be "
+                f"opened ({e}); pass overwrite=True to start the store over"
+            ) from e
         return arrays
+
+    @staticmethod
+    def _has_metadata(kvspec: dict, name: str) -> bool:
+        """Whether array ``name`` has its ``zarr.json`` (True when that cannot be told: the
+        caller then reports what opening it said)."""
+        try:
+            kv = ts.KvStore.open(_sub(kvspec, name)).result()
+            return kv.read("zarr.json").result().state == "value"
+        except ValueError:
+            return True
+
+    @staticmethod
+    def _has_chunks(kvspec: dict, name: str) -> bool:
+        """Whether array ``name`` holds any chunk (True when that cannot be told)."""
+        try:
+            kv = ts.KvStore.open(_sub(kvspec, name)).result()
+            return bool(kv.list(ts.KvStore.KeyRange("c/", "c0")).result())
+        except ValueError:
+            return True
 
     @staticmethod
     def _open_shorter(spec: dict, meta: dict):
@@ -353,9 +599,11 @@ class FeatureStore:
         labels: tuple[tuple[int, ...], str] | None = None,
         groups: tuple[tuple[int, ...], str] | None = None,
         input_spec: tuple[tuple[int, ...], str] | None = None,
+        batch_digests: bool = True,
     ) -> dict:
         """The manifest of a new store; ``labels`` / ``groups`` / ``input_spec`` (the model
-        input) are (per-sample shape, dtype)."""
+        input) are (per-sample shape, dtype). ``batch_digests=False`` gives the layout of stores
+        written before batch digests (:meth:`grow` keeps an old store's layout)."""
         if dtype not in _VECTOR_DTYPES:
             raise ValueError(f"dtype must be one of {_VECTOR_DTYPES}, got {dtype!r}")
         for name, value in (
@@ -419,6 +667,16 @@ class FeatureStore:
                 "dtype": kind,
                 "fill_value": fill,
             }
+        integrity: dict[str, Any] = dict(_INTEGRITY)
+        if batch_digests:
+            tied = [name for name in _TIED if arrays.get(name) is not None]
+            arrays["batch_digest"] = {
+                "shape": [max(num_batches, 0), len(tied), BATCH_DIGEST_BYTES],
+                "chunk_shape": [1, len(tied), BATCH_DIGEST_BYTES],
+                "dtype": "uint8",
+                "fill_value": 0,
+            }
+            integrity["batch_digest"] = {"arrays": tied, "hash": _BATCH_DIGEST_HASH}
         try:
             json.dumps(extractor_config)
         except TypeError as e:
@@ -432,7 +690,7 @@ class FeatureStore:
         return {
             "format": FORMAT,
             "schema_version": SCHEMA_VERSION,
-            "integrity": dict(_INTEGRITY),
+            "integrity": integrity,
             "extractor": {"fingerprint": str(extractor_fingerprint), "config": extractor_config},
             "source": dict(source),
             "layout": {
@@ -456,7 +714,18 @@ class FeatureStore:
         :class:`StoreMismatchError` naming what differs, unless ``overwrite=True`` (which
         deletes the old store's arrays and manifest, nothing else)."""
         path = _fspath(path)
-        kvspec = _kvstore_spec(path)
+        problems = (
+            _layout_problems(manifest)
+            if isinstance(manifest, dict) and {"layout", "arrays"} <= set(manifest)
+            else ["it needs 'layout' and 'arrays' sections"]
+        )
+        if problems:
+            # Refused before anything is written: opening the store would refuse it anyway.
+            raise ValueError(
+                f"manifest for store {path!r} is inconsistent: {'; '.join(problems[:5])}; build "
+                "it with FeatureStore.build_manifest"
+            )
+        kvspec = kvstore_spec(path)
         kv = ts.KvStore.open(kvspec).result()
         if overwrite:
             cls._delete(kv)
@@ -480,7 +749,14 @@ class FeatureStore:
         # the missing arrays (open=True, create=True) on the next call.
         if len([k for k in keys if k != _LOCK_NAME]) > len(foreign):
             cls._delete(kv)  # leftovers of an interrupted overwrite, if any
-        kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        try:
+            kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        except (ValueError, OSError) as e:
+            raise _write_error(
+                e,
+                f"writing {MANIFEST} of new store {path!r}",
+                "no store was created: run describe again",
+            ) from e
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
 
     def grow(self, num_samples: int, source: Mapping) -> FeatureStore:
@@ -542,13 +818,23 @@ class FeatureStore:
             input_spec=(layout["input_shape"], layout["input_dtype"])
             if "input_shape" in layout
             else None,
+            # A store written before batch digests keeps its layout: its described batches
+            # have none to check (it grows as before; verify says what it cannot check).
+            batch_digests=self.has_batch_digests,
         )
         if manifest == self.manifest:
             return self
         if n_old % self.batch_size:
             self.mark_not_done([self.num_batches - 1])  # flag first: it gets new samples
         kv = ts.KvStore.open(self._kvspec).result()
-        kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        try:
+            kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+        except (ValueError, OSError) as e:
+            raise _write_error(
+                e,
+                f"writing the grown {MANIFEST} of store {self.path!r}",
+                "the store still holds its samples: run describe(..., append=True) again",
+            ) from e
         return FeatureStore(
             self.path,
             self._kvspec,
@@ -570,7 +856,7 @@ class FeatureStore:
     def peek_manifest(cls, path) -> dict | None:
         """The manifest at ``path`` or None when there is no store (corrupt ones raise)."""
         path = _fspath(path)
-        kvspec = _kvstore_spec(path)
+        kvspec = kvstore_spec(path)
         return cls._read_manifest(ts.KvStore.open(kvspec).result(), path)
 
     @staticmethod
@@ -600,9 +886,14 @@ class FeatureStore:
                     f"store {path!r} was written with another {section}: {'; '.join(details[:5])}"
                     "; use another path, the same settings, or pass overwrite=True"
                 )
+        requested_arrays = requested.get("arrays")
+        if requested_arrays is not None and "batch_digest" not in existing["arrays"]:
+            # A store written before batch digests is reopened as it is (its format, not its
+            # configuration, differs): it keeps working, verify says what it cannot check.
+            requested_arrays = {k: v for k, v in requested_arrays.items() if k != "batch_digest"}
         details = (
-            config_differences(existing["arrays"], requested["arrays"])
-            if "arrays" in requested
+            config_differences(existing["arrays"], requested_arrays)
+            if requested_arrays is not None
             else []
         )
         if details:
@@ -716,6 +1007,19 @@ class FeatureStore:
         """Whether the chunks carry ``crc32c`` checksums (stores written since they exist)."""
         return bool(self.manifest.get("integrity"))
 
+    @property
+    def has_batch_digests(self) -> bool:
+        """Whether each batch records digests tying its chunks to it (stores written since
+        they exist; older ones cannot tell a chunk copied from another batch)."""
+        return self._arrays.get("batch_digest") is not None
+
+    @property
+    def _tied(self) -> tuple[str, ...]:
+        """The arrays of ``batch_digest[b, k]``, in order (checked against the arrays on open)."""
+        if not self.has_batch_digests:
+            return ()
+        return tuple(self.manifest["integrity"]["batch_digest"]["arrays"])
+
     def done_batches(self) -> np.ndarray:
         """Bool array ``[num_batches]``: True where the batch is fully written. A done flag whose
         chunk is damaged counts as not done (describe re-does that batch)."""
@@ -790,11 +1094,11 @@ class FeatureStore:
         if not valid.all():
             vectors = np.where(valid[:, None], vectors, np.zeros((), target))
         sample_idx = np.repeat(np.arange(s0, s1, dtype=np.int64), self.rows_per_sample)
-        writes = [
-            (self.vectors, slice(r0, r1), vectors),
-            (self.valid, slice(r0, r1), valid),
-            (self.sample_idx, slice(r0, r1), sample_idx),
-        ]
+        writes = {
+            "vectors": (slice(r0, r1), vectors),
+            "valid": (slice(r0, r1), valid),
+            "sample_idx": (slice(r0, r1), sample_idx),
+        }
         for name, value in (("labels", labels), ("groups", groups)):
             array = self._arrays[name]
             if array is None:
@@ -807,7 +1111,7 @@ class FeatureStore:
                 raise ValueError(
                     f"batch {b}: {name} must have shape {list(expected)}, got {list(value.shape)}"
                 )
-            writes.append((array, slice(s0, s1), value.astype(array.dtype.numpy_dtype)))
+            writes[name] = (slice(s0, s1), value.astype(array.dtype.numpy_dtype))
         digest_array = self._arrays.get("source_digest")
         if digest_array is not None:
             digest = np.zeros(SOURCE_DIGEST_BYTES, np.uint8)
@@ -819,15 +1123,26 @@ class FeatureStore:
                         f"got {raw.size}"
                     )
                 digest = raw
-            writes.append((digest_array, slice(b, b + 1), digest[None]))
+            writes["source_digest"] = (slice(b, b + 1), digest[None])
+        if self.has_batch_digests:
+            # Hashed as written: the bytes a read of chunk b gives back (same dtype and shape).
+            # Written with the data, before the done flag, so a done batch always has them.
+            tied = self._tied
+            record = np.frombuffer(
+                b"".join(_digests([(b, name, writes[name][1]) for name in tied])), np.uint8
+            ).reshape(1, len(tied), BATCH_DIGEST_BYTES)
+            writes["batch_digest"] = (slice(b, b + 1), record)
         try:
-            futures = [array[index].write(value) for array, index, value in writes]
+            futures = [
+                self._arrays[name][index].write(value) for name, (index, value) in writes.items()
+            ]
             for future in futures:
                 future.result()
         except (ValueError, OSError) as e:
-            raise OSError(
-                f"writing batch {b} (rows {r0}..{r1}) to store {self.path!r} failed: {e}; the "
-                "batch is not marked done, run describe again to resume"
+            raise _write_error(
+                e,
+                f"writing batch {b} (rows {r0}..{r1}) to store {self.path!r}",
+                "the batch is not marked done, run describe again to resume",
             ) from e
 
     def mark_done(self, b: int) -> None:
@@ -835,9 +1150,10 @@ class FeatureStore:
         try:
             self._arrays["done"][b].write(np.uint8(1)).result()
         except (ValueError, OSError) as e:
-            raise OSError(
-                f"marking batch {b} done in store {self.path!r} failed: {e}; its data is "
-                "written but it will be recomputed by the next run"
+            raise _write_error(
+                e,
+                f"marking batch {b} done in store {self.path!r}",
+                "its data is written but it will be recomputed by the next run",
             ) from e
 
     def mark_not_done(self, batches: Iterable[int]) -> None:
@@ -881,9 +1197,7 @@ class FeatureStore:
 
     def _corrupt(self, e: BaseException, name: str) -> StoreCorruptError:
         where = _chunk_of_error(e)
-        text = str(e).split("[tensorstore_spec=")[0].strip()
-        if len(text) > 300:
-            text = text[:300] + "..."
+        text = _short(e)
         if where is None:
             return StoreCorruptError(
                 f"store {self.path!r} is damaged: reading {name!r} failed ({text}); {_REPAIR}"
@@ -908,6 +1222,7 @@ class FeatureStore:
             return
         keys = self._keys()
         done = np.flatnonzero(self.done_batches())
+        names = [*names, "batch_digest"]  # the record the reads check the chunks against
         missing = {}
         for b in done:
             chunk_keys = self.batch_chunk_keys(int(b))
@@ -939,12 +1254,48 @@ class FeatureStore:
                 batches=batches,
             )
 
+    def _check_tied(self, values: Mapping[str, np.ndarray], done: np.ndarray) -> None:
+        """Raises :class:`StoreCorruptError` when the chunk of a done batch in ``values`` (whole
+        arrays, just read) is not the one that batch wrote: its checksum is intact but its bytes
+        are another batch's (copied or swapped). Hashes the bytes already read: no extra read
+        but the small ``batch_digest`` array. Stores without batch digests are not checked."""
+        tied = self._tied
+        names = [name for name in values if name in tied]
+        batches = np.flatnonzero(done)
+        if not names or not batches.size:
+            return
+        record = self._result(self._arrays["batch_digest"].read(), "batch_digest")
+        items = [
+            (int(b), name, values[name][self._batch_index(name, int(b))])
+            for b in batches
+            for name in names
+        ]
+        bad: dict[int, list[str]] = {}
+        for (b, name, _), digest in zip(items, _digests(items), strict=True):
+            if digest != record[b, tied.index(name)].tobytes():
+                bad.setdefault(b, []).append(name)
+        if bad:
+            first = min(bad)
+            what = (
+                f"its {'batch_digest'!r} record matches none of its chunks"
+                if len(bad[first]) == len(names) > 1
+                else f"the {bad[first][0]!r} chunk is not the one batch {first} wrote"
+            )
+            raise StoreCorruptError(
+                f"store {self.path!r} is damaged: in batch {first}, {what} (checksums intact: "
+                f"copied or swapped in from another batch?; {len(bad)} batches affected); "
+                f"{_REPAIR}",
+                batches=bad,
+            )
+
     def verify(self, batches: Iterable[int] | None = None, *, window: int = 32) -> IntegrityReport:
         """Reads every chunk of every done batch and reports the damaged ones.
 
         A chunk is damaged when it is missing, truncated or fails its ``crc32c`` checksum, or
-        (``sample_idx``) when it names other samples than its batch's. Batches not done are not
-        checked (``describe`` computes them anyway).
+        when its bytes are not the ones its batch wrote (``batch_digest``: a chunk copied or
+        swapped in from another batch; in stores written before batch digests, only
+        ``sample_idx`` chunks naming other samples than their batch's). Batches not done are
+        not checked (``describe`` computes them anyway).
 
         Args:
           batches: Batches to check (default: all).
@@ -952,7 +1303,8 @@ class FeatureStore:
 
         Returns:
           An :class:`IntegrityReport` (``report.ok``, ``report.damaged``, ``report.summary()``);
-          ``checked=False`` for stores written before checksums.
+          ``checked=False`` for stores written before checksums, ``limits`` set for stores
+          written before batch digests.
         """
         if not self.has_checksums:
             return IntegrityReport(
@@ -975,9 +1327,14 @@ class FeatureStore:
                     damaged.setdefault(b, []).append(f"chunk {key!r} is missing")
                 elif name != "done":
                     reads.append((b, name, key))
-        for i in range(0, len(reads), max(int(window), 1) * 6):
-            part = reads[i : i + max(int(window), 1) * 6]
+        tied = self._tied
+        computed: dict[int, dict[str, bytes]] = {}  # batch -> {array: digest of its chunk}
+        recorded: dict[int, np.ndarray] = {}  # batch -> its batch_digest record [K, 16]
+        step = max(int(window), 1) * len(_ARRAY_NAMES)
+        for i in range(0, len(reads), step):
+            part = reads[i : i + step]
             futures = [self._arrays[name][self._batch_index(name, b)].read() for b, name, _ in part]
+            hashed = []
             for (b, name, key), future in zip(part, futures, strict=True):
                 try:
                     value = future.result()
@@ -985,14 +1342,46 @@ class FeatureStore:
                     reason = str(e).split("[tensorstore_spec=")[0].rsplit(": ", 1)[-1].strip()
                     damaged.setdefault(b, []).append(f"chunk {key!r} is unreadable ({reason})")
                     continue
+                if name == "batch_digest":
+                    recorded[b] = value[0]
+                elif name in tied:
+                    hashed.append((b, name, value))
                 if name == "sample_idx":
                     r0, r1 = self.batch_rows(b)
                     if not np.array_equal(value, np.arange(r0, r1) // self.rows_per_sample):
                         damaged.setdefault(b, []).append(
                             f"chunk {key!r} names other samples than batch {b}'s"
                         )
+            for (b, name, _), digest in zip(hashed, _digests(hashed), strict=True):
+                computed.setdefault(b, {})[name] = digest
+        for b, record in recorded.items():
+            chunk_keys = self.batch_chunk_keys(b)
+            moved = [
+                name
+                for name, digest in computed.get(b, {}).items()
+                if digest != record[tied.index(name)].tobytes()
+            ]
+            if moved and len(moved) == len(tied) > 1:
+                # Every chunk disagrees with the record: the record is the odd one out.
+                damaged.setdefault(b, []).append(
+                    f"chunk {chunk_keys['batch_digest']!r} records other contents than batch "
+                    f"{b}'s chunks (copied or swapped in from another batch?)"
+                )
+                continue
+            for name in moved:
+                damaged.setdefault(b, []).append(
+                    f"chunk {chunk_keys[name]!r} is not the one batch {b} wrote (its checksum is "
+                    "intact: copied or swapped in from another batch?)"
+                )
         not_done = sum(1 for b in candidates if not done[b])
-        return IntegrityReport(True, "", len(todo), dict(sorted(damaged.items())), not_done)
+        return IntegrityReport(
+            True,
+            "",
+            len(todo),
+            dict(sorted(damaged.items())),
+            not_done,
+            "" if self.has_batch_digests else _UNTIED,
+        )
 
     # ------------------------------------------------------------------ reading
     def read_rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
@@ -1019,19 +1408,27 @@ class FeatureStore:
         self._check_present(("vectors", "sample_idx", "valid"))
         rows = self.read_rows(0, self.num_rows)
         self._check_sample_idx(rows["sample_idx"], 0)
+        self._check_tied(rows, np.ones(self.num_batches, bool))  # every batch is done (above)
         if not valid_only:
             return rows["vectors"], rows["sample_idx"]
         keep = rows["valid"]
         return rows["vectors"][keep], rows["sample_idx"][keep]
 
     def read_labels(self) -> np.ndarray | None:
-        if self.labels is None:
-            return None
-        self._check_present(("labels",))
-        return self._result(self.labels.read(), "labels")
+        """Per-sample labels (None without). Raises :class:`StoreCorruptError` when a done
+        batch's chunk is damaged: missing, checksum, or not the one its batch wrote."""
+        return self._read_per_sample("labels")
 
     def read_groups(self) -> np.ndarray | None:
-        if self.groups is None:
+        """Per-sample group ids (None without); damaged chunks raise as in :meth:`read_labels`."""
+        return self._read_per_sample("groups")
+
+    def _read_per_sample(self, name: str) -> np.ndarray | None:
+        array = self._arrays[name]
+        if array is None:
             return None
-        self._check_present(("groups",))
-        return self._result(self.groups.read(), "groups")
+        self._check_present((name,))
+        values = self._result(array.read(), name)
+        if self.has_batch_digests:
+            self._check_tied({name: values}, self.done_batches())
+        return values

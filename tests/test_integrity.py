@@ -3,16 +3,23 @@ from before checksums, input shapes, and the every-row data digest."""
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import shutil
 
+import jax
 import numpy as np
 import pytest
-from _stores import BATCH_SIZE, arrays, copy, damage, data, make
+import tensorstore as ts
+from _stores import BATCH_SIZE, arrays, chunk_file, copy, damage, data, make
 
 from goldener_jax._digest import rows_digest
 from goldener_jax.describe import SourceChangedError, describe
 from goldener_jax.sources import IterableSource
-from goldener_jax.store import FeatureStore
+from goldener_jax.store import FeatureStore, StoreCorruptError, StoreIncompleteError
+
+REPAIR = "run describe again: it re-does damaged batches"
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +55,203 @@ def test_describe_redoes_exactly_the_damaged_batches(pristine, tmp_path, monkeyp
     with pytest.warns(RuntimeWarning, match=r"re-describing 3 damaged batches"):
         store = make(path)
     assert sorted(written) == [1, 3, 4, 5]
+    assert store.verify().ok
+    _assert_same(arrays(store), arrays(FeatureStore.open(pristine)))
+
+
+# ---------------------------------------------------------------- chunks moved between batches
+
+
+def _move(path, array: str, how: str) -> None:
+    """Swaps the chunks of batches 1 and 3 of ``array``, or copies batch 1's over batch 3's:
+    every chunk keeps a valid checksum."""
+    one, three = chunk_file(path, array, 1), chunk_file(path, array, 3)
+    with open(one, "rb") as f1, open(three, "rb") as f3:
+        assert f1.read() != f3.read(), "the two chunks must differ for the move to matter"
+    if how == "copy":
+        shutil.copyfile(one, three)
+    else:
+        os.rename(one, one + ".tmp")
+        os.rename(three, one)
+        os.rename(one + ".tmp", three)
+
+
+@pytest.mark.parametrize(
+    "array, how, damaged, problem, read_fails",
+    [
+        ("vectors", "swap", [1, 3], "chunk 'vectors/c/1/0' is not the one batch 1 wrote", True),
+        ("vectors", "copy", [3], "chunk 'vectors/c/3/0' is not the one batch 3 wrote", True),
+        ("valid", "swap", [1, 3], "chunk 'valid/c/1' is not the one batch 1 wrote", True),
+        ("labels", "copy", [3], "chunk 'labels/c/3' is not the one batch 3 wrote", True),
+        ("groups", "swap", [1, 3], "chunk 'groups/c/1' is not the one batch 1 wrote", True),
+        ("source_digest", "copy", [3], "chunk 'source_digest/c/3/0' is not the one", False),
+        ("batch_digest", "swap", [1, 3], "records other contents than batch 1's chunks", True),
+    ],
+)
+def test_chunks_moved_between_batches_are_damage(
+    pristine, tmp_path, monkeypatch, array, how, damaged, problem, read_fails
+):
+    """A chunk swapped or copied in from another batch keeps a valid crc32c; the batch digest
+    recorded with the batch catches it in verify and in the reads select makes (which used to
+    select from the wrong vectors, labels or groups), and describe re-does those batches."""
+    from goldener_jax import select
+
+    path = copy(pristine, tmp_path / "s")
+    _move(path, array, how)
+    report = FeatureStore.open(path).verify()
+    assert list(report.damaged) == damaged, report.damaged
+    assert problem in report.damaged[damaged[0]][0]
+    assert report.summary().startswith(f"damaged: {len(damaged)} of 6 done batches")
+    if read_fails:
+        moved = rf"in batch {damaged[0]}, .*copied or swapped in from another batch.*{REPAIR}"
+        with pytest.raises(StoreCorruptError, match=moved) as info:
+            select(path, 5, method="kcenter", key=jax.random.key(0))
+        assert info.value.batches == damaged
+    written = _logging_writes(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=rf"re-describing {len(damaged)} damaged batches"):
+        store = make(path)
+    assert sorted(written) == damaged
+    assert store.verify().ok
+    _assert_same(arrays(store), arrays(FeatureStore.open(pristine)))
+    assert np.array_equal(
+        store.read_source_digests(), FeatureStore.open(pristine).read_source_digests()
+    )
+
+
+def _strip_batch_digests(path) -> None:
+    """Turns a store into one written before batch digests (all else is the same layout)."""
+    manifest_path = os.path.join(path, "manifest.json")
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    del manifest["arrays"]["batch_digest"], manifest["integrity"]["batch_digest"]
+    with open(manifest_path, "w") as f:
+        f.write(json.dumps(manifest, indent=2, sort_keys=True))
+    shutil.rmtree(os.path.join(path, "batch_digest"))
+
+
+def test_store_written_before_batch_digests_opens_reads_appends_and_says_what_is_unchecked(
+    pristine, tmp_path
+):
+    path = copy(pristine, tmp_path / "old")
+    _strip_batch_digests(path)
+    store = FeatureStore.open(path)
+    assert store.has_checksums and not store.has_batch_digests
+    _assert_same(arrays(store), arrays(FeatureStore.open(pristine)))
+    report = store.verify()
+    assert report.ok and report.checked
+    assert "chunks are not tied to their batches" in report.limits
+    assert report.summary() == (
+        "ok: 6 done batches, every chunk present and intact; chunks are not tied to their "
+        "batches (store written before goldener-jax recorded batch digests: a chunk copied or "
+        "swapped between batches is caught only in sample_idx); describe it again with "
+        "overwrite=True to add them"
+    )
+    # Reopened with today's manifest (what describe builds), it keeps its own format.
+    assert not FeatureStore.create(path, FeatureStore.open(pristine).manifest).has_batch_digests
+    # describe resumes it and appends to it (its format kept; the new batches are checksummed).
+    x, labels, groups = data()
+    x, labels, groups = (
+        np.concatenate([x, x[:5] + 1]),
+        labels[np.r_[:22, :5]],
+        groups[np.r_[:22, :5]],
+    )
+    store = make(path, x=x, labels=labels, groups=groups, append=True)  # 5 new samples
+    assert store.num_samples == 27 and not store.has_batch_digests
+    assert store.verify().ok
+    _, idx = store.read_vectors()
+    assert idx.max() == 26 and np.array_equal(store.read_labels(), labels)
+    # What it cannot tell, shown: a copied vectors chunk passes (a new store refuses it above).
+    shutil.copyfile(chunk_file(path, "vectors", 1), chunk_file(path, "vectors", 3))
+    assert FeatureStore.open(path).verify().ok
+
+
+# ---------------------------------------------------------------- full disk while creating
+
+
+class _Failed:
+    """A TensorStore future that fails as a full disk makes it fail."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def result(self):
+        raise ValueError(
+            f'RESOURCE_EXHAUSTED: Error writing local file "{self.where}": Failed to write 283 '
+            "bytes to file 3: No space left on device [os_error_code='28']"
+        )
+
+
+class _FullForManifest:
+    """A kvstore whose manifest write fails (everything else passes through)."""
+
+    def __init__(self, kv):
+        self._kv = kv
+
+    def __getattr__(self, name):
+        return getattr(self._kv, name)
+
+    def write(self, key, value):
+        if key == "manifest.json":
+            return _Failed(key)
+        return self._kv.write(key, value)
+
+
+def _full_disk(monkeypatch, stage: str) -> None:
+    if stage == "manifest":
+        kv_open = ts.KvStore.open
+
+        class _Opened:
+            def __init__(self, spec):
+                self.spec = spec
+
+            def result(self):
+                return _FullForManifest(kv_open(self.spec).result())
+
+        monkeypatch.setattr(ts.KvStore, "open", staticmethod(lambda spec: _Opened(spec)))
+    else:
+        ts_open = ts.open
+
+        def full(spec, **kwargs):
+            if kwargs.get("create") and spec["kvstore"]["path"].endswith("/valid/"):
+                return _Failed("valid/zarr.json")
+            return ts_open(spec, **kwargs)
+
+        monkeypatch.setattr(ts, "open", full)
+
+
+@pytest.mark.parametrize(
+    "stage, message, then",
+    [
+        (
+            "manifest",
+            r"writing manifest.json of new store .* failed: no space left on device \(.*\); no "
+            r"store was created: run describe again \(free disk space first\)",
+            (FileNotFoundError, r"no feature store at .* \(no manifest.json\)"),
+        ),
+        (
+            "arrays",
+            r"creating array 'valid' of store .* failed: no space left on device \(.*\); the "
+            r"store's creation is not finished: run describe again to finish it \(free disk",
+            (StoreIncompleteError, r"is incomplete: its creation was interrupted before array "
+             r"'valid' was created .*; run describe again to finish creating it$"),
+        ),
+    ],
+)  # fmt: skip
+def test_full_disk_while_creating_a_store(pristine, tmp_path, monkeypatch, stage, message, then):
+    """A write that fails while a store is created is an OSError naming the full disk (not a
+    raw TensorStore ValueError, nor "corrupt, overwrite"); the store left behind says a rerun
+    finishes it, and the rerun equals an uninterrupted run."""
+    path = str(tmp_path / "s")
+    with monkeypatch.context() as patched:
+        _full_disk(patched, stage)
+        with pytest.raises(OSError, match=message) as info:
+            make(path)
+    assert info.value.errno == errno.ENOSPC
+    error, text = then
+    with pytest.raises(error, match=text) as opened:
+        FeatureStore.open(path)
+    assert "overwrite" not in str(opened.value)
+    store = make(path)  # the plain rerun once space is freed
     assert store.verify().ok
     _assert_same(arrays(store), arrays(FeatureStore.open(pristine)))
 
@@ -93,6 +297,7 @@ def test_store_written_before_checksums_opens_but_cannot_be_verified(tmp_path):
         batch_size=3,
     )
     del manifest["integrity"], manifest["arrays"]["source_digest"]  # the old layout
+    del manifest["arrays"]["batch_digest"]
     store = FeatureStore.create(tmp_path / "old", manifest)
     for b in range(2):
         store.write_batch(b, np.full((3, 2), b, np.float32), np.ones(3, bool))
@@ -127,7 +332,8 @@ def test_verify_counts_batches_not_done_apart_from_damage(tmp_path):
         "describe to finish)"
     )
     assert sorted(store.batch_chunk_keys(1).values()) == [
-        "done/c/1", "sample_idx/c/1", "source_digest/c/1/0", "valid/c/1", "vectors/c/1/0",
+        "batch_digest/c/1/0/0", "done/c/1", "sample_idx/c/1", "source_digest/c/1/0", "valid/c/1",
+        "vectors/c/1/0",
     ]  # fmt: skip
     for key in store.batch_chunk_keys(1).values():
         assert (tmp_path / "p" / key).is_file(), key
@@ -136,10 +342,17 @@ def test_verify_counts_batches_not_done_apart_from_damage(tmp_path):
 def test_new_store_has_checksums_on_every_array(pristine):
     store = FeatureStore.open(pristine)
     assert store.has_checksums
-    for name in ("vectors", "sample_idx", "valid", "labels", "groups", "done", "source_digest"):
+    for name in (
+        "vectors", "sample_idx", "valid", "labels", "groups", "done", "source_digest",
+        "batch_digest",
+    ):  # fmt: skip
         meta = json.loads(open(f"{pristine}/{name}/zarr.json").read())
         assert [c["name"] for c in meta["codecs"]] == ["bytes", "crc32c"], name
     assert store.read_source_digests().any(axis=1).all()
+    assert store.has_batch_digests
+    assert store.manifest["integrity"]["batch_digest"]["arrays"] == [
+        "vectors", "sample_idx", "valid", "labels", "groups", "source_digest",
+    ]  # fmt: skip
 
 
 def test_inputs_of_another_shape_are_refused_before_the_model(pristine, tmp_path):

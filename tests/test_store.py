@@ -152,6 +152,68 @@ def test_array_not_matching_manifest_is_corrupt(tmp_path):
         FeatureStore.open(tmp_path / "s")
 
 
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            ("layout", "num_rows", 16),
+            r"layout.num_rows is 16, but num_samples x rows_per_sample is 10 x 2 = 20",
+        ),
+        (
+            ("layout", "num_samples", 8),
+            r"layout.num_rows is 20, but num_samples x rows_per_sample is 8 x 2 = 16; "
+            r"layout.num_batches is 3, but ceil\(num_samples / batch_size\) is ceil\(8 / 4\) = 2",
+        ),
+        (
+            ("layout", "batch_size", 8),
+            r"layout.num_batches is 3, but ceil\(num_samples / batch_size\) is ceil\(10 / 8\) = 2",
+        ),
+        (
+            ("layout", "num_batches", 4),
+            r"layout.num_batches is 4, but ceil\(num_samples / batch_size\) is ceil\(10 / 4\) = 3",
+        ),
+        (
+            ("layout", "rows_per_sample", 3),
+            r"layout.num_rows is 20, but num_samples x rows_per_sample is 10 x 3 = 30; "
+            r"arrays.vectors.chunk_shape is \[8, 3\], the layout says \[12, 3\]",
+        ),
+        (("layout", "dim", 4), r"arrays.vectors.shape is \[20, 3\], the layout says \[20, 4\]"),
+        (("layout", "num_rows", "20"), r"layout.num_rows is '20', expected an int >= 0"),
+        (
+            ("arrays", "labels", "shape", [9]),
+            r"arrays.labels.shape is \[9\], the layout says \[10\]",
+        ),
+        (("arrays", "done", "shape", [2]), r"arrays.done.shape is \[2\], the layout says \[3\]"),
+        (
+            ("integrity", "batch_digest", "arrays", ["vectors"]),
+            r"integrity.batch_digest.arrays is \['vectors'\], the store's arrays are \['vectors', "
+            r"'sample_idx', 'valid', 'labels', 'source_digest'\]",
+        ),
+    ],
+)
+def test_manifest_layout_disagreeing_with_itself_or_its_arrays_is_corrupt(tmp_path, edit, message):
+    """Every read indexes the arrays with the layout's counts: a layout that disagrees with its
+    arrays used to read fewer rows than the store holds, silently, or fail with an IndexError."""
+    store = FeatureStore.create(tmp_path / "s", _manifest())
+    _fill(store)
+    manifest_path = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    *keys, value = edit
+    target = manifest
+    for key in keys[:-1]:
+        target = target[key]
+    target[keys[-1]] = value
+    manifest_path.write_text(json.dumps(manifest))
+    expected = rf"manifest.json of store .* is inconsistent \(it was edited or damaged\): {message}"
+    for opening in (FeatureStore.open, FeatureStore.peek_manifest):
+        with pytest.raises(StoreCorruptError, match=expected + ".*pass overwrite=True to start"):
+            opening(tmp_path / "s")
+    # The same manifest given to create is refused before anything is written.
+    with pytest.raises(ValueError, match=rf"manifest for store .* is inconsistent: {message}"):
+        FeatureStore.create(tmp_path / "new", manifest)
+    assert not (tmp_path / "new").exists()
+
+
 def test_write_batch_validation(tmp_path):
     store = FeatureStore.create(tmp_path / "s", _manifest())
     with pytest.raises(ValueError, match=r"vectors must have shape \[8, 3\]"):
