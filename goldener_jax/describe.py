@@ -509,6 +509,17 @@ def _describe(
             changed = _changed_batches(src, store, intact, batch_size, where)
             if changed and not redescribe_changed:
                 s0, s1 = store.batch_samples(changed[0])
+                if append and 2 * len(changed) > len(intact):
+                    # Most described samples differ: not an edit of a few samples but a source
+                    # that does not start with them (only the new samples, most often).
+                    # Re-describing them would replace the store's descriptions.
+                    raise SourceChangedError(
+                        f"cannot append to store {path!r}: {len(changed)} of its "
+                        f"{len(intact)} described batches differ from the source's first "
+                        f"samples (first: batch {changed[0]}, samples {s0}..{s1 - 1}); "
+                        "append=True needs the grown source (the described samples first, then "
+                        "the new ones), not the new samples alone"
+                    )
                 raise SourceChangedError(
                     f"the source differs from the one store {path!r} was described from: "
                     f"{len(changed)} described batches changed (first: batch {changed[0]}, "

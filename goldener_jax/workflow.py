@@ -62,10 +62,22 @@ raise :class:`SpecError` naming the field (e.g. ``steps[2].args.size``).
 ``Pipeline.load(path).run(out_dir)`` runs or resumes. Step ``s`` writes its outputs under
 ``out_dir/<s.name>/`` and, last, ``step.json`` with its fingerprint: a digest of the step's
 config, the library's version and the fingerprints of its inputs (a describe step: the
-source's description and file digest and the extractor's fingerprint, weights included). A
-step whose ``step.json`` holds the same fingerprint is reused, not recomputed; a step killed
-midway is resumed by the library's own resumption (``describe`` continues its store, ``select``
-/ ``split`` their checkpoints in the step folder), and outputs of a changed step are replaced.
+source's description and file digest and the extractor's fingerprint, weights included; what a
+step reading a store depends on is that store's content, a digest of its manifest and of every
+chunk's checksum). A step whose ``step.json`` holds the same fingerprint is reused, not
+recomputed; a step killed midway is resumed by the library's own resumption (``describe``
+continues its store, ``select`` / ``split`` their checkpoints in the step folder), and outputs
+of a changed step are replaced (a describe step's store too, when its records show the step
+wrote it; a store the pipeline did not write is refused, never replaced).
+
+A describe step is reused only while its store is present and complete (manifest, every batch
+done, every chunk there; a cheap check that reads no chunk): a store deleted or damaged since
+is described again, ``describe`` resuming it. A chunk failing its checksum passes that check;
+the step that reads the store finds it, and the run has the store's describe steps run again
+(``describe`` verifies every chunk and re-does the damaged batches) before going on. A store
+described again to the same content reruns none of its readers. A store ``describe`` cannot
+repair is reported with the path to delete.
+
 The returned :class:`RunSummary` (also ``out_dir/summary.json``) says which steps ran and which
 were reused.
 """
@@ -81,6 +93,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -344,6 +357,95 @@ def _jsonable(v):
     return v
 
 
+def _store_kv(store):
+    import tensorstore as ts
+
+    from goldener_jax.store import kvstore_spec
+
+    return ts.KvStore.open(kvstore_spec(store.path)).result()
+
+
+def _store_problem(path: str, extractor_fingerprint: str) -> str | None:
+    """Why the store of a describe step cannot be taken as done (None when it can): no store,
+    an unreadable manifest, another extractor's store, a batch not done, a done batch's chunk
+    missing. Cheap (the manifest, the done flags, one listing): chunks are not read, so a chunk
+    that fails its checksum is found by the step that reads it (see :meth:`Pipeline.run`)."""
+    from goldener_jax.store import FeatureStore
+
+    try:
+        store = FeatureStore.open(path)
+    except FileNotFoundError:
+        return f"there is no store at {path!r}"
+    except (ValueError, OSError) as e:  # StoreCorruptError is a ValueError
+        reason = str(e).split("; pass overwrite=True")[0].split("; run describe again")[0]
+        return f"its store cannot be opened ({reason})"
+    if store.extractor_fingerprint != extractor_fingerprint:
+        return f"the store at {path!r} was written with another extractor"
+    done = store.done_batches()
+    if not done.all():
+        return f"{int((~done).sum())} of the {done.size} batches of {path!r} are not done"
+    if store.has_checksums and store.num_batches:
+        keys = {k.decode() for k in _store_kv(store).list().result()}
+        for b in range(store.num_batches):
+            missing = [k for k in store.batch_chunk_keys(b).values() if k not in keys]
+            if missing:
+                return f"chunk {missing[0]!r} of {path!r} is missing"
+    return None
+
+
+def _store_content(path: str) -> str | None:
+    """A digest of what the store at ``path`` holds, for the steps that read it: its manifest and
+    the crc32c checksum that ends every chunk (zarr's ``crc32c`` codec), read as 4-byte suffixes
+    rather than whole chunks. A describe step that runs again (to resume or repair its store)
+    thus only makes its readers run again when the vectors came out different. None for stores
+    written before chunk checksums (their readers then depend on the step's config alone)."""
+    from goldener_jax.store import FeatureStore
+
+    store = FeatureStore.open(path)
+    if not store.has_checksums:
+        return None
+    kv = _store_kv(store)
+    h = hashlib.sha256(json.dumps(store.manifest, sort_keys=True).encode())
+    keys = [k for b in range(store.num_batches) for k in sorted(store.batch_chunk_keys(b).values())]
+    window = 4096  # reads in flight
+    read = 0
+    for i in range(0, len(keys), window):
+        part = keys[i : i + window]
+        futures = [kv.read(k, byte_range=slice(-4, None)) for k in part]
+        for key, future in zip(part, futures, strict=True):
+            try:
+                result = future.result()
+                tail = result.value if result.state == "value" else b"missing"
+                read += result.state == "value"
+            except ValueError:  # a chunk shorter than its checksum
+                tail = b"unreadable"
+            h.update(key.encode() + b"\0" + tail)
+    if keys and not read:  # no checksum could be read (a kvstore without suffix reads?)
+        return None
+    return h.hexdigest()[:32]
+
+
+def _same_store(manifest: Mapping, extractor_fingerprint: str, source, args: Mapping) -> bool:
+    """Whether ``describe`` would resume the store of ``manifest`` for these settings rather
+    than refuse it as another configuration's."""
+    source_fp = json.loads(json.dumps(source.fingerprint()))
+    layout = manifest.get("layout", {})
+    return (
+        manifest.get("extractor", {}).get("fingerprint") == extractor_fingerprint
+        and manifest.get("source") == source_fp
+        and layout.get("dtype") == args.get("dtype", "float32")
+        and ("batch_size" not in args or layout.get("batch_size") == args["batch_size"])
+    )
+
+
+class _DamagedStore(Exception):
+    """A step found the store of describe steps ``steps`` damaged (raised inside ``run``)."""
+
+    def __init__(self, step: str, steps: frozenset, error: Exception):
+        super().__init__(str(error))
+        self.step, self.steps, self.error = step, steps, error
+
+
 @dataclasses.dataclass
 class RunSummary:
     """What :meth:`Pipeline.run` did: one entry per step, ``status`` ``"ran"`` or ``"reused"``."""
@@ -531,10 +633,56 @@ class Pipeline:
 
     def run(self, out_dir, *, progress: bool = False) -> RunSummary:
         """Runs the steps not done yet for their current inputs (see the module docstring)."""
-        from goldener_jax import __version__ as version
-
         out_dir = os.path.abspath(os.fspath(out_dir))
         os.makedirs(out_dir, exist_ok=True)
+        ran: dict[str, float] = {}  # steps that ran in any pass, and their seconds
+        repaired: set[str] = set()
+        force: frozenset = frozenset()
+        while True:
+            try:
+                return self._run(out_dir, progress, force, ran)
+            except _DamagedStore as damaged:
+                # A chunk failing its checksum passes the cheap check of a describe step's
+                # store; the step reading it finds it. Its describe steps run again (describe
+                # verifies every chunk and re-does the damaged batches), then the whole run
+                # again: the steps after a repaired store are reused when its content came out
+                # the same.
+                if damaged.steps <= repaired:
+                    raise self._unrepaired(damaged, out_dir) from damaged.error
+                force = damaged.steps - repaired
+                repaired |= damaged.steps
+                warnings.warn(
+                    f"step {damaged.step!r}: {damaged.error}; running describe step(s) "
+                    f"{sorted(force)} again to repair it",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+    def _unrepaired(self, damaged: _DamagedStore, out_dir: str) -> Exception:
+        from goldener_jax.store import StoreCorruptError
+
+        paths = [self._store_path(n, out_dir) for n in sorted(damaged.steps)]
+        text = str(damaged.error).split("; run describe again")[0]
+        return StoreCorruptError(
+            f"step {damaged.step!r}: {text}; its describe step(s) {sorted(damaged.steps)} ran "
+            f"again and could not repair it: delete {', '.join(map(repr, paths))} and run the "
+            "pipeline again (describe then starts the store over)",
+            batches=getattr(damaged.error, "batches", ()),
+        )
+
+    def _store_path(self, name: str, out_dir: str) -> str:
+        args = next(s for s in self.spec["steps"] if s["name"] == name).get("args", {})
+        rel = args.get("store", self.spec.get("store", "store"))
+        return rel if os.path.isabs(rel) or "://" in rel else os.path.join(out_dir, rel)
+
+    def _run(self, out_dir: str, progress: bool, force: frozenset, ran: dict) -> RunSummary:
+        """One pass over the steps; ``force``: describe steps to run even if done (their store
+        was found damaged); ``ran``: steps run by earlier passes of the same call."""
+        from goldener_jax import __version__ as version
+        from goldener_jax.store import StoreCorruptError
+
+        # What the steps reading an earlier step's output depend on: a select step's
+        # fingerprint; a describe step's store content (its fingerprint for older stores).
         fingerprints: dict[str, str] = {}
         stores: dict[str, str] = {}
         entries = []
@@ -553,38 +701,87 @@ class Pipeline:
                 config["source"] = {"spec": src_spec, **file_fp, "read": source.fingerprint()}
                 config["extractor"] = self.extractor().fingerprint
                 config["store"] = store_rel
-                stores[name] = (
-                    store_rel
-                    if os.path.isabs(store_rel) or "://" in store_rel
-                    else os.path.join(out_dir, store_rel)
-                )
+                stores[name] = self._store_path(name, out_dir)
             fp = _digest(config)
-            fingerprints[name] = fp
             done = os.path.join(step_dir, "step.json")
+            started = os.path.join(step_dir, "started.json")
+            record = _read_json(done) if os.path.isfile(done) else None
             start = time.perf_counter()
-            if os.path.isfile(done) and _read_json(done).get("fingerprint") == fp:
-                status = "reused"
+            reuse = record is not None and record.get("fingerprint") == fp and name not in force
+            if reuse and action == "describe":
+                # step.json says the store was complete; it may have been damaged or deleted
+                # since: then describe runs again (it resumes, re-doing what is missing).
+                problem = _store_problem(stores[name], config["extractor"])
+                if problem is not None:
+                    warnings.warn(
+                        f"describe step {name!r}: {problem}; describing again",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
+                    reuse = False
+            if reuse:
+                status = "ran" if name in ran else "reused"
+                content = record.get("content")
+                if action == "describe" and content is None:  # recorded by an older version
+                    content = _store_content(stores[name])
+                    if content is not None:
+                        _write_json(done, {**record, "content": content})
             else:
+                # The pipeline owns the store of a describe step whose records name it: a
+                # changed config replaces it, changed samples are described again.
+                recorded = []
+                if record is not None:
+                    recorded.append(record.get("config", {}).get("store"))
+                if os.path.isfile(started):
+                    recorded.append(_read_json(started).get("store"))
                 if os.path.isdir(step_dir):
-                    started = os.path.join(step_dir, "started.json")
                     same = os.path.isfile(started) and _read_json(started).get("fingerprint") == fp
                     if not same:  # another config's leftovers: never mix them in
                         shutil.rmtree(step_dir)
                 os.makedirs(step_dir, exist_ok=True)
-                _write_json(os.path.join(step_dir, "started.json"), {"fingerprint": fp})
+                if os.path.isfile(done):  # not done until this run says so
+                    os.remove(done)
+                begun = {"fingerprint": fp}
                 if action == "describe":
-                    self._describe(args, source, stores[name], step_dir, progress)
+                    begun["store"] = store_rel
+                _write_json(started, begun)
+                content = None
+                if action == "describe":
+                    owned = store_rel in recorded
+                    self._describe(args, source, stores[name], step_dir, progress, name, owned)
+                    content = _store_content(stores[name])
                 else:
-                    getattr(self, "_" + action)(args, stores, step_dir, out_dir, progress)
-                _write_json(done, {"name": name, "fingerprint": fp, "config": _jsonable(config)})
+                    try:
+                        getattr(self, "_" + action)(args, stores, step_dir, out_dir, progress)
+                    except StoreCorruptError as e:
+                        reads = frozenset(self._reads(action, args, stores))
+                        raise _DamagedStore(name, reads, e) from e
+                result = {"name": name, "fingerprint": fp, "config": _jsonable(config)}
+                if content is not None:
+                    result["content"] = content
+                _write_json(done, result)
                 status = "ran"
+                ran[name] = ran.get(name, 0.0)
+            seconds = time.perf_counter() - start
+            if status == "ran":
+                ran[name] += seconds
+                seconds = ran[name]
+            fingerprints[name] = content if action == "describe" and content else fp
             entries.append({
                 "name": name, "action": action, "status": status, "fingerprint": fp,
-                "seconds": round(time.perf_counter() - start, 3),
+                "seconds": round(seconds, 3),
             })  # fmt: skip
         summary = RunSummary(out_dir=out_dir, steps=entries)
         _write_json(os.path.join(out_dir, "summary.json"), summary.to_dict())
         return summary
+
+    @staticmethod
+    def _reads(action, args, stores) -> list:
+        """The describe steps whose stores a step reads (``stores``: those before it)."""
+        describes = list(stores)
+        if action == "drift":
+            return [args.get("reference", describes[0]), args["new"]]
+        return [args.get("store", describes[-1])]
 
     def _inputs(self, action, args, fingerprints) -> dict:
         describes = [n for n, a in self._actions() if a == "describe" and n in fingerprints]
@@ -628,11 +825,40 @@ class Pipeline:
     def _rest(args, drop) -> dict:
         return {k: v for k, v in args.items() if k not in drop}
 
-    def _describe(self, args, source, store_path, step_dir, progress):
+    def _describe(self, args, source, store_path, step_dir, progress, name, owned):
+        """Describes into ``store_path``, resuming (and repairing) what is there. ``owned``: this
+        step wrote that store before (its records name it), so a store of another
+        configuration is this step's old output and is replaced, and samples whose source
+        changed are described again; a store the pipeline did not write is never replaced."""
         import goldener_jax as gj
+        from goldener_jax.store import FeatureStore, StoreCorruptError, StoreMismatchError
 
+        extractor = self.extractor()
         kw = self._rest(args, {"source", "store"})
-        store = gj.describe(source, self.extractor(), store_path, progress=progress, **kw)
+        overwrite = False
+        if owned:
+            try:
+                manifest = FeatureStore.peek_manifest(store_path)
+            except StoreCorruptError:
+                manifest, overwrite = None, True
+            if manifest is not None:
+                overwrite = not _same_store(manifest, extractor.fingerprint, source, args)
+        try:
+            store = gj.describe(
+                source, extractor, store_path, progress=progress, overwrite=overwrite,
+                redescribe_changed=owned, **kw,
+            )  # fmt: skip
+        except (StoreCorruptError, StoreMismatchError) as e:
+            # Their advice names describe's arguments (overwrite=True ...), which a spec cannot
+            # pass: say what to do with the pipeline.
+            fix = (
+                f"delete {store_path!r} and run the pipeline again (describe then starts the "
+                "store over)"
+                if owned
+                else f"the pipeline did not write {store_path!r}, so it does not replace it: "
+                "name another store in the spec, or delete that one, and run it again"
+            )
+            raise type(e)(f"describe step {name!r}: {e} -- {fix}") from e
         _write_json(os.path.join(step_dir, "describe.json"), {
             "num_samples": int(store.num_samples), "num_rows": int(store.num_rows),
             "dim": int(store.dim), "extractor_fingerprint": store.extractor_fingerprint,

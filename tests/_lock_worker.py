@@ -2,6 +2,11 @@
 
 Usage:
   python _lock_worker.py hold DIR                 take DIR's lock, print "ready", sleep
+  python _lock_worker.py fork DIR                 take DIR's lock, fork a sleeping child (a
+                                                  prefetch worker), print "ready CHILD_PID", sleep
+  python _lock_worker.py handoff DIR              take DIR's lock, start `sleep` with the lock's
+                                                  descriptor (a fork outside Python), print
+                                                  "ready CHILD_PID", sleep
   python _lock_worker.py loop DIR STEPS SLEEP_S   resumable_loop saving every step, sleeping
   python _lock_worker.py select DIR OUT SLEEP_S   select(checkpoint_dir=DIR) with slow saves
 """
@@ -34,6 +39,20 @@ def main(argv):
 
         lock = DirectoryLock(directory, "test directory").acquire()  # noqa: F841 - kept alive
         print("ready", flush=True)
+        time.sleep(600)
+    elif mode in ("fork", "handoff"):
+        import multiprocessing
+        import subprocess
+
+        from goldener_jax._locks import DirectoryLock
+
+        lock = DirectoryLock(directory, "test directory").acquire()
+        if mode == "fork":  # what a data loader with fork workers does
+            child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(600,))
+            child.start()
+        else:  # the descriptor handed on without Python's fork (as a native fork would keep it)
+            child = subprocess.Popen(["sleep", "600"], pass_fds=(lock._fd,))
+        print(f"ready {child.pid}", flush=True)
         time.sleep(600)
     elif mode == "loop":
         from goldener_jax.checkpoint import resumable_loop

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 import jax
@@ -116,11 +117,43 @@ def test_every_seconds_with_a_fake_clock(tmp_path):
 def test_refuses_other_config(tmp_path):
     resumable_loop(_step, _init(), 4, tmp_path, config=CONFIG, every_steps=2)
     other = {**CONFIG, "k": 6}
-    with pytest.raises(CheckpointMismatchError, match=r"k: 5 in store, 6 requested"):
+    with pytest.raises(CheckpointMismatchError, match=r"k: 5 in the checkpoint, 6 requested") as e:
         Checkpointer(tmp_path, other, every_steps=2)
+    # Checkpointer and resumable_loop take overwrite: the advice names it.
+    assert str(e.value).endswith("use another directory or pass overwrite=True")
+    assert e.value.differences == ["k: 5 in the checkpoint, 6 requested"]
     with Checkpointer(tmp_path, other, every_steps=2, overwrite=True) as ckpt:
         assert ckpt.latest_step is None
         assert ckpt.restore(_init())[1] == 0
+
+
+@pytest.mark.parametrize("call", ["select", "split"])
+def test_select_and_split_refusal_names_their_checkpoint_dir_not_overwrite(tmp_path, call):
+    """select / split take no overwrite and keep their checkpoints in sub-directories: the
+    refusal of another request names the user's checkpoint_dir and what to do with it."""
+    import goldener_jax as gj
+
+    x = np.random.RandomState(0).rand(60, 4).astype(np.float32)
+    ckpt = tmp_path / "ck"
+
+    def run(seed):
+        kw = dict(key=jax.random.key(seed), checkpoint_dir=ckpt, progress=False)
+        if call == "select":
+            return gj.select(x, 5, method="kcenter", **kw)
+        return gj.split(x, {"a": 0.5, "b": 0.5}, method="kcenter", manifest_path=False, **kw)
+
+    run(0)
+    with pytest.raises(CheckpointMismatchError) as e:
+        run(1)
+    message = str(e.value)
+    assert message.startswith(f"checkpoint_dir {str(ckpt)!r} holds the progress of another ")
+    if call == "select":
+        assert "(key: [0, 0] in the checkpoint, [0, 1] requested)" in message
+    else:  # each set draws with a key derived from the split's
+        assert re.search(r"\(key: \[\d+, \d+\] in the checkpoint, \[\d+, \d+\] requested", message)
+    assert message.endswith(f"use another checkpoint_dir or delete {str(ckpt)!r}")
+    assert "overwrite" not in message and "progress'" not in message and "in store" not in message
+    assert e.value.path == str(ckpt)
 
 
 def test_bad_arguments(tmp_path):

@@ -202,6 +202,25 @@ def test_append_refusals(tmp_path, case, error, pattern):
     assert _files(path) == before
 
 
+def test_append_given_only_the_new_samples_asks_for_the_grown_source(tmp_path):
+    """The new samples alone (more of them than the store holds) differ from every described
+    batch: the refusal says append needs the grown source and does not offer
+    redescribe_changed, which would replace every old description."""
+    x, y, g = _data(450)
+    path = tmp_path / "s"
+    describe(_source(x, y, g, 200), CountingExtractor(), path, batch_size=32, progress=False)
+    before = _files(path)
+    new_only = ArraySource({"image": x[200:], "label": y[200:], "group": g[200:]},
+                           label_key="label", group_key="group", name="arrays")  # fmt: skip
+    with pytest.raises(SourceChangedError) as info:
+        describe(new_only, CountingExtractor(), path, batch_size=32, progress=False, append=True)
+    message = str(info.value)
+    assert "7 of its 7 described batches differ from the source's first samples" in message
+    assert "append=True needs the grown source (the described samples first" in message
+    assert "redescribe_changed" not in message
+    assert _files(path) == before
+
+
 def test_append_to_a_missing_store_describes_everything_and_same_length_is_a_no_op(tmp_path):
     x, y, g = _data(100)
     log: list = []

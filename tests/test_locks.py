@@ -87,6 +87,54 @@ def test_killed_holder_never_blocks(tmp_path):
         assert lock.held
 
 
+def _kill_if_alive(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_killed_holder_with_a_forked_worker_never_blocks(tmp_path):
+    """A run that forked a worker (a prefetching data loader) is killed; the orphaned worker
+    inherited the lock's descriptor but closed it at the fork: the rerun takes the lock."""
+    proc, lines = _start([WORKER, "fork", str(tmp_path / "d")], "ready")
+    child = int(lines[-1].split()[1])
+    try:
+        _kill(proc)
+        os.kill(child, 0)  # the worker outlives its parent
+        with DirectoryLock(tmp_path / "d", "test directory") as lock:
+            assert lock.held
+    finally:
+        _kill_if_alive(proc.pid)
+        _kill_if_alive(child)
+
+
+def test_lock_kept_by_a_process_outside_python_fork_names_it(tmp_path):
+    """A descriptor inherited without Python's fork keeps the lock after its run is killed: the
+    rerun is told that the recorded holder is dead and how to find the process holding it."""
+    proc, lines = _start([WORKER, "handoff", str(tmp_path / "d")], "ready")
+    child = int(lines[-1].split()[1])
+    try:
+        _kill(proc)
+        with pytest.raises(LockedError) as info:
+            DirectoryLock(tmp_path / "d", "test directory").acquire()
+        message = str(info.value)
+        assert f"pid {proc.pid} on host {socket.gethostname()}" in message
+        assert "is no longer running" in message and "another run" not in message
+        assert f"fuser -v {tmp_path / 'd' / LOCK_NAME}" in message
+    finally:
+        _kill_if_alive(child)
+    deadline = time.monotonic() + 10  # the holder gone, the lock is free
+    while True:
+        try:
+            with DirectoryLock(tmp_path / "d", "test directory") as lock:
+                assert lock.held
+            break
+        except LockedError:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+
 def test_two_resumable_loops_one_runs_other_refused_then_resume_after_kill(tmp_path):
     path = str(tmp_path / "ck")
     steps = 12

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -258,3 +259,94 @@ def test_variables_not_matching_the_model(project, tmp_path):
     spec = _with(("source", "path"), "nowhere.npz")
     with pytest.raises(SpecError, match=r"^source.path: no such file"):
         Pipeline(spec, base_dir=project).run(tmp_path / "o")
+
+
+def _spec_of(*steps):
+    spec = copy.deepcopy(SPEC)
+    spec["steps"] = [spec["steps"][i] for i in steps]
+    return spec
+
+
+def _flip_a_byte(path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    path.write_bytes(data)
+
+
+def test_damaged_or_deleted_store_is_described_again_and_readers_reused(project, tmp_path):
+    """describe/step.json is not taken at its word: a store deleted or missing a chunk is
+    described again (the readers are reused: the same content), and a chunk failing its
+    checksum, found by the step that reads it, is repaired by describe before that step reruns."""
+    out = tmp_path / "o"
+    pipeline = Pipeline(_spec_of(0, 1), base_dir=project)  # describe, round1
+    assert pipeline.run(out).ran == ["describe", "round1"]
+    vectors = gj.FeatureStore.open(out / "store").read_vectors()[0]
+    picks = (out / "round1" / "selection.json").read_bytes()
+    record = json.loads((out / "describe" / "step.json").read_text())
+
+    def same_as_first():
+        store = gj.FeatureStore.open(out / "store")
+        assert store.verify().ok
+        assert store.read_vectors()[0].tobytes() == vectors.tobytes()
+        assert (out / "round1" / "selection.json").read_bytes() == picks
+        assert json.loads((out / "describe" / "step.json").read_text()) == record
+
+    # A flipped byte: the cheap check passes, round2 (new) reads the store and finds it; the
+    # describe step runs again (it re-does the damaged batch) and round2 reruns on it.
+    _flip_a_byte(out / "store" / "vectors" / "c" / "1" / "0")
+    with pytest.warns(RuntimeWarning, match=r"step 'round2': store .* is damaged"):
+        again = Pipeline(_spec_of(0, 1, 2), base_dir=project).run(out)
+    assert again.ran == ["describe", "round2"] and again.reused == ["round1"]
+    same_as_first()
+    round2 = (out / "round2" / "selection.json").read_bytes()
+    # A chunk deleted, then the whole store: described again, nothing else recomputed.
+    for damage in ("chunk", "store"):
+        if damage == "chunk":
+            (out / "store" / "sample_idx" / "c" / "2").unlink()
+        else:
+            shutil.rmtree(out / "store")
+        with pytest.warns(RuntimeWarning, match=r"describe step 'describe': .*describing again"):
+            again = Pipeline(_spec_of(0, 1, 2), base_dir=project).run(out)
+        assert again.ran == ["describe"] and again.reused == ["round1", "round2"]
+        same_as_first()
+        assert (out / "round2" / "selection.json").read_bytes() == round2
+
+
+def test_store_that_describe_cannot_repair_names_the_path_to_delete(project, tmp_path, monkeypatch):
+    out = tmp_path / "o"
+    Pipeline(_spec_of(0), base_dir=project).run(out)
+    calls = []
+
+    def damaged(self, args, stores, *rest):
+        calls.append(1)
+        raise gj.StoreCorruptError(
+            f"store {stores['describe']!r} is damaged: the 'vectors' chunk of batch 1 cannot be "
+            "read (DATA_LOSS); run describe again: it re-does damaged batches",
+            batches=[1],
+        )
+
+    monkeypatch.setattr(Pipeline, "_select", damaged)
+    with pytest.warns(RuntimeWarning, match="running describe step"):
+        with pytest.raises(gj.StoreCorruptError) as info:
+            Pipeline(_spec_of(0, 1), base_dir=project).run(out)
+    assert len(calls) == 2  # tried once more after describe ran again
+    message = str(info.value)
+    assert message.startswith("step 'round1': store ")
+    assert f"could not repair it: delete {str(out / 'store')!r} and run the pipeline" in message
+    assert "run describe again" not in message and info.value.batches == [1]
+
+
+def test_changed_describe_step_replaces_its_own_store_not_another(project, tmp_path):
+    out = tmp_path / "o"
+    spec = _spec_of(0, 1)
+    Pipeline(spec, base_dir=project).run(out)
+    spec["steps"][0]["args"]["batch_size"] = 40  # a store of another layout
+    assert Pipeline(spec, base_dir=project).run(out).ran == ["describe", "round1"]
+    assert gj.FeatureStore.open(out / "store").batch_size == 40
+    # A pipeline run into a new folder, naming that store (which it did not write) for a step
+    # of another batch size: refused, the store left as it is.
+    spec["steps"][0]["args"]["batch_size"] = 50
+    spec["store"] = str(out / "store")
+    with pytest.raises(gj.StoreMismatchError, match=r"the pipeline did not write .*name another"):
+        Pipeline(spec, base_dir=project).run(tmp_path / "other")
+    assert gj.FeatureStore.open(out / "store").batch_size == 40

@@ -23,12 +23,31 @@ __all__ = ["checkpoint_lock", "Progress", "TaskLog"]
 @contextlib.contextmanager
 def checkpoint_lock(checkpoint_dir):
     """Holds the lock of ``checkpoint_dir`` for a ``select`` / ``split`` run: one run per
-    checkpoint directory (process 0 holds it, as ``Checkpointer`` does); nothing without one."""
+    checkpoint directory (process 0 holds it, as ``Checkpointer`` does); nothing without one.
+
+    It also words a checkpoint made for another request for the caller: the
+    :class:`~goldener_jax.checkpoint.CheckpointMismatchError` of the ``Checkpointer`` inside
+    names an internal sub-directory and ``overwrite=True``, which ``select`` and ``split`` do not
+    take; the user is told about their own ``checkpoint_dir`` instead."""
+    from goldener_jax.checkpoint import CheckpointMismatchError
+
     lock = None
     if checkpoint_dir is not None and jax.process_index() == 0:
         lock = lock_directory(checkpoint_dir, "checkpoint directory")
     try:
         yield
+    except CheckpointMismatchError as e:
+        if checkpoint_dir is None:
+            raise
+        where = os.fspath(checkpoint_dir)
+        where = where if "://" in where else os.path.abspath(where)
+        details = "; ".join(e.differences[:5]) or "another config"
+        raise CheckpointMismatchError(
+            f"checkpoint_dir {where!r} holds the progress of another request ({details}); use "
+            f"another checkpoint_dir or delete {where!r}",
+            path=where,
+            differences=e.differences,
+        ) from e
     finally:
         if lock is not None:
             lock.release()
