@@ -33,21 +33,25 @@ SECTIONS = ("kcenter", "knn", "kmeans")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=10_000_000, help="rows")
-    parser.add_argument("--d", type=int, default=768, help="dimensions")
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--n", type=count, default=10_000_000, help="rows")
+    parser.add_argument("--d", type=count, default=768, help="dimensions")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="storage dtype")
-    parser.add_argument("--clusters", type=int, default=1000, help="Gaussians in the mixture")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clusters", type=count, default=1000, help="Gaussians in the mixture")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
     parser.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
-    parser.add_argument("--kcenter-k", type=int, default=1000, help="k-center picks")
+    parser.add_argument("--kcenter-k", type=count, default=1000, help="k-center picks")
     parser.add_argument(
-        "--block-rows", type=int, default=16384, help="pruned k-center: rows per block"
+        "--block-rows", type=count, default=16384, help="pruned k-center: rows per block"
     )
-    parser.add_argument("--knn-queries", type=int, default=2048)
-    parser.add_argument("--knn-k", type=int, default=10)
-    parser.add_argument("--knn-block", type=int, default=256, help="queries per pass over x")
-    parser.add_argument("--kmeans-k", type=int, default=1000, help="k-means clusters")
-    parser.add_argument("--kmeans-iters", type=int, default=10, help="Lloyd iterations timed")
+    parser.add_argument("--knn-queries", type=count, default=2048)
+    parser.add_argument("--knn-k", type=count, default=10)
+    parser.add_argument("--knn-block", type=count, default=256, help="queries per pass over x")
+    parser.add_argument("--kmeans-k", type=count, default=1000, help="k-means clusters")
+    parser.add_argument("--kmeans-iters", type=count, default=10, help="Lloyd iterations timed")
 
 
 def mixture(key, n: int, d: int, clusters: int, dtype) -> jax.Array:

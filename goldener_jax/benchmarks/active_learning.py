@@ -41,12 +41,16 @@ from goldener_jax.evaluate import downstream_accuracy
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    from goldener_jax.cli import fraction, int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--seeds", type=count, default=10)
+    parser.add_argument("--rounds", type=count, default=3)
     parser.add_argument(
-        "--round-size", type=float, default=0.02, help="share of the pool picked per round"
+        "--round-size", type=fraction, default=0.02, help="share of the pool picked per round"
     )
-    parser.add_argument("--random-draws", type=int, default=5, help="random subsets per seed")
+    parser.add_argument("--random-draws", type=count, default=5, help="random subsets per seed")
     parser.add_argument(
         "--features",
         choices=["raw", "cnn"],

@@ -41,10 +41,14 @@ class _CNN(nn.Module):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--image-size", type=int, default=32)
-    parser.add_argument("--batches", type=int, default=8, help="batches per timed run")
-    parser.add_argument("--repeats", type=int, default=11, help="alternating timed runs of each")
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--batch-size", type=count, default=64)
+    parser.add_argument("--image-size", type=count, default=32)
+    parser.add_argument("--batches", type=count, default=8, help="batches per timed run")
+    parser.add_argument("--repeats", type=count, default=11, help="alternating timed runs of each")
     parser.add_argument(
         "--vectorizer",
         default="mean",

@@ -38,10 +38,14 @@ class _CNN(nn.Module):
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--samples", type=int, default=2048, help="samples described")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=5, help="alternating timed runs of each")
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--samples", type=count, default=2048, help="samples described")
+    parser.add_argument("--batch-size", type=count, default=128)
+    parser.add_argument("--image-size", type=count, default=64)
+    parser.add_argument("--repeats", type=count, default=5, help="alternating timed runs of each")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--path", default=None, help="store directory (default: a temp dir)")
 

@@ -38,22 +38,26 @@ DTYPES = {"f32": jnp.float32, "bf16": jnp.bfloat16}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=100_000, help="points")
-    parser.add_argument("--d", type=int, default=256, help="dimensions")
-    parser.add_argument("--k", type=int, default=200, help="centers to select")
+    from goldener_jax.cli import int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=100_000, help="points")
+    parser.add_argument("--d", type=count, default=256, help="dimensions")
+    parser.add_argument("--k", type=count, default=200, help="centers to select")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="f32", help="storage dtype")
     parser.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
-    parser.add_argument("--repeats", type=int, default=3, help="steady-state repetitions")
+    parser.add_argument("--repeats", type=count, default=3, help="steady-state repetitions")
     parser.add_argument(
-        "--numpy-steps", type=int, default=20, help="steps of the NumPy reference (0: skip it)"
+        "--numpy-steps", type=nonneg, default=20, help="steps of the NumPy reference (0: skip it)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
     parser.add_argument("--data", choices=["random", "clustered", "digits"], default="random")
-    parser.add_argument("--clusters", type=int, default=100, help="Gaussians of --data clustered")
+    parser.add_argument("--clusters", type=count, default=100, help="Gaussians of --data clustered")
     parser.add_argument(
         "--method", choices=["naive", "pruned", "both"], default="both", help="k-center steps"
     )
-    parser.add_argument("--block-rows", type=int, default=None, help="pruned: rows per block")
+    parser.add_argument("--block-rows", type=count, default=None, help="pruned: rows per block")
 
 
 def make_data(kind: str, n: int, d: int, seed: int, clusters: int = 100) -> np.ndarray:

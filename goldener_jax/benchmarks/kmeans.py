@@ -36,16 +36,20 @@ from goldener_jax.benchmarks._machine import machine_summary
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=100_000, help="points")
-    parser.add_argument("--d", type=int, default=64, help="dimensions")
-    parser.add_argument("--k", type=int, default=100, help="clusters")
+    from goldener_jax.cli import int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=100_000, help="points")
+    parser.add_argument("--d", type=count, default=64, help="dimensions")
+    parser.add_argument("--k", type=count, default=100, help="clusters")
     parser.add_argument(
         "--data", choices=["normal", "mixture", "uniform"], default="normal", help="timed data"
     )
-    parser.add_argument("--iters-short", type=int, default=2)
-    parser.add_argument("--iters-long", type=int, default=12)
-    parser.add_argument("--max-iter", type=int, default=300, help="iterations to convergence")
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many timings")
+    parser.add_argument("--iters-short", type=count, default=2)
+    parser.add_argument("--iters-long", type=count, default=12)
+    parser.add_argument("--max-iter", type=count, default=300, help="iterations to convergence")
+    parser.add_argument("--repeats", type=count, default=3, help="best of this many timings")
     parser.add_argument(
         "--sklearn-threads",
         default="0,1",
@@ -58,19 +62,19 @@ def add_arguments(parser) -> None:
     )
     parser.add_argument(
         "--total-iters",
-        type=int,
+        type=nonneg,
         default=0,
         help="also time whole runs of at most this many iterations from the seeds (0: no)",
     )
-    parser.add_argument("--total-repeats", type=int, default=2, help="best of, whole runs")
+    parser.add_argument("--total-repeats", type=count, default=2, help="best of, whole runs")
     parser.add_argument(
-        "--seeding-seeds", type=int, default=3, help="seeds per dataset in the seeding table"
+        "--seeding-seeds", type=nonneg, default=3, help="seeds per dataset in the seeding table"
     )
-    parser.add_argument("--seeding-k", type=int, default=30, help="clusters in the seeding table")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeding-k", type=count, default=30, help="clusters in the seeding table")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
     parser.add_argument(
         "--cpu-devices",
-        type=int,
+        type=nonneg,
         default=0,
         help="also time ours row-sharded on a mesh of this many CPU devices (jax_num_cpu_devices, "
         "one per core: how a CPU's cores all work on one k-means); 0: no",
@@ -201,6 +205,11 @@ def _set_cpu_devices(count: int) -> None:
 
 
 def run(args) -> dict:
+    if args.iters_long <= args.iters_short:  # the per-iteration time is their difference's
+        raise ValueError(
+            f"--iters-long ({args.iters_long}) must be greater than --iters-short "
+            f"({args.iters_short})"
+        )
     devices = getattr(args, "cpu_devices", 0)
     _set_cpu_devices(devices)
     x = make_data(args.data, args.n, args.d, args.seed)

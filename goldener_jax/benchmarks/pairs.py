@@ -33,16 +33,20 @@ from goldener_jax.kernels.distance import block_rank_distances, row_aux
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=50_000, help="rows (threshold part)")
-    parser.add_argument("--d", type=int, default=128, help="dimensions (threshold part)")
-    parser.add_argument("--threshold", type=float, default=1.0, help="Euclidean distance")
-    parser.add_argument("--clusters", type=int, default=500, help="Gaussian clusters")
-    parser.add_argument("--planted", type=int, default=1000, help="planted near duplicates")
-    parser.add_argument("--dup-n", type=int, default=1_000_000, help="rows (threshold 0 part)")
-    parser.add_argument("--dup-d", type=int, default=256, help="dimensions (threshold 0 part)")
-    parser.add_argument("--dup-planted", type=int, default=10_000, help="planted exact copies")
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--seed", type=int, default=0)
+    from goldener_jax.cli import int_at_least, nonneg_float
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=50_000, help="rows (threshold part)")
+    parser.add_argument("--d", type=count, default=128, help="dimensions (threshold part)")
+    parser.add_argument("--threshold", type=nonneg_float, default=1.0, help="Euclidean distance")
+    parser.add_argument("--clusters", type=count, default=500, help="Gaussian clusters")
+    parser.add_argument("--planted", type=nonneg, default=1000, help="planted near duplicates")
+    parser.add_argument("--dup-n", type=count, default=1_000_000, help="rows (threshold 0 part)")
+    parser.add_argument("--dup-d", type=count, default=256, help="dimensions (threshold 0 part)")
+    parser.add_argument("--dup-planted", type=nonneg, default=10_000, help="planted exact copies")
+    parser.add_argument("--repeats", type=count, default=3, help="best of this many runs")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
     parser.add_argument(
         "--parts", default="extraction,threshold,zero",
         help="comma-separated subset of extraction,threshold,zero",

@@ -51,10 +51,16 @@ TASKS = (
 
 
 def add_arguments(parser) -> None:
+    from goldener_jax.cli import int_at_least, positive_float
+
+    count = int_at_least(1)
+
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated subset")
-    parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
-    parser.add_argument("--scale", type=float, default=1.0, help="multiply every N by this")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=count, default=3, help="best of this many runs")
+    parser.add_argument(
+        "--scale", type=positive_float, default=1.0, help="multiply every N by this"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
 
 
 def _peer(name: str):

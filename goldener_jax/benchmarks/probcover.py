@@ -21,15 +21,21 @@ from goldener_jax.kernels.probcover import clear_graph_cache
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=50_000, help="points")
-    parser.add_argument("--d", type=int, default=256, help="dimensions")
-    parser.add_argument("--fraction", type=float, default=0.01, help="k = fraction x n")
-    parser.add_argument("--centers", type=int, default=50, help="Gaussian blobs (0: one Gaussian)")
-    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each way (best)")
+    from goldener_jax.cli import fraction, int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=50_000, help="points")
+    parser.add_argument("--d", type=count, default=256, help="dimensions")
+    parser.add_argument("--fraction", type=fraction, default=0.01, help="k = fraction x n")
+    parser.add_argument(
+        "--centers", type=nonneg, default=50, help="Gaussian blobs (0: one Gaussian)"
+    )
+    parser.add_argument("--repeats", type=count, default=2, help="timed runs of each way (best)")
     parser.add_argument(
         "--no-baseline", action="store_true", help="skip the graph-free way (it is slow)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
 
 
 def blobs(n: int, d: int, centers: int, seed: int) -> np.ndarray:

@@ -36,13 +36,17 @@ DEFAULT_METHODS = (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--seeds", type=int, default=10)
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--seeds", type=count, default=10)
     parser.add_argument(
         "--budgets", default=None, help="default 0.02,0.05,0.1,0.2 (--suite: 0.01,...,0.2)"
     )
     parser.add_argument("--methods", default=DEFAULT_METHODS)
     parser.add_argument("--no-stratified", action="store_true", help="skip the labels= runs")
-    parser.add_argument("--zcore-samples", type=int, default=20_000)
+    parser.add_argument("--zcore-samples", type=count, default=20_000)
     parser.add_argument(
         "--features",
         choices=["raw", "cnn"],

@@ -82,16 +82,20 @@ LARGE_MAX_ROWS = 25_000
 
 def add_arguments(parser) -> None:
     """The suite's options (``quality --suite`` adds them to ``bench quality``)."""
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
     parser.add_argument("--datasets", default=None, help="default: the 10 (--large: the 3)")
     parser.add_argument("--suite-methods", default=None, help="default: 8 (--large: 3)")
-    parser.add_argument("--max-rows", type=int, default=None, help="3000 (--large: 25,000)")
+    parser.add_argument("--max-rows", type=count, default=None, help="3000 (--large: 25,000)")
     parser.add_argument(
         "--large",
         action="store_true",
         help="the held-out large pools (LARGE_DATASETS, uncapped, LARGE_METHODS, LARGE_BUDGETS)",
     )
-    parser.add_argument("--random-subsets", type=int, default=10)
-    parser.add_argument("--suite-zcore-samples", type=int, default=2000)
+    parser.add_argument("--random-subsets", type=count, default=10)
+    parser.add_argument("--suite-zcore-samples", type=count, default=2000)
     parser.add_argument("--partial-json", default=None, help="rewritten after every dataset")
     parser.add_argument("--plot", default=None, help="PNG of gain vs budget per method")
 

@@ -57,6 +57,10 @@ KERNELS = {
 
 
 def add_arguments(parser) -> None:
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
     parser.add_argument(
         "--kernel",
         choices=sorted(KERNELS),
@@ -65,17 +69,17 @@ def add_arguments(parser) -> None:
         "smaller --n); k-means (--k clusters, 10 Lloyd iterations); ZCore (2,048 samples, then "
         "the top --k)",
     )
-    parser.add_argument("--n", type=int, default=200_000, help="points")
-    parser.add_argument("--d", type=int, default=128, help="dimensions")
-    parser.add_argument("--k", type=int, default=100, help="centers to select")
+    parser.add_argument("--n", type=count, default=200_000, help="points")
+    parser.add_argument("--d", type=count, default=128, help="dimensions")
+    parser.add_argument("--k", type=count, default=100, help="centers to select")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="f32", help="storage dtype")
     parser.add_argument("--metric", choices=["euclidean", "cosine"], default="euclidean")
-    parser.add_argument("--devices", type=int, default=8, help="fake CPU devices")
+    parser.add_argument("--devices", type=count, default=8, help="fake CPU devices")
     parser.add_argument(
         "--meshes", default="1,2,8", help="mesh sizes to time, comma-separated (<= --devices)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="steady-state repetitions")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=count, default=3, help="steady-state repetitions")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
 
 
 _ARGS = ("kernel", "n", "d", "k", "dtype", "metric", "devices", "meshes", "repeats", "seed")

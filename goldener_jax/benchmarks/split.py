@@ -24,14 +24,18 @@ from goldener_jax.benchmarks._machine import (
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=1_000_000, help="vectors (= samples)")
-    parser.add_argument("--d", type=int, default=32, help="dimensions")
-    parser.add_argument("--labels", type=int, default=10, help="number of labels")
-    parser.add_argument("--val", type=float, default=0.1)
-    parser.add_argument("--test", type=float, default=0.1)
-    parser.add_argument("--chunk-size", type=int, default=50_000)
-    parser.add_argument("--max-anchors", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
+    from goldener_jax.cli import fraction, int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=1_000_000, help="vectors (= samples)")
+    parser.add_argument("--d", type=count, default=32, help="dimensions")
+    parser.add_argument("--labels", type=count, default=10, help="number of labels")
+    parser.add_argument("--val", type=fraction, default=0.1)
+    parser.add_argument("--test", type=fraction, default=0.1)
+    parser.add_argument("--chunk-size", type=count, default=50_000)
+    parser.add_argument("--max-anchors", type=nonneg, default=512)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
     parser.add_argument("--skip-baseline", action="store_true")
 
 

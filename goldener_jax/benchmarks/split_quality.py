@@ -30,15 +30,19 @@ SETS = {"train": 0.7, "val": 0.15, "test": 0.15}
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--seeds", type=int, default=None, help="10, or 30 with --suite")
+    from goldener_jax.cli import int_at_least
+
+    count = int_at_least(1)
+
+    parser.add_argument("--seeds", type=count, default=None, help="10, or 30 with --suite")
     parser.add_argument("--suite", action="store_true", help="every quality-suite dataset")
     parser.add_argument(
         "--first-seed", type=int, default=0,
         help="--suite: seeds first-seed .. first-seed + seeds - 1 (fresh seeds: out of sample)",
     )  # fmt: skip
     parser.add_argument("--datasets", default=None, help="--suite: comma-separated subset")
-    parser.add_argument("--max-rows", type=int, default=3000, help="--suite: rows per dataset")
-    parser.add_argument("--cell-size", type=int, default=None, help="method_options cell_size")
+    parser.add_argument("--max-rows", type=count, default=3000, help="--suite: rows per dataset")
+    parser.add_argument("--cell-size", type=count, default=None, help="method_options cell_size")
     parser.add_argument("--no-mmd", action="store_true", help="skip the per-set MMD columns")
 
 

@@ -34,33 +34,37 @@ from goldener_jax.kernels import zcore as zc
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--n", type=int, default=50_000, help="points")
-    parser.add_argument("--d", type=int, default=256, help="dimensions")
-    parser.add_argument("--samples", type=int, default=1_000_000, help="subspace samples")
+    from goldener_jax.cli import int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
+
+    parser.add_argument("--n", type=count, default=50_000, help="points")
+    parser.add_argument("--d", type=count, default=256, help="dimensions")
+    parser.add_argument("--samples", type=count, default=1_000_000, help="subspace samples")
     parser.add_argument(
         "--impl", choices=["auto", "native", "xla"], default="auto",
         help="the kernel timed: native (compiled CPU walk; auto where built) or xla",
     )  # fmt: skip
     parser.add_argument(
-        "--measure-samples", type=int, default=None,
+        "--measure-samples", type=nonneg, default=None,
         help="samples actually timed (0: all; default all for native, 8192 for xla)",
     )  # fmt: skip
     parser.add_argument(
-        "--xla-samples", type=int, default=4096,
+        "--xla-samples", type=nonneg, default=4096,
         help="with --impl native: XLA window-search samples timed for the ratio (0: skip)",
     )  # fmt: skip
     parser.add_argument(
-        "--old-samples", type=int, default=1024, help="brute-force path samples (0: skip)"
+        "--old-samples", type=nonneg, default=1024, help="brute-force path samples (0: skip)"
     )
-    parser.add_argument("--redundancy", type=int, default=1000, help="neighbours penalised")
+    parser.add_argument("--redundancy", type=count, default=1000, help="neighbours penalised")
     parser.add_argument("--variant", choices=["paper", "goldener"], default="paper")
-    parser.add_argument("--chunk", type=int, default=256, help="samples per kernel call")
-    parser.add_argument("--numpy-samples", type=int, default=64, help="NumPy baseline samples")
+    parser.add_argument("--chunk", type=count, default=256, help="samples per kernel call")
+    parser.add_argument("--numpy-samples", type=nonneg, default=64, help="NumPy baseline samples")
     parser.add_argument("--gold-python", default=None, help="python of the goldener 7.0.0 venv")
-    parser.add_argument("--gold-n", type=int, default=5000)
-    parser.add_argument("--gold-d", type=int, default=64)
-    parser.add_argument("--gold-samples", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gold-n", type=count, default=5000)
+    parser.add_argument("--gold-d", type=count, default=64)
+    parser.add_argument("--gold-samples", type=count, default=1000)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the data and keys (0)")
 
 
 def _numpy_zcore_seconds(x: np.ndarray, samples: int, redundancy: int, rng) -> float:

@@ -19,44 +19,74 @@ COMMANDS = ("cluster", "outliers")
 
 def add_parsers(sub) -> None:
     """Adds the ``cluster`` and ``outliers`` subparsers to an argparse subparsers object."""
+    from goldener_jax.cli import int_at_least
+
+    count, nonneg = int_at_least(1), int_at_least(0)
     cl = sub.add_parser(
         "cluster", help="k-means clusters with stable ids over every sample (writes JSON + .npy)"
     )
     cl.add_argument("source", help="a feature store directory, or a .npy of vectors [N, d]")
-    cl.add_argument("--clusters", type=int, required=True, help="number of clusters")
+    cl.add_argument("--clusters", type=count, required=True, help="number of clusters")
     cl.add_argument("--seed", type=int, default=0, help="seed of the jax.random.key (0)")
-    cl.add_argument("--fit-size", type=int, default=None, help="fit on this many sampled rows")
+    cl.add_argument("--fit-size", type=count, default=None, help="fit on this many sampled rows")
     cl.add_argument(
         "--fit", choices=["lloyd", "minibatch"], default="lloyd",
         help="exact Lloyd, or mini-batch k-means (one batch on the device at a time)",
     )  # fmt: skip
-    cl.add_argument("--batch-size", type=int, default=4096, help="rows per mini-batch step")
-    cl.add_argument("--iters", type=int, default=100, help="at most this many Lloyd iterations")
-    cl.add_argument("--chunk-size", type=int, default=1 << 16, help="rows assigned per chunk")
+    cl.add_argument(
+        "--batch-size",
+        type=count,
+        default=None,
+        help="with --fit minibatch: rows per mini-batch step (default 4096)",
+    )
+    cl.add_argument("--iters", type=nonneg, default=100, help="at most this many Lloyd iterations")
+    cl.add_argument("--chunk-size", type=count, default=1 << 16, help="rows assigned per chunk")
     cl.add_argument("--checkpoint-dir", default=None, help="resumable progress here")
+    cl.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh when --checkpoint-dir holds a clustering with another config",
+    )
     cl.add_argument(
         "--per-label", action="store_true", help="cluster each label apart (--clusters each)"
     )
-    cl.add_argument("--labels", default=None, help=".npy of labels (default: the store's)")
+    cl.add_argument(
+        "--labels", default=None, help="with --per-label: .npy of labels (default: the store's)"
+    )
     cl.add_argument("--out", required=True, help="output directory (JSON + .npy)")
     ol = sub.add_parser(
         "outliers", help="rank samples by distance to their k-th neighbour (writes JSON + .npy)"
     )
     ol.add_argument("source", help="a feature store directory, or a .npy of vectors [N, d]")
-    ol.add_argument("--k", type=int, default=10, help="the k of the k-th neighbour (10)")
-    ol.add_argument("--metric", default="euclidean", choices=["euclidean", "sqeuclidean", "cosine"])
-    ol.add_argument("--top", type=int, default=20, help="outliers printed (20)")
+    ol.add_argument("--k", type=count, default=10, help="the k of the k-th neighbour (10)")
+    ol.add_argument(
+        "--metric",
+        default="euclidean",
+        choices=["euclidean", "sqeuclidean", "cosine"],
+        help="distance to the neighbours (default euclidean)",
+    )
+    ol.add_argument("--top", type=nonneg, default=20, help="outliers printed (20)")
     ol.add_argument("--out", required=True, help="output directory (JSON + .npy)")
 
 
-def _source(path: str):
-    if path.endswith(".npy"):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"source: no such file {path!r}")
-        return np.asarray(np.load(path, mmap_mode="r"))
-    from goldener_jax.store import FeatureStore
+def _checked(args):
+    """The command's inputs, each argument checked before any work (one-line errors naming it)."""
+    from goldener_jax.cli import UsageError, load_input, load_source, out_dir
 
-    return FeatureStore.open(path)
+    labels = None
+    if args.command == "cluster":
+        if args.batch_size is not None and args.fit != "minibatch":
+            raise UsageError("--batch-size only applies with --fit minibatch")
+        if args.labels is not None and not args.per_label:
+            raise UsageError("--labels only applies with --per-label (a clustering per label)")
+        if args.overwrite and args.checkpoint_dir is None:
+            raise UsageError("--overwrite only applies with --checkpoint-dir")
+        if args.checkpoint_dir is not None:
+            out_dir(args.checkpoint_dir, "--checkpoint-dir", create=False)
+        labels = load_input(args.labels, "--labels")
+    x = load_source(args.source)
+    out_dir(args.out)
+    return x, labels
 
 
 def run(args) -> int:
@@ -66,8 +96,7 @@ def run(args) -> int:
     from goldener_jax.refine import cluster, outliers
 
     progress = not getattr(args, "quiet", False)
-    x = _source(args.source)
-    os.makedirs(args.out, exist_ok=True)
+    x, labels = _checked(args)
     t0 = time.perf_counter()
     if args.command == "cluster":
         res = cluster(
@@ -76,12 +105,13 @@ def run(args) -> int:
             key=jax.random.key(args.seed),
             fit_size=args.fit_size,
             fit=args.fit,
-            batch_size=args.batch_size,
+            batch_size=4096 if args.batch_size is None else args.batch_size,
             num_iters=args.iters,
             chunk_size=args.chunk_size,
             checkpoint_dir=args.checkpoint_dir,
+            overwrite=args.overwrite,
             per_label=args.per_label,
-            labels=None if args.labels is None else np.load(args.labels),
+            labels=labels,
             progress=progress,
         )
         seconds = time.perf_counter() - t0
