@@ -2,7 +2,8 @@
 
 User errors (bad arguments, missing files, a store that does not fit, a locked directory) print
 one line on stderr and exit with status 2; ``--debug`` shows the traceback instead. ``verify``
-exits with 1 when a store is damaged (or cannot be checked). ``--quiet`` turns progress bars off.
+exits with 1 when a store is damaged (or cannot be checked), 3 when it is intact but incomplete.
+``--quiet`` turns progress bars off.
 Every file a command writes goes under its ``--out`` directory.
 
 Arguments are checked before any computation: counts at parse time (:func:`int_at_least`), inputs
@@ -139,8 +140,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check every chunk of a feature store (exit 1 when damaged)",
         description="Reads every chunk of every done batch of a feature store and checks its "
-        "checksum and presence. Exit status 0: intact; 1: damaged (or a store written "
-        "before checksums, which cannot be checked); 2: not a store.",
+        "checksum and presence. Exit status 0: intact and complete; 1: damaged (or a store "
+        "written before checksums, which cannot be checked); 2: not a store; 3: intact but "
+        "incomplete (batches not described yet: run describe to finish).",
     )
     ver.add_argument("store", help="feature store directory (or kvstore URL)")
     ver.add_argument("--json", dest="json_out", default=None, help="also write the report here")
@@ -804,7 +806,9 @@ def _run_verify(args) -> int:
                 f,
                 indent=1,
             )
-    return 0 if report.ok else 1
+    if not report.ok:
+        return 1
+    return 3 if report.batches_not_done else 0
 
 
 def _add_life_cycle(sub) -> None:

@@ -162,7 +162,9 @@ class IntegrityReport(NamedTuple):
         return self.checked and not self.damaged
 
     def summary(self) -> str:
-        """One line: ``ok: ...``, ``damaged: ...`` or ``cannot check: ...``."""
+        """One line: ``ok: ...``, ``incomplete: ...`` (intact, batches not done yet: other
+        commands refuse the store until describe finishes it), ``damaged: ...`` or ``cannot
+        check: ...``."""
         if not self.checked:
             return f"cannot check: {self.reason}"
         pending = (
@@ -172,9 +174,10 @@ class IntegrityReport(NamedTuple):
         )
         if not self.damaged:
             limits = f"; {self.limits}" if self.limits else ""
+            lead = "incomplete" if self.batches_not_done else "ok"
             return (
-                f"ok: {self.batches_checked} done batches, every chunk present and intact{pending}"
-                f"{limits}"
+                f"{lead}: {self.batches_checked} done batches, every chunk present and intact"
+                f"{pending}{limits}"
             )
         bad = sorted(self.damaged)
         first = self.damaged[bad[0]][0]

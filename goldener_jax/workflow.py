@@ -756,6 +756,8 @@ class Pipeline:
                     except StoreCorruptError as e:
                         reads = frozenset(self._reads(action, args, stores))
                         raise _DamagedStore(name, reads, e) from e
+                    except (TypeError, ValueError) as e:  # e.g. split sets that do not sum to 1
+                        raise _in_step(e, i, name, action) from e
                 result = {"name": name, "fingerprint": fp, "config": _jsonable(config)}
                 if content is not None:
                     result["content"] = content
@@ -945,3 +947,13 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def _in_step(error: Exception, index: int, name: str, action: str) -> Exception:
+    """``error`` of a step's own arguments, its message prefixed with where they are in the spec
+    (the same type when it can be built from a message, else a ValueError)."""
+    text = f"steps[{index}] ({name!r}, {action}): {error}"
+    try:
+        return type(error)(text)
+    except Exception:  # an error class whose constructor wants more than a message
+        return ValueError(text)

@@ -255,6 +255,11 @@ def test_verify_exit_status_and_summary(files, tmp_path, capsys):
     store = shutil.copytree(files / "data" / "store", tmp_path / "s")
     assert cli.main(["verify", str(store)]) == 0
     assert "ok: 4 done batches" in capsys.readouterr().out
+    # A batch not done yet: intact but incomplete (once "ok" and 0, though select refuses it).
+    undone = shutil.copytree(store, tmp_path / "u")
+    (undone / "done" / "c" / "3").unlink()
+    assert cli.main(["verify", str(undone)]) == 3
+    assert "incomplete: 3 done batches" in capsys.readouterr().out
     chunk = store / FeatureStore.open(store).batch_chunk_keys(2)["vectors"]
     raw = bytearray(chunk.read_bytes())
     raw[10] ^= 1

@@ -328,7 +328,7 @@ def test_verify_counts_batches_not_done_apart_from_damage(tmp_path):
     report = store.verify()
     assert report.ok and report.batches_checked == 1 and report.batches_not_done == 2
     assert report.summary() == (
-        "ok: 1 done batches, every chunk present and intact; 2 batches not done yet (run "
+        "incomplete: 1 done batches, every chunk present and intact; 2 batches not done yet (run "
         "describe to finish)"
     )
     assert sorted(store.batch_chunk_keys(1).values()) == [

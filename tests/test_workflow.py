@@ -192,6 +192,15 @@ def test_changed_step_reruns_it_and_what_depends_on_it(project, tmp_path):
     assert len(got["indices"]) == 15
 
 
+def test_a_step_s_bad_argument_names_the_step(project, tmp_path):
+    # Sets that do not sum to 1 fail only when the split runs (they need the data); the error
+    # once said nothing of which step of the spec held them.
+    spec = _spec_of(0, 3)  # describe, split
+    spec["steps"][1]["args"]["sets"] = {"train": 0.7, "val": 0.2}
+    with pytest.raises(ValueError, match=r"^steps\[1\] \('split', split\): set ratios must sum"):
+        Pipeline(spec, base_dir=project).run(tmp_path / "o")
+
+
 def _with(path, value):
     spec = copy.deepcopy(SPEC)
     *parents, last = path
