@@ -479,7 +479,8 @@ def drift(
         "max_samples": max_samples,
         "max_reference": max_reference,
         "coverage_quantile": float(coverage_quantile),
-        "n_clusters": n_clusters,
+        "n_clusters": k,  # at most the reference rows
+        "n_clusters_requested": n_clusters,
         "key": np.asarray(jax.random.key_data(key)).tolist(),
     }
     return DriftReport(

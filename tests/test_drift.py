@@ -82,6 +82,10 @@ def test_clusters_table_is_consistent():
     new = np.concatenate([ref[:50] + 0.01, rng.normal(size=(30, 4)) + 6.0]).astype(np.float32)
     rep = drift(ref, new, key=jax.random.key(1), num_permutations=20, n_clusters=5)
     assert len(rep.clusters) == 5
+    # More cells than reference rows: as many as rows, and the record says which were used.
+    few = drift(ref[:4], new, key=jax.random.key(1), num_permutations=5, n_clusters=5)
+    assert len(few.clusters) == 4
+    assert (few.config["n_clusters"], few.config["n_clusters_requested"]) == (4, 5)
     counts = np.bincount(rep.new_cluster, minlength=5)
     for c in rep.clusters:
         assert c.new_count == counts[c.cluster]
