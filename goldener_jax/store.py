@@ -1005,6 +1005,24 @@ class FeatureStore:
             if array is not None
         }
 
+    def missing_chunks(self) -> dict[int, str]:
+        """``{batch: key}``: the first absent chunk of each done batch that lacks one. Cheap (one
+        listing, no chunk read), for readers that do not read whole chunks (the per-process
+        reads of a mesh spanning processes): a missing chunk would read as its fill value.
+        Empty for stores without checksums (they did not store fill-value chunks)."""
+        if not self.has_checksums or self.num_batches == 0:
+            return {}
+        import tensorstore as ts
+
+        kv = ts.KvStore.open(kvstore_spec(self.path)).result()
+        keys = {k.decode() for k in kv.list().result()}
+        missing = {}
+        for b in np.flatnonzero(self.done_batches()).tolist():
+            absent = [k for k in self.batch_chunk_keys(b).values() if k not in keys]
+            if absent:
+                missing[b] = absent[0]
+        return missing
+
     @property
     def has_checksums(self) -> bool:
         """Whether the chunks carry ``crc32c`` checksums (stores written since they exist)."""

@@ -384,12 +384,9 @@ def _store_problem(path: str, extractor_fingerprint: str) -> str | None:
     done = store.done_batches()
     if not done.all():
         return f"{int((~done).sum())} of the {done.size} batches of {path!r} are not done"
-    if store.has_checksums and store.num_batches:
-        keys = {k.decode() for k in _store_kv(store).list().result()}
-        for b in range(store.num_batches):
-            missing = [k for k in store.batch_chunk_keys(b).values() if k not in keys]
-            if missing:
-                return f"chunk {missing[0]!r} of {path!r} is missing"
+    missing = store.missing_chunks()
+    if missing:
+        return f"chunk {next(iter(missing.values()))!r} of {path!r} is missing"
     return None
 
 

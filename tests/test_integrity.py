@@ -339,6 +339,22 @@ def test_verify_counts_batches_not_done_apart_from_damage(tmp_path):
         assert (tmp_path / "p" / key).is_file(), key
 
 
+def test_per_process_reads_refuse_a_store_with_a_missing_chunk(pristine, tmp_path):
+    # A mesh spanning processes reads each process's rows, never whole chunks (whose checksum
+    # and batch digest catch damage): a deleted vectors chunk once read as zeros there.
+    from goldener_jax import kernels as gk
+    from goldener_jax.pipeline.data import open_store_rows
+
+    store = FeatureStore.open(copy(pristine, tmp_path / "s"))
+    assert store.missing_chunks() == {}
+    rows, _ = open_store_rows(store, gk.make_mesh())
+    assert rows.num_vectors > 0
+    os.remove(chunk_file(store.path, "vectors", 1))
+    assert store.missing_chunks() == {1: store.batch_chunk_keys(1)["vectors"]}
+    with pytest.raises(StoreCorruptError, match="chunk 'vectors/c/1/0' of done batch 1 is missing"):
+        open_store_rows(store, gk.make_mesh())
+
+
 def test_new_store_has_checksums_on_every_array(pristine):
     store = FeatureStore.open(pristine)
     assert store.has_checksums

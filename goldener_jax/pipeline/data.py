@@ -378,6 +378,18 @@ def _store_metadata(store) -> np.ndarray:
             f"store {store.path!r} is incomplete: {missing.size} of {store.num_batches} "
             f"batches not done (first: {int(missing[0])}); run describe again to finish it"
         )
+    # Each process reads only its rows of the vectors, never a whole chunk: a missing chunk
+    # would read as zeros (whole-chunk reads check it, and the batch digests, themselves).
+    absent = store.missing_chunks()
+    if absent:
+        from goldener_jax.store import StoreCorruptError
+
+        first = min(absent)
+        raise StoreCorruptError(
+            f"store {store.path!r} is damaged: chunk {absent[first]!r} of done batch {first} is "
+            f"missing ({len(absent)} batches); run describe again: it re-does damaged batches",
+            batches=sorted(absent),
+        )
     valid = np.asarray(store.valid.read().result(), bool)
     return np.flatnonzero(valid)
 
