@@ -671,9 +671,12 @@ def closest_leaks(search, vec_set, vec_sample, max_pairs: int, gather=None) -> l
         for r, c, dist in zip(ra[order].tolist(), rb[order].tolist(), d[order].tolist(),
                               strict=True):  # fmt: skip
             pair = (int(vec_sample[r]), int(vec_sample[c]))
-            if pair in seen or pair[0] == pair[1]:
+            # Unordered: rows are ordered by row index, not sample id, so the samples of one
+            # pair can come in either order (once kept twice, the second at a farther distance).
+            key = (min(pair), max(pair))
+            if key in seen or pair[0] == pair[1]:
                 continue
-            seen.add(pair)
+            seen.add(key)
             out.append(
                 {
                     "a": pair[0],

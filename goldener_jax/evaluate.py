@@ -97,10 +97,20 @@ def _mean_pair(a, b, scale, *, kind, block_size):
     return total / (a.shape[0] * b.shape[0])
 
 
+def _centred(x) -> jax.Array:
+    """``x`` less its column means (taken in float64), as float32. The three measures below do
+    not change under a shift, but their float32 ``|a|^2 + |b|^2 - 2 a.b`` does: data 1,000 away
+    from the origin moved the energy distance 2 % and the MMD 8 % before this."""
+    x64 = np.asarray(x, np.float64)
+    return jnp.asarray(x64 - x64.mean(axis=0), jnp.float32)
+
+
 def coverage_radius(x, indices, *, metric: str = "euclidean") -> float:
     """Largest distance from a row of ``x`` to its nearest row of ``x[indices]``."""
     check_metric(metric)
     x = as_float_matrix(x, "x")
+    if metric != "cosine":  # cosine depends on where the origin is: the rows as given
+        x = _centred(x)
     idx = _indices(indices, x.shape[0])
     state = gk.kcenter_init(x, 0, metric=metric, anchors=x[idx])
     return float(gk.kcenter_coverage_radius(state, metric=metric))
@@ -108,7 +118,7 @@ def coverage_radius(x, indices, *, metric: str = "euclidean") -> float:
 
 def mmd(x, indices, *, length_scale: float | None = None, block_size: int | None = None) -> float:
     """Squared RBF MMD between ``x[indices]`` and ``x`` (bandwidth: median distance if None)."""
-    x = as_float_matrix(x, "x")
+    x = _centred(as_float_matrix(x, "x"))
     idx = _indices(indices, x.shape[0])
     scale = gk.median_length_scale(x) if length_scale is None else float(length_scale)
     if not scale > 0:
@@ -122,7 +132,7 @@ def mmd(x, indices, *, length_scale: float | None = None, block_size: int | None
 
 def energy_distance(x, indices, *, block_size: int | None = None) -> float:
     """Energy distance ``2 E|s - x| - E|s - s'| - E|x - x'|`` between ``x[indices]`` and ``x``."""
-    x = as_float_matrix(x, "x")
+    x = _centred(as_float_matrix(x, "x"))
     idx = _indices(indices, x.shape[0])
     s = x[idx]
     kw = {"kind": "distance", "block_size": block_size}

@@ -13,8 +13,10 @@ def _ms(values) -> str:
 
 
 def _table(header, rows) -> list[str]:
-    """A Markdown table, padded so that it also reads well in a terminal."""
-    cells = [list(map(str, header)), *[list(map(str, r)) for r in rows]]
+    """A Markdown table, padded so that it also reads well in a terminal. A ``|`` inside a cell
+    is escaped (``|val - test|`` once split its header into two more cells than the separator
+    row, and Markdown renderers dropped the table)."""
+    cells = [[str(c).replace("|", "\\|") for c in r] for r in [header, *rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
     return [

@@ -56,7 +56,7 @@ from .distance import (
     PointStats,
     accum_dtype,
     auto_block,
-    block_rank_distances,
+    block_point_rank_distances,
     column_sums,
     fold_row_blocks,
     point_rank_distances,
@@ -149,15 +149,13 @@ def _seed_scores(x, stats: PointStats, n: int, metric: str, axis) -> jax.Array:
     return fold_row_blocks(score_block, x, block, jnp.zeros((m,), acc))
 
 
-def _nearest_anchor(x: jax.Array, anchors: jax.Array, metric: str, block: int) -> jax.Array:
-    """Rank distance from each row of ``x`` to its nearest anchor; ``[m, block]`` at a time."""
-    x_aux = row_aux(x, metric)
-    a_aux = row_aux(anchors, metric)
-    init = jnp.full((x.shape[0],), jnp.inf, x_aux.dtype)
+def _nearest_anchor(x, anchors, stats: PointStats, metric: str, block: int) -> jax.Array:
+    """Rank distance from each row of ``x`` to its nearest anchor; ``[m, block]`` at a time,
+    through the shift of ``stats`` (as the steps' distances)."""
+    init = jnp.full((x.shape[0],), jnp.inf, stats.sq.dtype)
 
     def fold(rows, start, fresh_from, best):
-        aux = jax.lax.dynamic_slice_in_dim(a_aux, start, block)
-        d = block_rank_distances(x, x_aux, rows, aux, metric)  # [m, block]
+        d = block_point_rank_distances(x, stats, rows, metric)  # [m, block]
         return jnp.minimum(best, jnp.min(d, axis=1))
 
     return fold_row_blocks(fold, anchors, block, init)
@@ -186,7 +184,8 @@ def _init_body(x, anchors, *, n, k, metric, block_size, axis):
     count = jnp.zeros((), jnp.int32)
     if anchors is not None and anchors.shape[0] > 0:
         block = auto_block(m, anchors.shape[0], block_size)
-        min_dist = _nearest_anchor(x, anchors, metric, block).astype(acc)
+        stats = global_point_stats(x, n, metric, axis)
+        min_dist = _nearest_anchor(x, anchors, stats, metric, block).astype(acc)
         return KCenterState(jnp.where(valid, min_dist, -jnp.inf), selected, count)
     # Padding rows start (and stay) at -inf: never chosen.
     state = KCenterState(jnp.where(valid, jnp.inf, -jnp.inf).astype(acc), selected, count)

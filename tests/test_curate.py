@@ -394,8 +394,8 @@ def _leakage_ref(x, vec_set, vec_sample, threshold, max_pairs):
     out, seen = [], set()
     for dist, r, c in found:
         pair = (int(vec_sample[r]), int(vec_sample[c]))
-        if pair not in seen:
-            seen.add(pair)
+        if (min(pair), max(pair)) not in seen:  # an unordered pair of samples, once
+            seen.add((min(pair), max(pair)))
             out.append((pair, str(vec_set[r]), str(vec_set[c]), dist))
     return out[:max_pairs]
 
@@ -454,6 +454,20 @@ def test_leakage_pairs_of_many_vectors_per_sample_fill_max_pairs():
     want = _leakage_ref(x, vec_set, vec_sample, 0.5, 6)
     assert [((p["a"], p["b"]), p["set_a"], p["set_b"], p["distance"]) for p in got] == want
     assert len(got) == 6
+
+
+def test_leakage_pairs_of_samples_whose_rows_interleave_come_once():
+    # Sample ids not grouped by row (each sample's rows far apart): a pair of samples came in
+    # both orders and was kept twice, the second time at a farther distance.
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 2)).astype(np.float32)
+    vec_sample = np.r_[np.arange(20), np.arange(20)]
+    vec_set = np.where(np.arange(40) % 2 == 0, "train", "val").astype(object)
+    got = curate.leakage_pairs(x, vec_set, vec_sample, 100.0, max_pairs=1000)
+    keys = [(min(p["a"], p["b"]), max(p["a"], p["b"])) for p in got]
+    assert len(keys) == len(set(keys))
+    want = _leakage_ref(x, vec_set, vec_sample, 100.0, 1000)
+    assert [((p["a"], p["b"]), p["set_a"], p["set_b"], p["distance"]) for p in got] == want
 
 
 @pytest.mark.parametrize(

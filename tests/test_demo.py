@@ -4,6 +4,7 @@ run killed partway then resumed."""
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -45,6 +46,17 @@ def test_demo_writes_report_and_manifests(demo_out):
         mmd = summary["split"][kind][0]["mmd"]
         assert set(mmd) == {"train", "val", "test"} and all(0 <= v < 0.1 for v in mmd.values())
     assert "MMD² to all (t/v/t)" in text
+    # Every Markdown table renders: each row has as many cells as its separator row (a raw "|"
+    # in the split table's header once made it two cells longer, and renderers dropped it).
+    tables, fenced, current = [], False, []
+    for line in text.splitlines() + [""]:
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("|"):
+            current.append(len(re.split(r"(?<!\\)\|", line)))
+        elif current:
+            tables.append(current)
+            current = []
+    assert len(tables) >= 4 and all(len(set(t)) == 1 for t in tables), tables
 
 
 def test_demo_label_issue_ranking_finds_planted_flips(demo_out):

@@ -207,3 +207,19 @@ def test_run_rejects_a_state_of_another_size():
     x = np.zeros((10, 2), np.float32)
     with pytest.raises(ValueError, match="state was made for 10 points but x has shape \\(9, 2\\)"):
         gk.kcenter_run(gk.kcenter_init(x, 3), x[:9])
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e4, 1e5])
+def test_anchors_far_from_the_origin_are_measured_through_the_shift(offset):
+    # The anchors' distances once took |x|^2 + |a|^2 - 2 x.a unshifted: 10,000 from the origin
+    # every distance cancelled to 0 and the picks were rows 0, 1, 2, ... The float64 reference
+    # runs on the same float32 rows.
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(303, 4)) + offset).astype(np.float32)
+    anchors = x[:5]
+    want = k_center(x[5:].astype(np.float64), 10, anchors=anchors.astype(np.float64))
+    got = gk.greedy_k_center(x[5:], 10, anchors=anchors)
+    assert [int(i) for i in got] == want
+    # 8 devices (n = 298: padded) give the same picks.
+    on_mesh = gk.greedy_k_center(x[5:], 10, anchors=anchors, mesh=gk.make_mesh())
+    np.testing.assert_array_equal(on_mesh, got)
