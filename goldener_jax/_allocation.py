@@ -30,7 +30,11 @@ __all__ = [
 
 
 def exact_ratio(ratio: float) -> Fraction:
-    """The decimal a float was written as: ``0.07`` -> 7/100 (not its binary rounding)."""
+    """The decimal a float was written as: ``0.07`` -> 7/100 (not its binary rounding). A NumPy
+    float is read at its own precision (``np.float32(0.1)`` -> 1/10: widened to a Python float
+    first it was 0.10000000149..., and ``ceil(0.1 x 30)`` became 4)."""
+    if isinstance(ratio, np.floating):
+        return Fraction(str(ratio))
     return Fraction(repr(float(ratio)))
 
 

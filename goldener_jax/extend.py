@@ -28,6 +28,8 @@ import jax
 import numpy as np
 
 from goldener_jax import pipeline
+from goldener_jax._digest import rows_digest
+from goldener_jax.kernels._checks import as_float_matrix
 from goldener_jax.select import Selection, select
 from goldener_jax.split import Split
 
@@ -65,9 +67,9 @@ def _indices(value, where: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _previous_split(previous) -> tuple[dict[str, np.ndarray], dict]:
-    """``({set: indices}, {set: requested size or None})`` of a Split, its manifest dict, or the
-    path of that manifest."""
+def _previous_split(previous) -> tuple[dict[str, np.ndarray], dict, object]:
+    """``({set: indices}, {set: requested size or None}, the data it recorded or None)`` of a
+    Split, its manifest dict, or the path of that manifest."""
     if isinstance(previous, (str, os.PathLike)):
         previous = _read_json(previous, "split")
     if not isinstance(previous, Mapping):
@@ -100,7 +102,43 @@ def _previous_split(previous) -> tuple[dict[str, np.ndarray], dict]:
         values, counts = np.unique(every, return_counts=True)
         shared = values[counts > 1]
         raise ValueError(f"previous split assigns samples to two sets (e.g. {shared[:5].tolist()})")
-    return out, requested
+    return out, requested, manifest.get("data") if isinstance(manifest, Mapping) else None
+
+
+def _check_same_pool(recorded, store_or_array, what: str) -> None:
+    """The earlier split / selection was made on this pool before it grew: for a store, the same
+    extractor; for vectors, its rows (recorded by digest) are the first rows here. Unchecked
+    when nothing was recorded (plain indices) or the rows were given with ``sample_idx``. Made
+    on another pool, it was once extended without a word."""
+    if not isinstance(recorded, Mapping):
+        return
+    from goldener_jax.store import FeatureStore
+
+    pool = store_or_array
+    if isinstance(pool, (str, os.PathLike)):
+        pool = FeatureStore.open(pool)
+    if isinstance(pool, FeatureStore):
+        made_by = recorded.get("extractor")
+        if made_by is not None and made_by != pool.extractor_fingerprint:
+            raise ValueError(
+                f"previous {what} was made on a store described by another extractor "
+                f"({made_by[:12]}..., this store: {pool.extractor_fingerprint[:12]}...): extend "
+                "it on the store it was made on, grown with describe(..., append=True)"
+            )
+        return
+    shape, digest = recorded.get("array_shape"), recorded.get("vectors")
+    if shape is None or digest is None or "sample_idx" in recorded or len(shape) != 2:
+        return
+    x = np.asarray(as_float_matrix(pool, "x"))
+    n_old = int(shape[0])
+    if x.shape[0] < n_old:
+        return  # a pool that lost samples: the indices' own check names them
+    if x.shape[1] != shape[1] or rows_digest(x[:n_old]) != digest:
+        raise ValueError(
+            f"previous {what} was made on other vectors: the {n_old} x {shape[1]} rows it "
+            "recorded are not the first rows of this pool (extend the pool it was made on: its "
+            "rows first, the new ones after)"
+        )
 
 
 def _previous_selection(previous) -> tuple[np.ndarray, dict]:
@@ -283,7 +321,8 @@ def extend_split(
             'method="auto" (split\'s representative sets) cannot extend a split; give a '
             'selection method such as "kcenter"'
         )
-    before, requested = _previous_split(previous)
+    before, requested, recorded = _previous_split(previous)
+    _check_same_pool(recorded, store_or_array, "split")
     names = list(before)
     data = pipeline.load_data(store_or_array, labels, groups, sample_idx, exclude_labels)
     num = int(data.sample_ids.shape[0])
@@ -504,6 +543,7 @@ def extend_selection(
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
         raise ValueError(f"count must be an int >= 1 (the samples to add), got {count!r}")
     earlier, config = _previous_selection(previous)
+    _check_same_pool(config.get("data"), store_or_array, "selection")
     if method is None:
         method = config.get("method", "auto")
     new = select(

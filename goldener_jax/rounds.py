@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from goldener_jax._allocation import count_from_size
+from goldener_jax._allocation import count_from_size, exact_ratio
 
 __all__ = ["Labelled", "Round", "Rounds", "RoundsConflictError", "RoundsError"]
 
@@ -152,6 +152,16 @@ def _pool_of(store_or_array) -> tuple[Any, dict, str | None]:
         "extractor": None,
     }
     return x, pool, None
+
+
+def _label_array(values: list) -> np.ndarray:
+    """The labels as one array: ints, strings, or (both kinds in one file) objects, each label
+    as recorded (one NumPy array of both once turned the ints into strings)."""
+    if len({type(v) for v in values}) > 1:
+        out = np.empty(len(values), object)
+        out[:] = values
+        return out
+    return np.asarray(values)
 
 
 def _check_label_value(v, where: str):
@@ -406,7 +416,7 @@ class Rounds:
         entries = self._doc["labels"]
         return Labelled(
             np.asarray([e["index"] for e in entries], np.int64),
-            np.asarray([e["label"] for e in entries]),
+            _label_array([e["label"] for e in entries]),
         )
 
     @property
@@ -461,7 +471,7 @@ class Rounds:
             raise ValueError(f"size must be an int >= 1 or a float in (0, 1], got {size!r}")
         # A fraction of the whole pool (every round of 2% adds 2% of the pool), not of the
         # samples still unpicked as select's own float size would; select's exact rounding.
-        return count_from_size(float(size), n)
+        return count_from_size(size, n)
 
     def select(self, size, *, key, method="auto", method_options: Mapping | None = None, **kwargs):
         """Selects the next round's samples and records the round.
@@ -496,7 +506,10 @@ class Rounds:
                 "labels: never seen by a round's selection); do not pass them"
             )
         count = self._count(size)
-        asked_size = float(size) if isinstance(size, (float, np.floating)) else int(size)
+        # The decimal asked for (np.float32(0.1) recorded as 0.1, not 0.10000000149...).
+        asked_size = (
+            float(exact_ratio(size)) if isinstance(size, (float, np.floating)) else int(size)
+        )
         anchors = np.union1d(self.selected, self.labelled.indices).astype(np.int64)
         if "size_of" in inspect.signature(select).parameters:
             # select sizes a float against the whole pool itself, and records size and size_of.

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from goldener_jax import pipeline
-from goldener_jax._allocation import count_from_size
+from goldener_jax._allocation import count_from_size, exact_ratio
 from goldener_jax.pipeline import METHODS, BudgetRule, SelectionMethod, SuiteRule, register_method
 from goldener_jax.pipeline.engine import coverage_radius
 
@@ -168,7 +168,10 @@ def select(
     key = pipeline.check_common(key, metric, chunk_size, max_anchors, checkpoint_every)
     if isinstance(size, bool) or not isinstance(size, (int, float, np.integer, np.floating)):
         raise TypeError(f"size must be a float in (0, 1] or an int >= 1, got {size!r}")
-    size = size.item() if isinstance(size, np.generic) else size  # JSON-able in the config
+    # JSON-able in the config; a NumPy float as the decimal it prints (np.float32(0.1): 0.1).
+    if isinstance(size, np.floating):
+        size = float(exact_ratio(size))
+    size = size.item() if isinstance(size, np.generic) else size
     if size_of not in ("remaining", "pool", "total"):
         raise ValueError(f"size_of must be 'remaining', 'pool' or 'total', got {size_of!r}")
     red = pipeline.parse_reduce(reduce)

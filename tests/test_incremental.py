@@ -477,6 +477,13 @@ def test_extend_split_refusals():
         extend_split(x[:60], prev, key=key, labels=False, progress=False)
     with pytest.raises(ValueError, match=r'method="auto"'):
         extend_split(x, prev, key=key, method="auto", labels=False, progress=False)
+    # Made on other vectors (its rows are not the first rows here): once extended silently.
+    other = x[::-1].copy()
+    with pytest.raises(ValueError, match=r"previous split was made on other vectors"):
+        extend_split(other, prev, key=key, labels=False, progress=False)
+    sel = select(x[:80], 5, key=key, method="kcenter", progress=False)
+    with pytest.raises(ValueError, match=r"previous selection was made on other vectors"):
+        extend_selection(other, sel, 5, key=key, method="kcenter", progress=False)
     bad = {"train": [0, 1], "val": [1, 2]}
     with pytest.raises(ValueError, match=r"two sets"):
         extend_split(x, bad, key=key, labels=False, progress=False)

@@ -264,7 +264,8 @@ def test_label_rules(tmp_path):
     r.label([100], ["x"], allow_unselected=True)
     lab = Rounds.open(_x(), path=tmp_path / "r.json").labelled
     assert lab.indices.tolist() == [int(i[0]), int(i[1]), 100]
-    assert lab.labels.tolist() == ["7", "6", "x"]  # one array: NumPy makes the ints strings
+    assert lab.labels.tolist() == [7, 6, "x"]  # each as recorded (not all made strings)
+    assert lab.labels.dtype == object
     doc = json.loads((tmp_path / "r.json").read_text())
     assert [(e["label"], e["round"]) for e in doc["labels"]] == [(7, 0), (6, 0), ("x", None)]
 
@@ -275,6 +276,13 @@ def test_float_size_is_a_share_of_the_whole_pool(tmp_path):
         sel = r.select(0.1, key=jax.random.key(k), progress=False)
         assert len(sel) == 12  # ceil(0.1 x 120) every round, not 10% of what is left
     assert r.selected.size == 36 and np.unique(r.selected).size == 36
+
+
+def test_numpy_float_size_is_the_decimal_it_prints(tmp_path):
+    # np.float32(0.1) widened to 0.10000000149... once picked ceil(12.0000002) = 13 of 120.
+    r = Rounds.open(_x(), path=tmp_path / "r.json")
+    assert len(r.select(np.float32(0.1), key=jax.random.key(0), progress=False)) == 12
+    assert r.history[0].asked["size"] == 0.1
 
 
 def test_concurrent_writer_is_detected(tmp_path):
