@@ -43,6 +43,7 @@ import orbax.checkpoint as ocp
 
 from goldener_jax import _locks
 from goldener_jax._locks import LockedError as LockedError
+from goldener_jax.store import config_differences
 
 __all__ = [
     "CheckpointCorruptError",
@@ -67,24 +68,6 @@ class CheckpointMismatchError(ValueError):
         super().__init__(message)
         self.path = path
         self.differences = list(differences)
-
-
-def _config_differences(saved: Any, requested: Any, prefix: str = "") -> list[str]:
-    """Human-readable differences between a checkpoint's config and the requested one."""
-    if isinstance(saved, Mapping) and isinstance(requested, Mapping):
-        out = []
-        for k in sorted(set(saved) | set(requested), key=str):
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if k not in saved:
-                out.append(f"{key}: absent in the checkpoint, {requested[k]!r} requested")
-            elif k not in requested:
-                out.append(f"{key}: {saved[k]!r} in the checkpoint, absent in the request")
-            else:
-                out += _config_differences(saved[k], requested[k], key)
-        return out
-    if saved != requested:
-        return [f"{prefix or 'value'}: {saved!r} in the checkpoint, {requested!r} requested"]
-    return []
 
 
 class CheckpointCorruptError(ValueError):
@@ -242,7 +225,9 @@ class Checkpointer:
                 if overwrite:
                     self._manager.delete(step)
                     continue
-                details = _config_differences(saved, self.config)
+                details = config_differences(
+                    saved, self.config, held="in the checkpoint", request="the request"
+                )
                 raise CheckpointMismatchError(
                     f"checkpoints in {self.path!r} were written with another config "
                     f"({'; '.join(details[:5])}); use another directory or pass overwrite=True",

@@ -188,6 +188,14 @@ class IntegrityReport(NamedTuple):
         )
 
 
+def _write_manifest(kv, manifest: dict, whose: str, advice: str) -> None:
+    """Writes ``manifest.json``; a failed write is an ``OSError`` naming the disk problem."""
+    try:
+        kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
+    except (ValueError, OSError) as e:
+        raise _write_error(e, f"writing {MANIFEST} of {whose}", advice) from e
+
+
 def _fspath(path):
     return os.fspath(path) if isinstance(path, os.PathLike) else path
 
@@ -288,21 +296,24 @@ def _digests(items: list[tuple[int, str, np.ndarray]]) -> list[bytes]:
         return list(pool.map(lambda item: chunk_digest(*item), items))
 
 
-def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Human-readable differences between two JSON-like values."""
+def config_differences(
+    a: Any, b: Any, prefix: str = "", *, held: str = "in store", request: str = "request"
+) -> list[str]:
+    """Human-readable differences between two JSON-like values: ``a`` (what is ``held``, e.g.
+    ``"in the checkpoint"``) against ``b`` (the ``request``)."""
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []
         for k in sorted(set(a) | set(b), key=str):
             key = f"{prefix}.{k}" if prefix else str(k)
             if k not in a:
-                out.append(f"{key}: absent in store, {b[k]!r} requested")
+                out.append(f"{key}: absent {held}, {b[k]!r} requested")
             elif k not in b:
-                out.append(f"{key}: {a[k]!r} in store, absent in request")
+                out.append(f"{key}: {a[k]!r} {held}, absent in {request}")
             else:
-                out += config_differences(a[k], b[k], key)
+                out += config_differences(a[k], b[k], key, held=held, request=request)
         return out
     if a != b:
-        return [f"{prefix or 'value'}: {a!r} in store, {b!r} requested"]
+        return [f"{prefix or 'value'}: {a!r} {held}, {b!r} requested"]
     return []
 
 
@@ -752,14 +763,9 @@ class FeatureStore:
         # the missing arrays (open=True, create=True) on the next call.
         if len([k for k in keys if k != _LOCK_NAME]) > len(foreign):
             cls._delete(kv)  # leftovers of an interrupted overwrite, if any
-        try:
-            kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
-        except (ValueError, OSError) as e:
-            raise _write_error(
-                e,
-                f"writing {MANIFEST} of new store {path!r}",
-                "no store was created: run describe again",
-            ) from e
+        _write_manifest(
+            kv, manifest, f"new store {path!r}", "no store was created: run describe again"
+        )
         return cls(path, kvspec, manifest, cls._open_arrays(kvspec, manifest, path, create=True))
 
     def grow(self, num_samples: int, source: Mapping) -> FeatureStore:
@@ -830,14 +836,12 @@ class FeatureStore:
         if n_old % self.batch_size:
             self.mark_not_done([self.num_batches - 1])  # flag first: it gets new samples
         kv = ts.KvStore.open(self._kvspec).result()
-        try:
-            kv.write(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode()).result()
-        except (ValueError, OSError) as e:
-            raise _write_error(
-                e,
-                f"writing the grown {MANIFEST} of store {self.path!r}",
-                "the store still holds its samples: run describe(..., append=True) again",
-            ) from e
+        _write_manifest(
+            kv,
+            manifest,
+            f"store {self.path!r} (grown)",
+            "the store still holds its samples: run describe(..., append=True) again",
+        )
         return FeatureStore(
             self.path,
             self._kvspec,

@@ -6,7 +6,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -224,25 +224,9 @@ def test_out_is_created_before_the_computation(files, tmp_path, capsys, monkeypa
 
 # ------------------------------------------------------------ 1. run imports like python -m
 
-MODEL = textwrap.dedent(
-    """
-    import flax.linen as nn
-
-
-    class TinyCNN(nn.Module):
-        width: int = 4
-
-        @nn.compact
-        def __call__(self, x):
-            x = nn.relu(nn.Conv(self.width, (3, 3), name="conv1")(x))
-            x = nn.relu(nn.Conv(self.width, (3, 3), name="conv2")(x))
-            return nn.Dense(3, name="head")(x.mean(axis=(1, 2)))
-
-
-    def tiny_cnn(width=4):
-        return TinyCNN(width=width)
-    """
-)
+# The model file the pipeline tests import from tests/ (_workflow_model.py), written under another
+# module name beside each spec: found only if run looks where python -m would.
+MODEL = (Path(__file__).parent / "_workflow_model.py").read_text()
 
 
 def _project(folder, module: str):
